@@ -1,0 +1,103 @@
+"""Test set-up: 8 simulated CPU devices (set before jax is imported) and shared helpers."""
+
+import os
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import struct  # noqa: E402
+
+import pytest  # noqa: E402
+
+from transformer_jax.config import default_config  # noqa: E402
+
+
+def write_mo(path, entries, charset="UTF-8"):
+  """Writes a real GNU gettext .mo catalog with `entries` {msgid: msgstr}."""
+  entries = dict(entries)
+  entries[""] = f"Content-Type: text/plain; charset={charset}\n"
+  keys = sorted(entries)
+  ids = [k.encode(charset) for k in keys]
+  strs = [entries[k].encode(charset) for k in keys]
+  n = len(keys)
+  header_size = 7 * 4
+  orig_table = header_size
+  trans_table = orig_table + 8 * n
+  data_start = trans_table + 8 * n
+  blob, orig_entries, trans_entries = b"", [], []
+  for s in ids:
+    orig_entries.append((len(s), data_start + len(blob)))
+    blob += s + b"\0"
+  for s in strs:
+    trans_entries.append((len(s), data_start + len(blob)))
+    blob += s + b"\0"
+  out = struct.pack("<7I", 0x950412DE, 0, n, orig_table, trans_table, 0, 0)
+  for length, offset in orig_entries + trans_entries:
+    out += struct.pack("<2I", length, offset)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "wb") as f:
+    f.write(out + blob)
+
+
+EN_DE = [
+    ("File not found", "Datei nicht gefunden"),
+    ("Cannot open file %s", "Datei %s kann nicht geöffnet werden"),
+    ("Permission denied", "Zugriff verweigert"),
+    ("Out of memory", "Speicher erschöpft"),
+    ("Invalid argument", "Ungültiges Argument"),
+    ("No such directory", "Verzeichnis existiert nicht"),
+    ("Save the document", "Das Dokument speichern"),
+    ("Open a new window", "Ein neues Fenster öffnen"),
+    ("Close the window", "Das Fenster schließen"),
+    ("The file %s was saved", "Die Datei %s wurde gespeichert"),
+    ("Copy %d files", "%d Dateien kopieren"),
+    ("Delete the selected file", "Die ausgewählte Datei löschen"),
+    ("Print the document", "Das Dokument drucken"),
+    ("Show hidden files", "Versteckte Dateien anzeigen"),
+    ("Connection refused", "Verbindung abgelehnt"),
+    ("Unknown option", "Unbekannte Option"),
+]
+
+
+def write_parallel_tsv(path, repeats=12):
+  """A small real TSV corpus (variants of EN_DE) for end-to-end runs."""
+  with open(path, "w", encoding="utf-8") as f:
+    for r in range(repeats):
+      for en, de in EN_DE:
+        f.write(f"{en} ({r})\t{de} ({r})\n")
+  return str(path)
+
+
+def tiny_config(**overrides):
+  """A config whose model and batches are small enough for unit tests."""
+  c = default_config()
+  c.num_train_steps = 6
+  c.log_every_steps = 2
+  c.eval_every_steps = 3
+  c.checkpoint_every_steps = 3
+  c.per_device_batch_size = 2
+  c.max_target_length = 16
+  c.max_predict_length = 16
+  c.num_predict_examples = 8
+  c.warmup_steps = 2
+  c.model.emb_dim = 32
+  c.model.num_heads = 2
+  c.model.qkv_dim = 32
+  c.model.mlp_dim = 64
+  c.model.num_encoder_layers = 1
+  c.model.num_decoder_layers = 1
+  c.data.vocab_size = 400
+  c.data.num_packing_bins = 4
+  for key, value in overrides.items():
+    node = c
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return c
+
+
+@pytest.fixture
+def tsv_corpus(tmp_path):
+  return write_parallel_tsv(tmp_path / "corpus.tsv")

@@ -1,0 +1,116 @@
+"""Loss, optimizer schedule and the sharded train step on 8 simulated devices."""
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from conftest import tiny_config
+from transformer_jax import config as config_lib
+from transformer_jax import optim, sharding, steps
+from transformer_jax.models.transformer import EncoderDecoder
+
+
+def test_label_smoothed_loss_matches_explicit_soft_targets():
+  rng = np.random.default_rng(0)
+  logits = jnp.asarray(rng.normal(size=(2, 3, 7)), jnp.float32)
+  targets = jnp.asarray(rng.integers(0, 7, (2, 3)))
+  loss, nll = steps.cross_entropy(logits, targets, label_smoothing=0.2)
+  soft = optax.smooth_labels(jax.nn.one_hot(targets, 7), 0.0)
+  soft = soft * 0.8 + (1 - soft) * 0.2 / 6
+  explicit = optax.softmax_cross_entropy(logits, soft)
+  min_entropy = -(0.8 * np.log(0.8) + 0.2 * np.log(0.2 / 6))
+  np.testing.assert_allclose(loss, explicit - min_entropy, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(nll, optax.softmax_cross_entropy_with_integer_labels(
+      logits, targets), rtol=1e-6)
+  plain, _ = steps.cross_entropy(logits, targets, 0.0)
+  np.testing.assert_allclose(plain, nll)
+
+
+@pytest.mark.parametrize("schedule", config_lib.LR_SCHEDULES)
+def test_schedules_warm_up_then_decay(schedule):
+  c = tiny_config(lr_schedule=schedule, learning_rate=1.0, warmup_steps=10,
+                  num_train_steps=100)
+  lr = optim.learning_rate_schedule(c)
+  assert float(lr(0)) == 0.0
+  np.testing.assert_allclose(float(lr(10)), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(float(lr(5)), 0.5, rtol=1e-6)
+  late = float(lr(99))
+  if schedule == "constant":
+    assert late == pytest.approx(1.0)
+  else:
+    assert late < 0.5
+
+
+def _setup(config):
+  mesh = sharding.make_mesh(config)
+  rules = sharding.logical_axis_rules(config)
+  model = EncoderDecoder(config_lib.model_config(config, 64))
+  tx = optim.make_optimizer(config)
+  bs = config.per_device_batch_size * jax.device_count()
+  shape = (bs, config.max_target_length)
+  init_fn = functools.partial(steps.create_train_state, model, tx, inputs_shape=shape,
+                              targets_shape=shape)
+  rng = jax.random.key(0)
+  _, shardings = sharding.state_shardings(init_fn, mesh, rules, rng)
+  state = sharding.init_sharded(init_fn, shardings, mesh, rules, rng)
+  step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx, label_smoothing=0.1),
+                 in_shardings=(shardings, sharding.batch_sharding(mesh),
+                               sharding.replicated(mesh)),
+                 out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=(0,))
+  return mesh, rules, state, shardings, step
+
+
+def _batch(config, seed=0):
+  bs = config.per_device_batch_size * jax.device_count()
+  rng = np.random.default_rng(seed)
+  ids = rng.integers(3, 64, (bs, config.max_target_length)).astype(np.int32)
+  ids[:, -3:] = 0
+  ids[:, -4] = 1
+  return {"inputs": ids, "targets": ids[:, ::-1].copy()}
+
+
+def test_train_step_lowers_the_loss_on_a_tiny_batch():
+  config = tiny_config(learning_rate=1e-2, warmup_steps=0, lr_schedule="constant")
+  mesh, rules, state, shardings, step = _setup(config)
+  assert jax.device_count() == 8 and dict(mesh.shape)["data"] == 8
+  batch = sharding.global_batch(_batch(config), mesh)
+  rng = jax.random.key(1)
+  losses = []
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    for _ in range(30):
+      state, metrics = step(state, batch, rng)
+      m = jax.device_get(metrics)
+      losses.append(float(m["loss_sum"] / m["weight_sum"]))
+  assert int(state.step) == 30
+  assert losses[-1] < 0.5 * losses[0], losses
+  assert np.isfinite(losses).all()
+  # Inputs are sharded over the data axis: 8 shards of 2 rows.
+  assert batch["inputs"].sharding.shard_shape(batch["inputs"].shape)[0] == 2
+
+
+def test_fsdp_rules_shard_parameters():
+  config = tiny_config(logical_axis_rules="fsdp")
+  config.mesh.data, config.mesh.fsdp = 2, 4
+  _, _, state, _, _ = _setup(config)
+  wi = state.params["encoder"]["layer_0"]["mlp"]["wi"]  # (embed, mlp)
+  assert wi.addressable_shards[0].data.shape == (wi.shape[0] // 4, wi.shape[1])
+  mu = state.opt_state[1][0].mu["encoder"]["layer_0"]["mlp"]["wi"]
+  assert mu.sharding == wi.sharding  # optimizer state follows the parameters.
+
+
+def test_eval_step_counts_only_real_tokens():
+  config = tiny_config()
+  mesh, rules, state, _, _ = _setup(config)
+  model = EncoderDecoder(config_lib.model_config(config, 64).replace(deterministic=True))
+  b = _batch(config)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    m = jax.device_get(jax.jit(functools.partial(steps.eval_step, model=model))(
+        state.params, sharding.global_batch(b, mesh)))
+  assert m["weight_sum"] == (b["targets"] > 0).sum()
+  s = steps.summarize(m)
+  assert 0 <= s["accuracy"] <= 1 and s["perplexity"] == pytest.approx(np.exp(s["nll"]), rel=1e-5)

@@ -1,0 +1,41 @@
+"""Trains, evaluates and checkpoints a Transformer; re-running resumes.
+
+  python train.py --config=configs/base.py [--workdir=runs/base] [--config.num_train_steps=100]
+"""
+
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None,
+                               "Where checkpoints, logs and the tokenizer go "
+                               "(default: runs/<config file stem>).")
+flags.mark_flags_as_required(["config"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  # Imported here so that --help and flag errors stay fast.
+  from transformer_jax import config as config_lib  # pylint: disable=import-outside-toplevel
+  from transformer_jax import trainer  # pylint: disable=import-outside-toplevel
+  from transformer_jax.data.sources import CorpusError  # pylint: disable=import-outside-toplevel
+
+  config_path = flags.FLAGS["config"].config_filename
+  workdir = _WORKDIR.value or os.path.join(
+      "runs", os.path.splitext(os.path.basename(config_path))[0])
+  logging.set_verbosity(logging.WARNING)
+  print(f"workdir: {workdir}", flush=True)
+  try:
+    trainer.train_and_evaluate(_CONFIG.value, workdir)
+  except (config_lib.ConfigError, CorpusError) as e:
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  app.run(main)

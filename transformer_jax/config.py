@@ -1,0 +1,214 @@
+"""Config defaults, up-front validation, and the derived model config.
+
+`default_config()` holds every field with its default, in one place; the files
+in `configs/` start from it and change what their job needs. `validate()`
+runs before anything is built or compiled, and names the bad field.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+import ml_collections
+
+from transformer_jax.models.transformer import TransformerConfig
+
+LR_SCHEDULES = ("rsqrt", "cosine", "linear", "constant")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+NORM_POSITIONS = ("pre", "post")
+ACTIVATIONS = ("relu", "gelu", "silu")
+DATA_SOURCES = ("gettext", "files")
+MESH_AXES = ("data", "fsdp", "tensor")
+
+
+class ConfigError(ValueError):
+  """A config field has a bad value; the message names the field."""
+
+
+def default_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  # Loop (names as in the Flax examples).
+  c.num_train_steps = 1000
+  c.log_every_steps = 50
+  c.eval_every_steps = 500
+  c.checkpoint_every_steps = 500
+  c.max_checkpoints_to_keep = 3
+  c.per_device_batch_size = 32
+  c.max_target_length = 64  # packed length of source and target sequences.
+  c.max_predict_length = 64  # longest decoded translation.
+  c.num_eval_steps = -1  # validation batches per evaluation; -1: the whole split.
+  c.num_predict_examples = -1  # test examples decoded at the end; -1: all.
+  c.num_example_translations = 5
+  # Optimizer and schedule.
+  c.learning_rate = 2e-3
+  c.warmup_steps = 200
+  c.lr_schedule = "rsqrt"  # after warmup: rsqrt | cosine | linear | constant.
+  c.adam_b1 = 0.9
+  c.adam_b2 = 0.98
+  c.adam_eps = 1e-9
+  c.weight_decay = 0.0
+  c.grad_clip_norm = 1.0  # 0 disables clipping.
+  c.label_smoothing = 0.1
+  # Parallelism: one axis may be -1 (all remaining devices).
+  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+  c.logical_axis_rules = "fsdp_tensor"  # a preset of transformer_jax.sharding.
+  # Model.
+  c.model = ml_collections.ConfigDict()
+  c.model.emb_dim = 256
+  c.model.num_heads = 4
+  c.model.qkv_dim = 256  # all heads together; head width = qkv_dim / num_heads.
+  c.model.mlp_dim = 1024
+  c.model.num_encoder_layers = 3
+  c.model.num_decoder_layers = 3
+  c.model.dropout_rate = 0.1
+  c.model.attention_dropout_rate = 0.1
+  c.model.norm_position = "pre"
+  c.model.activation = "relu"
+  c.model.logits_via_embedding = True
+  c.model.dtype = "float32"
+  # Data.
+  c.data = ml_collections.ConfigDict()
+  c.data.source = "gettext"  # gettext | files.
+  c.data.source_lang = "en"
+  c.data.target_lang = "de"
+  c.data.locale_dirs = ("/usr/share/locale",)
+  c.data.train_files = ()
+  c.data.validation_files = ()
+  c.data.test_files = ()
+  c.data.validation_fraction = 0.03
+  c.data.test_fraction = 0.03
+  c.data.vocab_size = 8000
+  c.data.tokenizer_path = ""  # empty: WORKDIR/tokenizer.model.
+  c.data.num_packing_bins = 64
+  return c
+
+
+def _fail(field: str, value, why: str):
+  raise ConfigError(f"config.{field}={value!r}: {why}")
+
+
+def _positive_int(config, field: str):
+  value = _get(config, field)
+  if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+    _fail(field, value, "must be a positive integer")
+
+
+def _get(config, field: str):
+  node = config
+  for part in field.split("."):
+    if part not in node:
+      raise ConfigError(f"config.{field} is missing")
+    node = node[part]
+  return node
+
+
+def _one_of(config, field: str, choices):
+  value = _get(config, field)
+  if value not in choices:
+    _fail(field, value, f"must be one of {tuple(choices)}")
+
+
+def _fraction(config, field: str, low_open: bool = False):
+  value = _get(config, field)
+  if not isinstance(value, (int, float)) or value < 0 or value >= 1 or (low_open and value == 0):
+    _fail(field, value, "must be a fraction in " + ("(0, 1)" if low_open else "[0, 1)"))
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
+             num_processes: int = 1) -> None:
+  """Checks the config; raises ConfigError naming the first bad field."""
+  for f in ("num_train_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps",
+            "max_checkpoints_to_keep", "per_device_batch_size", "max_target_length",
+            "max_predict_length", "model.emb_dim", "model.num_heads", "model.qkv_dim",
+            "model.mlp_dim", "model.num_encoder_layers", "model.num_decoder_layers",
+            "data.vocab_size", "data.num_packing_bins"):
+    _positive_int(config, f)
+  for f in ("warmup_steps",):
+    if _get(config, f) < 0:
+      _fail(f, _get(config, f), "must be >= 0")
+  for f in ("num_eval_steps", "num_predict_examples"):
+    v = _get(config, f)
+    if v == 0 or v < -1:
+      _fail(f, v, "must be positive, or -1 for all")
+  if not config.learning_rate > 0:
+    _fail("learning_rate", config.learning_rate, "must be > 0")
+  if config.grad_clip_norm < 0:
+    _fail("grad_clip_norm", config.grad_clip_norm, "must be >= 0 (0 disables clipping)")
+  if config.weight_decay < 0:
+    _fail("weight_decay", config.weight_decay, "must be >= 0")
+  for f in ("label_smoothing", "adam_b1", "adam_b2", "model.dropout_rate",
+            "model.attention_dropout_rate"):
+    _fraction(config, f)
+  _one_of(config, "lr_schedule", LR_SCHEDULES)
+  _one_of(config, "model.dtype", DTYPES)
+  _one_of(config, "model.norm_position", NORM_POSITIONS)
+  _one_of(config, "model.activation", ACTIVATIONS)
+  _one_of(config, "data.source", DATA_SOURCES)
+  if config.model.qkv_dim % config.model.num_heads:
+    _fail("model.qkv_dim", config.model.qkv_dim,
+          f"must divide by model.num_heads={config.model.num_heads}")
+  _fraction(config, "data.validation_fraction")
+  _fraction(config, "data.test_fraction")
+  if config.data.source == "gettext" and (config.data.validation_fraction <= 0 or
+                                          config.data.test_fraction <= 0):
+    _fail("data.validation_fraction", config.data.validation_fraction,
+          "gettext needs validation_fraction and test_fraction > 0")
+  if config.data.validation_fraction + config.data.test_fraction >= 1:
+    _fail("data.test_fraction", config.data.test_fraction,
+          "validation_fraction + test_fraction must be < 1")
+  if config.data.source == "files" and not config.data.train_files:
+    _fail("data.train_files", config.data.train_files,
+          "data.source='files' needs at least one TSV/JSONL file")
+  if config.data.vocab_size < 300:
+    _fail("data.vocab_size", config.data.vocab_size,
+          "must be at least 300 (256 byte-fallback pieces + specials + words)")
+  from transformer_jax import sharding  # pylint: disable=import-outside-toplevel
+  if config.logical_axis_rules not in sharding.RULE_PRESETS:
+    _fail("logical_axis_rules", config.logical_axis_rules,
+          f"must be one of {tuple(sharding.RULE_PRESETS)}")
+  if num_devices is not None:
+    mesh_shape(config, num_devices)
+    if num_devices % num_processes:
+      raise ConfigError(f"{num_devices} devices do not split over {num_processes} processes")
+
+
+def mesh_shape(config, num_devices: int) -> tuple[int, ...]:
+  """Resolves config.mesh (one axis may be -1) against the device count."""
+  sizes = [config.mesh[a] for a in MESH_AXES]
+  for axis, size in zip(MESH_AXES, sizes):
+    if not isinstance(size, int) or size == 0 or size < -1:
+      _fail(f"mesh.{axis}", size, "must be a positive integer or -1")
+  if sizes.count(-1) > 1:
+    raise ConfigError(f"config.mesh={dict(zip(MESH_AXES, sizes))}: at most one axis may be -1")
+  known = math.prod(s for s in sizes if s != -1)
+  if -1 in sizes:
+    if num_devices % known:
+      raise ConfigError(f"config.mesh={dict(zip(MESH_AXES, sizes))}: the fixed axes "
+                        f"({known}) do not divide the {num_devices} devices")
+    sizes[sizes.index(-1)] = num_devices // known
+  if math.prod(sizes) != num_devices:
+    raise ConfigError(f"config.mesh={dict(zip(MESH_AXES, sizes))}: the product of the axis "
+                      f"sizes is {math.prod(sizes)}, but there are {num_devices} devices")
+  return tuple(sizes)
+
+
+def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> TransformerConfig:
+  """The frozen training-mode model config; derive eval/decode with .replace()."""
+  m = config.model
+  return TransformerConfig(
+      vocab_size=vocab_size,
+      emb_dim=m.emb_dim,
+      num_heads=m.num_heads,
+      head_dim=m.qkv_dim // m.num_heads,
+      mlp_dim=m.mlp_dim,
+      num_encoder_layers=m.num_encoder_layers,
+      num_decoder_layers=m.num_decoder_layers,
+      dropout_rate=m.dropout_rate,
+      attention_dropout_rate=m.attention_dropout_rate,
+      norm_position=m.norm_position,
+      activation=m.activation,
+      logits_via_embedding=m.logits_via_embedding,
+      dtype=DTYPES[m.dtype],
+  )

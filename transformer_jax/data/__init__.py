@@ -1,0 +1,1 @@
+"""Data: corpora and splits (sources), sentencepiece (tokenizer), grain (pipeline)."""

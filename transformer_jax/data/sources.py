@@ -1,0 +1,217 @@
+"""Parallel corpora: harvest, read and split (source, target) sentence pairs.
+
+Two sources:
+  * `gettext`: real human translations of program messages, read from the
+    gettext message catalogs (`*.mo`) installed on the machine.
+  * `files`: the user's own parallel data in TSV (`source<TAB>target`) or JSONL
+    (`{"source": ..., "target": ...}`) files.
+
+Splits are decided by a hash of the source text alone, so a sentence never sits
+in two splits, whatever the order in which files are read.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import gettext
+import glob
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+
+Pair = tuple[str, str]
+
+SPLITS = ("train", "validation", "test")
+
+
+class CorpusError(ValueError):
+  """Raised when a corpus cannot be found or read; the message says what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Corpus:
+  train: list[Pair]
+  validation: list[Pair]
+  test: list[Pair]
+
+  def split(self, name: str) -> list[Pair]:
+    if name not in SPLITS:
+      raise ValueError(f"unknown split {name!r}; expected one of {SPLITS}")
+    return getattr(self, name)
+
+
+def normalize(text: str) -> str:
+  """Collapses runs of whitespace (catalog entries often carry newlines)."""
+  return " ".join(text.split())
+
+
+# --------------------------------------------------------------------------- gettext
+
+
+def find_catalogs(locale_dirs: Sequence[str], lang: str) -> list[str]:
+  """All `*.mo` files for `lang` (and its regional variants, e.g. de_CH)."""
+  files = []
+  for root in locale_dirs:
+    for pattern in (f"{lang}/LC_MESSAGES/*.mo", f"{lang}_*/LC_MESSAGES/*.mo",
+                    f"{lang}@*/LC_MESSAGES/*.mo"):
+      files.extend(glob.glob(os.path.join(root, pattern)))
+  return sorted(set(files))
+
+
+def read_catalog(path: str) -> Iterable[Pair]:
+  """Yields (msgid, msgstr) pairs of one compiled catalog, singular forms only."""
+  with open(path, "rb") as f:
+    catalog = gettext.GNUTranslations(f)._catalog  # pylint: disable=protected-access
+  for key, value in catalog.items():
+    if isinstance(key, tuple):  # plural entry: (msgid, index); keep the singular.
+      key, index = key
+      if index != 0:
+        continue
+    if "\x04" in key:  # "context\x04msgid"
+      key = key.split("\x04", 1)[1]
+    yield key, value
+
+
+def harvest_gettext(locale_dirs: Sequence[str], source_lang: str,
+                    target_lang: str) -> list[Pair]:
+  """Source->target pairs from installed catalogs, deduplicated and sorted.
+
+  Catalogs are written in English (msgid) and translated into the catalog's
+  language (msgstr), so only `source_lang='en'` is supported.
+  """
+  if source_lang != "en":
+    raise CorpusError(
+        f"config.data.source_lang={source_lang!r}: gettext catalogs translate "
+        "from English; use source_lang='en' or data.source='files'.")
+  files = find_catalogs(locale_dirs, target_lang)
+  if not files:
+    raise CorpusError(
+        f"no gettext catalogs (*.mo) for language {target_lang!r} under "
+        f"{list(locale_dirs)} (config.data.locale_dirs). Install translated "
+        "packages (e.g. `apt-get install` of programs with their locales), or "
+        "train on your own parallel data: --config.data.source=files "
+        "--config.data.train_files=PATH.tsv (TSV source<TAB>target or JSONL "
+        '{"source": ..., "target": ...}).')
+  candidates: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+  for path in files:
+    try:
+      entries = list(read_catalog(path))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+      logging.warning("skipping unreadable catalog %s: %s", path, e)
+      continue
+    for src, tgt in entries:
+      src, tgt = normalize(src), normalize(tgt)
+      if src and tgt:
+        candidates[src][tgt] += 1
+  return dedupe(candidates)
+
+
+def dedupe(candidates: dict[str, collections.Counter]) -> list[Pair]:
+  """One target per source: the most frequent, ties broken by string order."""
+  pairs = []
+  for src, counts in candidates.items():
+    best = min(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0]
+    pairs.append((src, best))
+  pairs.sort()
+  return pairs
+
+
+# --------------------------------------------------------------------------- files
+
+
+def read_parallel_file(path: str) -> list[Pair]:
+  """Reads TSV (`source<TAB>target`) or JSONL (`{"source", "target"}`) pairs."""
+  if not os.path.exists(path):
+    raise CorpusError(f"parallel data file not found: {path}")
+  pairs = []
+  is_jsonl = path.endswith((".jsonl", ".json"))
+  with open(path, encoding="utf-8") as f:
+    for lineno, line in enumerate(f, 1):
+      line = line.rstrip("\n")
+      if not line.strip():
+        continue
+      if is_jsonl:
+        try:
+          record = json.loads(line)
+          src, tgt = record["source"], record["target"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+          raise CorpusError(
+              f"{path}:{lineno}: expected a JSON object with 'source' and "
+              f"'target' strings ({e})") from e
+      else:
+        fields = line.split("\t")
+        if len(fields) != 2:
+          raise CorpusError(
+              f"{path}:{lineno}: expected 2 tab-separated fields "
+              f"(source<TAB>target), found {len(fields)}")
+        src, tgt = fields
+      src, tgt = normalize(src), normalize(tgt)
+      if src and tgt:
+        pairs.append((src, tgt))
+  return pairs
+
+
+def read_parallel_files(paths: Sequence[str]) -> list[Pair]:
+  candidates: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+  for path in paths:
+    for src, tgt in read_parallel_file(path):
+      candidates[src][tgt] += 1
+  return dedupe(candidates)
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def split_of(source: str, validation_fraction: float, test_fraction: float) -> str:
+  """Deterministic split of one example, from a hash of its source text."""
+  digest = hashlib.sha256(source.encode("utf-8")).digest()
+  u = int.from_bytes(digest[:8], "big") / 2**64
+  if u < validation_fraction:
+    return "validation"
+  if u < validation_fraction + test_fraction:
+    return "test"
+  return "train"
+
+
+def split_pairs(pairs: Iterable[Pair], validation_fraction: float,
+                test_fraction: float) -> Corpus:
+  out = {name: [] for name in SPLITS}
+  for pair in pairs:
+    out[split_of(pair[0], validation_fraction, test_fraction)].append(pair)
+  for name in SPLITS:
+    out[name].sort()
+  return Corpus(**out)
+
+
+def load_corpus(data_config) -> Corpus:
+  """Builds the train/validation/test corpus that `config.data` describes."""
+  if data_config.source == "gettext":
+    pairs = harvest_gettext(list(data_config.locale_dirs), data_config.source_lang,
+                            data_config.target_lang)
+    corpus = split_pairs(pairs, data_config.validation_fraction,
+                         data_config.test_fraction)
+  elif data_config.source == "files":
+    if not data_config.train_files:
+      raise CorpusError("config.data.train_files is empty; give one or more "
+                        "TSV/JSONL files of parallel text")
+    train = read_parallel_files(list(data_config.train_files))
+    if data_config.validation_files or data_config.test_files:
+      corpus = Corpus(
+          train=train,
+          validation=read_parallel_files(list(data_config.validation_files)),
+          test=read_parallel_files(list(data_config.test_files)))
+    else:  # carve validation and test out of the training files.
+      corpus = split_pairs(train, data_config.validation_fraction,
+                           data_config.test_fraction)
+  else:
+    raise CorpusError(f"config.data.source={data_config.source!r}: expected "
+                      "'gettext' or 'files'")
+  for name in SPLITS:
+    if not corpus.split(name):
+      raise CorpusError(f"the {name} split is empty (config.data.source="
+                        f"{data_config.source!r}); give more data or change "
+                        "validation_fraction/test_fraction")
+  return corpus

@@ -1,0 +1,128 @@
+"""A joint sentencepiece vocabulary: trained on first use, then loaded.
+
+Ids: 0 = padding (also the decoder's start token), 1 = end of sentence, 2 = unknown.
+Program messages carry printf/format placeholders (`%s`, `%1$d`, `%(name)s`,
+`{0}`) that a translation must copy verbatim; the frequent ones become
+user-defined symbols so they stay single, unbreakable pieces.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import logging
+import os
+import re
+import time
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import sentencepiece as spm
+
+PAD_ID = 0
+EOS_ID = 1
+UNK_ID = 2
+
+PLACEHOLDER_RE = re.compile(
+    r"%(?:\d+\$)?[-#0 +']*(?:\d+|\*)?(?:\.(?:\d+|\*))?(?:hh|h|ll|l|L|q|j|z|t)*[diouxXeEfFgGaAcspnm%]"
+    r"|%<|%>|%q[sDEFT]|%\([A-Za-z_][A-Za-z0-9_]*\)[sdrif]|\{[A-Za-z0-9_]*\}")
+
+
+def placeholders(texts: Iterable[str], min_count: int, max_symbols: int) -> list[str]:
+  """The most frequent format placeholders in `texts` (at least `min_count`)."""
+  counts = collections.Counter()
+  for text in texts:
+    counts.update(PLACEHOLDER_RE.findall(text))
+  frequent = [s for s, c in counts.most_common() if c >= min_count and len(s) > 1]
+  return frequent[:max_symbols]
+
+
+class Tokenizer:
+  """Thin wrapper around a sentencepiece model with numpy in/out."""
+
+  def __init__(self, model_proto: bytes):
+    self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
+    if self._sp.pad_id() != PAD_ID or self._sp.eos_id() != EOS_ID:
+      raise ValueError("sentencepiece model must use pad_id=0 and eos_id=1")
+
+  @classmethod
+  def load(cls, path: str) -> "Tokenizer":
+    with open(path, "rb") as f:
+      return cls(f.read())
+
+  @property
+  def vocab_size(self) -> int:
+    return self._sp.get_piece_size()
+
+  def encode(self, text: str, add_eos: bool = True) -> np.ndarray:
+    ids = self._sp.encode(text)
+    if add_eos:
+      ids.append(EOS_ID)
+    return np.asarray(ids, dtype=np.int32)
+
+  def decode(self, ids: Sequence[int] | np.ndarray) -> str:
+    """Decodes up to the first EOS, ignoring padding."""
+    out = []
+    for i in np.asarray(ids).tolist():
+      if i == EOS_ID:
+        break
+      if i != PAD_ID:
+        out.append(i)
+    return self._sp.decode(out)
+
+  def pieces(self, text: str) -> list[str]:
+    return self._sp.encode(text, out_type=str)
+
+
+def train_tokenizer(texts: Sequence[str], vocab_size: int, *,
+                    max_sentences: int = 1_000_000, seed_symbols: Sequence[str] = (),
+                    character_coverage: float = 0.9999) -> bytes:
+  """Trains a unigram sentencepiece model on `texts`; returns the model proto."""
+  model = io.BytesIO()
+  spm.SentencePieceTrainer.train(
+      sentence_iterator=iter(texts),
+      model_writer=model,
+      vocab_size=vocab_size,
+      model_type="unigram",
+      character_coverage=character_coverage,
+      input_sentence_size=max_sentences,
+      shuffle_input_sentence=True,
+      pad_id=PAD_ID, eos_id=EOS_ID, unk_id=UNK_ID, bos_id=-1,
+      user_defined_symbols=list(seed_symbols),
+      split_digits=True,
+      byte_fallback=True,
+      hard_vocab_limit=False,
+      minloglevel=2,
+      num_threads=max(1, min(4, os.cpu_count() or 1)),
+  )
+  return model.getvalue()
+
+
+def load_or_train(path: str, texts_fn, vocab_size: int, *, is_writer: bool,
+                  timeout_s: float = 600.0, use_placeholders: bool = True) -> Tokenizer:
+  """Loads the tokenizer at `path`, training it first if it is missing.
+
+  Only the writer process trains and writes (atomically, via a rename); the
+  others wait for the file to appear. `texts_fn()` gives the training texts.
+  """
+  if not os.path.exists(path):
+    if is_writer:
+      texts = list(texts_fn())
+      symbols = placeholders(texts, min_count=5, max_symbols=200) if use_placeholders else []
+      logging.info("training a %d-piece sentencepiece model on %d texts "
+                   "(%d placeholder symbols) -> %s", vocab_size, len(texts),
+                   len(symbols), path)
+      proto = train_tokenizer(texts, vocab_size, seed_symbols=symbols)
+      os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+      tmp = f"{path}.tmp.{os.getpid()}"
+      with open(tmp, "wb") as f:
+        f.write(proto)
+      os.replace(tmp, path)
+    else:
+      deadline = time.monotonic() + timeout_s
+      while not os.path.exists(path):
+        if time.monotonic() > deadline:
+          raise TimeoutError(f"waited {timeout_s:.0f}s for the tokenizer {path} "
+                             "that process 0 should write")
+        time.sleep(0.5)
+  return Tokenizer.load(path)

@@ -1,0 +1,76 @@
+"""Where metrics go: WORKDIR/metrics.jsonl, TensorBoard events, and a progress line.
+
+Only the primary process writes; the others get a writer that does nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+
+from tensorboardX import SummaryWriter
+
+
+class MetricWriter:
+  """Appends `{"step": int, "<split>/<name>": number, ...}` lines and TB scalars."""
+
+  def __init__(self, workdir: str, enabled: bool = True):
+    self.enabled = enabled
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self._tb = SummaryWriter(logdir=workdir) if enabled else None
+
+  def write(self, step: int, metrics: dict[str, float]) -> None:
+    if not self.enabled:
+      return
+    record = {"step": int(step)}
+    record.update({k: float(v) for k, v in sorted(metrics.items())})
+    with open(self.path, "a", encoding="utf-8") as f:
+      f.write(json.dumps(record) + "\n")
+    for k, v in record.items():
+      if k != "step" and math.isfinite(v):
+        self._tb.add_scalar(k, v, int(step))
+    self._tb.flush()
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  """All records of WORKDIR/metrics.jsonl, in order."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path, encoding="utf-8") as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+class Progress:
+  """One line per log step: a bar, step, loss, tokens/s and the ETA."""
+
+  def __init__(self, total_steps: int, start_step: int, enabled: bool = True, width: int = 24):
+    self.total, self.start, self.enabled, self.width = total_steps, start_step, enabled, width
+    self._t0 = time.monotonic()
+
+  def update(self, step: int, loss: float, tokens_per_sec: float) -> None:
+    if not self.enabled:
+      return
+    done = step / max(self.total, 1)
+    filled = int(round(self.width * done))
+    elapsed = time.monotonic() - self._t0
+    rate = (step - self.start) / elapsed if elapsed > 0 else 0.0
+    eta = (self.total - step) / rate if rate > 0 else float("nan")
+    bar = "#" * filled + "." * (self.width - filled)
+    eta_text = _duration(eta) if math.isfinite(eta) else "?"
+    print(f"[{bar}] step {step}/{self.total} | loss {loss:.4f} | "
+          f"{tokens_per_sec:,.0f} tokens/s | ETA {eta_text}", file=sys.stdout, flush=True)

@@ -1,0 +1,1 @@
+"""Pure Flax Linen models; they know logical axis names, nothing of meshes or data."""

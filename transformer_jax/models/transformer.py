@@ -1,0 +1,224 @@
+"""The encoder-decoder Transformer of "Attention Is All You Need", in Flax Linen.
+
+One frozen `TransformerConfig`; train, eval and decode variants are derived
+with `.replace(deterministic=..., decode=...)`. Token embeddings are shared by
+encoder, decoder and (optionally) the output projection.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from transformer_jax.models import layers
+from transformer_jax.models.layers import ACT_BLD, ACT_BLV, Array, constrain
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+  vocab_size: int
+  emb_dim: int = 256
+  num_heads: int = 4
+  head_dim: int = 64
+  mlp_dim: int = 1024
+  num_encoder_layers: int = 3
+  num_decoder_layers: int = 3
+  dropout_rate: float = 0.1
+  attention_dropout_rate: float = 0.1
+  norm_position: str = "pre"  # "pre" (pre-LN, default) or "post" (the paper's).
+  activation: str = "relu"
+  logits_via_embedding: bool = True
+  dtype: Any = jnp.float32
+  deterministic: bool = False
+  decode: bool = False
+
+  def replace(self, **kw) -> "TransformerConfig":
+    return dataclasses.replace(self, **kw)
+
+
+class _Residual(nn.Module):
+  """x + dropout(sublayer(norm(x))) for pre-LN; norm(x + dropout(sublayer(x))) for post-LN."""
+  config: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x_BLD: Array, sublayer) -> Array:
+    cfg = self.config
+    norm = layers.LayerNorm(dtype=cfg.dtype, name="norm")
+    y_BLD = sublayer(norm(x_BLD) if cfg.norm_position == "pre" else x_BLD)
+    y_BLD = nn.Dropout(cfg.dropout_rate)(y_BLD, deterministic=cfg.deterministic)
+    out_BLD = x_BLD + y_BLD
+    return out_BLD if cfg.norm_position == "pre" else norm(out_BLD)
+
+
+def _attention(cfg: TransformerConfig, name: str, decode: bool = False):
+  return layers.MultiHeadAttention(
+      num_heads=cfg.num_heads, head_dim=cfg.head_dim,
+      dropout_rate=cfg.attention_dropout_rate, dtype=cfg.dtype,
+      deterministic=cfg.deterministic, decode=decode, name=name)
+
+
+def _mlp(cfg: TransformerConfig):
+  return layers.Mlp(mlp_dim=cfg.mlp_dim, dropout_rate=cfg.dropout_rate,
+                    activation=cfg.activation, dtype=cfg.dtype,
+                    deterministic=cfg.deterministic, name="mlp")
+
+
+class EncoderLayer(nn.Module):
+  config: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x_BLD: Array, mask_B1LL: Array | None) -> Array:
+    cfg = self.config
+    attn = _attention(cfg, "self_attention")
+    x_BLD = _Residual(cfg, name="attention_block")(x_BLD, lambda h: attn(h, h, mask_B1LL))
+    x_BLD = _Residual(cfg, name="mlp_block")(x_BLD, _mlp(cfg))
+    return constrain(x_BLD, ACT_BLD)
+
+
+class DecoderLayer(nn.Module):
+  config: TransformerConfig
+
+  @nn.compact
+  def __call__(self, y_BLD: Array, encoded_BSD: Array, self_mask_B1LL: Array | None,
+               cross_mask_B1LS: Array | None) -> Array:
+    cfg = self.config
+    self_attn = _attention(cfg, "self_attention", decode=cfg.decode)
+    cross_attn = _attention(cfg, "cross_attention")
+    y_BLD = _Residual(cfg, name="self_attention_block")(
+        y_BLD, lambda h: self_attn(h, h, self_mask_B1LL))
+    y_BLD = _Residual(cfg, name="cross_attention_block")(
+        y_BLD, lambda h: cross_attn(h, encoded_BSD, cross_mask_B1LS))
+    y_BLD = _Residual(cfg, name="mlp_block")(y_BLD, _mlp(cfg))
+    return constrain(y_BLD, ACT_BLD)
+
+
+def _embed_with_positions(cfg: TransformerConfig, embed: layers.Embed, ids_BL: Array,
+                          positions_BL: Array) -> Array:
+  x_BLD = embed(ids_BL)
+  x_BLD = x_BLD + layers.sinusoidal_positions(positions_BL, cfg.emb_dim).astype(cfg.dtype)
+  return constrain(x_BLD, ACT_BLD)
+
+
+class Encoder(nn.Module):
+  config: TransformerConfig
+  embed: layers.Embed
+
+  @nn.compact
+  def __call__(self, inputs_BL: Array, positions_BL: Array, mask_B1LL: Array) -> Array:
+    cfg = self.config
+    x_BLD = _embed_with_positions(cfg, self.embed, inputs_BL, positions_BL)
+    x_BLD = nn.Dropout(cfg.dropout_rate)(x_BLD, deterministic=cfg.deterministic)
+    for i in range(cfg.num_encoder_layers):
+      x_BLD = EncoderLayer(cfg, name=f"layer_{i}")(x_BLD, mask_B1LL)
+    if cfg.norm_position == "pre":
+      x_BLD = layers.LayerNorm(dtype=cfg.dtype, name="final_norm")(x_BLD)
+    return x_BLD
+
+
+class Decoder(nn.Module):
+  config: TransformerConfig
+  embed: layers.Embed
+
+  @nn.compact
+  def __call__(self, decoder_inputs_BL: Array, positions_BL: Array, encoded_BSD: Array,
+               self_mask_B1LL: Array | None, cross_mask_B1LS: Array) -> Array:
+    cfg = self.config
+    y_BLD = _embed_with_positions(cfg, self.embed, decoder_inputs_BL, positions_BL)
+    y_BLD = nn.Dropout(cfg.dropout_rate)(y_BLD, deterministic=cfg.deterministic)
+    for i in range(cfg.num_decoder_layers):
+      y_BLD = DecoderLayer(cfg, name=f"layer_{i}")(y_BLD, encoded_BSD, self_mask_B1LL,
+                                                   cross_mask_B1LS)
+    if cfg.norm_position == "pre":
+      y_BLD = layers.LayerNorm(dtype=cfg.dtype, name="final_norm")(y_BLD)
+    if cfg.logits_via_embedding:
+      logits_BLV = self.embed.attend(y_BLD) / jnp.sqrt(cfg.emb_dim).astype(cfg.dtype)
+    else:
+      w = layers.param_with_names(self, "logits", nn.initializers.xavier_uniform(),
+                                  (cfg.emb_dim, cfg.vocab_size), ("embed", "vocab"))
+      logits_BLV = jnp.einsum("BLD,DV->BLV", y_BLD, w.astype(cfg.dtype))
+    return constrain(logits_BLV.astype(jnp.float32), ACT_BLV)
+
+
+def shift_right(targets_BL: Array, segment_ids_BL: Array | None = None) -> Array:
+  """Decoder inputs: targets moved one step right, 0 (the start token) first.
+
+  With packing, each example's first position also gets the start token.
+  """
+  shifted = jnp.pad(targets_BL, ((0, 0), (1, 0)))[:, :-1]
+  if segment_ids_BL is not None:
+    prev_segment = jnp.pad(segment_ids_BL, ((0, 0), (1, 0)))[:, :-1]
+    shifted = jnp.where(segment_ids_BL == prev_segment, shifted, 0)
+  return shifted
+
+
+def default_positions(ids_BL: Array) -> Array:
+  return jnp.broadcast_to(jnp.arange(ids_BL.shape[1]), ids_BL.shape)
+
+
+class EncoderDecoder(nn.Module):
+  """Source ids -> target logits. Packed batches pass segment ids and positions."""
+  config: TransformerConfig
+
+  def setup(self):
+    cfg = self.config
+    self.shared_embedding = layers.Embed(cfg.vocab_size, cfg.emb_dim, dtype=cfg.dtype)
+    self.encoder = Encoder(cfg, self.shared_embedding)
+    self.decoder = Decoder(cfg, self.shared_embedding)
+
+  def encode(self, inputs_BS: Array, inputs_positions_BS: Array | None = None,
+             inputs_segment_ids_BS: Array | None = None) -> Array:
+    valid_BS = inputs_BS > 0
+    mask = layers.padding_mask(valid_BS, valid_BS)
+    if inputs_segment_ids_BS is not None:
+      mask = mask & layers.segment_mask(inputs_segment_ids_BS, inputs_segment_ids_BS)
+    if inputs_positions_BS is None:
+      inputs_positions_BS = default_positions(inputs_BS)
+    return self.encoder(inputs_BS, inputs_positions_BS, mask)
+
+  def decode(self, encoded_BSD: Array, inputs_BS: Array, decoder_inputs_BL: Array,
+             targets_positions_BL: Array | None = None,
+             inputs_segment_ids_BS: Array | None = None,
+             targets_segment_ids_BL: Array | None = None) -> Array:
+    """Target logits [B, L, V] (float32). In decode mode L is 1 and the KV cache is used."""
+    cfg = self.config
+    src_valid_BS = inputs_BS > 0
+    if cfg.decode:
+      # One new position per call; the cache supplies (and masks) the past.
+      self_mask = None
+      tgt_valid_BL = jnp.ones(decoder_inputs_BL.shape, bool)
+    else:
+      # The start token is id 0, so target validity comes from the segment ids
+      # (packed batches); unpacked, every position counts as valid: real queries
+      # never see the trailing padding through the causal mask, and padded
+      # positions carry no loss weight.
+      if targets_segment_ids_BL is not None:
+        tgt_valid_BL = targets_segment_ids_BL > 0
+      else:
+        tgt_valid_BL = jnp.ones(decoder_inputs_BL.shape, bool)
+      self_mask = layers.causal_mask(decoder_inputs_BL.shape[1]) & layers.padding_mask(
+          tgt_valid_BL, tgt_valid_BL)
+      if targets_segment_ids_BL is not None:
+        self_mask = self_mask & layers.segment_mask(targets_segment_ids_BL,
+                                                    targets_segment_ids_BL)
+    cross_mask = layers.padding_mask(tgt_valid_BL, src_valid_BS)
+    if targets_segment_ids_BL is not None and inputs_segment_ids_BS is not None:
+      cross_mask = cross_mask & layers.segment_mask(targets_segment_ids_BL,
+                                                    inputs_segment_ids_BS)
+    if targets_positions_BL is None:
+      targets_positions_BL = default_positions(decoder_inputs_BL)
+    return self.decoder(decoder_inputs_BL, targets_positions_BL, encoded_BSD, self_mask,
+                        cross_mask)
+
+  def __call__(self, inputs_BS: Array, targets_BL: Array,
+               inputs_positions_BS: Array | None = None,
+               targets_positions_BL: Array | None = None,
+               inputs_segment_ids_BS: Array | None = None,
+               targets_segment_ids_BL: Array | None = None) -> Array:
+    encoded_BSD = self.encode(inputs_BS, inputs_positions_BS, inputs_segment_ids_BS)
+    decoder_inputs_BL = shift_right(targets_BL, targets_segment_ids_BL)
+    return self.decode(encoded_BSD, inputs_BS, decoder_inputs_BL, targets_positions_BL,
+                       inputs_segment_ids_BS, targets_segment_ids_BL)

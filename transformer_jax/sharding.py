@@ -1,0 +1,98 @@
+"""Device mesh, logical axis rules, born-sharded state and global batches.
+
+Models name their axes logically ("embed", "mlp", "act_batch", ...); the rules
+chosen in the config map those names onto the mesh axes ("data", "fsdp",
+"tensor"). Nothing here knows about a particular model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from transformer_jax import config as config_lib
+
+BATCH_AXES = ("data", "fsdp")
+
+_ACTIVATIONS = (
+    ("act_batch", BATCH_AXES),
+    ("act_length", None),
+    ("act_embed", None),
+    ("act_heads", "tensor"),
+    ("act_kv", None),
+    ("act_mlp", "tensor"),
+    ("act_vocab", "tensor"),
+)
+
+RULE_PRESETS: dict[str, tuple[tuple[str, Any], ...]] = {
+    # Pure data parallelism: every parameter replicated.
+    "data": (("vocab", None), ("embed", None), ("heads", None), ("kv", None),
+             ("mlp", None)) + _ACTIVATIONS,
+    # FSDP (ZeRO-3 style): parameters sharded over fsdp along the model width.
+    "fsdp": (("vocab", None), ("embed", "fsdp"), ("heads", None), ("kv", None),
+             ("mlp", None)) + _ACTIVATIONS,
+    # FSDP + tensor (Megatron) parallelism: heads, MLP and vocabulary over tensor.
+    "fsdp_tensor": (("vocab", "tensor"), ("embed", "fsdp"), ("heads", "tensor"),
+                    ("kv", None), ("mlp", "tensor")) + _ACTIVATIONS,
+}
+
+
+def logical_axis_rules(config) -> tuple[tuple[str, Any], ...]:
+  return RULE_PRESETS[config.logical_axis_rules]
+
+
+def make_mesh(config, devices=None) -> Mesh:
+  """A (data, fsdp, tensor) mesh over all devices, sized from config.mesh."""
+  devices = jax.devices() if devices is None else devices
+  shape = config_lib.mesh_shape(config, len(devices))
+  device_array = np.asarray(devices).reshape(shape)
+  return Mesh(device_array, config_lib.MESH_AXES,
+              axis_types=(jax.sharding.AxisType.Auto,) * len(shape))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) dimension over the data-like axes, the rest replicated."""
+  return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """Assembles each process's rows into global arrays sharded over the batch axes."""
+  sharding = batch_sharding(mesh)
+  return {k: jax.make_array_from_process_local_data(sharding, v)
+          for k, v in local_batch.items()}
+
+
+def state_shardings(init_fn: Callable[..., Any], mesh: Mesh, rules, *args):
+  """Shapes and shardings of `init_fn(*args)`'s result, without computing it.
+
+  `init_fn` returns a pytree whose parameters are boxed in `nn.Partitioned`
+  (logical names); the names and `rules` give each array's sharding. Returns
+  (abstract unboxed tree, shardings).
+  """
+  abstract = jax.eval_shape(init_fn, *args)
+  shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, rules)
+  return nn.meta.unbox(abstract), shardings
+
+
+def init_sharded(init_fn: Callable[..., Any], shardings, mesh: Mesh, rules, *args):
+  """Runs `init_fn(*args)` so that every array is born sharded (and unboxed)."""
+  def init_unboxed(*a):
+    return nn.meta.unbox(init_fn(*a))
+
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    return jax.jit(init_unboxed, out_shardings=shardings)(*args)
+
+
+def abstract_like(tree, shardings):
+  """ShapeDtypeStructs with shardings, for restoring a checkpoint onto a mesh."""
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                      tree, shardings)

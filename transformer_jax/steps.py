@@ -1,0 +1,123 @@
+"""Losses and the pure train/eval steps.
+
+Steps return metric *sums* plus a token count; the loop divides at log time,
+so metrics stay exact across devices and steps (keys ending in `_sum`). The
+loss is computed in float32 whatever the compute dtype.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+Batch = dict[str, jax.Array]
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
+                       inputs_shape: tuple[int, int], targets_shape: tuple[int, int]) -> TrainState:
+  """Fresh parameters (boxed with logical names) and optimizer state."""
+  params = model.init(rng, jnp.ones(inputs_shape, jnp.int32),
+                      jnp.ones(targets_shape, jnp.int32))["params"]
+  return TrainState(step=jnp.array(0, jnp.int32), params=params, opt_state=tx.init(params))
+
+
+def cross_entropy(logits_BLV: jax.Array, targets_BL: jax.Array, label_smoothing: float = 0.0):
+  """Per-token label-smoothed cross-entropy and plain NLL, in float32.
+
+  The smoothed loss has its minimum (the entropy of the smoothed target)
+  subtracted, as in the Flax WMT example, so a perfect model scores 0.
+  """
+  logits_BLV = logits_BLV.astype(jnp.float32)
+  vocab = logits_BLV.shape[-1]
+  log_probs_BLV = jax.nn.log_softmax(logits_BLV, axis=-1)
+  nll_BL = -jnp.take_along_axis(log_probs_BLV, targets_BL[..., None], axis=-1)[..., 0]
+  if label_smoothing == 0.0:
+    return nll_BL, nll_BL
+  confidence = 1.0 - label_smoothing
+  low = label_smoothing / (vocab - 1)
+  min_entropy = -(confidence * jnp.log(confidence) + (vocab - 1) * low * jnp.log(low + 1e-20))
+  # Soft targets: `confidence` on the true token, `low` on each of the others:
+  #   -sum_v q_v log p_v = -(confidence - low) log p_t - low * sum_v log p_v.
+  loss_BL = (confidence - low) * nll_BL - low * log_probs_BLV.sum(-1)
+  return loss_BL - min_entropy, nll_BL
+
+
+def _model_inputs(batch: Batch) -> dict[str, jax.Array]:
+  keys = ("inputs", "targets", "inputs_positions", "targets_positions",
+          "inputs_segment_ids", "targets_segment_ids")
+  names = ("inputs_BS", "targets_BL", "inputs_positions_BS", "targets_positions_BL",
+           "inputs_segment_ids_BS", "targets_segment_ids_BL")
+  return {n: batch[k] for k, n in zip(keys, names) if k in batch}
+
+
+def compute_metrics(logits_BLV, targets_BL, weights_BL, label_smoothing):
+  loss_BL, nll_BL = cross_entropy(logits_BLV, targets_BL, label_smoothing)
+  correct_BL = (jnp.argmax(logits_BLV, axis=-1) == targets_BL)
+  return {
+      "loss_sum": (loss_BL * weights_BL).sum(),
+      "nll_sum": (nll_BL * weights_BL).sum(),
+      "correct_sum": (correct_BL * weights_BL).sum(),
+      "weight_sum": weights_BL.sum(),
+  }
+
+
+def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, model: nn.Module,
+               tx: optax.GradientTransformation, label_smoothing: float):
+  """One optimizer step; dropout randomness comes from fold_in(rng, step)."""
+  dropout_rng = jax.random.fold_in(rng, state.step)
+  targets_BL = batch["targets"]
+  weights_BL = (targets_BL > 0).astype(jnp.float32)
+
+  def loss_fn(params):
+    logits_BLV = model.apply({"params": params}, **_model_inputs(batch),
+                             rngs={"dropout": dropout_rng})
+    loss_BL, _ = cross_entropy(logits_BLV, targets_BL, label_smoothing)
+    # Normalise by the number of real target tokens in the (global) batch.
+    loss = (loss_BL * weights_BL).sum() / jnp.maximum(weights_BL.sum(), 1.0)
+    return loss, logits_BLV
+
+  (_, logits_BLV), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = compute_metrics(logits_BLV, targets_BL, weights_BL, label_smoothing)
+  metrics["grad_norm"] = optax.tree.norm(grads)
+  metrics["source_tokens_sum"] = (batch["inputs"] > 0).sum().astype(jnp.float32)
+  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+  return new_state, metrics
+
+
+def eval_step(params: Any, batch: Batch, *, model: nn.Module):
+  """Sums of plain NLL, correct tokens and weights over a batch (no dropout)."""
+  targets_BL = batch["targets"]
+  weights_BL = (targets_BL > 0).astype(jnp.float32)
+  logits_BLV = model.apply({"params": params}, **_model_inputs(batch))
+  return compute_metrics(logits_BLV, targets_BL, weights_BL, 0.0)
+
+
+def summarize(metric_sums: dict[str, float], num_steps: int = 1) -> dict[str, float]:
+  """Turns summed metrics into per-token means; other keys are averaged over steps."""
+  w = max(float(metric_sums.get("weight_sum", 0.0)), 1.0)
+  out = {}
+  if "loss_sum" in metric_sums:
+    out["loss"] = float(metric_sums["loss_sum"]) / w
+  if "nll_sum" in metric_sums:
+    out["nll"] = float(metric_sums["nll_sum"]) / w
+    out["perplexity"] = float(jnp.exp(jnp.minimum(out["nll"], 50.0)))
+  if "correct_sum" in metric_sums:
+    out["accuracy"] = float(metric_sums["correct_sum"]) / w
+  for k, v in metric_sums.items():
+    if not k.endswith("_sum"):
+      out[k] = float(v) / num_steps
+  return out
