@@ -24,6 +24,7 @@ def main(argv):
   from transformer_jax import config as config_lib  # pylint: disable=import-outside-toplevel
   from transformer_jax import trainer  # pylint: disable=import-outside-toplevel
   from transformer_jax.data.sources import CorpusError  # pylint: disable=import-outside-toplevel
+  from transformer_jax.data.tokenizer import TokenizerError  # pylint: disable=import-outside-toplevel
 
   config_path = flags.FLAGS["config"].config_filename
   workdir = _WORKDIR.value or os.path.join(
@@ -32,7 +33,7 @@ def main(argv):
   print(f"workdir: {workdir}", flush=True)
   try:
     trainer.train_and_evaluate(_CONFIG.value, workdir)
-  except (config_lib.ConfigError, CorpusError) as e:
+  except (config_lib.ConfigError, CorpusError, TokenizerError) as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
     sys.exit(2)
 

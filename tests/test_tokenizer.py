@@ -3,6 +3,7 @@
 import os
 
 import numpy as np
+import pytest
 
 from conftest import EN_DE
 from transformer_jax.data import tokenizer as tok
@@ -49,3 +50,9 @@ def test_load_or_train_writes_once_then_loads(tmp_path):
   assert calls == [1]  # loaded, not retrained.
   assert a.vocab_size == b.vocab_size
   assert list(a.encode("Print the document")) == list(b.encode("Print the document"))
+
+
+def test_too_small_vocabulary_names_the_field():
+  texts = [chr(0x4E00 + i) * 3 for i in range(400)]  # 400 distinct characters.
+  with pytest.raises(tok.TokenizerError, match="config.data.vocab_size=300"):
+    tok.train_tokenizer(texts, vocab_size=300, character_coverage=1.0)

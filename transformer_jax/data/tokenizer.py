@@ -28,6 +28,10 @@ PLACEHOLDER_RE = re.compile(
     r"|%<|%>|%q[sDEFT]|%\([A-Za-z_][A-Za-z0-9_]*\)[sdrif]|\{[A-Za-z0-9_]*\}")
 
 
+class TokenizerError(ValueError):
+  """The tokenizer cannot be trained or loaded; the message names the field or file."""
+
+
 def placeholders(texts: Iterable[str], min_count: int, max_symbols: int) -> list[str]:
   """The most frequent format placeholders in `texts` (at least `min_count`)."""
   counts = collections.Counter()
@@ -79,6 +83,18 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int, *,
                     character_coverage: float = 0.9999) -> bytes:
   """Trains a unigram sentencepiece model on `texts`; returns the model proto."""
   model = io.BytesIO()
+  try:
+    _train(texts, model, vocab_size, max_sentences, seed_symbols, character_coverage)
+  except RuntimeError as e:
+    if "Vocabulary size" in str(e):
+      raise TokenizerError(
+          f"config.data.vocab_size={vocab_size} is too small for this corpus's "
+          f"characters (sentencepiece: {str(e).split(']')[-1].strip()})") from e
+    raise
+  return model.getvalue()
+
+
+def _train(texts, model, vocab_size, max_sentences, seed_symbols, character_coverage):
   spm.SentencePieceTrainer.train(
       sentence_iterator=iter(texts),
       model_writer=model,
@@ -95,7 +111,6 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int, *,
       minloglevel=2,
       num_threads=max(1, min(4, os.cpu_count() or 1)),
   )
-  return model.getvalue()
 
 
 def load_or_train(path: str, texts_fn, vocab_size: int, *, is_writer: bool,

@@ -1,0 +1,56 @@
+"""Config validation names the bad field before anything is built."""
+
+import pytest
+
+from conftest import tiny_config
+from transformer_jax import config as config_lib
+
+
+def _error(num_devices=8, **overrides):
+  with pytest.raises(config_lib.ConfigError) as e:
+    config_lib.validate(tiny_config(**overrides), num_devices)
+  return str(e.value)
+
+
+def test_default_and_base_configs_are_valid():
+  config_lib.validate(config_lib.default_config(), 1)
+  config_lib.validate(tiny_config(), 8)
+
+
+@pytest.mark.parametrize("field,value,expected", [
+    ("num_train_steps", 0, "config.num_train_steps=0"),
+    ("per_device_batch_size", -2, "config.per_device_batch_size=-2"),
+    ("learning_rate", 0.0, "config.learning_rate=0.0"),
+    ("lr_schedule", "exponential", "config.lr_schedule='exponential'"),
+    ("label_smoothing", 1.5, "config.label_smoothing=1.5"),
+    ("model.qkv_dim", 33, "config.model.qkv_dim=33"),
+    ("model.dtype", "float16", "config.model.dtype='float16'"),
+    ("model.norm_position", "middle", "config.model.norm_position='middle'"),
+    ("data.source", "web", "config.data.source='web'"),
+    ("data.test_fraction", 0.99, "config.data.test_fraction=0.99"),
+    ("data.vocab_size", 50, "config.data.vocab_size=50"),
+    ("logical_axis_rules", "zero", "config.logical_axis_rules='zero'"),
+])
+def test_bad_fields_are_named(field, value, expected):
+  assert expected in _error(**{field: value})
+
+
+def test_mesh_is_checked_against_devices():
+  c = tiny_config()
+  c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 3, 3, 1
+  with pytest.raises(config_lib.ConfigError, match=r"config.mesh=.*product of the axis sizes is 9"):
+    config_lib.validate(c, 8)
+  c.mesh.data, c.mesh.fsdp = -1, 2
+  assert config_lib.mesh_shape(c, 8) == (4, 2, 1)
+  c.mesh.fsdp = 3
+  with pytest.raises(config_lib.ConfigError, match="config.mesh"):
+    config_lib.mesh_shape(c, 8)
+  c.mesh.data, c.mesh.fsdp = -1, -1
+  with pytest.raises(config_lib.ConfigError, match="at most one axis may be -1"):
+    config_lib.mesh_shape(c, 8)
+
+
+def test_model_config_derivation():
+  m = config_lib.model_config(tiny_config(), vocab_size=321)
+  assert m.vocab_size == 321 and m.head_dim == 16 and not m.decode and not m.deterministic
+  assert m.replace(decode=True).decode and not m.decode
