@@ -1,8 +1,9 @@
 """The default job: English->German translation of program messages, on a CPU.
 
-A ~7M-parameter encoder-decoder (3+3 layers, width 256) trained on the gettext
-catalogs installed on the machine; about 15 minutes on two CPU cores,
-including corpus harvesting and tokenizer training.
+A 7.6M-parameter encoder-decoder (3+3 layers, width 256, 4 heads, MLP 1024,
+joint 8k sentencepiece vocabulary) trained on the gettext catalogs installed
+on the machine. Sized for two CPU cores: about 15 minutes in all, including
+corpus harvesting, tokenizer training and decoding the test split.
 
   python train.py --config=configs/base.py
 """
@@ -12,12 +13,13 @@ from transformer_jax.config import default_config
 
 def get_config():
   config = default_config()
-  config.num_train_steps = 1500
-  config.log_every_steps = 50
-  config.eval_every_steps = 500
-  config.checkpoint_every_steps = 500
-  config.per_device_batch_size = 48
+  config.num_train_steps = 420
+  config.log_every_steps = 20
+  config.eval_every_steps = 140
+  config.checkpoint_every_steps = 140
+  config.per_device_batch_size = 32
+  config.max_target_length = 64
   config.learning_rate = 2e-3
-  config.warmup_steps = 200
-  config.lr_schedule = "rsqrt"
+  config.warmup_steps = 100
+  config.lr_schedule = "cosine"
   return config

@@ -45,13 +45,15 @@ def _data_args(tmp_path):
 
 
 def test_train_then_resume(tmp_path):
-  workdir = str(tmp_path / "run")
+  workdir = "run"  # relative to the working directory, as users write it.
   args = [f"--workdir={workdir}", *TINY, *_data_args(tmp_path)]
-  first = _train(args + ["--config.num_train_steps=6"])
+  first = _train(args + ["--config.num_train_steps=6"], cwd=str(tmp_path))
   assert first.returncode == 0, first.stderr[-3000:]
   assert f"workdir: {workdir}" in first.stdout
   assert "Resuming" not in first.stdout
   assert "BLEU" in first.stdout
+  assert "Traceback" not in first.stderr, first.stderr[-3000:]
+  workdir = str(tmp_path / workdir)
   for name in ("config.json", "tokenizer.model", "metrics.jsonl"):
     assert os.path.exists(os.path.join(workdir, name)), name
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(workdir))
@@ -71,7 +73,7 @@ def test_train_then_resume(tmp_path):
   with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
     assert json.load(f)["num_train_steps"] == 6
 
-  second = _train(args + ["--config.num_train_steps=9"])
+  second = _train(args + ["--config.num_train_steps=9"], cwd=str(tmp_path))
   assert second.returncode == 0, second.stderr[-3000:]
   assert "Resuming from checkpoint at step 6" in second.stdout
   records = _metrics(workdir)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import os
 from typing import Any
 
 import grain
@@ -33,6 +34,7 @@ class Checkpointer:
   """Saves and restores {state, data iterator, metadata} by step."""
 
   def __init__(self, directory: str, max_to_keep: int, async_save: bool = True):
+    directory = os.path.abspath(directory)  # Orbax needs absolute paths.
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save)
     self._manager = ocp.CheckpointManager(directory, options=options,
