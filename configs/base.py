@@ -13,13 +13,17 @@ from transformer_jax.config import default_config
 
 def get_config():
   config = default_config()
-  config.num_train_steps = 420
+  config.num_train_steps = 480
   config.log_every_steps = 20
-  config.eval_every_steps = 140
-  config.checkpoint_every_steps = 140
+  config.eval_every_steps = 160
+  config.checkpoint_every_steps = 160
   config.per_device_batch_size = 32
   config.max_target_length = 64
   config.learning_rate = 2e-3
   config.warmup_steps = 100
   config.lr_schedule = "cosine"
+  # About one pass over the data in 15 minutes: dropout would only slow the
+  # learning (and costs ~16% of the step time on this CPU).
+  config.model.dropout_rate = 0.0
+  config.model.attention_dropout_rate = 0.0
   return config
