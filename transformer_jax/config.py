@@ -54,6 +54,10 @@ def default_config() -> ml_collections.ConfigDict:
   # Parallelism: one axis may be -1 (all remaining devices).
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
   c.logical_axis_rules = "fsdp_tensor"  # a preset of transformer_jax.sharding.
+  # Multi-host: empty coordinator_address means one process, unless `auto` asks
+  # jax.distributed.initialize() to detect the cluster (as on TPU VMs).
+  c.distributed = ml_collections.ConfigDict({
+      "coordinator_address": "", "num_processes": 1, "process_id": 0, "auto": False})
   # Model.
   c.model = ml_collections.ConfigDict()
   c.model.emb_dim = 256
@@ -172,6 +176,19 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
     mesh_shape(config, num_devices)
     if num_devices % num_processes:
       raise ConfigError(f"{num_devices} devices do not split over {num_processes} processes")
+
+
+def validate_distributed(config) -> None:
+  """Checks config.distributed; runs before jax.distributed is initialised."""
+  d = config.distributed
+  if d.coordinator_address:
+    if ":" not in d.coordinator_address:
+      _fail("distributed.coordinator_address", d.coordinator_address, "must be HOST:PORT")
+    if not isinstance(d.num_processes, int) or d.num_processes < 1:
+      _fail("distributed.num_processes", d.num_processes, "must be a positive integer")
+    if not isinstance(d.process_id, int) or not 0 <= d.process_id < d.num_processes:
+      _fail("distributed.process_id", d.process_id,
+            f"must be in [0, distributed.num_processes={d.num_processes})")
 
 
 def mesh_shape(config, num_devices: int) -> tuple[int, ...]:

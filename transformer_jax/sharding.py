@@ -42,6 +42,16 @@ RULE_PRESETS: dict[str, tuple[tuple[str, Any], ...]] = {
 }
 
 
+def initialize_distributed(config) -> None:
+  """Starts jax.distributed when config.distributed asks for it (before any device use)."""
+  d = config.distributed
+  if d.coordinator_address:
+    jax.distributed.initialize(coordinator_address=d.coordinator_address,
+                               num_processes=d.num_processes, process_id=d.process_id)
+  elif d.auto:
+    jax.distributed.initialize()
+
+
 def logical_axis_rules(config) -> tuple[tuple[str, Any], ...]:
   return RULE_PRESETS[config.logical_axis_rules]
 
