@@ -13,7 +13,6 @@ import os
 from typing import Any
 
 import grain
-import jax
 import orbax.checkpoint as ocp
 
 FORMAT_VERSION = 1
@@ -67,19 +66,9 @@ class Checkpointer:
     logging.info("restored checkpoint %d from %s", step, self.directory)
     return restored["state"], restored["metadata"]
 
-  def restore_state(self, step: int, abstract_state: Any) -> Any:
-    """The train state alone (for evaluation and decoding tools)."""
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state)))
-    return restored["state"]
-
   def wait(self) -> None:
     self._manager.wait_until_finished()
 
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
-
-
-def is_primary() -> bool:
-  return jax.process_index() == 0

@@ -172,10 +172,16 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
   if config.logical_axis_rules not in sharding.RULE_PRESETS:
     _fail("logical_axis_rules", config.logical_axis_rules,
           f"must be one of {tuple(sharding.RULE_PRESETS)}")
+  validate_distributed(config)
   if num_devices is not None:
-    mesh_shape(config, num_devices)
-    if num_devices % num_processes:
-      raise ConfigError(f"{num_devices} devices do not split over {num_processes} processes")
+    validate_devices(config, num_devices, num_processes)
+
+
+def validate_devices(config, num_devices: int, num_processes: int = 1) -> None:
+  """Checks config.mesh against the devices (known once jax.distributed has started)."""
+  mesh_shape(config, num_devices)
+  if num_devices % num_processes:
+    raise ConfigError(f"{num_devices} devices do not split over {num_processes} processes")
 
 
 def validate_distributed(config) -> None:

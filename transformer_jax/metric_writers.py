@@ -39,15 +39,6 @@ class MetricWriter:
       self._tb.close()
 
 
-def read_metrics(workdir: str) -> list[dict]:
-  """All records of WORKDIR/metrics.jsonl, in order."""
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
-    return []
-  with open(path, encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]
-
-
 def _duration(seconds: float) -> str:
   seconds = int(max(seconds, 0))
   h, rem = divmod(seconds, 3600)

@@ -141,9 +141,8 @@ class _Runner:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains (or resumes) the run in `workdir`; returns the final metrics."""
   config_lib.validate(config)  # the fields alone, before any device is touched.
-  config_lib.validate_distributed(config)
   sharding.initialize_distributed(config)
-  config_lib.validate(config, jax.device_count(), jax.process_count())
+  config_lib.validate_devices(config, jax.device_count(), jax.process_count())
   primary = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
   if primary:
