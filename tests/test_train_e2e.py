@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 
 from conftest import write_parallel_tsv
 from transformer_jax.data import sources
