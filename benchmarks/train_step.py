@@ -7,7 +7,6 @@ padding) and, for reference, this machine's float32 matmul rate measured in the
 same run.
 """
 
-import functools
 import time
 
 import jax
@@ -17,8 +16,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from transformer_jax import config as config_lib
-from transformer_jax import optim, sharding, steps
-from transformer_jax.models.transformer import EncoderDecoder
+from transformer_jax import programs, sharding
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/base.py", "Config file.")
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps (after 2 warm-up steps).")
@@ -38,23 +36,15 @@ def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
 def main(_):
   config = _CONFIG.value
   config_lib.validate(config, jax.device_count())
-  mesh = sharding.make_mesh(config)
-  rules = sharding.logical_axis_rules(config)
-  model_cfg = config_lib.model_config(config, _VOCAB.value)
-  model = EncoderDecoder(model_cfg)
-  tx = optim.make_optimizer(config)
-  batch_size = config.per_device_batch_size * jax.device_count()
-  shape = (batch_size, config.max_target_length)
-  init_fn = functools.partial(steps.create_train_state, model, tx, inputs_shape=shape,
-                              targets_shape=shape)
+  progs = programs.build(config, sharding.make_mesh(config), _VOCAB.value)
   rng = jax.random.key(0)
-  _, shardings = sharding.state_shardings(init_fn, mesh, rules, rng)
-  state = sharding.init_sharded(init_fn, shardings, mesh, rules, rng)
+  state = progs.init_state(rng)
+  batch_size = progs.global_batch_size
+  shape = (batch_size, config.max_target_length)
   ids = np.random.default_rng(0).integers(3, _VOCAB.value, shape, dtype=np.int32)
-  batch = sharding.global_batch({"inputs": ids, "targets": ids}, mesh)
-  step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx, label_smoothing=0.1),
-                 donate_argnums=(0,))
-  with jax.set_mesh(mesh), __import__("flax").linen.logical_axis_rules(rules):
+  batch = sharding.global_batch({"inputs": ids, "targets": ids}, progs.batch_sharding)
+  step = progs.train_step
+  with progs.context():
     for _ in range(2):
       state, m = step(state, batch, rng)
     jax.block_until_ready(m)

@@ -1,37 +1,29 @@
 """Orbax checkpoints: state and data iterator saved together, restored exactly."""
 
-import functools
 import os
 
 import jax
 import numpy as np
 
 from conftest import EN_DE, tiny_config
-from transformer_jax import checkpoint, config as config_lib, optim, sharding, steps
+from transformer_jax import checkpoint, programs, sharding
 from transformer_jax.data import pipeline
 from transformer_jax.data import tokenizer as tok
-from transformer_jax.models.transformer import EncoderDecoder
 
 
 def test_save_and_restore_state_and_iterator(tmp_path):
   config = tiny_config()
-  mesh = sharding.make_mesh(config)
-  rules = sharding.logical_axis_rules(config)
-  model = EncoderDecoder(config_lib.model_config(config, 400))
-  tx = optim.make_optimizer(config)
-  shape = (16, 16)
-  init_fn = functools.partial(steps.create_train_state, model, tx, inputs_shape=shape,
-                              targets_shape=shape)
-  abstract, shardings = sharding.state_shardings(init_fn, mesh, rules, jax.random.key(0))
-  state = sharding.init_sharded(init_fn, shardings, mesh, rules, jax.random.key(0))
+  progs = programs.build(config, sharding.make_mesh(config), 400)
+  state = progs.init_state(jax.random.key(0))
   state = state.replace(step=state.step + 7)
 
   texts = [s for pair in EN_DE * 4 for s in pair]
   tokenizer = tok.Tokenizer(tok.train_tokenizer(texts, vocab_size=400))
 
   def make_iter():
-    return iter(pipeline.train_dataset(EN_DE * 3, tokenizer, batch_size=2, max_length=32,
-                                       seed=0, num_packing_bins=2))
+    return iter(pipeline.train_dataset(EN_DE * 3, tokenizer, global_batch_size=2,
+                                       rows=range(2), max_length=32, seed=0,
+                                       num_packing_bins=2))
   it = make_iter()
   for _ in range(3):
     next(it)
@@ -44,7 +36,7 @@ def test_save_and_restore_state_and_iterator(tmp_path):
   assert os.path.isdir(tmp_path / "ckpt" / "7")
 
   fresh_it = make_iter()
-  restored, meta = ckpt.restore(7, sharding.abstract_like(abstract, shardings), fresh_it)
+  restored, meta = ckpt.restore(7, progs.abstract_state, fresh_it)
   ckpt.close()
   assert int(restored.step) == 7
   assert meta["note"] == "test" and meta["format_version"] == checkpoint.FORMAT_VERSION
@@ -60,8 +52,8 @@ def test_save_and_restore_state_and_iterator(tmp_path):
 def test_keeps_only_the_last_checkpoints(tmp_path):
   texts = [s for pair in EN_DE * 4 for s in pair]
   tokenizer = tok.Tokenizer(tok.train_tokenizer(texts, vocab_size=400))
-  it = iter(pipeline.train_dataset(EN_DE, tokenizer, batch_size=2, max_length=32, seed=0,
-                                   num_packing_bins=2))
+  it = iter(pipeline.train_dataset(EN_DE, tokenizer, global_batch_size=2, rows=range(2),
+                                   max_length=32, seed=0, num_packing_bins=2))
   ckpt = checkpoint.Checkpointer(str(tmp_path / "ckpt"), max_to_keep=2)
   for step in (1, 2, 3):
     ckpt.save(step, {"w": np.full((2,), step, np.float32)}, it, {})

@@ -4,6 +4,7 @@ import pytest
 
 from conftest import tiny_config
 from transformer_jax import config as config_lib
+from transformer_jax import sharding
 
 
 def _error(num_devices=8, **overrides):
@@ -38,7 +39,7 @@ def test_bad_fields_are_named(field, value, expected):
 def test_mesh_is_checked_against_devices():
   c = tiny_config()
   c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 3, 3, 1
-  with pytest.raises(config_lib.ConfigError, match=r"config.mesh=.*product of the axis sizes is 9"):
+  with pytest.raises(config_lib.ConfigError, match=r"config.mesh=.*data \* fsdp \* tensor is 9, but there are 8 devices"):
     config_lib.validate(c, 8)
   c.mesh.data, c.mesh.fsdp = -1, 2
   assert config_lib.mesh_shape(c, 8) == (4, 2, 1)
@@ -50,7 +51,44 @@ def test_mesh_is_checked_against_devices():
     config_lib.mesh_shape(c, 8)
 
 
+def test_slices_multiply_the_data_axis():
+  c = tiny_config()
+  c.mesh.dcn_data, c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 2, -1, 2, 1
+  assert config_lib.slice_mesh_shape(c, 8) == (2, 2, 1)
+  assert config_lib.mesh_shape(c, 8) == (4, 2, 1)
+  c.mesh.dcn_data = 3
+  with pytest.raises(config_lib.ConfigError, match="dcn_data=3 slices"):
+    config_lib.mesh_shape(c, 8)
+
+
+@pytest.mark.parametrize("field,value,rules,expected", [
+    ("model.num_heads", 2, "fsdp_tensor", "config.model.num_heads=2 does not divide over the "
+     "mesh axes ('tensor',) (4 devices)"),
+    ("model.mlp_dim", 66, "fsdp_tensor", "config.model.mlp_dim=66"),
+    ("model.emb_dim", 33, "fsdp", "config.model.emb_dim=33"),
+])
+def test_sharded_sizes_must_divide(field, value, rules, expected):
+  c = tiny_config(logical_axis_rules=rules, **{field: value, "model.qkv_dim": 32})
+  c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, 2, 4
+  with pytest.raises(config_lib.ConfigError) as e:
+    config_lib.validate(c, 8)
+  assert expected in str(e.value) and "config.mesh=" in str(e.value)
+
+
+def test_rule_overrides_replace_preset_entries():
+  c = tiny_config(logical_axis_rules="fsdp_tensor",
+                  logical_axis_rule_overrides=(("vocab", None), ("embed", ("fsdp", "data"))))
+  config_lib.validate(c, 8)
+  rules = dict(sharding.logical_axis_rules(c))
+  assert rules["vocab"] is None and rules["embed"] == ("fsdp", "data")
+  assert rules["mlp"] == "tensor"  # untouched entries keep the preset's value.
+  bad = tiny_config(logical_axis_rule_overrides=(("vocab", "model"),))
+  with pytest.raises(config_lib.ConfigError, match="config.logical_axis_rule_overrides"):
+    config_lib.validate(bad)
+
+
 def test_model_config_derivation():
   m = config_lib.model_config(tiny_config(), vocab_size=321)
-  assert m.vocab_size == 321 and m.head_dim == 16 and not m.decode and not m.deterministic
+  assert m.vocab_size == 384  # padded to a multiple of 128 so that it shards evenly.
+  assert m.head_dim == 16 and not m.decode and not m.deterministic
   assert m.replace(decode=True).decode and not m.decode

@@ -6,6 +6,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from conftest import write_parallel_tsv
 from test_train_e2e import REPO, TINY
 
@@ -16,19 +18,37 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def test_two_processes_train_and_only_process_0_logs(tmp_path):
+def _command(workdir, tsv):
+  # Mesh data=2 x fsdp=2: the parameters are split across the two processes too.
+  return [sys.executable, os.path.join(REPO, "train.py"),
+          f"--config={os.path.join(REPO, 'configs', 'base.py')}", f"--workdir={workdir}",
+          *TINY, "--config.num_train_steps=4", "--config.data.source=files",
+          f"--config.data.train_files=('{tsv}',)", "--config.mesh.data=2",
+          "--config.mesh.fsdp=2", "--config.logical_axis_rules=fsdp",
+          "--config.num_eval_steps=-1"]  # the whole split, however it is divided.
+
+
+def _env(num_devices):
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={num_devices}"
+  return env
+
+
+def _losses(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+    records = [json.loads(line) for line in f]
+  return {(r["step"], k): v for r in records for k, v in r.items()
+          if k in ("train/loss", "eval/loss")}
+
+
+def test_two_processes_train_like_one_and_only_process_0_logs(tmp_path):
   tsv = write_parallel_tsv(tmp_path / "corpus.tsv", repeats=40)
   workdir = str(tmp_path / "run")
   port = _free_port()
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
-  common = [sys.executable, os.path.join(REPO, "train.py"),
-            f"--config={os.path.join(REPO, 'configs', 'base.py')}", f"--workdir={workdir}",
-            *TINY, "--config.num_train_steps=4", "--config.data.source=files",
-            f"--config.data.train_files=('{tsv}',)",
-            f"--config.distributed.coordinator_address=127.0.0.1:{port}",
-            "--config.distributed.num_processes=2"]
-  procs = [subprocess.Popen(common + [f"--config.distributed.process_id={i}"], env=env,
+  common = _command(workdir, tsv) + [
+      f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+      "--config.distributed.num_processes=2"]
+  procs = [subprocess.Popen(common + [f"--config.distributed.process_id={i}"], env=_env(2),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
            for i in range(2)]
   outs = []
@@ -47,6 +67,18 @@ def test_two_processes_train_and_only_process_0_logs(tmp_path):
   assert [r["step"] for r in records if "train/loss" in r] == [2, 4]  # written once.
   data_files = set(os.listdir(os.path.join(workdir, "checkpoints", "4", "data")))
   assert {"process_0-of-2.json", "process_1-of-2.json"} <= data_files  # each its own position.
+  assert not any("Test set" in line for line in outs[1][0].splitlines())
+
+  # The same job in one process on 4 devices: the same batches, so the same losses.
+  single = str(tmp_path / "single")
+  proc = subprocess.run(_command(single, tsv), env=_env(4), capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  two, one = _losses(workdir), _losses(single)
+  assert set(two) == set(one) == {(2, "train/loss"), (4, "train/loss"), (3, "eval/loss"),
+                                  (4, "eval/loss")}
+  for key in one:
+    assert two[key] == pytest.approx(one[key], rel=1e-5), key
 
 
 def test_bad_distributed_config_is_named(tmp_path):

@@ -18,8 +18,8 @@ PAIRS = [(f"{en} {i}", f"{de} {i}") for i in range(4) for en, de in EN_DE]
 
 
 def test_packed_batches_have_segments_and_positions(tokenizer):
-  ds = pipeline.train_dataset(PAIRS, tokenizer, batch_size=4, max_length=48, seed=0,
-                              num_packing_bins=4)
+  ds = pipeline.train_dataset(PAIRS, tokenizer, global_batch_size=4, rows=range(4),
+                              max_length=48, seed=0, num_packing_bins=4)
   batch = next(iter(ds))
   for f in ("inputs", "targets"):
     ids, seg, pos = batch[f], batch[f"{f}_segment_ids"], batch[f"{f}_positions"]
@@ -62,14 +62,34 @@ def test_process_shards_are_disjoint_and_complete(tokenizer):
     seen.append(rows)
   assert not (seen[0] & seen[1])
   with pytest.raises(ValueError, match="process_index"):
-    pipeline.train_dataset(PAIRS, tokenizer, batch_size=2, max_length=16, seed=0,
-                           num_packing_bins=2, process_index=2, process_count=2)
+    pipeline.process_rows(4, process_index=2, process_count=2)
+
+
+def test_train_batches_do_not_depend_on_the_process_split(tokenizer):
+  """Two processes' rows, put together, are the one-process global batches."""
+  def stream(rows):
+    return iter(pipeline.train_dataset(PAIRS, tokenizer, global_batch_size=4, rows=rows,
+                                       max_length=24, seed=0, num_packing_bins=2))
+  whole = stream(range(4))
+  halves = [stream(pipeline.process_rows(4, p, 2)) for p in range(2)]
+  for _ in range(5):
+    want = next(whole)
+    parts = [next(h) for h in halves]
+    for k in want:
+      assert parts[0][k].shape[0] == 2
+      np.testing.assert_array_equal(np.concatenate([parts[0][k], parts[1][k]]), want[k])
+
+
+def test_too_small_a_corpus_for_the_batch_is_an_error(tokenizer):
+  with pytest.raises(ValueError, match="fewer than the 128 rows"):
+    pipeline.train_dataset(PAIRS[:10], tokenizer, global_batch_size=128, rows=range(64),
+                           max_length=24, seed=0, num_packing_bins=2)
 
 
 def test_iterator_state_restores_the_same_stream(tokenizer):
   def make():
-    return iter(pipeline.train_dataset(PAIRS, tokenizer, batch_size=2, max_length=24,
-                                       seed=3, num_packing_bins=2))
+    return iter(pipeline.train_dataset(PAIRS, tokenizer, global_batch_size=2, rows=range(2),
+                                       max_length=24, seed=3, num_packing_bins=2))
   it = make()
   for _ in range(5):
     next(it)
@@ -84,9 +104,9 @@ def test_iterator_state_restores_the_same_stream(tokenizer):
 
 
 def test_seed_changes_order(tokenizer):
-  a = next(iter(pipeline.train_dataset(PAIRS, tokenizer, batch_size=2, max_length=24, seed=0,
+  a = next(iter(pipeline.train_dataset(PAIRS, tokenizer, global_batch_size=2, rows=range(2), max_length=24, seed=0,
                                        num_packing_bins=2)))
-  b = next(iter(pipeline.train_dataset(PAIRS, tokenizer, batch_size=2, max_length=24, seed=1,
+  b = next(iter(pipeline.train_dataset(PAIRS, tokenizer, global_batch_size=2, rows=range(2), max_length=24, seed=1,
                                        num_packing_bins=2)))
   assert not np.array_equal(a["inputs"], b["inputs"])
 

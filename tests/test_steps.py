@@ -1,8 +1,5 @@
 """Loss, optimizer schedule and the sharded train step on 8 simulated devices."""
 
-import functools
-
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,8 +8,7 @@ import pytest
 
 from conftest import tiny_config
 from transformer_jax import config as config_lib
-from transformer_jax import optim, sharding, steps
-from transformer_jax.models.transformer import EncoderDecoder
+from transformer_jax import optim, programs, sharding, steps
 
 
 def test_label_smoothed_loss_matches_explicit_soft_targets():
@@ -47,22 +43,8 @@ def test_schedules_warm_up_then_decay(schedule):
 
 
 def _setup(config):
-  mesh = sharding.make_mesh(config)
-  rules = sharding.logical_axis_rules(config)
-  model = EncoderDecoder(config_lib.model_config(config, 64))
-  tx = optim.make_optimizer(config)
-  bs = config.per_device_batch_size * jax.device_count()
-  shape = (bs, config.max_target_length)
-  init_fn = functools.partial(steps.create_train_state, model, tx, inputs_shape=shape,
-                              targets_shape=shape)
-  rng = jax.random.key(0)
-  _, shardings = sharding.state_shardings(init_fn, mesh, rules, rng)
-  state = sharding.init_sharded(init_fn, shardings, mesh, rules, rng)
-  step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx, label_smoothing=0.1),
-                 in_shardings=(shardings, sharding.batch_sharding(mesh),
-                               sharding.replicated(mesh)),
-                 out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=(0,))
-  return mesh, rules, state, shardings, step
+  progs = programs.build(config, sharding.make_mesh(config), 64)
+  return progs, progs.init_state(jax.random.key(0))
 
 
 def _batch(config, seed=0):
@@ -76,14 +58,14 @@ def _batch(config, seed=0):
 
 def test_train_step_lowers_the_loss_on_a_tiny_batch():
   config = tiny_config(learning_rate=1e-2, warmup_steps=0, lr_schedule="constant")
-  mesh, rules, state, shardings, step = _setup(config)
-  assert jax.device_count() == 8 and dict(mesh.shape)["data"] == 8
-  batch = sharding.global_batch(_batch(config), mesh)
+  progs, state = _setup(config)
+  assert jax.device_count() == 8 and dict(progs.mesh.shape)["data"] == 8
+  batch = sharding.global_batch(_batch(config), progs.batch_sharding)
   rng = jax.random.key(1)
   losses = []
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+  with progs.context():
     for _ in range(30):
-      state, metrics = step(state, batch, rng)
+      state, metrics = progs.train_step(state, batch, rng)
       m = jax.device_get(metrics)
       losses.append(float(m["loss_sum"] / m["weight_sum"]))
   assert int(state.step) == 30
@@ -96,7 +78,7 @@ def test_train_step_lowers_the_loss_on_a_tiny_batch():
 def test_fsdp_rules_shard_parameters():
   config = tiny_config(logical_axis_rules="fsdp")
   config.mesh.data, config.mesh.fsdp = 2, 4
-  _, _, state, _, _ = _setup(config)
+  _, state = _setup(config)
   wi = state.params["encoder"]["layer_0"]["mlp"]["wi"]  # (embed, mlp)
   assert wi.addressable_shards[0].data.shape == (wi.shape[0] // 4, wi.shape[1])
   mu = state.opt_state[1][0].mu["encoder"]["layer_0"]["mlp"]["wi"]
@@ -105,12 +87,11 @@ def test_fsdp_rules_shard_parameters():
 
 def test_eval_step_counts_only_real_tokens():
   config = tiny_config()
-  mesh, rules, state, _, _ = _setup(config)
-  model = EncoderDecoder(config_lib.model_config(config, 64).replace(deterministic=True))
+  progs, state = _setup(config)
   b = _batch(config)
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    m = jax.device_get(jax.jit(functools.partial(steps.eval_step, model=model))(
-        state.params, sharding.global_batch(b, mesh)))
+  with progs.context():
+    m = jax.device_get(progs.eval_step(state.params,
+                                       sharding.global_batch(b, progs.batch_sharding)))
   assert m["weight_sum"] == (b["targets"] > 0).sum()
   s = steps.summarize(m)
   assert 0 <= s["accuracy"] <= 1 and s["perplexity"] == pytest.approx(np.exp(s["nll"]), rel=1e-5)

@@ -4,7 +4,7 @@ import json
 import os
 import subprocess
 import sys
-
+import time
 
 from conftest import write_parallel_tsv
 from transformer_jax.data import sources
@@ -87,6 +87,19 @@ def test_bad_config_fails_fast_with_the_field_named(tmp_path):
   assert "config.model.qkv_dim=33" in proc.stderr
   assert "workdir: runs/base" in proc.stdout  # the default workdir, printed at start.
   assert not os.path.exists(tmp_path / "runs" / "base" / "checkpoints")
+
+
+def test_bad_mesh_fails_fast_naming_config_mesh(tmp_path):
+  """3 x 3 does not fit 8 devices: a one-line error before any data or compilation."""
+  start = time.monotonic()
+  proc = _train([f"--workdir={tmp_path / 'w'}", "--config.mesh.data=3", "--config.mesh.fsdp=3"],
+                timeout=60)
+  elapsed = time.monotonic() - start
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert "config.mesh={'data': 3, 'fsdp': 3" in proc.stderr
+  assert "but there are 8 devices" in proc.stderr  # conftest's 8 simulated devices.
+  assert elapsed < 30, elapsed
+  assert not os.path.exists(tmp_path / "w" / "checkpoints")
 
 
 def test_missing_corpus_file_is_a_clear_error(tmp_path):

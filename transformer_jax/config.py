@@ -20,6 +20,8 @@ NORM_POSITIONS = ("pre", "post")
 ACTIVATIONS = ("relu", "gelu", "silu")
 DATA_SOURCES = ("gettext", "files")
 MESH_AXES = ("data", "fsdp", "tensor")
+MODEL_TYPES = ("encoder_decoder", "decoder_lm")
+VOCAB_MULTIPLE = 128  # the model's vocabulary is padded up to a multiple of this.
 
 
 class ConfigError(ValueError):
@@ -51,15 +53,22 @@ def default_config() -> ml_collections.ConfigDict:
   c.weight_decay = 0.0
   c.grad_clip_norm = 1.0  # 0 disables clipping.
   c.label_smoothing = 0.1
-  # Parallelism: one axis may be -1 (all remaining devices).
-  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
-  c.logical_axis_rules = "fsdp_tensor"  # a preset of transformer_jax.sharding.
+  # Parallelism. Within a slice, one of data / fsdp / tensor may be -1 (all
+  # remaining devices). `dcn_data` is the number of slices (pods joined over the
+  # data-centre network); the mesh's data axis then spans dcn_data * data devices.
+  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1, "dcn_data": 1})
+  # A preset of transformer_jax.sharding.RULE_PRESETS: data | fsdp | fsdp_tensor.
+  c.logical_axis_rules = "fsdp_tensor"
+  # Entries that replace the preset's: ((logical name, mesh axis, axes tuple or None), ...),
+  # e.g. (("vocab", None),) keeps the vocabulary unsharded.
+  c.logical_axis_rule_overrides = ()
   # Multi-host: empty coordinator_address means one process, unless `auto` asks
   # jax.distributed.initialize() to detect the cluster (as on TPU VMs).
   c.distributed = ml_collections.ConfigDict({
       "coordinator_address": "", "num_processes": 1, "process_id": 0, "auto": False})
   # Model.
   c.model = ml_collections.ConfigDict()
+  c.model.type = "encoder_decoder"  # encoder_decoder | decoder_lm.
   c.model.emb_dim = 256
   c.model.num_heads = 4
   c.model.qkv_dim = 256  # all heads together; head width = qkv_dim / num_heads.
@@ -150,6 +159,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
   _one_of(config, "model.norm_position", NORM_POSITIONS)
   _one_of(config, "model.activation", ACTIVATIONS)
   _one_of(config, "data.source", DATA_SOURCES)
+  _one_of(config, "model.type", MODEL_TYPES)
   if config.model.qkv_dim % config.model.num_heads:
     _fail("model.qkv_dim", config.model.qkv_dim,
           f"must divide by model.num_heads={config.model.num_heads}")
@@ -168,20 +178,61 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
   if config.data.vocab_size < 300:
     _fail("data.vocab_size", config.data.vocab_size,
           "must be at least 300 (256 byte-fallback pieces + specials + words)")
-  from transformer_jax import sharding  # pylint: disable=import-outside-toplevel
-  if config.logical_axis_rules not in sharding.RULE_PRESETS:
-    _fail("logical_axis_rules", config.logical_axis_rules,
-          f"must be one of {tuple(sharding.RULE_PRESETS)}")
+  _positive_int(config, "mesh.dcn_data")
+  _check_rules(config)
   validate_distributed(config)
   if num_devices is not None:
     validate_devices(config, num_devices, num_processes)
 
 
+def _check_rules(config) -> None:
+  from transformer_jax import sharding  # pylint: disable=import-outside-toplevel
+  if config.logical_axis_rules not in sharding.RULE_PRESETS:
+    _fail("logical_axis_rules", config.logical_axis_rules,
+          f"must be one of {tuple(sharding.RULE_PRESETS)}")
+  for entry in config.logical_axis_rule_overrides:
+    ok = isinstance(entry, (tuple, list)) and len(entry) == 2 and isinstance(entry[0], str)
+    axes = entry[1] if ok else None
+    axes = (axes,) if isinstance(axes, str) else (axes or ())
+    if not ok or any(a not in MESH_AXES for a in axes):
+      _fail("logical_axis_rule_overrides", entry,
+            f"each entry must be (logical name, mesh axis or tuple of {MESH_AXES} or None)")
+
+
+def padded_vocab_size(vocab_size: int) -> int:
+  """The model's vocabulary: the tokenizer's, rounded up so that it shards evenly."""
+  return -(-vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+
+
 def validate_devices(config, num_devices: int, num_processes: int = 1) -> None:
-  """Checks config.mesh against the devices (known once jax.distributed has started)."""
-  mesh_shape(config, num_devices)
+  """Checks config.mesh and the sharded sizes against the devices.
+
+  Runs once jax.distributed has started (the device count is known), and
+  before anything is built or compiled.
+  """
+  shape = dict(zip(MESH_AXES, mesh_shape(config, num_devices)))
   if num_devices % num_processes:
     raise ConfigError(f"{num_devices} devices do not split over {num_processes} processes")
+  from transformer_jax import sharding  # pylint: disable=import-outside-toplevel
+  rules = dict(sharding.logical_axis_rules(config))
+  m = config.model
+  sizes = {  # logical name -> (field, size)
+      "embed": ("model.emb_dim", m.emb_dim),
+      "mlp": ("model.mlp_dim", m.mlp_dim),
+      "heads": ("model.num_heads", m.num_heads),
+      "kv": ("model.qkv_dim / model.num_heads", m.qkv_dim // m.num_heads),
+      "vocab": ("data.vocab_size (padded)", padded_vocab_size(config.data.vocab_size)),
+      "batch": ("per_device_batch_size * devices", config.per_device_batch_size * num_devices),
+  }
+  for name, (field, size) in sizes.items():
+    axes = rules.get(name)
+    axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    shards = math.prod(shape[a] for a in axes)
+    if size % shards:
+      raise ConfigError(
+          f"config.{field}={size} does not divide over the mesh axes {axes} "
+          f"({shards} devices) that config.logical_axis_rules={config.logical_axis_rules!r} "
+          f"maps '{name}' onto; config.mesh={shape}")
 
 
 def validate_distributed(config) -> None:
@@ -197,31 +248,48 @@ def validate_distributed(config) -> None:
             f"must be in [0, distributed.num_processes={d.num_processes})")
 
 
-def mesh_shape(config, num_devices: int) -> tuple[int, ...]:
-  """Resolves config.mesh (one axis may be -1) against the device count."""
+def mesh_shape(config, num_devices: int) -> tuple[int, int, int]:
+  """The (data, fsdp, tensor) mesh shape; data spans all slices (mesh.dcn_data)."""
+  data, fsdp, tensor = slice_mesh_shape(config, num_devices)
+  return (config.mesh.dcn_data * data, fsdp, tensor)
+
+
+def slice_mesh_shape(config, num_devices: int) -> tuple[int, int, int]:
+  """Resolves config.mesh (one axis may be -1) against the devices of one slice."""
   sizes = [config.mesh[a] for a in MESH_AXES]
+  described = {**dict(zip(MESH_AXES, sizes)), "dcn_data": config.mesh.dcn_data}
   for axis, size in zip(MESH_AXES, sizes):
-    if not isinstance(size, int) or size == 0 or size < -1:
+    if not isinstance(size, int) or isinstance(size, bool) or size == 0 or size < -1:
       _fail(f"mesh.{axis}", size, "must be a positive integer or -1")
+  slices = config.mesh.dcn_data
+  if not isinstance(slices, int) or slices < 1 or num_devices % slices:
+    raise ConfigError(f"config.mesh={described}: dcn_data={slices} slices do not divide "
+                      f"the {num_devices} devices")
+  per_slice = num_devices // slices
   if sizes.count(-1) > 1:
-    raise ConfigError(f"config.mesh={dict(zip(MESH_AXES, sizes))}: at most one axis may be -1")
+    raise ConfigError(f"config.mesh={described}: at most one axis may be -1")
   known = math.prod(s for s in sizes if s != -1)
   if -1 in sizes:
-    if num_devices % known:
-      raise ConfigError(f"config.mesh={dict(zip(MESH_AXES, sizes))}: the fixed axes "
-                        f"({known}) do not divide the {num_devices} devices")
-    sizes[sizes.index(-1)] = num_devices // known
-  if math.prod(sizes) != num_devices:
-    raise ConfigError(f"config.mesh={dict(zip(MESH_AXES, sizes))}: the product of the axis "
-                      f"sizes is {math.prod(sizes)}, but there are {num_devices} devices")
+    if per_slice % known:
+      raise ConfigError(f"config.mesh={described}: the fixed axes ({known}) do not divide "
+                        f"the {per_slice} devices per slice")
+    sizes[sizes.index(-1)] = per_slice // known
+  if math.prod(sizes) != per_slice:
+    raise ConfigError(f"config.mesh={described}: data * fsdp * tensor is {math.prod(sizes)}, "
+                      f"but there are {per_slice} devices per slice ({num_devices} devices, "
+                      f"{slices} slice(s))")
   return tuple(sizes)
 
 
 def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> TransformerConfig:
-  """The frozen training-mode model config; derive eval/decode with .replace()."""
+  """The frozen training-mode model config; derive eval/decode with .replace().
+
+  `vocab_size` is the tokenizer's; the model pads it to a multiple of
+  VOCAB_MULTIPLE (the extra ids are never targets, and decoding drops them).
+  """
   m = config.model
   return TransformerConfig(
-      vocab_size=vocab_size,
+      vocab_size=padded_vocab_size(vocab_size),
       emb_dim=m.emb_dim,
       num_heads=m.num_heads,
       head_dim=m.qkv_dim // m.num_heads,

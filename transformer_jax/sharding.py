@@ -13,13 +13,18 @@ from typing import Any
 import flax.linen as nn
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from transformer_jax import config as config_lib
 
 BATCH_AXES = ("data", "fsdp")
 
+# Input batches ("batch", "length") and activations ("act_*") are split over
+# the data-like axes; the activations' model dimensions follow the tensor axis.
 _ACTIVATIONS = (
+    ("batch", BATCH_AXES),
+    ("length", None),
     ("act_batch", BATCH_AXES),
     ("act_length", None),
     ("act_embed", None),
@@ -53,30 +58,60 @@ def initialize_distributed(config) -> None:
 
 
 def logical_axis_rules(config) -> tuple[tuple[str, Any], ...]:
-  return RULE_PRESETS[config.logical_axis_rules]
+  """The preset named by config.logical_axis_rules, with config's overrides applied."""
+  overrides = {name: (tuple(axes) if isinstance(axes, list) else axes)
+               for name, axes in config.logical_axis_rule_overrides}
+  preset = RULE_PRESETS[config.logical_axis_rules]
+  rules = [(name, overrides.pop(name, axes)) for name, axes in preset]
+  return tuple(rules) + tuple(overrides.items())
 
 
 def make_mesh(config, devices=None) -> Mesh:
-  """A (data, fsdp, tensor) mesh over all devices, sized from config.mesh."""
-  devices = jax.devices() if devices is None else devices
-  shape = config_lib.mesh_shape(config, len(devices))
-  device_array = np.asarray(devices).reshape(shape)
+  """A (data, fsdp, tensor) mesh over `devices` (default: all), sized from config.mesh.
+
+  On TPUs the devices are laid out along the physical torus; with several
+  slices (mesh.dcn_data > 1) the data axis is slice-major, so only the
+  data-parallel gradient reduction crosses the data-centre network.
+  """
+  devices = jax.devices() if devices is None else list(devices)
+  ici = config_lib.slice_mesh_shape(config, len(devices))
+  slices = config.mesh.dcn_data
+  if slices > 1 and hasattr(devices[0], "slice_index"):
+    device_array = mesh_utils.create_hybrid_device_mesh(
+        ici, (slices, 1, 1), devices, allow_split_physical_axes=True)
+  elif devices[0].platform == "tpu":
+    device_array = mesh_utils.create_device_mesh(
+        config_lib.mesh_shape(config, len(devices)), devices, allow_split_physical_axes=True)
+  else:
+    device_array = np.asarray(devices).reshape(config_lib.mesh_shape(config, len(devices)))
   return Mesh(device_array, config_lib.MESH_AXES,
-              axis_types=(jax.sharding.AxisType.Auto,) * len(shape))
+              axis_types=(jax.sharding.AxisType.Auto,) * len(config_lib.MESH_AXES))
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-  """Leading (batch) dimension over the data-like axes, the rest replicated."""
-  return NamedSharding(mesh, P(BATCH_AXES))
+def batch_sharding(mesh: Mesh, rules) -> NamedSharding:
+  """Batch arrays [batch, length]: sharded as the rules map "batch" and "length"."""
+  return NamedSharding(mesh, nn.logical_to_mesh_axes(("batch", "length"), rules))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-  """Assembles each process's rows into global arrays sharded over the batch axes."""
-  sharding = batch_sharding(mesh)
+def process_batch_rows(batch_sharding: NamedSharding, global_batch_size: int) -> list[int]:
+  """The global batch rows held by this process's devices, in increasing order.
+
+  These are the rows this process must supply to `global_batch`.
+  """
+  index_map = batch_sharding.addressable_devices_indices_map((global_batch_size, 1))
+  rows = set()
+  for index in index_map.values():
+    rows.update(range(global_batch_size)[index[0]])
+  return sorted(rows)
+
+
+def global_batch(local_batch: dict[str, np.ndarray], sharding: NamedSharding
+                 ) -> dict[str, jax.Array]:
+  """Assembles each process's rows into global arrays with the batch sharding."""
   return {k: jax.make_array_from_process_local_data(sharding, v)
           for k, v in local_batch.items()}
 

@@ -26,10 +26,13 @@ class TrainState:
 
 
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
-                       inputs_shape: tuple[int, int], targets_shape: tuple[int, int]) -> TrainState:
-  """Fresh parameters (boxed with logical names) and optimizer state."""
-  params = model.init(rng, jnp.ones(inputs_shape, jnp.int32),
-                      jnp.ones(targets_shape, jnp.int32))["params"]
+                       batch_shapes: dict[str, tuple[int, ...]]) -> TrainState:
+  """Fresh parameters (boxed with logical names) and optimizer state.
+
+  `batch_shapes` maps batch keys ("inputs", "targets", ...) to shapes.
+  """
+  dummy = {k: jnp.ones(shape, jnp.int32) for k, shape in batch_shapes.items()}
+  params = model.init(rng, **_model_inputs(dummy))["params"]
   return TrainState(step=jnp.array(0, jnp.int32), params=params, opt_state=tx.init(params))
 
 
@@ -93,7 +96,8 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, model: nn.Mod
   params = optax.apply_updates(state.params, updates)
   metrics = compute_metrics(logits_BLV, targets_BL, weights_BL, label_smoothing)
   metrics["grad_norm"] = optax.tree.norm(grads)
-  metrics["source_tokens_sum"] = (batch["inputs"] > 0).sum().astype(jnp.float32)
+  if "inputs" in batch:  # encoder-decoder: source tokens count towards throughput.
+    metrics["source_tokens_sum"] = (batch["inputs"] > 0).sum().astype(jnp.float32)
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
   return new_state, metrics
 

@@ -7,13 +7,11 @@ final test-set decoding with BLEU and chrF.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
 import time
 
-import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
@@ -21,10 +19,10 @@ from jax.experimental import multihost_utils
 
 from transformer_jax import checkpoint as checkpoint_lib
 from transformer_jax import config as config_lib
-from transformer_jax import decoding, evaluation, metric_writers, optim, sharding, steps
+from transformer_jax import evaluation, metric_writers, sharding, steps
+from transformer_jax import programs as programs_lib
 from transformer_jax.data import pipeline, sources
 from transformer_jax.data import tokenizer as tokenizer_lib
-from transformer_jax.models.transformer import EncoderDecoder
 
 
 def _sum_metrics(metrics_list):
@@ -37,13 +35,12 @@ def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 
 class _Runner:
-  """Everything built once per run: mesh, data, model, compiled steps."""
+  """Everything built once per run: mesh, data, compiled programs."""
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
     self.config, self.workdir = config, workdir
     self.primary = jax.process_index() == 0
     self.mesh = sharding.make_mesh(config)
-    self.rules = sharding.logical_axis_rules(config)
     self.corpus = sources.load_corpus(config.data)
     logging.info("corpus: %d train, %d validation, %d test pairs", len(self.corpus.train),
                  len(self.corpus.validation), len(self.corpus.test))
@@ -51,67 +48,45 @@ class _Runner:
     self.tokenizer = tokenizer_lib.load_or_train(
         tok_path, lambda: (s for pair in self.corpus.train for s in pair),
         config.data.vocab_size, is_writer=self.primary)
-    self.model_config = config_lib.model_config(config, self.tokenizer.vocab_size)
-
-    self.global_batch_size = config.per_device_batch_size * jax.device_count()
-    self.local_batch_size = self.global_batch_size // jax.process_count()
+    self.programs = programs_lib.build(config, self.mesh, self.tokenizer.vocab_size)
+    p = self.programs
+    self.global_batch_size = p.global_batch_size
+    self.rows = sharding.process_batch_rows(p.batch_sharding, p.global_batch_size)
+    self.local_batch_size = len(self.rows)
     length = config.max_target_length
     self.train_iter = iter(pipeline.train_dataset(
-        self.corpus.train, self.tokenizer, batch_size=self.local_batch_size,
-        max_length=length, seed=config.seed, num_packing_bins=config.data.num_packing_bins,
-        process_index=jax.process_index(), process_count=jax.process_count()))
+        self.corpus.train, self.tokenizer, global_batch_size=p.global_batch_size,
+        rows=self.rows, max_length=length, seed=config.seed,
+        num_packing_bins=config.data.num_packing_bins))
     self.eval_batches = pipeline.eval_batches(
         self.corpus.validation, self.tokenizer, batch_size=self.local_batch_size,
         max_length=length, num_packing_bins=config.data.num_packing_bins,
         process_index=jax.process_index(), process_count=jax.process_count())
-    # Every process must run the same number of eval steps (collectives).
+    # Every process must run the same number of eval steps (collectives): the
+    # ones with fewer batches add all-padding batches, which weigh nothing.
     num_eval = len(self.eval_batches)
     if jax.process_count() > 1:
-      num_eval = int(multihost_utils.process_allgather(np.array(num_eval)).min())
+      num_eval = int(multihost_utils.process_allgather(np.array(num_eval)).max())
+    empty = pipeline.empty_batch(self.local_batch_size, length)
+    self.eval_batches += [empty] * (num_eval - len(self.eval_batches))
     if config.num_eval_steps > 0:
-      num_eval = min(num_eval, config.num_eval_steps)
-    self.eval_batches = self.eval_batches[:num_eval]
+      self.eval_batches = self.eval_batches[:config.num_eval_steps]
+    self.init_rng, self.dropout_rng = jax.random.split(jax.random.key(config.seed))
 
-    model = EncoderDecoder(self.model_config)
-    self.eval_model = EncoderDecoder(self.model_config.replace(deterministic=True))
-    self.tx = optim.make_optimizer(config)
-    self.schedule = optim.learning_rate_schedule(config)
-    shape = (self.global_batch_size, length)
-    self.init_fn = functools.partial(steps.create_train_state, model, self.tx,
-                                     inputs_shape=shape, targets_shape=shape)
-    rng = jax.random.key(config.seed)
-    self.init_rng, self.dropout_rng = jax.random.split(rng)
-    self.abstract_state, self.state_shardings = sharding.state_shardings(
-        self.init_fn, self.mesh, self.rules, self.init_rng)
-
-    batch_sharding = sharding.batch_sharding(self.mesh)
-    replicated = sharding.replicated(self.mesh)
-    self.train_step = jax.jit(
-        functools.partial(steps.train_step, model=model, tx=self.tx,
-                          label_smoothing=config.label_smoothing),
-        in_shardings=(self.state_shardings, batch_sharding, replicated),
-        out_shardings=(self.state_shardings, replicated), donate_argnums=(0,))
-    self.eval_step = jax.jit(
-        functools.partial(steps.eval_step, model=self.eval_model),
-        in_shardings=(self.state_shardings.params, batch_sharding), out_shardings=replicated)
-    self.decode = jax.jit(
-        functools.partial(decoding.greedy_decode, config=self.model_config,
-                          max_length=config.max_predict_length),
-        in_shardings=(self.state_shardings.params, batch_sharding),
-        out_shardings=replicated)
+  def global_batch(self, local_batch):
+    return sharding.global_batch(local_batch, self.programs.batch_sharding)
 
   def init_state(self):
-    return sharding.init_sharded(self.init_fn, self.state_shardings, self.mesh, self.rules,
-                                 self.init_rng)
+    return self.programs.init_state(self.init_rng)
 
   def metadata(self) -> dict:
-    return {"model": {k: str(v) for k, v in vars(self.model_config).items()},
+    return {"model": {k: str(v) for k, v in vars(self.programs.model_config).items()},
             "mesh": dict(self.mesh.shape), "process_count": jax.process_count()}
 
   def evaluate(self, params) -> dict[str, float]:
     sums = None
     for batch in self.eval_batches:
-      m = self.eval_step(params, sharding.global_batch(batch, self.mesh))
+      m = self.programs.eval_step(params, self.global_batch(batch))
       sums = m if sums is None else _sum_metrics([sums, m])
     if sums is None:
       return {}
@@ -124,12 +99,11 @@ class _Runner:
     if num_examples > 0:
       pairs = pairs[:num_examples]
     hyps, refs, srcs = [], [], []
-    pi, n = jax.process_index(), self.local_batch_size
     for inputs, batch_srcs, batch_refs in pipeline.predict_batches(
         pairs, self.tokenizer, batch_size=self.global_batch_size,
         max_length=self.config.max_target_length):
-      local = {"inputs": inputs[pi * n:(pi + 1) * n]}
-      out = self.decode(params, sharding.global_batch(local, self.mesh)["inputs"])
+      local = {"inputs": inputs[self.rows]}
+      out = self.programs.decode(params, self.global_batch(local)["inputs"])
       out = np.asarray(jax.device_get(out))
       hyps.extend(self.tokenizer.decode(row) for row in out[:len(batch_srcs)])
       refs.extend(batch_refs)
@@ -141,6 +115,10 @@ class _Runner:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains (or resumes) the run in `workdir`; returns the final metrics."""
   config_lib.validate(config)  # the fields alone, before any device is touched.
+  if config.model.type != "encoder_decoder":
+    raise config_lib.ConfigError(
+        f"config.model.type={config.model.type!r}: train.py trains the translation task "
+        "(encoder_decoder) so far; other model types compile with python -m transformer_jax.aot")
   sharding.initialize_distributed(config)
   config_lib.validate_devices(config, jax.device_count(), jax.process_count())
   primary = jax.process_index() == 0
@@ -151,11 +129,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   writer = metric_writers.MetricWriter(workdir, enabled=primary)
   ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                                      config.max_checkpoints_to_keep)
-  with jax.set_mesh(run.mesh), nn.logical_axis_rules(run.rules):
+  with run.programs.context():
     latest = ckpt.latest_step()
     if latest is not None:
-      abstract = sharding.abstract_like(run.abstract_state, run.state_shardings)
-      state, _ = ckpt.restore(latest, abstract, run.train_iter)
+      state, _ = ckpt.restore(latest, run.programs.abstract_state, run.train_iter)
       print(f"Resuming from checkpoint at step {latest} in {ckpt.directory}", flush=True)
     else:
       state = run.init_state()
@@ -189,10 +166,10 @@ def _train_loop(config, run: _Runner, state, start: int, writer, ckpt, primary: 
     if not np.isfinite(summary["loss"]):
       raise FloatingPointError(f"train loss is {summary['loss']} at step {log_step}; "
                                "lower config.learning_rate or check the data")
-    tokens = float(sums["weight_sum"]) + float(sums["source_tokens_sum"])
+    tokens = float(sums["weight_sum"]) + float(sums.get("source_tokens_sum", 0.0))
     record = {"train/loss": summary["loss"], "train/nll": summary["nll"],
               "train/accuracy": summary["accuracy"], "train/grad_norm": summary["grad_norm"],
-              "train/learning_rate": float(run.schedule(log_step - 1)),
+              "train/learning_rate": float(run.programs.schedule(log_step - 1)),
               "train/tokens_per_sec": tokens / max(seconds, 1e-9),
               "train/steps_per_sec": len(metrics_list) / max(seconds, 1e-9)}
     writer.write(log_step, record)
@@ -200,8 +177,8 @@ def _train_loop(config, run: _Runner, state, start: int, writer, ckpt, primary: 
     final.update(record)
 
   for step in range(start, total):
-    batch = sharding.global_batch(next(run.train_iter), run.mesh)
-    state, metrics = run.train_step(state, batch, run.dropout_rng)
+    batch = run.global_batch(next(run.train_iter))
+    state, metrics = run.programs.train_step(state, batch, run.dropout_rng)
     if to_log is not None:  # step n's metrics, read after step n+1 was dispatched.
       flush(to_log)
       to_log = None

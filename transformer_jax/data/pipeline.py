@@ -1,9 +1,14 @@
 """grain input pipelines for translation: shuffle, tokenize, filter, pack, batch.
 
-Every pipeline reads only this process's shard of the examples. The training
-iterator is a grain `DatasetIterator`, whose state the checkpoint saves, so a
-resumed run continues the same stream. Packed batches carry
-`{inputs,targets}_segment_ids` (0 marks padding) and `*_positions`.
+Training batches do not depend on how the devices are split into processes:
+row r of every global batch comes from its own stream over examples
+r, r + B, r + 2B, ... (B = global batch rows), shuffled, tokenized, filtered
+and packed. Each process builds only the streams of the rows it feeds, so it
+reads only its shard, and one process on 4 devices sees exactly the batches
+that two processes on 2 devices each see together. The training iterator is a
+grain `DatasetIterator`, whose state the checkpoint saves, so a resumed run
+continues the same streams. Packed batches carry `{inputs,targets}_segment_ids`
+(0 marks padding) and `*_positions`.
 """
 
 from __future__ import annotations
@@ -51,19 +56,38 @@ def _pack(ds: grain.IterDataset, max_length: int, num_packing_bins: int, seed: i
       num_packing_bins=num_packing_bins, seed=seed, shuffle_bins=shuffle_bins)
 
 
-def train_dataset(pairs: Sequence[Pair], tokenizer: Tokenizer, *, batch_size: int,
-                  max_length: int, seed: int, num_packing_bins: int,
-                  process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
-  """An endless, seeded stream of packed batches of `batch_size` rows.
+def _stack_rows(rows: tuple[dict[str, np.ndarray], ...]) -> dict[str, np.ndarray]:
+  return {k: np.stack([row[k] for row in rows]) for k in rows[0]}
 
-  The examples are reshuffled every epoch (shuffle before repeat).
+
+def process_rows(global_batch_size: int, process_index: int, process_count: int) -> range:
+  """The rows of each global batch that process `process_index` feeds (a contiguous block)."""
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index={process_index} outside [0, {process_count})")
+  if global_batch_size % process_count:
+    raise ValueError(f"global batch of {global_batch_size} rows does not split over "
+                     f"{process_count} processes")
+  n = global_batch_size // process_count
+  return range(process_index * n, (process_index + 1) * n)
+
+
+def train_dataset(pairs: Sequence[Pair], tokenizer: Tokenizer, *, global_batch_size: int,
+                  rows: Sequence[int], max_length: int, seed: int,
+                  num_packing_bins: int) -> grain.IterDataset:
+  """An endless, seeded stream of this process's `len(rows)` rows of each global batch.
+
+  Each row's stream reshuffles its examples every epoch (shuffle before repeat).
   """
-  ds = grain.MapDataset.source(list(pairs))
-  ds = _shard(ds, process_index, process_count)
-  ds = ds.shuffle(seed=seed).repeat(None).map(_Tokenize(tokenizer))
-  ds = ds.to_iter_dataset().filter(_FitsLength(max_length))
-  ds = _pack(ds, max_length, num_packing_bins, seed, shuffle_bins=True)
-  return ds.batch(batch_size, drop_remainder=True)
+  if len(pairs) < global_batch_size:
+    raise ValueError(f"the training split has {len(pairs)} pairs, fewer than the "
+                     f"{global_batch_size} rows of a global batch")
+  source = grain.MapDataset.source(list(pairs))
+  streams = []
+  for r in rows:
+    ds = source[r::global_batch_size].shuffle(seed=seed).repeat(None).map(_Tokenize(tokenizer))
+    ds = ds.to_iter_dataset().filter(_FitsLength(max_length))
+    streams.append(_pack(ds, max_length, num_packing_bins, seed, shuffle_bins=True))
+  return grain.experimental.ZipIterDataset(streams).map(_stack_rows)
 
 
 def eval_batches(pairs: Sequence[Pair], tokenizer: Tokenizer, *, batch_size: int,
@@ -90,6 +114,12 @@ def pad_batch(batch: dict[str, np.ndarray], batch_size: int) -> dict[str, np.nda
     raise ValueError(f"batch of {n} rows exceeds batch_size={batch_size}")
   return {k: np.concatenate([v, np.zeros((batch_size - n,) + v.shape[1:], v.dtype)])
           for k, v in batch.items()}
+
+
+def empty_batch(batch_size: int, max_length: int) -> dict[str, np.ndarray]:
+  """A packed batch of padding only (weight 0): evens out eval steps across processes."""
+  return {f"{k}{suffix}": np.zeros((batch_size, max_length), np.int32)
+          for k in FEATURES for suffix in ("", "_segment_ids", "_positions")}
 
 
 def predict_batches(pairs: Sequence[Pair], tokenizer: Tokenizer, *, batch_size: int,

@@ -65,12 +65,16 @@ class Tokenizer:
     return np.asarray(ids, dtype=np.int32)
 
   def decode(self, ids: Sequence[int] | np.ndarray) -> str:
-    """Decodes up to the first EOS, ignoring padding."""
+    """Decodes up to the first EOS, ignoring padding and ids beyond the vocabulary.
+
+    (The model pads its vocabulary for even sharding; those ids have no piece.)
+    """
     out = []
+    size = self.vocab_size
     for i in np.asarray(ids).tolist():
       if i == EOS_ID:
         break
-      if i != PAD_ID:
+      if i != PAD_ID and i < size:
         out.append(i)
     return self._sp.decode(out)
 

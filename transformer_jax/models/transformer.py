@@ -82,15 +82,17 @@ class DecoderLayer(nn.Module):
   config: TransformerConfig
 
   @nn.compact
-  def __call__(self, y_BLD: Array, encoded_BSD: Array, self_mask_B1LL: Array | None,
+  def __call__(self, y_BLD: Array, encoded_BSD: Array | None, self_mask_B1LL: Array | None,
                cross_mask_B1LS: Array | None) -> Array:
+    """Self-attention, cross-attention (skipped when `encoded_BSD` is None: decoder-only), MLP."""
     cfg = self.config
     self_attn = _attention(cfg, "self_attention", decode=cfg.decode)
-    cross_attn = _attention(cfg, "cross_attention")
     y_BLD = _Residual(cfg, name="self_attention_block")(
         y_BLD, lambda h: self_attn(h, h, self_mask_B1LL))
-    y_BLD = _Residual(cfg, name="cross_attention_block")(
-        y_BLD, lambda h: cross_attn(h, encoded_BSD, cross_mask_B1LS))
+    if encoded_BSD is not None:
+      cross_attn = _attention(cfg, "cross_attention")
+      y_BLD = _Residual(cfg, name="cross_attention_block")(
+          y_BLD, lambda h: cross_attn(h, encoded_BSD, cross_mask_B1LS))
     y_BLD = _Residual(cfg, name="mlp_block")(y_BLD, _mlp(cfg))
     return constrain(y_BLD, ACT_BLD)
 
@@ -123,8 +125,8 @@ class Decoder(nn.Module):
   embed: layers.Embed
 
   @nn.compact
-  def __call__(self, decoder_inputs_BL: Array, positions_BL: Array, encoded_BSD: Array,
-               self_mask_B1LL: Array | None, cross_mask_B1LS: Array) -> Array:
+  def __call__(self, decoder_inputs_BL: Array, positions_BL: Array, encoded_BSD: Array | None,
+               self_mask_B1LL: Array | None, cross_mask_B1LS: Array | None) -> Array:
     cfg = self.config
     y_BLD = _embed_with_positions(cfg, self.embed, decoder_inputs_BL, positions_BL)
     y_BLD = nn.Dropout(cfg.dropout_rate)(y_BLD, deterministic=cfg.deterministic)
@@ -158,6 +160,26 @@ def default_positions(ids_BL: Array) -> Array:
   return jnp.broadcast_to(jnp.arange(ids_BL.shape[1]), ids_BL.shape)
 
 
+def decoder_self_mask(cfg: TransformerConfig, decoder_inputs_BL: Array,
+                      segment_ids_BL: Array | None) -> tuple[Array | None, Array]:
+  """(causal self-attention mask or None in decode mode, query validity [B, L])."""
+  if cfg.decode:
+    # One new position per call; the cache supplies (and masks) the past.
+    return None, jnp.ones(decoder_inputs_BL.shape, bool)
+  # The start token is id 0, so validity comes from the segment ids (packed
+  # batches); unpacked, every position counts as valid: real queries never see
+  # the trailing padding through the causal mask, and padded positions carry
+  # no loss weight.
+  if segment_ids_BL is not None:
+    valid_BL = segment_ids_BL > 0
+  else:
+    valid_BL = jnp.ones(decoder_inputs_BL.shape, bool)
+  mask = layers.causal_mask(decoder_inputs_BL.shape[1]) & layers.padding_mask(valid_BL, valid_BL)
+  if segment_ids_BL is not None:
+    mask = mask & layers.segment_mask(segment_ids_BL, segment_ids_BL)
+  return mask, valid_BL
+
+
 class EncoderDecoder(nn.Module):
   """Source ids -> target logits. Packed batches pass segment ids and positions."""
   config: TransformerConfig
@@ -183,26 +205,9 @@ class EncoderDecoder(nn.Module):
              inputs_segment_ids_BS: Array | None = None,
              targets_segment_ids_BL: Array | None = None) -> Array:
     """Target logits [B, L, V] (float32). In decode mode L is 1 and the KV cache is used."""
-    cfg = self.config
     src_valid_BS = inputs_BS > 0
-    if cfg.decode:
-      # One new position per call; the cache supplies (and masks) the past.
-      self_mask = None
-      tgt_valid_BL = jnp.ones(decoder_inputs_BL.shape, bool)
-    else:
-      # The start token is id 0, so target validity comes from the segment ids
-      # (packed batches); unpacked, every position counts as valid: real queries
-      # never see the trailing padding through the causal mask, and padded
-      # positions carry no loss weight.
-      if targets_segment_ids_BL is not None:
-        tgt_valid_BL = targets_segment_ids_BL > 0
-      else:
-        tgt_valid_BL = jnp.ones(decoder_inputs_BL.shape, bool)
-      self_mask = layers.causal_mask(decoder_inputs_BL.shape[1]) & layers.padding_mask(
-          tgt_valid_BL, tgt_valid_BL)
-      if targets_segment_ids_BL is not None:
-        self_mask = self_mask & layers.segment_mask(targets_segment_ids_BL,
-                                                    targets_segment_ids_BL)
+    self_mask, tgt_valid_BL = decoder_self_mask(self.config, decoder_inputs_BL,
+                                                targets_segment_ids_BL)
     cross_mask = layers.padding_mask(tgt_valid_BL, src_valid_BS)
     if targets_segment_ids_BL is not None and inputs_segment_ids_BS is not None:
       cross_mask = cross_mask & layers.segment_mask(targets_segment_ids_BL,
