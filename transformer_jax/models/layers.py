@@ -94,7 +94,10 @@ class Embed(nn.Module):
         (self.vocab_size, self.features), ("vocab", "embed"))
 
   def __call__(self, ids_BL: Array) -> Array:
-    return jnp.take(self.embedding, ids_BL, axis=0).astype(self.dtype)
+    # Look up in a table whose width is gathered (as FSDP gathers every weight):
+    # the rows then come out split by batch, not by width.
+    table = constrain(self.embedding, ("vocab", None))
+    return jnp.take(table, ids_BL, axis=0).astype(self.dtype)
 
   def attend(self, x_BLD: Array) -> Array:
     return jnp.einsum("BLD,VD->BLV", x_BLD, self.embedding.astype(self.dtype))
