@@ -2,7 +2,7 @@
 
 A 7.6M-parameter encoder-decoder (3+3 layers, width 256, 4 heads, MLP 1024,
 joint 8k sentencepiece vocabulary) trained on the gettext catalogs installed
-on the machine. Sized for two CPU cores: about 15 minutes in all, including
+on the machine. Sized for two CPU cores: 10-15 minutes in all, including
 corpus harvesting, tokenizer training and decoding the test split.
 
   python train.py --config=configs/base.py

@@ -8,6 +8,7 @@ import pytest
 
 from transformer_jax import decoding
 from transformer_jax.models import layers
+from transformer_jax.models.decoder_lm import DecoderLM
 from transformer_jax.models.transformer import EncoderDecoder, TransformerConfig, shift_right
 
 CFG = TransformerConfig(vocab_size=50, emb_dim=32, num_heads=4, head_dim=8, mlp_dim=64,
@@ -139,3 +140,37 @@ def test_dropout_is_active_only_in_training():
   eval_apply = jax.jit(model.apply)
   np.testing.assert_allclose(eval_apply({"params": params}, src, src),
                              eval_apply({"params": params}, src, src))
+
+
+@pytest.mark.parametrize("remat", ["full", "dots"])
+def test_remat_changes_memory_not_gradients(remat):
+  model, params = _init()
+  remat_model = EncoderDecoder(CFG.replace(remat=remat))
+  rng = np.random.default_rng(0)
+  src = jnp.asarray(rng.integers(2, 50, (2, 12)))
+  tgt = jnp.asarray(rng.integers(2, 50, (2, 12)))
+
+  def loss(m):
+    return lambda p: m.apply({"params": p}, src, tgt).mean()
+
+  want = jax.grad(loss(model))(params)
+  got = jax.jit(jax.grad(loss(remat_model)))(params)  # same parameter tree.
+  for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_decoder_lm_is_causal_and_packs():
+  model = DecoderLM(CFG)
+  tokens = jnp.array([[5, 6, 7, 8, 9, 10, 11, 1]])
+  params = nn.meta.unbox(model.init(jax.random.key(0), tokens)["params"])
+  assert "encoder" not in params and "cross_attention" not in params["decoder"]["layer_0"]
+  base = model.apply({"params": params}, tokens)
+  changed = model.apply({"params": params}, tokens.at[:, 4].set(30))
+  np.testing.assert_allclose(base[:, :5], changed[:, :5], atol=1e-5)  # targets shift right.
+  assert not np.allclose(base[:, 5], changed[:, 5], atol=1e-3)
+  # Two packed examples: the second one's logits equal it alone.
+  segs = jnp.array([[1, 1, 1, 2, 2, 2, 2, 2]])
+  pos = jnp.array([[0, 1, 2, 0, 1, 2, 3, 4]])
+  packed = model.apply({"params": params}, tokens, pos, segs)
+  alone = model.apply({"params": params}, tokens[:, 3:])
+  np.testing.assert_allclose(packed[:, 3:], alone, atol=1e-5)

@@ -21,6 +21,7 @@ ACTIVATIONS = ("relu", "gelu", "silu")
 DATA_SOURCES = ("gettext", "files")
 MESH_AXES = ("data", "fsdp", "tensor")
 MODEL_TYPES = ("encoder_decoder", "decoder_lm")
+REMAT = ("none", "full", "dots")
 VOCAB_MULTIPLE = 128  # the model's vocabulary is padded up to a multiple of this.
 
 
@@ -81,6 +82,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.activation = "relu"
   c.model.logits_via_embedding = True
   c.model.dtype = "float32"
+  c.model.remat = "none"  # none | full | dots: recompute activations to save memory.
   # Data.
   c.data = ml_collections.ConfigDict()
   c.data.source = "gettext"  # gettext | files.
@@ -160,6 +162,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
   _one_of(config, "model.activation", ACTIVATIONS)
   _one_of(config, "data.source", DATA_SOURCES)
   _one_of(config, "model.type", MODEL_TYPES)
+  _one_of(config, "model.remat", REMAT)
   if config.model.qkv_dim % config.model.num_heads:
     _fail("model.qkv_dim", config.model.qkv_dim,
           f"must divide by model.num_heads={config.model.num_heads}")
@@ -302,4 +305,5 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> Transfor
       activation=m.activation,
       logits_via_embedding=m.logits_via_embedding,
       dtype=DTYPES[m.dtype],
+      remat=m.remat,
   )

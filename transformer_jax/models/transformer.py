@@ -11,6 +11,7 @@ import dataclasses
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from transformer_jax.models import layers
@@ -32,6 +33,7 @@ class TransformerConfig:
   activation: str = "relu"
   logits_via_embedding: bool = True
   dtype: Any = jnp.float32
+  remat: str = "none"  # recompute layer activations in the backward pass: none | full | dots.
   deterministic: bool = False
   decode: bool = False
 
@@ -97,6 +99,19 @@ class DecoderLayer(nn.Module):
     return constrain(y_BLD, ACT_BLD)
 
 
+REMAT_POLICIES = {
+    "full": None,  # keep only each layer's input; recompute everything inside.
+    "dots": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,  # keep weight matmuls.
+}
+
+
+def _maybe_remat(layer_class, cfg: TransformerConfig):
+  """The layer class, rematerialised (jax.checkpoint) when training with cfg.remat set."""
+  if cfg.remat == "none" or cfg.decode:
+    return layer_class
+  return nn.remat(layer_class, policy=REMAT_POLICIES[cfg.remat], prevent_cse=True)
+
+
 def _embed_with_positions(cfg: TransformerConfig, embed: layers.Embed, ids_BL: Array,
                           positions_BL: Array) -> Array:
   x_BLD = embed(ids_BL)
@@ -114,7 +129,7 @@ class Encoder(nn.Module):
     x_BLD = _embed_with_positions(cfg, self.embed, inputs_BL, positions_BL)
     x_BLD = nn.Dropout(cfg.dropout_rate)(x_BLD, deterministic=cfg.deterministic)
     for i in range(cfg.num_encoder_layers):
-      x_BLD = EncoderLayer(cfg, name=f"layer_{i}")(x_BLD, mask_B1LL)
+      x_BLD = _maybe_remat(EncoderLayer, cfg)(cfg, name=f"layer_{i}")(x_BLD, mask_B1LL)
     if cfg.norm_position == "pre":
       x_BLD = layers.LayerNorm(dtype=cfg.dtype, name="final_norm")(x_BLD)
     return x_BLD
@@ -131,8 +146,8 @@ class Decoder(nn.Module):
     y_BLD = _embed_with_positions(cfg, self.embed, decoder_inputs_BL, positions_BL)
     y_BLD = nn.Dropout(cfg.dropout_rate)(y_BLD, deterministic=cfg.deterministic)
     for i in range(cfg.num_decoder_layers):
-      y_BLD = DecoderLayer(cfg, name=f"layer_{i}")(y_BLD, encoded_BSD, self_mask_B1LL,
-                                                   cross_mask_B1LS)
+      layer = _maybe_remat(DecoderLayer, cfg)(cfg, name=f"layer_{i}")
+      y_BLD = layer(y_BLD, encoded_BSD, self_mask_B1LL, cross_mask_B1LS)
     if cfg.norm_position == "pre":
       y_BLD = layers.LayerNorm(dtype=cfg.dtype, name="final_norm")(y_BLD)
     if cfg.logits_via_embedding:
