@@ -23,6 +23,7 @@ def main(argv):
   # Imported here so that --help and flag errors stay fast.
   from transformer_jax import config as config_lib  # pylint: disable=import-outside-toplevel
   from transformer_jax import trainer  # pylint: disable=import-outside-toplevel
+  from transformer_jax.checkpoint import CheckpointError  # pylint: disable=import-outside-toplevel
   from transformer_jax.data.sources import CorpusError  # pylint: disable=import-outside-toplevel
   from transformer_jax.data.tokenizer import TokenizerError  # pylint: disable=import-outside-toplevel
 
@@ -33,7 +34,7 @@ def main(argv):
   print(f"workdir: {workdir}", flush=True)
   try:
     trainer.train_and_evaluate(_CONFIG.value, workdir)
-  except (config_lib.ConfigError, CorpusError, TokenizerError) as e:
+  except (config_lib.ConfigError, CorpusError, TokenizerError, CheckpointError) as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
     sys.exit(2)
 

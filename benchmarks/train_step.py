@@ -46,11 +46,11 @@ def main(_):
   step = progs.train_step
   with progs.context():
     for _ in range(2):
-      state, m = step(state, batch, rng)
+      state, m = step(state, batch)
     jax.block_until_ready(m)
     t0 = time.perf_counter()
     for _ in range(_STEPS.value):
-      state, m = step(state, batch, rng)
+      state, m = step(state, batch)
     jax.block_until_ready(m)
     dt = (time.perf_counter() - t0) / _STEPS.value
   slots = 2 * batch_size * config.max_target_length

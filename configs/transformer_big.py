@@ -1,15 +1,16 @@
 """Transformer-big for translation ("Attention Is All You Need", Table 3), sized for a TPU pod.
 
-d_model 1024, 16 heads, d_ff 4096, 6 + 6 layers, dropout 0.3, a shared
-32k vocabulary and post-LN as in the paper; about 213M parameters of which
-33.6M are the shared embedding. bfloat16 compute (parameters, optimizer state
-and the loss stay float32), sequences packed to 256 tokens, AdamW with the
-paper's betas and rsqrt decay after 4,000 warmup steps.
+d_model 1024, 16 heads, d_ff 4096, 6 + 6 layers, dropout 0.3, a shared 32k
+vocabulary and post-LN as in the paper; 209.8M parameters (the paper counts
+213M), 33.6M of them the shared embedding. bfloat16 compute (parameters,
+optimizer state and the loss stay float32), sequences packed to 256 tokens,
+AdamW with the paper's betas and rsqrt decay after 4,000 warmup steps.
 
 Layout: FSDP over all chips (ZeRO-3: parameters and optimizer state split along
 the model width) with the tensor axis left at 1. 32 rows per chip; on a v5p-128
-(64 chips) that is a global batch of 2,048 x 256 tokens per side, about 4x the
-paper's 25k-token batches. Check a layout before paying for it:
+(64 chips) that is a global batch of 2,048 x 256 = 524k token slots per side,
+about 20x the paper's 25k-token batches (hence the learning rate of 1e-3, as
+large-batch translation recipes use). Check a layout before paying for it:
 
   python -m transformer_jax.aot --config=configs/transformer_big.py --topology=v5p-128
 

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from transformer_jax import aot
+from transformer_jax import config as config_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = os.path.join(REPO, "configs", "base.py")
@@ -26,15 +27,33 @@ def test_topology_names(name, libtpu_name):
   assert aot.parse_topology(name).libtpu_name == libtpu_name
 
 
-@pytest.mark.parametrize("name", ["v5p-100", "v9-8", "tpu", "v5e:4x4x4", "v4-2"])
+@pytest.mark.parametrize("name", ["v5p-100", "v9-8", "tpu", "v5e:4x4x4", "v4-2", "v5e-2",
+                                  "v5e-512", "v5e:8x32", "v4-16384"])
 def test_bad_topology_names(name):
   with pytest.raises(aot.TopologyError, match="--topology"):
     aot.parse_topology(name)
 
 
+def test_slices_and_dcn_data_must_agree():
+  config = config_lib.default_config()
+  config.mesh.dcn_data = 4
+  with pytest.raises(config_lib.ConfigError, match="config.mesh.dcn_data=4"):
+    aot.compile_for_topology(config, aot.parse_topology("v5e-8"), num_slices=2)
+
+
+def test_missing_libtpu_says_how_to_install_it(monkeypatch):
+  find_spec = aot.importlib.util.find_spec
+  monkeypatch.setattr(aot.importlib.util, "find_spec",
+                      lambda name, *a: None if name == "libtpu" else find_spec(name, *a))
+  with pytest.raises(aot.MissingLibtpu, match=r'pip install -e "\.\[tpu\]"'):
+    aot.topology_devices(aot.parse_topology("v5e-8"))
+
+
 def _aot(*args):
   env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)  # a plain CPU host; the TPU devices come from libtpu.
+  # Not the 8 simulated CPU devices of conftest; JAX_PLATFORMS=cpu stays, so that
+  # jax does not look for a TPU to run on (the TPU devices come from libtpu).
+  env.pop("XLA_FLAGS", None)
   return subprocess.run([sys.executable, "-m", "transformer_jax.aot", f"--config={BASE}", *args],
                         capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
 

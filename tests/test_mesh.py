@@ -39,12 +39,11 @@ def _losses(mesh_shape, num_steps=3):
   devices = jax.devices()[:math.prod(mesh_shape)]
   config = _config(mesh_shape)
   progs = programs.build(config, sharding.make_mesh(config, devices), VOCAB)
-  rng = jax.random.key(1)
   state = progs.init_state(jax.random.key(0))
   losses = []
   with progs.context():
     for batch in _batches(num_steps):
-      state, m = progs.train_step(state, sharding.global_batch(batch, progs.batch_sharding), rng)
+      state, m = progs.train_step(state, sharding.global_batch(batch, progs.batch_sharding))
       m = jax.device_get(m)
       losses.append(float(m["loss_sum"] / m["weight_sum"]))
   return losses

@@ -22,10 +22,11 @@ def _command(workdir, tsv):
   # Mesh data=2 x fsdp=2: the parameters are split across the two processes too.
   return [sys.executable, os.path.join(REPO, "train.py"),
           f"--config={os.path.join(REPO, 'configs', 'base.py')}", f"--workdir={workdir}",
-          *TINY, "--config.num_train_steps=4", "--config.data.source=files",
+          *TINY, "--config.data.source=files",
           f"--config.data.train_files=('{tsv}',)", "--config.mesh.data=2",
           "--config.mesh.fsdp=2", "--config.logical_axis_rules=fsdp",
-          "--config.num_eval_steps=-1"]  # the whole split, however it is divided.
+          "--config.num_eval_steps=-1",  # the whole split, however it is divided.
+          "--config.lr_schedule=rsqrt"]  # independent of num_train_steps: runs can be extended.
 
 
 def _env(num_devices):
@@ -45,7 +46,7 @@ def test_two_processes_train_like_one_and_only_process_0_logs(tmp_path):
   tsv = write_parallel_tsv(tmp_path / "corpus.tsv", repeats=40)
   workdir = str(tmp_path / "run")
   port = _free_port()
-  common = _command(workdir, tsv) + [
+  common = _command(workdir, tsv) + ["--config.num_train_steps=4",
       f"--config.distributed.coordinator_address=127.0.0.1:{port}",
       "--config.distributed.num_processes=2"]
   procs = [subprocess.Popen(common + [f"--config.distributed.process_id={i}"], env=_env(2),
@@ -65,18 +66,31 @@ def test_two_processes_train_like_one_and_only_process_0_logs(tmp_path):
   with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
     records = [json.loads(line) for line in f]
   assert [r["step"] for r in records if "train/loss" in r] == [2, 4]  # written once.
-  data_files = set(os.listdir(os.path.join(workdir, "checkpoints", "4", "data")))
-  assert {"process_0-of-2.json", "process_1-of-2.json"} <= data_files  # each its own position.
+  with open(os.path.join(workdir, "checkpoints", "4", "data", "metadata"), encoding="utf-8") as f:
+    data_state = json.load(f)
+  # Both processes' row positions, gathered into one record keyed by global row.
+  assert data_state["global_batch_size"] == 8 and sorted(map(int, data_state["rows"])) == list(range(8))
   assert not any("Test set" in line for line in outs[1][0].splitlines())
 
   # The same job in one process on 4 devices: the same batches, so the same losses.
   single = str(tmp_path / "single")
-  proc = subprocess.run(_command(single, tsv), env=_env(4), capture_output=True, text=True,
-                        timeout=300)
+  proc = subprocess.run(_command(single, tsv) + ["--config.num_train_steps=4"], env=_env(4),
+                        capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   two, one = _losses(workdir), _losses(single)
   assert set(two) == set(one) == {(2, "train/loss"), (4, "train/loss"), (3, "eval/loss"),
                                   (4, "eval/loss")}
+  for key in one:
+    assert two[key] == pytest.approx(one[key], rel=1e-5), key
+
+  # Elastic: the two-process run resumes in one process, and continues like the one-process run.
+  for workdir_ in (workdir, single):
+    proc = subprocess.run(_command(workdir_, tsv) + ["--config.num_train_steps=8"], env=_env(4),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Resuming from checkpoint at step 4" in proc.stdout
+  two, one = _losses(workdir), _losses(single)
+  assert {k for k in one if k[1] == "train/loss"} == {(s, "train/loss") for s in (2, 4, 6, 8)}
   for key in one:
     assert two[key] == pytest.approx(one[key], rel=1e-5), key
 

@@ -18,7 +18,7 @@ PAIRS = [(f"{en} {i}", f"{de} {i}") for i in range(4) for en, de in EN_DE]
 
 
 def test_packed_batches_have_segments_and_positions(tokenizer):
-  ds = pipeline.train_dataset(PAIRS, tokenizer, global_batch_size=4, rows=range(4),
+  ds = pipeline.TrainStream(PAIRS, tokenizer, global_batch_size=4, rows=range(4),
                               max_length=48, seed=0, num_packing_bins=4)
   batch = next(iter(ds))
   for f in ("inputs", "targets"):
@@ -68,7 +68,7 @@ def test_process_shards_are_disjoint_and_complete(tokenizer):
 def test_train_batches_do_not_depend_on_the_process_split(tokenizer):
   """Two processes' rows, put together, are the one-process global batches."""
   def stream(rows):
-    return iter(pipeline.train_dataset(PAIRS, tokenizer, global_batch_size=4, rows=rows,
+    return iter(pipeline.TrainStream(PAIRS, tokenizer, global_batch_size=4, rows=rows,
                                        max_length=24, seed=0, num_packing_bins=2))
   whole = stream(range(4))
   halves = [stream(pipeline.process_rows(4, p, 2)) for p in range(2)]
@@ -82,13 +82,13 @@ def test_train_batches_do_not_depend_on_the_process_split(tokenizer):
 
 def test_too_small_a_corpus_for_the_batch_is_an_error(tokenizer):
   with pytest.raises(ValueError, match="fewer than the 128 rows"):
-    pipeline.train_dataset(PAIRS[:10], tokenizer, global_batch_size=128, rows=range(64),
+    pipeline.TrainStream(PAIRS[:10], tokenizer, global_batch_size=128, rows=range(64),
                            max_length=24, seed=0, num_packing_bins=2)
 
 
 def test_iterator_state_restores_the_same_stream(tokenizer):
   def make():
-    return iter(pipeline.train_dataset(PAIRS, tokenizer, global_batch_size=2, rows=range(2),
+    return iter(pipeline.TrainStream(PAIRS, tokenizer, global_batch_size=2, rows=range(2),
                                        max_length=24, seed=3, num_packing_bins=2))
   it = make()
   for _ in range(5):
@@ -104,9 +104,9 @@ def test_iterator_state_restores_the_same_stream(tokenizer):
 
 
 def test_seed_changes_order(tokenizer):
-  a = next(iter(pipeline.train_dataset(PAIRS, tokenizer, global_batch_size=2, rows=range(2), max_length=24, seed=0,
+  a = next(iter(pipeline.TrainStream(PAIRS, tokenizer, global_batch_size=2, rows=range(2), max_length=24, seed=0,
                                        num_packing_bins=2)))
-  b = next(iter(pipeline.train_dataset(PAIRS, tokenizer, global_batch_size=2, rows=range(2), max_length=24, seed=1,
+  b = next(iter(pipeline.TrainStream(PAIRS, tokenizer, global_batch_size=2, rows=range(2), max_length=24, seed=1,
                                        num_packing_bins=2)))
   assert not np.array_equal(a["inputs"], b["inputs"])
 

@@ -8,6 +8,10 @@ TPU attached; the train step that train.py would run (`programs.build`, same
 config, same shardings) is lowered and compiled for them. Printed per chip:
 parameter, optimizer-state and temporary memory against the chip's HBM, and
 the step's FLOPs. Exit codes: 0 fits, 2 bad config or topology, 3 does not fit.
+
+--num_slices=N describes N slices joined over the data-centre network; a
+config that leaves config.mesh.dcn_data at 1 gets dcn_data=N (the data axis
+then spans the slices), one that sets it must set it to N.
 """
 
 from __future__ import annotations
@@ -42,13 +46,15 @@ class Generation:
   cores_per_chip_in_name: int  # v4-32 / v5p-128 count TensorCores (2 per chip).
   chip_config: str  # libtpu's chip configuration (v4: one megacore device per chip).
   hbm_bytes: int
+  max_chips: int  # the largest single slice (pods beyond it: --num_slices).
 
 
 GENERATIONS = {
-    "v4": Generation(3, 2, "megacore", 32 * GiB),
-    "v5p": Generation(3, 2, "default", 95 * GiB),
-    "v5e": Generation(2, 1, "default", 16 * GiB),
-    "v6e": Generation(2, 1, "default", 32 * GiB),
+    "v4": Generation(3, 2, "megacore", 32 * GiB, 4096),
+    "v5p": Generation(3, 2, "default", 95 * GiB, 8960),
+    # 2-D slices stop at 16x16 (libtpu aborts compiling for a v5e side over 16).
+    "v5e": Generation(2, 1, "default", 16 * GiB, 256),
+    "v6e": Generation(2, 1, "default", 32 * GiB, 256),
 }
 ALIASES = {"v5litepod": "v5e"}
 TOPOLOGY_FORMS = ("v4-N, v5p-N (N TensorCores, 2 per chip), v5e-N, v5litepod-N, v6e-N "
@@ -57,6 +63,10 @@ TOPOLOGY_FORMS = ("v4-N, v5p-N (N TensorCores, 2 per chip), v5e-N, v5litepod-N, 
 
 class TopologyError(ValueError):
   """--topology names no TPU slice we can describe."""
+
+
+class MissingLibtpu(RuntimeError):
+  """libtpu, which describes TPU chips on a CPU host, is not installed."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +107,7 @@ def torus_shape(chips: int, dims: int) -> tuple[int, ...]:
 
 
 def parse_topology(name: str) -> Topology:
+  """v5p-128 -> v5p:4x4x4, v5e-256 -> v5e:16x16, or libtpu's own form as given."""
   m = re.fullmatch(r"(v\d+[a-z]*)(?::(\d+(?:x\d+)+)|-(\d+))", name.strip())
   gen = ALIASES.get(m.group(1), m.group(1)) if m else None
   if not m or gen not in GENERATIONS:
@@ -106,19 +117,26 @@ def parse_topology(name: str) -> Topology:
     shape = tuple(int(x) for x in m.group(2).split("x"))
     if len(shape) != g.dims:
       raise TopologyError(f"--topology={name!r}: {gen} is a {g.dims}-D torus")
+    if min(shape) < 1 or math.prod(shape) > g.max_chips or (g.dims == 2 and max(shape) > 16):
+      raise TopologyError(f"--topology={name!r}: not a {gen} slice (at most {g.max_chips} "
+                          f"chips{', 16 a side' if g.dims == 2 else ''}); larger: --num_slices")
     return Topology(name, gen, shape)
   count = int(m.group(3))
   chips, rest = divmod(count, g.cores_per_chip_in_name)
-  if rest or chips < 1 or chips & (chips - 1) or (g.dims == 3 and chips < 4):
-    raise TopologyError(f"--topology={name!r}: {count} is not a {gen} slice size "
-                        f"(a power of two{', at least 8' if g.dims == 3 else ''})")
+  smallest = 4 if g.dims == 3 else 1  # 2-D slices: 1 chip, then 2x2 and up.
+  if (rest or chips < smallest or chips & (chips - 1) or chips > g.max_chips
+      or (g.dims == 2 and chips == 2)):
+    largest = 2 ** (g.max_chips.bit_length() - 1) * g.cores_per_chip_in_name
+    sizes = f"{4 * g.cores_per_chip_in_name if g.dims == 3 else '1 or 4'} to {largest}"
+    raise TopologyError(f"--topology={name!r}: {count} is not a {gen} slice size (a power "
+                        f"of two, {sizes}; more chips: --num_slices); expected {TOPOLOGY_FORMS}")
   return Topology(name, gen, torus_shape(chips, g.dims))
 
 
 def topology_devices(topology: Topology, num_slices: int = 1) -> list:
   """libtpu's descriptions of the slice's chips (no TPU needed)."""
   if importlib.util.find_spec("libtpu") is None:
-    raise RuntimeError("libtpu is not installed; it describes TPU chips on a CPU host: "
+    raise MissingLibtpu("libtpu is not installed; it describes TPU chips on a CPU host: "
                        "pip install -e \".[tpu]\"")
   from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
   desc = topologies.get_topology_desc(
@@ -136,11 +154,20 @@ def _per_chip_bytes(tree) -> int:
 
 def compile_for_topology(config: ml_collections.ConfigDict, topology: Topology,
                          num_slices: int = 1) -> dict:
-  """Compiles config's train step for the topology; returns the per-chip figures."""
+  """Compiles config's train step for the topology; returns the per-chip figures.
+
+  With several slices, config.mesh.dcn_data (the slice count; default 1) is set
+  to num_slices; a config that sets it must agree with num_slices. Raises
+  ConfigError for a bad config or layout, MissingLibtpu without libtpu.
+  """
   if num_slices > 1 and config.mesh.dcn_data == 1:
     config = config.copy_and_resolve_references()
     config.mesh.dcn_data = num_slices
   config_lib.validate(config)
+  if config.mesh.dcn_data != num_slices:
+    raise config_lib.ConfigError(
+        f"config.mesh.dcn_data={config.mesh.dcn_data!r}: the topology has {num_slices} "
+        "slice(s) (--num_slices)")
   num_devices = topology.chips * num_slices
   config_lib.validate_devices(config, num_devices)
   devices = topology_devices(topology, num_slices)
@@ -149,10 +176,9 @@ def compile_for_topology(config: ml_collections.ConfigDict, topology: Topology,
                         f"x {num_slices}, expected {num_devices}")
   mesh = sharding.make_mesh(config, devices)
   progs = programs.build(config, mesh, config.data.vocab_size)
-  rng = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=sharding.replicated(mesh))
   t0 = time.monotonic()
   with progs.context():
-    lowered = progs.train_step.lower(progs.abstract_state, progs.batch_specs(), rng)
+    lowered = progs.train_step.lower(progs.abstract_state, progs.batch_specs())
     try:
       compiled = lowered.compile()
     except Exception as e:  # pylint: disable=broad-except
@@ -219,7 +245,7 @@ def format_report(r: dict) -> str:
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _TOPOLOGY = flags.DEFINE_string("topology", None, f"TPU slice: {TOPOLOGY_FORMS}.")
 _NUM_SLICES = flags.DEFINE_integer("num_slices", 1, "Slices joined over the data-centre network "
-                                   "(sets config.mesh.dcn_data unless the config does).")
+                                   "(config.mesh.dcn_data follows it where left at 1).")
 
 
 def main(argv):
@@ -229,7 +255,7 @@ def main(argv):
     if _NUM_SLICES.value < 1:
       raise TopologyError(f"--num_slices={_NUM_SLICES.value}: must be at least 1")
     report = compile_for_topology(_CONFIG.value, topology, _NUM_SLICES.value)
-  except (config_lib.ConfigError, TopologyError, RuntimeError) as e:
+  except (config_lib.ConfigError, TopologyError, MissingLibtpu) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   print(format_report(report), flush=True)

@@ -1,22 +1,37 @@
-"""Orbax checkpoints of the train state, the data iterator and a metadata record.
+"""Orbax checkpoints of the train state, the data position and a metadata record.
 
 Layout: WORKDIR/checkpoints/<step>/{state,data,metadata}. Orbax writes each
-step into a temporary directory and renames it when complete, so a crash
-during a save never leaves a half-written checkpoint that looks finished.
+step into a temporary directory and renames it when complete, so a crash (even
+SIGKILL) during a save never leaves a half-written checkpoint that looks
+finished. Saves are asynchronous: `save` returns once the arrays are copied
+off the devices, and the disk write runs in the background. Kept: the last
+`max_to_keep` checkpoints plus the best `keep_best` by an eval metric.
+
+The data position is every row stream's state, gathered from all processes and
+keyed by global row, so a checkpoint restores onto any process split.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import logging
 import os
+import re
 from typing import Any
 
-import grain
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _VERSIONED_PACKAGES = ("jax", "flax", "optax", "orbax-checkpoint", "grain")
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint cannot be used; the message names the file or the difference."""
 
 
 def package_versions() -> dict[str, str]:
@@ -29,42 +44,144 @@ def package_versions() -> dict[str, str]:
   return out
 
 
-class Checkpointer:
-  """Saves and restores {state, data iterator, metadata} by step."""
+def _allgather_json(obj: Any) -> list[Any]:
+  """Every process's `obj` (JSON-serialisable), in process order."""
+  if jax.process_count() == 1:
+    return [obj]
+  data = np.frombuffer(json.dumps(obj).encode(), np.uint8)
+  lengths = multihost_utils.process_allgather(np.array([len(data)], np.int32)).reshape(-1)
+  padded = np.zeros(int(lengths.max()), np.uint8)
+  padded[:len(data)] = data
+  blobs = multihost_utils.process_allgather(padded).reshape(len(lengths), -1)
+  return [json.loads(bytes(b[:n]).decode()) for b, n in zip(blobs, lengths)]
 
-  def __init__(self, directory: str, max_to_keep: int, async_save: bool = True):
+
+def global_data_state(stream) -> dict:
+  """The training stream's state with every process's rows."""
+  states = _allgather_json(stream.get_state())
+  rows = {}
+  for s in states:
+    rows.update(s["rows"])
+  return {"global_batch_size": states[0]["global_batch_size"], "rows": rows}
+
+
+def _key_name(k) -> str:
+  """A pytree key as a plain name: dict keys, dataclass fields and sequence indices alike."""
+  for attr in ("key", "name", "idx"):
+    if hasattr(k, attr):
+      return str(getattr(k, attr))
+  return str(k)
+
+
+def _flat(tree) -> dict[tuple[str, ...], Any]:
+  return {tuple(_key_name(k) for k in path): x
+          for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _shapes(tree) -> dict[str, tuple]:
+  return {"/".join(path): tuple(x.shape) for path, x in _flat(tree).items()}
+
+
+def _item_handlers(state_handler=None) -> dict[str, Any]:
+  """Known up front, so a fresh process can read a checkpoint's metadata before restoring."""
+  return {"state": state_handler or ocp.StandardCheckpointHandler(),
+          "data": ocp.JsonCheckpointHandler(),
+          "metadata": ocp.JsonCheckpointHandler()}
+
+
+class Checkpointer:
+  """Saves and restores {state, data position, metadata} by step."""
+
+  def __init__(self, directory: str, max_to_keep: int, keep_best: int = 0,
+               best_metric: str = "eval/loss", best_mode: str = "min",
+               async_save: bool = True):
     directory = os.path.abspath(directory)  # Orbax needs absolute paths.
+    policies = [pp.LatestN(n=max_to_keep)]
+    if keep_best > 0:
+      policies.append(pp.BestN(get_metric_fn=lambda m: m[best_metric],
+                               reverse=best_mode == "min", n=keep_best,
+                               keep_checkpoints_without_metrics=False))
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save)
+        create=True, enable_async_checkpointing=async_save,
+        preservation_policy=pp.AnyPreservationPolicy(policies))
     self._manager = ocp.CheckpointManager(directory, options=options,
-                                          item_names=("state", "data", "metadata"))
+                                          item_handlers=_item_handlers())
     self.directory = directory
+    self._best_metric = best_metric
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
   def all_steps(self) -> list[int]:
-    return list(self._manager.all_steps())
+    return sorted(self._manager.all_steps())
 
-  def save(self, step: int, state: Any, data_iterator, metadata: dict[str, Any]) -> bool:
-    saved = self._manager.save(step, args=ocp.args.Composite(
+  def save(self, step: int, state: Any, data_state: dict, metadata: dict[str, Any],
+           metrics: dict[str, float] | None = None) -> bool:
+    """Starts an asynchronous save; `metrics` (with the best-by metric) ranks it."""
+    if metrics is not None and self._best_metric not in metrics:
+      metrics = None
+    return self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
-        data=grain.checkpoint.CheckpointSave(data_iterator),
+        data=ocp.args.JsonSave(data_state),
         metadata=ocp.args.JsonSave({"format_version": FORMAT_VERSION,
                                     "step": int(step),
                                     "versions": package_versions(), **metadata}),
-    ), force=True)
-    return saved
+    ), metrics=metrics, force=True)
 
-  def restore(self, step: int, abstract_state: Any, data_iterator) -> tuple[Any, dict]:
-    """Restores the state onto the shardings in `abstract_state` and the iterator in place."""
+  def metadata(self, step: int) -> dict:
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        metadata=ocp.args.JsonRestore()))
+    return restored["metadata"]
+
+  def check_shapes(self, step: int, abstract_state: Any) -> None:
+    """Raises CheckpointError naming the arrays whose saved shape differs from the model's."""
+    saved = self._manager.item_metadata(step)["state"]
+    have = _shapes(saved) if saved is not None else {}
+    if not have:
+      raise OSError(f"cannot read the array metadata of {os.path.join(self.directory, str(step))}")
+    want = _shapes(abstract_state)
+    diffs = [f"{k}: saved {have.get(k)}, model {v}" for k, v in want.items()
+             if have.get(k) != v]
+    diffs += [f"{k}: saved {v}, not in the model" for k, v in have.items() if k not in want]
+    if diffs:
+      raise CheckpointError(
+          f"checkpoint {os.path.join(self.directory, str(step))} does not match the model "
+          f"({len(diffs)} arrays differ): " + "; ".join(diffs[:5]) +
+          ". Change the config back, or start a new workdir (config.init_from can "
+          "take the matching parameters)")
+
+  def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict, dict]:
+    """Restores (state onto the shardings in `abstract_state`, data state, metadata)."""
+    self.check_shapes(step, abstract_state)
     restored = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state),
-        data=grain.checkpoint.CheckpointRestore(data_iterator),
+        data=ocp.args.JsonRestore(),
         metadata=ocp.args.JsonRestore(),
     ))
     logging.info("restored checkpoint %d from %s", step, self.directory)
-    return restored["state"], restored["metadata"]
+    return restored["state"], restored["data"], restored["metadata"]
+
+  def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict, dict] | None:
+    """The newest checkpoint that restores; older ones stand in for unreadable ones.
+
+    A shape mismatch is not skipped (an older checkpoint would not fit either).
+    """
+    steps = self.all_steps()
+    errors = []
+    for step in reversed(steps):
+      try:
+        return (step, *self.restore(step, abstract_state))
+      except CheckpointError:
+        raise
+      except Exception as e:  # pylint: disable=broad-except
+        path = os.path.join(self.directory, str(step))
+        errors.append(f"{path}: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
+        logging.warning("checkpoint %s is unreadable (%s); trying the one before", path,
+                        errors[-1])
+        print(f"warning: checkpoint {path} is unreadable; trying the one before", flush=True)
+    if errors:
+      raise CheckpointError("no readable checkpoint: " + " | ".join(errors))
+    return None
 
   def wait(self) -> None:
     self._manager.wait_until_finished()
@@ -72,3 +189,59 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def _nested(flat: dict[tuple[str, ...], Any]) -> dict:
+  out: dict = {}
+  for path, value in flat.items():
+    node = out
+    for key in path[:-1]:
+      node = node.setdefault(key, {})
+    node[path[-1]] = value
+  return out
+
+
+def load_params(source: str, step: int, params: Any, pattern: str = "") -> tuple[Any, list[str]]:
+  """`params` with the entries of another run's checkpoint put in (for config.init_from).
+
+  Takes every parameter whose "/"-joined path matches `pattern` (all when
+  empty) and whose saved shape equals the model's; the others stay as they are.
+  Returns (params, the paths taken). Errors name the directory or the pattern.
+  """
+  directory = source
+  if os.path.isdir(os.path.join(source, "checkpoints")):
+    directory = os.path.join(source, "checkpoints")
+  if not os.path.isdir(directory):
+    raise CheckpointError(f"config.init_from.workdir={source!r}: no such directory")
+  manager = ocp.CheckpointManager(os.path.abspath(directory),
+                                  options=ocp.CheckpointManagerOptions(read_only=True),
+                                  item_handlers=_item_handlers(ocp.PyTreeCheckpointHandler()))
+  try:
+    steps = sorted(manager.all_steps())
+    if not steps:
+      raise CheckpointError(f"config.init_from.workdir={source!r}: no checkpoint in {directory}")
+    if step < 0:
+      step = steps[-1]
+    if step not in steps:
+      raise CheckpointError(f"config.init_from.step={step}: {directory} holds steps {steps}")
+    saved = {k[1:]: tuple(v.shape) for k, v in _flat(manager.item_metadata(step)["state"]).items()
+             if k[0] == "params"}
+    regex = re.compile(pattern) if pattern else None
+    wanted = {}
+    for path, x in _flat(params).items():
+      name = "/".join(path)
+      if (regex is None or regex.fullmatch(name)) and saved.get(path) == tuple(x.shape):
+        wanted[path] = jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+    if not wanted:
+      raise CheckpointError(f"config.init_from: no parameter of {directory} step {step} matches "
+                            f"the model (pattern {pattern!r})")
+    item = {"params": _nested(wanted)}
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+        partial_restore=True)))["state"]["params"]
+  finally:
+    manager.close()
+  got = _flat(restored)
+  merged = jax.tree_util.tree_map_with_path(
+      lambda p, x: got.get(tuple(_key_name(k) for k in p), x), params)
+  return merged, sorted("/".join(p) for p in got)

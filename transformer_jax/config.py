@@ -8,6 +8,7 @@ runs before anything is built or compiled, and names the bad field.
 from __future__ import annotations
 
 import math
+import re
 
 import jax.numpy as jnp
 import ml_collections
@@ -37,8 +38,20 @@ def default_config() -> ml_collections.ConfigDict:
   c.log_every_steps = 50
   c.eval_every_steps = 500
   c.checkpoint_every_steps = 500
-  c.max_checkpoints_to_keep = 3
+  c.checkpoint_every_seconds = 0.0  # also save when this much wall time passed; 0: off.
+  c.max_checkpoints_to_keep = 3  # the latest N are kept ...
+  c.keep_best_checkpoints = 0  # ... plus the best K by best_checkpoint_metric.
+  c.best_checkpoint_metric = "eval/loss"
+  c.best_checkpoint_mode = "min"  # min | max.
+  # Start a new run from another run's parameters (optimizer and step fresh):
+  # `workdir` of that run (or its checkpoints directory), `step` (-1: latest),
+  # and `params`, a regex on parameter paths such as "encoder/.*" ("" = all
+  # parameters whose shapes match).
+  c.init_from = ml_collections.ConfigDict({"workdir": "", "step": -1, "params": ""})
   c.per_device_batch_size = 32
+  # Rows of each global batch; 0: per_device_batch_size * devices. Set it to
+  # keep batches (and so the data stream) the same when the device count changes.
+  c.global_batch_size = 0
   c.max_target_length = 64  # packed length of source and target sequences.
   c.max_predict_length = 64  # longest decoded translation.
   c.num_eval_steps = -1  # validation batches per evaluation; -1: the whole split.
@@ -140,7 +153,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
             "model.mlp_dim", "model.num_encoder_layers", "model.num_decoder_layers",
             "data.vocab_size", "data.num_packing_bins"):
     _positive_int(config, f)
-  for f in ("warmup_steps",):
+  for f in ("warmup_steps", "checkpoint_every_seconds", "keep_best_checkpoints",
+            "global_batch_size"):
     if _get(config, f) < 0:
       _fail(f, _get(config, f), "must be >= 0")
   for f in ("num_eval_steps", "num_predict_examples"):
@@ -163,6 +177,12 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
   _one_of(config, "data.source", DATA_SOURCES)
   _one_of(config, "model.type", MODEL_TYPES)
   _one_of(config, "model.remat", REMAT)
+  _one_of(config, "best_checkpoint_mode", ("min", "max"))
+  if config.init_from.params:
+    try:
+      re.compile(config.init_from.params)
+    except re.error as e:
+      _fail("init_from.params", config.init_from.params, f"is not a regex: {e}")
   if config.model.qkv_dim % config.model.num_heads:
     _fail("model.qkv_dim", config.model.qkv_dim,
           f"must divide by model.num_heads={config.model.num_heads}")
@@ -202,6 +222,11 @@ def _check_rules(config) -> None:
             f"each entry must be (logical name, mesh axis or tuple of {MESH_AXES} or None)")
 
 
+def global_batch_size(config, num_devices: int) -> int:
+  """config.global_batch_size, or per_device_batch_size * devices when it is 0."""
+  return config.global_batch_size or config.per_device_batch_size * num_devices
+
+
 def padded_vocab_size(vocab_size: int) -> int:
   """The model's vocabulary: the tokenizer's, rounded up so that it shards evenly."""
   return -(-vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
@@ -225,8 +250,11 @@ def validate_devices(config, num_devices: int, num_processes: int = 1) -> None:
       "heads": ("model.num_heads", m.num_heads),
       "kv": ("model.qkv_dim / model.num_heads", m.qkv_dim // m.num_heads),
       "vocab": ("data.vocab_size (padded)", padded_vocab_size(config.data.vocab_size)),
-      "batch": ("per_device_batch_size * devices", config.per_device_batch_size * num_devices),
+      "batch": ("global_batch_size", global_batch_size(config, num_devices)),
   }
+  if global_batch_size(config, num_devices) % num_processes:
+    _fail("global_batch_size", global_batch_size(config, num_devices),
+          f"must divide over the {num_processes} processes")
   for name, (field, size) in sizes.items():
     axes = rules.get(name)
     axes = (axes,) if isinstance(axes, str) else tuple(axes or ())

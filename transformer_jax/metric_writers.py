@@ -22,6 +22,19 @@ class MetricWriter:
     self.path = os.path.join(workdir, "metrics.jsonl")
     self._tb = SummaryWriter(logdir=workdir) if enabled else None
 
+  def truncate_after(self, step: int) -> None:
+    """Drops records after `step` (a resumed run logs those steps again)."""
+    if not self.enabled or not os.path.exists(self.path):
+      return
+    with open(self.path, encoding="utf-8") as f:
+      lines = [line for line in f if line.strip()]
+    kept = [line for line in lines if json.loads(line)["step"] <= step]
+    if len(kept) != len(lines):
+      tmp = self.path + ".tmp"
+      with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(kept)
+      os.replace(tmp, self.path)
+
   def write(self, step: int, metrics: dict[str, float]) -> None:
     if not self.enabled:
       return

@@ -52,7 +52,7 @@ class Programs:
   abstract_state: steps.TrainState  # ShapeDtypeStructs carrying their shardings.
   state_shardings: steps.TrainState
   batch_sharding: NamedSharding
-  train_step: Callable  # (state, batch, rng) -> (state, metric sums); donates state.
+  train_step: Callable  # (state, batch) -> (state, metric sums); donates state.
   eval_step: Callable  # (params, batch) -> metric sums.
   decode: Callable | None  # (params, inputs [B, S]) -> ids [B, max_predict_length].
   batch_shapes: dict[str, tuple[int, int]]
@@ -82,7 +82,7 @@ def build(config: ml_collections.ConfigDict, mesh: Mesh, vocab_size: int) -> Pro
   eval_model = model_class(model_config.replace(deterministic=True))
   rules = sharding.logical_axis_rules(config)
   tx = optim.make_optimizer(config)
-  global_batch_size = config.per_device_batch_size * mesh.size
+  global_batch_size = config_lib.global_batch_size(config, mesh.size)
   shapes = batch_shapes(config, global_batch_size)
   init_fn = functools.partial(steps.create_train_state, model, tx, batch_shapes=shapes)
   abstract, state_shardings = sharding.state_shardings(
@@ -92,7 +92,7 @@ def build(config: ml_collections.ConfigDict, mesh: Mesh, vocab_size: int) -> Pro
   train_step = jax.jit(
       functools.partial(steps.train_step, model=model, tx=tx,
                         label_smoothing=config.label_smoothing),
-      in_shardings=(state_shardings, batch_sharding, replicated),
+      in_shardings=(state_shardings, batch_sharding),
       out_shardings=(state_shardings, replicated), donate_argnums=(0,))
   eval_step = jax.jit(functools.partial(steps.eval_step, model=eval_model),
                       in_shardings=(state_shardings.params, batch_sharding),

@@ -77,6 +77,10 @@ def make_mesh(config, devices=None) -> Mesh:
   ici = config_lib.slice_mesh_shape(config, len(devices))
   slices = config.mesh.dcn_data
   if slices > 1 and hasattr(devices[0], "slice_index"):
+    found = len({d.slice_index for d in devices})
+    if found != slices:
+      raise config_lib.ConfigError(f"config.mesh.dcn_data={slices}: the devices form {found} "
+                                   "slice(s)")
     device_array = mesh_utils.create_hybrid_device_mesh(
         ici, (slices, 1, 1), devices, allow_split_physical_axes=True)
   elif devices[0].platform == "tpu":

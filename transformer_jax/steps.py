@@ -23,6 +23,7 @@ class TrainState:
   step: jax.Array
   params: Any
   opt_state: Any
+  rng: jax.Array  # raw key data (uint32) of the dropout key: checkpointed with the rest.
 
 
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
@@ -31,9 +32,11 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: 
 
   `batch_shapes` maps batch keys ("inputs", "targets", ...) to shapes.
   """
+  params_rng, dropout_rng = jax.random.split(rng)
   dummy = {k: jnp.ones(shape, jnp.int32) for k, shape in batch_shapes.items()}
-  params = model.init(rng, **_model_inputs(dummy))["params"]
-  return TrainState(step=jnp.array(0, jnp.int32), params=params, opt_state=tx.init(params))
+  params = model.init(params_rng, **_model_inputs(dummy))["params"]
+  return TrainState(step=jnp.array(0, jnp.int32), params=params, opt_state=tx.init(params),
+                    rng=jax.random.key_data(dropout_rng))
 
 
 def cross_entropy(logits_BLV: jax.Array, targets_BL: jax.Array, label_smoothing: float = 0.0):
@@ -76,10 +79,10 @@ def compute_metrics(logits_BLV, targets_BL, weights_BL, label_smoothing):
   }
 
 
-def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, model: nn.Module,
+def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
                tx: optax.GradientTransformation, label_smoothing: float):
-  """One optimizer step; dropout randomness comes from fold_in(rng, step)."""
-  dropout_rng = jax.random.fold_in(rng, state.step)
+  """One optimizer step; dropout randomness comes from fold_in(state.rng, step)."""
+  dropout_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
   targets_BL = batch["targets"]
   weights_BL = (targets_BL > 0).astype(jnp.float32)
 

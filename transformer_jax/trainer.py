@@ -19,7 +19,7 @@ from jax.experimental import multihost_utils
 
 from transformer_jax import checkpoint as checkpoint_lib
 from transformer_jax import config as config_lib
-from transformer_jax import evaluation, metric_writers, sharding, steps
+from transformer_jax import evaluation, metric_writers, preemption, sharding, steps
 from transformer_jax import programs as programs_lib
 from transformer_jax.data import pipeline, sources
 from transformer_jax.data import tokenizer as tokenizer_lib
@@ -54,10 +54,7 @@ class _Runner:
     self.rows = sharding.process_batch_rows(p.batch_sharding, p.global_batch_size)
     self.local_batch_size = len(self.rows)
     length = config.max_target_length
-    self.train_iter = iter(pipeline.train_dataset(
-        self.corpus.train, self.tokenizer, global_batch_size=p.global_batch_size,
-        rows=self.rows, max_length=length, seed=config.seed,
-        num_packing_bins=config.data.num_packing_bins))
+    self.train_iter = self.train_stream(config.seed)
     self.eval_batches = pipeline.eval_batches(
         self.corpus.validation, self.tokenizer, batch_size=self.local_batch_size,
         max_length=length, num_packing_bins=config.data.num_packing_bins,
@@ -71,7 +68,23 @@ class _Runner:
     self.eval_batches += [empty] * (num_eval - len(self.eval_batches))
     if config.num_eval_steps > 0:
       self.eval_batches = self.eval_batches[:config.num_eval_steps]
-    self.init_rng, self.dropout_rng = jax.random.split(jax.random.key(config.seed))
+    self.init_rng = jax.random.key(config.seed)
+
+  def train_stream(self, seed: int) -> pipeline.TrainStream:
+    return pipeline.TrainStream(
+        self.corpus.train, self.tokenizer, global_batch_size=self.global_batch_size,
+        rows=self.rows, max_length=self.config.max_target_length, seed=seed,
+        num_packing_bins=self.config.data.num_packing_bins)
+
+  def restore_data(self, data_state: dict, step: int) -> None:
+    """Continues the saved streams; with another global batch size, starts fresh ones."""
+    try:
+      self.train_iter.set_state(data_state)
+    except ValueError as e:
+      print(f"warning: {e}: the data streams restart in a new order (seed {self.config.seed} "
+            f"+ step {step}); examples of the interrupted epoch may repeat or be skipped",
+            flush=True)
+      self.train_iter = self.train_stream(self.config.seed + step)
 
   def global_batch(self, local_batch):
     return sharding.global_batch(local_batch, self.programs.batch_sharding)
@@ -81,7 +94,8 @@ class _Runner:
 
   def metadata(self) -> dict:
     return {"model": {k: str(v) for k, v in vars(self.programs.model_config).items()},
-            "mesh": dict(self.mesh.shape), "process_count": jax.process_count()}
+            "mesh": dict(self.mesh.shape), "process_count": jax.process_count(),
+            "global_batch_size": self.global_batch_size}
 
   def evaluate(self, params) -> dict[str, float]:
     sums = None
@@ -127,28 +141,52 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     _write_config(config, workdir)
   run = _Runner(config, workdir)
   writer = metric_writers.MetricWriter(workdir, enabled=primary)
-  ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                     config.max_checkpoints_to_keep)
-  with run.programs.context():
-    latest = ckpt.latest_step()
-    if latest is not None:
-      state, _ = ckpt.restore(latest, run.programs.abstract_state, run.train_iter)
-      print(f"Resuming from checkpoint at step {latest} in {ckpt.directory}", flush=True)
-    else:
-      state = run.init_state()
-    num_params = sum(x.size for x in jax.tree.leaves(state.params))
-    start = int(jax.device_get(state.step))
-    if primary:
-      print(f"Model: {num_params:,} parameters; vocabulary {run.tokenizer.vocab_size}; "
-            f"global batch {run.global_batch_size} x {config.max_target_length} tokens; "
-            f"mesh {dict(run.mesh.shape)}", flush=True)
-    final = _train_loop(config, run, state, start, writer, ckpt, primary)
-  ckpt.close()
-  writer.close()
-  return final
+  ckpt = checkpoint_lib.Checkpointer(
+      os.path.join(workdir, "checkpoints"), config.max_checkpoints_to_keep,
+      keep_best=config.keep_best_checkpoints, best_metric=config.best_checkpoint_metric,
+      best_mode=config.best_checkpoint_mode)
+  try:
+    with run.programs.context():
+      state = _restore_or_init(config, run, ckpt, writer)
+      num_params = sum(x.size for x in jax.tree.leaves(state.params))
+      start = int(jax.device_get(state.step))
+      if primary:
+        print(f"Model: {num_params:,} parameters; vocabulary {run.tokenizer.vocab_size}; "
+              f"global batch {run.global_batch_size} x {config.max_target_length} tokens; "
+              f"mesh {dict(run.mesh.shape)}", flush=True)
+      if start >= config.num_train_steps:
+        print(f"The run in {workdir} is complete at step {start}; raise "
+              "config.num_train_steps to train longer.", flush=True)
+        return {}
+      with preemption.StopRequest() as stop:
+        return _train_loop(config, run, state, start, writer, ckpt, primary, stop)
+  finally:
+    ckpt.close()
+    writer.close()
 
 
-def _train_loop(config, run: _Runner, state, start: int, writer, ckpt, primary: bool):
+def _restore_or_init(config, run: _Runner, ckpt, writer):
+  """The latest readable checkpoint, or fresh (optionally config.init_from) parameters."""
+  restored = ckpt.restore_latest(run.programs.abstract_state)
+  if restored is not None:
+    step, state, data_state, _ = restored
+    run.restore_data(data_state, step)
+    writer.truncate_after(step)  # steps logged after the checkpoint will be logged again.
+    print(f"Resuming from checkpoint at step {step} in {ckpt.directory}", flush=True)
+    return state
+  state = run.init_state()
+  source = config.init_from.workdir
+  if source:
+    params, taken = checkpoint_lib.load_params(source, config.init_from.step, state.params,
+                                               config.init_from.params)
+    state = state.replace(params=params)
+    total = len(jax.tree.leaves(state.params))
+    print(f"Initialised {len(taken)} of {total} parameter arrays from {source}", flush=True)
+  return state
+
+
+def _train_loop(config, run: _Runner, state, start: int, writer, ckpt, primary: bool,
+                stop: preemption.StopRequest):
   total = config.num_train_steps
   progress = metric_writers.Progress(total, start, enabled=primary)
   final: dict[str, float] = {}
@@ -176,31 +214,47 @@ def _train_loop(config, run: _Runner, state, start: int, writer, ckpt, primary: 
     progress.update(log_step, summary["loss"], record["train/tokens_per_sec"])
     final.update(record)
 
+  last_save = time.monotonic()
   for step in range(start, total):
     batch = run.global_batch(next(run.train_iter))
-    state, metrics = run.programs.train_step(state, batch, run.dropout_rng)
+    state, metrics = run.programs.train_step(state, batch)
     if to_log is not None:  # step n's metrics, read after step n+1 was dispatched.
       flush(to_log)
       to_log = None
     pending.append(metrics)
     done = step + 1
     is_last = done == total
-    if done % config.log_every_steps == 0 or is_last:
+    time_due = (config.checkpoint_every_seconds > 0 and
+                time.monotonic() - last_save >= config.checkpoint_every_seconds)
+    stopping, time_due = preemption.agree(stop.requested, time_due)
+    evaluate = done % config.eval_every_steps == 0 or is_last
+    save = done % config.checkpoint_every_steps == 0 or is_last or time_due or stopping
+    if done % config.log_every_steps == 0 or is_last or stopping:
       to_log, pending = (done, pending), []
-    if done % config.eval_every_steps == 0 or is_last or done % config.checkpoint_every_steps == 0:
+    if evaluate or save:
       if to_log is not None:
         flush(to_log)
         to_log = None
-      if done % config.eval_every_steps == 0 or is_last:
+      eval_metrics = None
+      if evaluate:
         eval_metrics = {f"eval/{k}": v for k, v in run.evaluate(state.params).items()}
         writer.write(done, eval_metrics)
         final.update(eval_metrics)
         if primary:
           print("  eval: " + ", ".join(f"{k}={v:.4f}" for k, v in eval_metrics.items()),
                 flush=True)
-      if done % config.checkpoint_every_steps == 0 or is_last:
-        ckpt.save(done, state, run.train_iter, run.metadata())
+      if save:
+        ckpt.save(done, state, checkpoint_lib.global_data_state(run.train_iter), run.metadata(),
+                  metrics=eval_metrics)
+        last_save = time.monotonic()
       clock = time.monotonic()  # eval and saving are not training time.
+    if stopping:
+      ckpt.wait()
+      if primary:
+        print(f"Stopped at step {done} ({stop.signal_name or 'another process was signalled'}); "
+              f"checkpoint saved in {ckpt.directory}. Run the same command to resume.",
+              flush=True)
+      return final
   if to_log is not None:
     flush(to_log)
 

@@ -5,10 +5,11 @@ row r of every global batch comes from its own stream over examples
 r, r + B, r + 2B, ... (B = global batch rows), shuffled, tokenized, filtered
 and packed. Each process builds only the streams of the rows it feeds, so it
 reads only its shard, and one process on 4 devices sees exactly the batches
-that two processes on 2 devices each see together. The training iterator is a
-grain `DatasetIterator`, whose state the checkpoint saves, so a resumed run
-continues the same streams. Packed batches carry `{inputs,targets}_segment_ids`
-(0 marks padding) and `*_positions`.
+that two processes on 2 devices each see together. The training stream's
+state (every row's grain iterator position, keyed by row) goes into the
+checkpoint, so a resumed run continues the same streams, on any process split.
+Packed batches carry `{inputs,targets}_segment_ids` (0 marks padding) and
+`*_positions`.
 """
 
 from __future__ import annotations
@@ -56,10 +57,6 @@ def _pack(ds: grain.IterDataset, max_length: int, num_packing_bins: int, seed: i
       num_packing_bins=num_packing_bins, seed=seed, shuffle_bins=shuffle_bins)
 
 
-def _stack_rows(rows: tuple[dict[str, np.ndarray], ...]) -> dict[str, np.ndarray]:
-  return {k: np.stack([row[k] for row in rows]) for k in rows[0]}
-
-
 def process_rows(global_batch_size: int, process_index: int, process_count: int) -> range:
   """The rows of each global batch that process `process_index` feeds (a contiguous block)."""
   if not 0 <= process_index < process_count:
@@ -71,23 +68,56 @@ def process_rows(global_batch_size: int, process_index: int, process_count: int)
   return range(process_index * n, (process_index + 1) * n)
 
 
-def train_dataset(pairs: Sequence[Pair], tokenizer: Tokenizer, *, global_batch_size: int,
-                  rows: Sequence[int], max_length: int, seed: int,
-                  num_packing_bins: int) -> grain.IterDataset:
-  """An endless, seeded stream of this process's `len(rows)` rows of each global batch.
+def _row_dataset(source: grain.MapDataset, row: int, global_batch_size: int,
+                 tokenizer: Tokenizer, max_length: int, seed: int,
+                 num_packing_bins: int) -> grain.IterDataset:
+  ds = source[row::global_batch_size].shuffle(seed=seed).repeat(None).map(_Tokenize(tokenizer))
+  ds = ds.to_iter_dataset().filter(_FitsLength(max_length))
+  return _pack(ds, max_length, num_packing_bins, seed, shuffle_bins=True)
 
-  Each row's stream reshuffles its examples every epoch (shuffle before repeat).
+
+class TrainStream:
+  """An endless, seeded stream of this process's rows of every global batch.
+
+  Row r's examples are r, r + B, r + 2B, ... of the training split (B =
+  global_batch_size), reshuffled every epoch (shuffle before repeat),
+  tokenized, filtered and packed. `get_state()` is keyed by global row, so a
+  checkpoint written by any split of rows over processes restores onto any
+  other split with the same global batch size.
   """
-  if len(pairs) < global_batch_size:
-    raise ValueError(f"the training split has {len(pairs)} pairs, fewer than the "
-                     f"{global_batch_size} rows of a global batch")
-  source = grain.MapDataset.source(list(pairs))
-  streams = []
-  for r in rows:
-    ds = source[r::global_batch_size].shuffle(seed=seed).repeat(None).map(_Tokenize(tokenizer))
-    ds = ds.to_iter_dataset().filter(_FitsLength(max_length))
-    streams.append(_pack(ds, max_length, num_packing_bins, seed, shuffle_bins=True))
-  return grain.experimental.ZipIterDataset(streams).map(_stack_rows)
+
+  def __init__(self, pairs: Sequence[Pair], tokenizer: Tokenizer, *, global_batch_size: int,
+               rows: Sequence[int], max_length: int, seed: int, num_packing_bins: int):
+    if len(pairs) < global_batch_size:
+      raise ValueError(f"the training split has {len(pairs)} pairs, fewer than the "
+                       f"{global_batch_size} rows of a global batch")
+    source = grain.MapDataset.source(list(pairs))
+    self.global_batch_size = global_batch_size
+    self.rows = list(rows)
+    self._iters = [iter(_row_dataset(source, r, global_batch_size, tokenizer, max_length, seed,
+                                     num_packing_bins)) for r in self.rows]
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    rows = [next(it) for it in self._iters]
+    return {k: np.stack([row[k] for row in rows]) for k in rows[0]}
+
+  def get_state(self) -> dict:
+    return {"global_batch_size": self.global_batch_size,
+            "rows": {str(r): it.get_state() for r, it in zip(self.rows, self._iters)}}
+
+  def set_state(self, state: dict) -> None:
+    """Restores this process's rows from a state holding (at least) those rows."""
+    if state["global_batch_size"] != self.global_batch_size:
+      raise ValueError(f"the data position was saved for a global batch of "
+                       f"{state['global_batch_size']} rows, this run has {self.global_batch_size}")
+    missing = [r for r in self.rows if str(r) not in state["rows"]]
+    if missing:
+      raise ValueError(f"the data position holds no state for rows {missing[:5]}")
+    for r, it in zip(self.rows, self._iters):
+      it.set_state(state["rows"][str(r)])
 
 
 def eval_batches(pairs: Sequence[Pair], tokenizer: Tokenizer, *, batch_size: int,
