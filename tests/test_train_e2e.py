@@ -80,6 +80,23 @@ def test_train_then_resume(tmp_path):
   assert train_steps == [2, 4, 6, 8, 9]  # continued at 6, not from 0.
   assert 9 in [r["step"] for r in records if "test/bleu" in r]
 
+  # A changed model shape stops before training, naming the difference; nothing is lost.
+  kept = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+  bad = _train(args + ["--config.num_train_steps=12", "--config.model.mlp_dim=128"],
+               cwd=str(tmp_path))
+  assert bad.returncode == 2, bad.stderr[-3000:]
+  assert "does not match the model" in bad.stderr
+  assert "mlp/wi: saved (32, 64), model (32, 128)" in bad.stderr
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == kept
+
+  # config.init_from: a new run starts from this run's parameters, at step 0.
+  other = _train([f"--workdir={tmp_path / 'other'}", *TINY, *_data_args(tmp_path),
+                  "--config.num_train_steps=2", f"--config.init_from.workdir={workdir}"])
+  assert other.returncode == 0, other.stderr[-3000:]
+  assert "Initialised 35 of 35 parameter arrays from" in other.stdout
+  assert f"tokenizer: {os.path.join(workdir, 'tokenizer.model')}" in other.stdout  # the same ids.
+  assert "Resuming" not in other.stdout
+
 
 def test_bad_config_fails_fast_with_the_field_named(tmp_path):
   proc = _train(["--config.model.qkv_dim=33", *TINY[:2]], cwd=str(tmp_path), timeout=120)

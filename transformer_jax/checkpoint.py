@@ -84,7 +84,7 @@ def _shapes(tree) -> dict[str, tuple]:
 
 def _item_handlers(state_handler=None) -> dict[str, Any]:
   """Known up front, so a fresh process can read a checkpoint's metadata before restoring."""
-  return {"state": state_handler or ocp.StandardCheckpointHandler(),
+  return {"state": state_handler or ocp.PyTreeCheckpointHandler(use_compression=False),
           "data": ocp.JsonCheckpointHandler(),
           "metadata": ocp.JsonCheckpointHandler()}
 
@@ -121,7 +121,7 @@ class Checkpointer:
     if metrics is not None and self._best_metric not in metrics:
       metrics = None
     return self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
+        state=ocp.args.PyTreeSave(state),
         data=ocp.args.JsonSave(data_state),
         metadata=ocp.args.JsonSave({"format_version": FORMAT_VERSION,
                                     "step": int(step),
@@ -154,7 +154,9 @@ class Checkpointer:
     """Restores (state onto the shardings in `abstract_state`, data state, metadata)."""
     self.check_shapes(step, abstract_state)
     restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state),
+        state=ocp.args.PyTreeRestore(
+            abstract_state, restore_args=ocp.checkpoint_utils.construct_restore_args(
+                abstract_state)),
         data=ocp.args.JsonRestore(),
         metadata=ocp.args.JsonRestore(),
     ))

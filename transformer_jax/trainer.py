@@ -34,6 +34,16 @@ def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
 
 
+def _tokenizer_path(config, workdir: str) -> str:
+  """config.data.tokenizer_path; else the init_from run's (same ids); else WORKDIR's own."""
+  if config.data.tokenizer_path:
+    return config.data.tokenizer_path
+  source = config.init_from.workdir
+  if source and os.path.exists(os.path.join(source, "tokenizer.model")):
+    return os.path.join(source, "tokenizer.model")
+  return os.path.join(workdir, "tokenizer.model")
+
+
 class _Runner:
   """Everything built once per run: mesh, data, compiled programs."""
 
@@ -44,10 +54,12 @@ class _Runner:
     self.corpus = sources.load_corpus(config.data)
     logging.info("corpus: %d train, %d validation, %d test pairs", len(self.corpus.train),
                  len(self.corpus.validation), len(self.corpus.test))
-    tok_path = config.data.tokenizer_path or os.path.join(workdir, "tokenizer.model")
+    tok_path = _tokenizer_path(config, workdir)
     self.tokenizer = tokenizer_lib.load_or_train(
         tok_path, lambda: (s for pair in self.corpus.train for s in pair),
         config.data.vocab_size, is_writer=self.primary)
+    if self.primary:
+      print(f"tokenizer: {tok_path}", flush=True)
     self.programs = programs_lib.build(config, self.mesh, self.tokenizer.vocab_size)
     p = self.programs
     self.global_batch_size = p.global_batch_size

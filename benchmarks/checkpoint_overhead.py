@@ -1,0 +1,65 @@
+"""What saving a checkpoint every step costs the train loop (asynchronous Orbax saves).
+
+  python benchmarks/checkpoint_overhead.py --config=configs/base.py [--steps=12]
+
+Runs the config's real train step on synthetic full-length batches: first
+`--steps` steps without saving, then `--steps` steps with a checkpoint after
+every step (state + a data position + metadata, as train.py saves them), and
+prints the mean wall time per step of each and the overhead. The loop waits
+for a step's result before timing the next one, as train.py does at log steps.
+"""
+
+import os
+import tempfile
+import time
+
+import jax
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from transformer_jax import checkpoint, programs, sharding
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/base.py", "Config file.")
+_STEPS = flags.DEFINE_integer("steps", 12, "Timed steps per variant (after 2 warm-up steps).")
+_VOCAB = flags.DEFINE_integer("vocab_size", 8000, "Vocabulary size.")
+
+
+def main(_):
+  config = _CONFIG.value
+  progs = programs.build(config, sharding.make_mesh(config), _VOCAB.value)
+  state = progs.init_state(jax.random.key(0))
+  shape = (progs.global_batch_size, config.max_target_length)
+  ids = np.random.default_rng(0).integers(3, _VOCAB.value, shape, dtype=np.int32)
+  batch = sharding.global_batch({"inputs": ids, "targets": ids}, progs.batch_sharding)
+  data_state = {"global_batch_size": shape[0], "rows": {str(r): {"pos": r} for r in range(shape[0])}}
+  state_bytes = sum(x.nbytes for x in jax.tree.leaves(state))
+
+  def run(n, ckpt=None):
+    nonlocal state
+    t0 = time.perf_counter()
+    for _ in range(n):
+      state, m = progs.train_step(state, batch)
+      jax.block_until_ready(m)
+      if ckpt is not None:
+        ckpt.save(int(state.step), state, data_state, {"benchmark": True})
+    return (time.perf_counter() - t0) / n
+
+  with progs.context(), tempfile.TemporaryDirectory() as tmp:
+    run(2)
+    plain = run(_STEPS.value)
+    ckpt = checkpoint.Checkpointer(os.path.join(tmp, "ckpt"), max_to_keep=3)
+    run(2, ckpt)
+    saving = run(_STEPS.value, ckpt)
+    t0 = time.perf_counter()
+    ckpt.close()
+    drain = time.perf_counter() - t0
+  print(f"state {state_bytes / 2**20:.1f} MiB | batch {shape[0]} x {shape[1]} | "
+        f"{jax.device_count()} device(s)")
+  print(f"step without saving: {plain * 1e3:.0f} ms | with a save every step: "
+        f"{saving * 1e3:.0f} ms | overhead {100 * (saving / plain - 1):+.1f}% "
+        f"(last save drained in {drain * 1e3:.0f} ms)")
+
+
+if __name__ == "__main__":
+  app.run(main)
