@@ -1,10 +1,10 @@
 """What saving a checkpoint every step costs the train loop (asynchronous Orbax saves).
 
-  python benchmarks/checkpoint_overhead.py --config=configs/base.py [--steps=12]
+  python benchmarks/checkpoint_overhead.py --config=configs/base.py [--steps=12] [--every=1]
 
 Runs the config's real train step on synthetic full-length batches: first
 `--steps` steps without saving, then `--steps` steps with a checkpoint after
-every step (state + a data position + metadata, as train.py saves them), and
+every `--every`-th step (state + a data position + metadata, as train.py saves them), and
 prints the mean wall time per step of each and the overhead. The loop waits
 for a step's result before timing the next one, as train.py does at log steps.
 """
@@ -23,6 +23,7 @@ from transformer_jax import checkpoint, programs, sharding
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/base.py", "Config file.")
 _STEPS = flags.DEFINE_integer("steps", 12, "Timed steps per variant (after 2 warm-up steps).")
 _VOCAB = flags.DEFINE_integer("vocab_size", 8000, "Vocabulary size.")
+_EVERY = flags.DEFINE_integer("every", 1, "Save after every N-th step.")
 
 
 def main(_):
@@ -41,7 +42,7 @@ def main(_):
     for _ in range(n):
       state, m = progs.train_step(state, batch)
       jax.block_until_ready(m)
-      if ckpt is not None:
+      if ckpt is not None and int(state.step) % _EVERY.value == 0:
         ckpt.save(int(state.step), state, data_state, {"benchmark": True})
     return (time.perf_counter() - t0) / n
 
@@ -56,7 +57,7 @@ def main(_):
     drain = time.perf_counter() - t0
   print(f"state {state_bytes / 2**20:.1f} MiB | batch {shape[0]} x {shape[1]} | "
         f"{jax.device_count()} device(s)")
-  print(f"step without saving: {plain * 1e3:.0f} ms | with a save every step: "
+  print(f"step without saving: {plain * 1e3:.0f} ms | with a save every {_EVERY.value} step(s): "
         f"{saving * 1e3:.0f} ms | overhead {100 * (saving / plain - 1):+.1f}% "
         f"(last save drained in {drain * 1e3:.0f} ms)")
 
