@@ -73,8 +73,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1, "dcn_data": 1})
   # A preset of transformer_jax.sharding.RULE_PRESETS: data | fsdp | fsdp_tensor.
   c.logical_axis_rules = "fsdp_tensor"
-  # Entries that replace the preset's: ((logical name, mesh axis, axes tuple or None), ...),
-  # e.g. (("vocab", None),) keeps the vocabulary unsharded.
+  # Entries that replace the preset's: ((logical name, mesh axis | tuple of mesh axes |
+  # None), ...), e.g. (("vocab", None),) keeps the vocabulary unsharded.
   c.logical_axis_rule_overrides = ()
   # Multi-host: empty coordinator_address means one process, unless `auto` asks
   # jax.distributed.initialize() to detect the cluster (as on TPU VMs).
@@ -215,11 +215,14 @@ def _check_rules(config) -> None:
           f"must be one of {tuple(sharding.RULE_PRESETS)}")
   for entry in config.logical_axis_rule_overrides:
     ok = isinstance(entry, (tuple, list)) and len(entry) == 2 and isinstance(entry[0], str)
-    axes = entry[1] if ok else None
-    axes = (axes,) if isinstance(axes, str) else (axes or ())
-    if not ok or any(a not in MESH_AXES for a in axes):
+    if not ok or any(a not in MESH_AXES for a in _as_axes(entry[1])):
       _fail("logical_axis_rule_overrides", entry,
             f"each entry must be (logical name, mesh axis or tuple of {MESH_AXES} or None)")
+
+
+def _as_axes(rule_value) -> tuple:
+  """A rule's mesh axes as a tuple: "tensor" -> ("tensor",), None -> ()."""
+  return (rule_value,) if isinstance(rule_value, str) else tuple(rule_value or ())
 
 
 def global_batch_size(config, num_devices: int) -> int:
@@ -244,20 +247,19 @@ def validate_devices(config, num_devices: int, num_processes: int = 1) -> None:
   from transformer_jax import sharding  # pylint: disable=import-outside-toplevel
   rules = dict(sharding.logical_axis_rules(config))
   m = config.model
+  batch = global_batch_size(config, num_devices)
   sizes = {  # logical name -> (field, size)
       "embed": ("model.emb_dim", m.emb_dim),
       "mlp": ("model.mlp_dim", m.mlp_dim),
       "heads": ("model.num_heads", m.num_heads),
       "kv": ("model.qkv_dim / model.num_heads", m.qkv_dim // m.num_heads),
       "vocab": ("data.vocab_size (padded)", padded_vocab_size(config.data.vocab_size)),
-      "batch": ("global_batch_size", global_batch_size(config, num_devices)),
+      "batch": ("global_batch_size", batch),
   }
-  if global_batch_size(config, num_devices) % num_processes:
-    _fail("global_batch_size", global_batch_size(config, num_devices),
-          f"must divide over the {num_processes} processes")
+  if batch % num_processes:
+    _fail("global_batch_size", batch, f"must divide over the {num_processes} processes")
   for name, (field, size) in sizes.items():
-    axes = rules.get(name)
-    axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    axes = _as_axes(rules.get(name))
     shards = math.prod(shape[a] for a in axes)
     if size % shards:
       raise ConfigError(

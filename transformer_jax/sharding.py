@@ -74,20 +74,20 @@ def make_mesh(config, devices=None) -> Mesh:
   data-parallel gradient reduction crosses the data-centre network.
   """
   devices = jax.devices() if devices is None else list(devices)
-  ici = config_lib.slice_mesh_shape(config, len(devices))
+  shape = config_lib.mesh_shape(config, len(devices))
   slices = config.mesh.dcn_data
   if slices > 1 and hasattr(devices[0], "slice_index"):
     found = len({d.slice_index for d in devices})
     if found != slices:
       raise config_lib.ConfigError(f"config.mesh.dcn_data={slices}: the devices form {found} "
                                    "slice(s)")
+    ici = (shape[0] // slices, *shape[1:])  # one slice's share of the mesh.
     device_array = mesh_utils.create_hybrid_device_mesh(
         ici, (slices, 1, 1), devices, allow_split_physical_axes=True)
   elif devices[0].platform == "tpu":
-    device_array = mesh_utils.create_device_mesh(
-        config_lib.mesh_shape(config, len(devices)), devices, allow_split_physical_axes=True)
+    device_array = mesh_utils.create_device_mesh(shape, devices, allow_split_physical_axes=True)
   else:
-    device_array = np.asarray(devices).reshape(config_lib.mesh_shape(config, len(devices)))
+    device_array = np.asarray(devices).reshape(shape)
   return Mesh(device_array, config_lib.MESH_AXES,
               axis_types=(jax.sharding.AxisType.Auto,) * len(config_lib.MESH_AXES))
 

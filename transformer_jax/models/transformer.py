@@ -128,8 +128,9 @@ class Encoder(nn.Module):
     cfg = self.config
     x_BLD = _embed_with_positions(cfg, self.embed, inputs_BL, positions_BL)
     x_BLD = nn.Dropout(cfg.dropout_rate)(x_BLD, deterministic=cfg.deterministic)
+    layer_class = _maybe_remat(EncoderLayer, cfg)
     for i in range(cfg.num_encoder_layers):
-      x_BLD = _maybe_remat(EncoderLayer, cfg)(cfg, name=f"layer_{i}")(x_BLD, mask_B1LL)
+      x_BLD = layer_class(cfg, name=f"layer_{i}")(x_BLD, mask_B1LL)
     if cfg.norm_position == "pre":
       x_BLD = layers.LayerNorm(dtype=cfg.dtype, name="final_norm")(x_BLD)
     return x_BLD
@@ -145,9 +146,10 @@ class Decoder(nn.Module):
     cfg = self.config
     y_BLD = _embed_with_positions(cfg, self.embed, decoder_inputs_BL, positions_BL)
     y_BLD = nn.Dropout(cfg.dropout_rate)(y_BLD, deterministic=cfg.deterministic)
+    layer_class = _maybe_remat(DecoderLayer, cfg)
     for i in range(cfg.num_decoder_layers):
-      layer = _maybe_remat(DecoderLayer, cfg)(cfg, name=f"layer_{i}")
-      y_BLD = layer(y_BLD, encoded_BSD, self_mask_B1LL, cross_mask_B1LS)
+      y_BLD = layer_class(cfg, name=f"layer_{i}")(y_BLD, encoded_BSD, self_mask_B1LL,
+                                                  cross_mask_B1LS)
     if cfg.norm_position == "pre":
       y_BLD = layers.LayerNorm(dtype=cfg.dtype, name="final_norm")(y_BLD)
     if cfg.logits_via_embedding:
