@@ -31,6 +31,12 @@ def test_default_and_base_configs_are_valid():
     ("data.test_fraction", 0.99, "config.data.test_fraction=0.99"),
     ("data.vocab_size", 50, "config.data.vocab_size=50"),
     ("logical_axis_rules", "zero", "config.logical_axis_rules='zero'"),
+    ("decoding.method", "nucleus", "config.decoding.method='nucleus'"),
+    ("decoding.beam_size", 0, "config.decoding.beam_size=0"),
+    ("decoding.alpha", -0.5, "config.decoding.alpha=-0.5"),
+    ("decoding.top_p", 0.0, "config.decoding.top_p=0.0"),
+    ("decoding.top_k", -1, "config.decoding.top_k=-1"),
+    ("num_eval_bleu_examples", -5, "config.num_eval_bleu_examples=-5"),
 ])
 def test_bad_fields_are_named(field, value, expected):
   assert expected in _error(**{field: value})
@@ -92,3 +98,19 @@ def test_model_config_derivation():
   assert m.vocab_size == 384  # padded to a multiple of 128 so that it shards evenly.
   assert m.head_dim == 16 and not m.decode and not m.deterministic
   assert m.replace(decode=True).decode and not m.decode
+
+
+def test_a_saved_config_round_trips_and_unknown_fields_are_named(tmp_path):
+  c = tiny_config(**{"decoding.method": "beam", "model.emb_dim": 48,
+                     "logical_axis_rule_overrides": (("vocab", None), ("mlp", ("fsdp", "tensor")))})
+  path = tmp_path / "config.json"
+  path.write_text(c.to_json_best_effort(), encoding="utf-8")
+  loaded = config_lib.from_json(str(path))
+  assert loaded.decoding.method == "beam" and loaded.model.emb_dim == 48
+  assert dict(sharding.logical_axis_rules(loaded)) == dict(sharding.logical_axis_rules(c))
+  config_lib.validate(loaded, 8)
+  path.write_text('{"model": {"emb_dimension": 3}}', encoding="utf-8")
+  with pytest.raises(config_lib.ConfigError, match="unknown field config.model.emb_dimension"):
+    config_lib.from_json(str(path))
+  with pytest.raises(config_lib.ConfigError, match="cannot read"):
+    config_lib.from_json(str(tmp_path / "missing.json"))

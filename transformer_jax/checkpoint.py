@@ -203,6 +203,46 @@ def _nested(flat: dict[tuple[str, ...], Any]) -> dict:
   return out
 
 
+def _open_run(source: str, what: str):
+  """A read-only manager over a run's checkpoints (`source`: its workdir or checkpoints dir)."""
+  directory = source
+  if os.path.isdir(os.path.join(source, "checkpoints")):
+    directory = os.path.join(source, "checkpoints")
+  if not os.path.isdir(directory):
+    raise CheckpointError(f"{what}={source!r}: no such directory")
+  manager = ocp.CheckpointManager(os.path.abspath(directory),
+                                  options=ocp.CheckpointManagerOptions(read_only=True),
+                                  item_handlers=_item_handlers(ocp.PyTreeCheckpointHandler()))
+  return manager, directory
+
+
+def _pick_step(manager, directory: str, step: int, what: str, step_what: str) -> int:
+  steps = sorted(manager.all_steps())
+  if not steps:
+    raise CheckpointError(f"{what}: no checkpoint in {directory}")
+  if step < 0:
+    return steps[-1]
+  if step not in steps:
+    raise CheckpointError(f"{step_what}={step}: {directory} holds steps {steps}")
+  return step
+
+
+def _saved_param_shapes(manager, step: int) -> dict[tuple[str, ...], tuple]:
+  return {k[1:]: tuple(v.shape) for k, v in _flat(manager.item_metadata(step)["state"]).items()
+          if k[0] == "params"}
+
+
+def _restore_params(manager, step: int, wanted: dict[tuple[str, ...], Any]) -> Any:
+  item = {"params": _nested(wanted)}
+  return manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+      item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+      partial_restore=True)))["state"]["params"]
+
+
+def _abstract(x) -> jax.ShapeDtypeStruct:
+  return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+
+
 def load_params(source: str, step: int, params: Any, pattern: str = "") -> tuple[Any, list[str]]:
   """`params` with the entries of another run's checkpoint put in (for config.init_from).
 
@@ -210,40 +250,46 @@ def load_params(source: str, step: int, params: Any, pattern: str = "") -> tuple
   empty) and whose saved shape equals the model's; the others stay as they are.
   Returns (params, the paths taken). Errors name the directory or the pattern.
   """
-  directory = source
-  if os.path.isdir(os.path.join(source, "checkpoints")):
-    directory = os.path.join(source, "checkpoints")
-  if not os.path.isdir(directory):
-    raise CheckpointError(f"config.init_from.workdir={source!r}: no such directory")
-  manager = ocp.CheckpointManager(os.path.abspath(directory),
-                                  options=ocp.CheckpointManagerOptions(read_only=True),
-                                  item_handlers=_item_handlers(ocp.PyTreeCheckpointHandler()))
+  manager, directory = _open_run(source, "config.init_from.workdir")
   try:
-    steps = sorted(manager.all_steps())
-    if not steps:
-      raise CheckpointError(f"config.init_from.workdir={source!r}: no checkpoint in {directory}")
-    if step < 0:
-      step = steps[-1]
-    if step not in steps:
-      raise CheckpointError(f"config.init_from.step={step}: {directory} holds steps {steps}")
-    saved = {k[1:]: tuple(v.shape) for k, v in _flat(manager.item_metadata(step)["state"]).items()
-             if k[0] == "params"}
+    step = _pick_step(manager, directory, step, f"config.init_from.workdir={source!r}",
+                      "config.init_from.step")
+    saved = _saved_param_shapes(manager, step)
     regex = re.compile(pattern) if pattern else None
     wanted = {}
     for path, x in _flat(params).items():
       name = "/".join(path)
       if (regex is None or regex.fullmatch(name)) and saved.get(path) == tuple(x.shape):
-        wanted[path] = jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+        wanted[path] = _abstract(x)
     if not wanted:
       raise CheckpointError(f"config.init_from: no parameter of {directory} step {step} matches "
                             f"the model (pattern {pattern!r})")
-    item = {"params": _nested(wanted)}
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
-        partial_restore=True)))["state"]["params"]
+    restored = _restore_params(manager, step, wanted)
   finally:
     manager.close()
   got = _flat(restored)
   merged = jax.tree_util.tree_map_with_path(
       lambda p, x: got.get(tuple(_key_name(k) for k in p), x), params)
   return merged, sorted("/".join(p) for p in got)
+
+
+def restore_params(workdir: str, step: int, abstract_params: Any) -> tuple[Any, int]:
+  """Every parameter of a run's checkpoint (`step` -1: the latest), placed on the shardings
+  of `abstract_params`; returns (params, step). For the translate and generate tools."""
+  manager, directory = _open_run(workdir, "--workdir")
+  try:
+    step = _pick_step(manager, directory, step, f"--workdir={workdir!r}", "--step")
+    saved = _saved_param_shapes(manager, step)
+    want = _flat(abstract_params)
+    diffs = [f"{'/'.join(k)}: saved {saved.get(k)}, model {tuple(v.shape)}"
+             for k, v in want.items() if saved.get(k) != tuple(v.shape)]
+    if diffs:
+      raise CheckpointError(f"checkpoint {os.path.join(directory, str(step))} does not match "
+                            f"the model of {workdir}/config.json ({len(diffs)} arrays differ): "
+                            + "; ".join(diffs[:5]))
+    restored = _restore_params(manager, step, {k: _abstract(v) for k, v in want.items()})
+  finally:
+    manager.close()
+  got = _flat(restored)
+  return jax.tree_util.tree_map_with_path(
+      lambda p, x: got[tuple(_key_name(k) for k in p)], abstract_params), step

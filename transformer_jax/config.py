@@ -7,6 +7,7 @@ runs before anything is built or compiled, and names the bad field.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -23,6 +24,7 @@ DATA_SOURCES = ("gettext", "files")
 MESH_AXES = ("data", "fsdp", "tensor")
 MODEL_TYPES = ("encoder_decoder", "decoder_lm")
 REMAT = ("none", "full", "dots")
+DECODING_METHODS = ("greedy", "beam", "sample")
 VOCAB_MULTIPLE = 128  # the model's vocabulary is padded up to a multiple of this.
 
 
@@ -56,6 +58,14 @@ def default_config() -> ml_collections.ConfigDict:
   c.max_predict_length = 64  # longest decoded translation.
   c.num_eval_steps = -1  # validation batches per evaluation; -1: the whole split.
   c.num_predict_examples = -1  # test examples decoded at the end; -1: all.
+  # Validation examples translated at every evaluation for eval/bleu and eval/chrf; 0: off.
+  c.num_eval_bleu_examples = 0
+  # The decoder of eval/bleu, test/bleu and the translate / generate tools:
+  # greedy | beam (beam_size, alpha: GNMT length penalty) | sample (temperature,
+  # top_k (0: off), top_p (1: off)).
+  c.decoding = ml_collections.ConfigDict({
+      "method": "greedy", "beam_size": 4, "alpha": 0.6, "temperature": 1.0, "top_k": 0,
+      "top_p": 1.0})
   c.num_example_translations = 5
   # Optimizer and schedule.
   c.learning_rate = 2e-3
@@ -113,6 +123,33 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
+def from_json(path: str) -> ml_collections.ConfigDict:
+  """A run's saved config.json (as train.py writes it) over today's defaults.
+
+  Fields added since the run was made keep their defaults; a field this version
+  does not know is an error that names it.
+  """
+  try:
+    with open(path, encoding="utf-8") as f:
+      saved = json.load(f)
+  except OSError as e:
+    raise ConfigError(f"cannot read the run's config {path}: {e.strerror}") from e
+  except json.JSONDecodeError as e:
+    raise ConfigError(f"{path} is not valid JSON: {e}") from e
+  config = default_config()
+
+  def overlay(node, values, prefix):
+    for key, value in values.items():
+      if key not in node:
+        raise ConfigError(f"{path}: unknown field config.{prefix}{key}")
+      if isinstance(node[key], ml_collections.ConfigDict) and isinstance(value, dict):
+        overlay(node[key], value, f"{prefix}{key}.")
+      else:
+        node[key] = value
+  overlay(config, saved, "")
+  return config
+
+
 def _fail(field: str, value, why: str):
   raise ConfigError(f"config.{field}={value!r}: {why}")
 
@@ -157,6 +194,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
             "global_batch_size"):
     if _get(config, f) < 0:
       _fail(f, _get(config, f), "must be >= 0")
+  _check_decoding(config)
+  if config.num_eval_bleu_examples < 0:
+    _fail("num_eval_bleu_examples", config.num_eval_bleu_examples, "must be >= 0 (0: off)")
   for f in ("num_eval_steps", "num_predict_examples"):
     v = _get(config, f)
     if v == 0 or v < -1:
@@ -206,6 +246,20 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
   validate_distributed(config)
   if num_devices is not None:
     validate_devices(config, num_devices, num_processes)
+
+
+def _check_decoding(config) -> None:
+  d = config.decoding
+  _one_of(config, "decoding.method", DECODING_METHODS)
+  _positive_int(config, "decoding.beam_size")
+  if not d.alpha >= 0:
+    _fail("decoding.alpha", d.alpha, "must be >= 0")
+  if not d.temperature >= 0:
+    _fail("decoding.temperature", d.temperature, "must be >= 0 (0: greedy)")
+  if not isinstance(d.top_k, int) or d.top_k < 0:
+    _fail("decoding.top_k", d.top_k, "must be an integer >= 0 (0: off)")
+  if not 0 < d.top_p <= 1:
+    _fail("decoding.top_p", d.top_p, "must be in (0, 1] (1: off)")
 
 
 def _check_rules(config) -> None:

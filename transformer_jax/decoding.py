@@ -1,60 +1,228 @@
-"""Autoregressive decoding over the decoder's key/value cache.
+"""Autoregressive decoding: greedy, sampling and beam search over a key/value cache.
 
-The encoder runs once per source batch; each decoder call then takes one new
-token and appends its keys and values to the cache.
+A decoder is driven through one function, `step_fn(tokens [B], position, cache)
+-> (logits [B, V], cache)`: with the cache (`cached_step_fn`), each call feeds one
+token and the attention layers append its keys and values; without it
+(`uncached_step_fn`, the reference), each call reruns the decoder over the whole
+sequence so far. The loops below (`sample_loop`, `beam_search.beam_search`)
+work with either, inside `jax.jit`. The encoder runs once per source batch.
+
+Sequence convention: position i is fed the previous token (the start token 0
+at i = 0) and its logits pick token i. Outputs are [B, max_length] ids with the
+EOS kept and zeros after it. Ids the tokenizer does not have (the model's
+vocabulary is padded) and the padding id are never produced.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from transformer_jax.data.tokenizer import EOS_ID
+from transformer_jax import beam_search as beam_lib
+from transformer_jax.data.tokenizer import EOS_ID, PAD_ID
+from transformer_jax.models.decoder_lm import DecoderLM
 from transformer_jax.models.transformer import EncoderDecoder, TransformerConfig
 
-
-def decode_model(config: TransformerConfig) -> EncoderDecoder:
-  return EncoderDecoder(config.replace(deterministic=True, decode=True))
+Array = jax.Array
 
 
-def init_cache(model: EncoderDecoder, batch_size: int, source_length: int, max_length: int):
-  """A zeroed cache sized for `max_length` target positions."""
-  def init():
-    return model.init(jax.random.key(0), jnp.ones((batch_size, source_length), jnp.int32),
-                      jnp.ones((batch_size, max_length), jnp.int32))["cache"]
-  shapes = jax.eval_shape(init)
-  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+@dataclasses.dataclass(frozen=True)
+class DecodeOptions:
+  """How to pick tokens; `config.decoding` holds the same fields."""
+  method: str = "greedy"  # greedy | beam | sample.
+  beam_size: int = 4
+  alpha: float = 0.6  # beam search length penalty ((5 + len) / 6) ** alpha.
+  temperature: float = 1.0  # sampling: logits / temperature.
+  top_k: int = 0  # sampling: keep the k most likely tokens (0: all).
+  top_p: float = 1.0  # sampling: keep the smallest set with this much probability.
+
+  @classmethod
+  def from_config(cls, decoding) -> "DecodeOptions":
+    return cls(**{f.name: decoding[f.name] for f in dataclasses.fields(cls)})
 
 
-def greedy_decode(params: Any, inputs_BS: jax.Array, *, config: TransformerConfig,
-                  max_length: int, eos_id: int = EOS_ID) -> jax.Array:
-  """Most likely next token at every step. Returns [B, max_length] ids.
+def vocab_mask(vocab_limit: int | None):
+  """Logits with the padding id and ids >= vocab_limit (the padded rows) made impossible."""
+  def mask(logits_BV: Array) -> Array:
+    ids = jnp.arange(logits_BV.shape[-1])
+    bad = ids == PAD_ID
+    if vocab_limit is not None:
+      bad = bad | (ids >= vocab_limit)
+    return jnp.where(bad, beam_lib.NEG_INF * 100, logits_BV)
+  return mask
 
-  Rows stop at their first EOS (kept in the output, zeros after it); the loop
-  ends early when every row has finished. Meant to run inside `jax.jit`.
+
+def choose_tokens(rng: Array | None, logits_BV: Array, temperature: float = 0.0,
+                  top_k: int = 0, top_p: float = 1.0) -> Array:
+  """Greedy (temperature 0) or a sample after temperature, top-k and top-p filtering."""
+  logits_BV = logits_BV.astype(jnp.float32)
+  if temperature == 0.0:
+    return jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
+  logits_BV = logits_BV / temperature
+  if top_k > 0:
+    kth_B1 = jax.lax.top_k(logits_BV, top_k)[0][:, -1:]
+    logits_BV = jnp.where(logits_BV < kth_B1, -jnp.inf, logits_BV)
+  if top_p < 1.0:
+    sorted_BV = jnp.sort(logits_BV, axis=-1)[:, ::-1]
+    cum_BV = jnp.cumsum(jax.nn.softmax(sorted_BV, axis=-1), axis=-1)
+    # Keep a token while the mass before it is below top_p (so at least one).
+    before_BV = cum_BV - jax.nn.softmax(sorted_BV, axis=-1)
+    cutoff_B1 = jnp.min(jnp.where(before_BV < top_p, sorted_BV, jnp.inf), axis=-1,
+                        keepdims=True)
+    logits_BV = jnp.where(logits_BV < cutoff_B1, -jnp.inf, logits_BV)
+  return jax.random.categorical(rng, logits_BV, axis=-1).astype(jnp.int32)
+
+
+def sample_loop(step_fn, cache, *, batch_size: int, max_length: int, rng: Array | None = None,
+                temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
+                prompt_BL: Array | None = None, eos_id: int = EOS_ID,
+                mask_logits=lambda x: x) -> Array:
+  """Greedy (temperature 0) or sampled decoding; returns [B, max_length] ids.
+
+  `prompt_BL` (left-aligned, zero-padded) forces each row's first tokens; the
+  output starts with them. A row stops at its first generated EOS; the loop
+  ends when every row has stopped or at `max_length`.
   """
-  model = decode_model(config)
-  batch_size = inputs_BS.shape[0]
-  encoded_BSD = model.apply({"params": params}, inputs_BS, method=EncoderDecoder.encode)
-  cache = init_cache(model, batch_size, inputs_BS.shape[1], max_length)
+  b = batch_size
+  if prompt_BL is None:
+    prompt_BL = jnp.zeros((b, max_length), jnp.int32)
+  elif prompt_BL.shape[1] < max_length:
+    prompt_BL = jnp.pad(prompt_BL, ((0, 0), (0, max_length - prompt_BL.shape[1])))
+  prompt_len_B = (prompt_BL > 0).sum(axis=1)
+  if rng is None:
+    rng = jax.random.key(0)
 
   def step(carry):
     i, cache, token_B, out_BL, done_B = carry
-    positions_B1 = jnp.full((batch_size, 1), i, jnp.int32)
-    logits_B1V, mutated = model.apply(
-        {"params": params, "cache": cache}, encoded_BSD, inputs_BS, token_B[:, None],
-        positions_B1, method=EncoderDecoder.decode, mutable=["cache"])
-    next_B = jnp.argmax(logits_B1V[:, 0], axis=-1).astype(jnp.int32)
+    logits_BV, cache = step_fn(token_B, i, cache)
+    next_B = choose_tokens(jax.random.fold_in(rng, i), mask_logits(logits_BV),
+                           temperature, top_k, top_p)
+    forced_B = i < prompt_len_B
+    next_B = jnp.where(forced_B, prompt_BL[:, i], next_B)
     next_B = jnp.where(done_B, 0, next_B)
     out_BL = out_BL.at[:, i].set(next_B)
-    return i + 1, mutated["cache"], next_B, out_BL, done_B | (next_B == eos_id)
+    return i + 1, cache, next_B, out_BL, done_B | ((next_B == eos_id) & ~forced_B)
 
-  def not_finished(carry):
+  def not_done(carry):
     i, _, _, _, done_B = carry
     return (i < max_length) & ~jnp.all(done_B)
 
-  carry = (jnp.array(0, jnp.int32), cache, jnp.zeros((batch_size,), jnp.int32),
-           jnp.zeros((batch_size, max_length), jnp.int32), jnp.zeros((batch_size,), bool))
-  return jax.lax.while_loop(not_finished, step, carry)[3]
+  carry = (jnp.array(0, jnp.int32), cache, jnp.zeros((b,), jnp.int32),
+           jnp.zeros((b, max_length), jnp.int32), jnp.zeros((b,), bool))
+  return jax.lax.while_loop(not_done, step, carry)[3]
+
+
+# --------------------------------------------------------------------------- model steps
+
+
+def _decode_mode(config: TransformerConfig, cached: bool) -> TransformerConfig:
+  return config.replace(deterministic=True, decode=cached)
+
+
+def init_cache(model: nn.Module, batch_size: int, max_length: int, source_length: int = 0):
+  """A zeroed key/value cache for `max_length` target positions."""
+  def init():
+    targets = jnp.ones((batch_size, max_length), jnp.int32)
+    if isinstance(model, EncoderDecoder):
+      return model.init(jax.random.key(0), jnp.ones((batch_size, source_length), jnp.int32),
+                        targets)["cache"]
+    return model.init(jax.random.key(0), targets)["cache"]
+  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(init))
+
+
+def _model_logits(model: nn.Module, variables, tokens_BL, positions_BL, source, mutable):
+  """Decoder logits for the model kind; `source` is (encoded, inputs) or None."""
+  if isinstance(model, EncoderDecoder):
+    encoded_BSD, inputs_BS = source
+    return model.apply(variables, encoded_BSD, inputs_BS, tokens_BL, positions_BL,
+                       method=EncoderDecoder.decode, mutable=mutable)
+  return model.apply(variables, tokens_BL, positions_BL, method=DecoderLM.logits,
+                     mutable=mutable)
+
+
+def cached_step_fn(config: TransformerConfig, params, source=None):
+  """(step_fn, model) feeding one token per call through the key/value cache."""
+  model = type_for(source)(_decode_mode(config, cached=True))
+
+  def step_fn(tokens_B, i, cache):
+    positions_B1 = jnp.full((tokens_B.shape[0], 1), i, jnp.int32)
+    logits_B1V, mutated = _model_logits(model, {"params": params, "cache": cache},
+                                        tokens_B[:, None], positions_B1, source, ["cache"])
+    return logits_B1V[:, 0], mutated["cache"]
+  return step_fn, model
+
+
+def uncached_step_fn(config: TransformerConfig, params, source=None):
+  """(step_fn, model) rerunning the decoder over the whole prefix (the "cache" is the ids)."""
+  model = type_for(source)(_decode_mode(config, cached=False))
+
+  def step_fn(tokens_B, i, inputs_BL):
+    inputs_BL = inputs_BL.at[:, i].set(tokens_B)
+    logits_BLV = _model_logits(model, {"params": params}, inputs_BL, None, source, False)
+    return jax.lax.dynamic_index_in_dim(logits_BLV, i, axis=1, keepdims=False), inputs_BL
+  return step_fn, model
+
+
+def type_for(source) -> type:
+  return EncoderDecoder if source is not None else DecoderLM
+
+
+def encode(config: TransformerConfig, params, inputs_BS: Array) -> Array:
+  model = EncoderDecoder(_decode_mode(config, cached=False))
+  return model.apply({"params": params}, inputs_BS, method=EncoderDecoder.encode)
+
+
+def _start_state(config, params, batch_size, max_length, source, cached: bool):
+  if cached:
+    step_fn, model = cached_step_fn(config, params, source)
+    source_length = source[1].shape[1] if source is not None else 0
+    return step_fn, init_cache(model, batch_size, max_length, source_length)
+  step_fn, _ = uncached_step_fn(config, params, source)
+  return step_fn, jnp.zeros((batch_size, max_length), jnp.int32)
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def translate(params, inputs_BS: Array, rng: Array | None, *, config: TransformerConfig,
+              options: DecodeOptions, max_length: int, vocab_limit: int | None = None,
+              cached: bool = True) -> Array:
+  """Target ids [B, max_length] for source ids [B, S] (zero-padded); jit-able."""
+  b = inputs_BS.shape[0]
+  encoded_BSD = encode(config, params, inputs_BS)
+  mask = vocab_mask(vocab_limit)
+  if options.method == "beam":
+    k = options.beam_size
+    source = (jnp.repeat(encoded_BSD, k, axis=0), jnp.repeat(inputs_BS, k, axis=0))
+    step_fn, cache = _start_state(config, params, b * k, max_length, source, cached)
+    seqs_BKL, _ = beam_lib.beam_search(step_fn, cache, batch_size=b, beam_size=k,
+                                       max_length=max_length, alpha=options.alpha,
+                                       eos_id=EOS_ID, mask_logits=mask)
+    return seqs_BKL[:, 0]
+  step_fn, cache = _start_state(config, params, b, max_length, (encoded_BSD, inputs_BS), cached)
+  return sample_loop(step_fn, cache, batch_size=b, max_length=max_length, rng=rng,
+                     mask_logits=mask, **_sampling_args(options))
+
+
+def generate(params, prompt_BL: Array, rng: Array | None, *, config: TransformerConfig,
+             options: DecodeOptions, max_length: int, vocab_limit: int | None = None,
+             cached: bool = True) -> Array:
+  """Continuations of left-aligned prompts [B, P] by a decoder-only LM: [B, max_length] ids
+  (the prompt first). Beam search is not offered for LMs."""
+  if options.method == "beam":
+    raise ValueError("generate: method 'beam' is for translation; use greedy or sample")
+  b = prompt_BL.shape[0]
+  step_fn, cache = _start_state(config, params, b, max_length, None, cached)
+  return sample_loop(step_fn, cache, batch_size=b, max_length=max_length, rng=rng,
+                     prompt_BL=prompt_BL, mask_logits=vocab_mask(vocab_limit),
+                     **_sampling_args(options))
+
+
+def _sampling_args(options: DecodeOptions) -> dict[str, Any]:
+  if options.method == "greedy":
+    return {"temperature": 0.0}
+  return {"temperature": options.temperature, "top_k": options.top_k, "top_p": options.top_p}

@@ -54,7 +54,9 @@ class Programs:
   batch_sharding: NamedSharding
   train_step: Callable  # (state, batch) -> (state, metric sums); donates state.
   eval_step: Callable  # (params, batch) -> metric sums.
-  decode: Callable | None  # (params, inputs [B, S]) -> ids [B, max_predict_length].
+  # (params, ids [B, S], rng) -> ids [B, max_predict_length] with config.decoding: source
+  # ids -> translations (encoder-decoder), or prompts -> prompt + continuation (LM).
+  decode: Callable
   batch_shapes: dict[str, tuple[int, int]]
 
   def context(self):
@@ -97,12 +99,14 @@ def build(config: ml_collections.ConfigDict, mesh: Mesh, vocab_size: int) -> Pro
   eval_step = jax.jit(functools.partial(steps.eval_step, model=eval_model),
                       in_shardings=(state_shardings.params, batch_sharding),
                       out_shardings=replicated)
-  decode = None
-  if config.model.type == "encoder_decoder":
-    decode = jax.jit(
-        functools.partial(decoding.greedy_decode, config=model_config,
-                          max_length=config.max_predict_length),
-        in_shardings=(state_shardings.params, batch_sharding), out_shardings=replicated)
+  decode_fn = (decoding.translate if config.model.type == "encoder_decoder"
+               else decoding.generate)
+  decode = jax.jit(
+      functools.partial(decode_fn, config=model_config,
+                        options=decoding.DecodeOptions.from_config(config.decoding),
+                        max_length=config.max_predict_length, vocab_limit=vocab_size),
+      in_shardings=(state_shardings.params, batch_sharding, replicated),
+      out_shardings=replicated)
   return Programs(
       model_config=model_config, mesh=mesh, rules=rules, global_batch_size=global_batch_size,
       tx=tx, schedule=optim.learning_rate_schedule(config), init_fn=init_fn,

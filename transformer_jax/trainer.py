@@ -119,17 +119,16 @@ class _Runner:
     out = steps.summarize(jax.device_get(sums))
     return {k: out[k] for k in ("loss", "perplexity", "accuracy")}
 
-  def translate_test(self, params, num_examples: int):
-    """Greedy translations of the test split; returns (scores, examples)."""
-    pairs = self.corpus.test
-    if num_examples > 0:
-      pairs = pairs[:num_examples]
+  def translate(self, params, pairs):
+    """Translations of `pairs` with config.decoding; returns (scores, signatures, examples)."""
     hyps, refs, srcs = [], [], []
-    for inputs, batch_srcs, batch_refs in pipeline.predict_batches(
+    rng = jax.random.key(self.config.seed)
+    for n, (inputs, batch_srcs, batch_refs) in enumerate(pipeline.predict_batches(
         pairs, self.tokenizer, batch_size=self.global_batch_size,
-        max_length=self.config.max_target_length):
+        max_length=self.config.max_target_length)):
       local = {"inputs": inputs[self.rows]}
-      out = self.programs.decode(params, self.global_batch(local)["inputs"])
+      out = self.programs.decode(params, self.global_batch(local)["inputs"],
+                                 jax.random.fold_in(rng, n))
       out = np.asarray(jax.device_get(out))
       hyps.extend(self.tokenizer.decode(row) for row in out[:len(batch_srcs)])
       refs.extend(batch_refs)
@@ -250,6 +249,10 @@ def _train_loop(config, run: _Runner, state, start: int, writer, ckpt, primary: 
       eval_metrics = None
       if evaluate:
         eval_metrics = {f"eval/{k}": v for k, v in run.evaluate(state.params).items()}
+        if config.num_eval_bleu_examples > 0:
+          scores, _, _ = run.translate(state.params,
+                                       run.corpus.validation[:config.num_eval_bleu_examples])
+          eval_metrics.update({f"eval/{k}": v for k, v in scores.items()})
         writer.write(done, eval_metrics)
         final.update(eval_metrics)
         if primary:
@@ -277,13 +280,25 @@ def _train_loop(config, run: _Runner, state, start: int, writer, ckpt, primary: 
 
 def _final_test(config, run: _Runner, state, writer, step: int, primary: bool):
   t0 = time.monotonic()
-  scores, signatures, examples = run.translate_test(state.params, config.num_predict_examples)
+  pairs = run.corpus.test
+  if config.num_predict_examples > 0:
+    pairs = pairs[:config.num_predict_examples]
+  scores, signatures, examples = run.translate(state.params, pairs)
   record = {f"test/{k}": v for k, v in scores.items()}
   writer.write(step, record)
   if primary:
-    print(f"Test set ({len(examples)} sentences, greedy, {time.monotonic() - t0:.0f}s): "
+    print(f"Test set ({len(examples)} sentences, {_decoder_name(config.decoding)}, "
+          f"{time.monotonic() - t0:.0f}s): "
           f"BLEU {scores['bleu']:.2f}, chrF {scores['chrf']:.2f}", flush=True)
     print("  " + json.dumps(signatures), flush=True)
     for src, ref, hyp in examples[:config.num_example_translations]:
       print(f"  source:     {src}\n  reference:  {ref}\n  prediction: {hyp}", flush=True)
   return record
+
+
+def _decoder_name(d) -> str:
+  if d.method == "beam":
+    return f"beam {d.beam_size}, alpha {d.alpha}"
+  if d.method == "sample":
+    return f"sampling, temperature {d.temperature}, top-k {d.top_k}, top-p {d.top_p}"
+  return "greedy"

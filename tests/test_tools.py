@@ -1,0 +1,145 @@
+"""The translate and generate tools, run as users run them, on real workdirs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from conftest import EN_DE, tiny_config, write_parallel_tsv
+from transformer_jax import checkpoint, evaluation, programs, sharding
+from transformer_jax import config as config_lib
+from transformer_jax.data import sources
+from transformer_jax.data import tokenizer as tokenizer_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = [
+    "--config.model.emb_dim=32", "--config.model.num_heads=2", "--config.model.qkv_dim=32",
+    "--config.model.mlp_dim=64", "--config.model.num_encoder_layers=1",
+    "--config.model.num_decoder_layers=1", "--config.per_device_batch_size=2",
+    "--config.max_target_length=32", "--config.max_predict_length=16",
+    "--config.num_predict_examples=20", "--config.num_eval_steps=2",
+    "--config.data.vocab_size=1000", "--config.data.num_packing_bins=4",
+    "--config.log_every_steps=3", "--config.eval_every_steps=4",
+    "--config.checkpoint_every_steps=4", "--config.warmup_steps=2",
+    "--config.num_train_steps=8", "--config.learning_rate=0.01",
+]
+
+
+def _run(args, stdin=None, timeout=600):
+  return subprocess.run([sys.executable, *args], input=stdin, capture_output=True, text=True,
+                        timeout=timeout, env=dict(os.environ), cwd=REPO)
+
+
+def _metrics(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+    return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+  """A tiny encoder-decoder run trained by train.py, decoding with beam search."""
+  tmp = tmp_path_factory.mktemp("translate")
+  tsv = write_parallel_tsv(tmp / "corpus.tsv", repeats=40)
+  workdir = str(tmp / "run")
+  proc = _run(["train.py", f"--config={REPO}/configs/base.py", f"--workdir={workdir}", *TINY,
+               "--config.data.source=files", f"--config.data.train_files=('{tsv}',)",
+               "--config.num_eval_bleu_examples=8", "--config.decoding.method=beam",
+               "--config.decoding.beam_size=2"])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "beam 2, alpha 0.6" in proc.stdout
+  return workdir
+
+
+def test_trainer_logs_validation_and_test_bleu(trained_run):
+  records = _metrics(trained_run)
+  evals = [r for r in records if "eval/loss" in r]
+  assert [r["step"] for r in evals] == [4, 8]
+  for r in evals:
+    assert 0 <= r["eval/bleu"] <= 100 and 0 <= r["eval/chrf"] <= 100
+  test = [r for r in records if "test/bleu" in r]
+  assert len(test) == 1 and test[0]["step"] == 8 and "test/chrf" in test[0]
+
+
+def test_translate_tool_matches_the_trainers_test_bleu(trained_run, tmp_path):
+  config = config_lib.from_json(os.path.join(trained_run, "config.json"))
+  pairs = sources.load_corpus(config.data).test[:20]
+  lines = [src for src, _ in pairs]
+  lines.insert(3, "")  # an empty line gives an empty line, in place.
+  src_file, out_file = tmp_path / "src.txt", tmp_path / "out.txt"
+  src_file.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+  proc = _run(["-m", "transformer_jax.translate", f"--workdir={trained_run}",
+               f"--input={src_file}", f"--output={out_file}"])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert f"translated {len(lines)} lines with step 8 (beam)" in proc.stderr
+  out = out_file.read_text(encoding="utf-8").splitlines()
+  assert len(out) == len(lines) > 10 and out[3] == ""
+  hyps = out[:3] + out[4:]
+  scores = evaluation.translation_scores(hyps, [ref for _, ref in pairs])
+  test = [r for r in _metrics(trained_run) if "test/bleu" in r][0]
+  assert scores["bleu"] == pytest.approx(test["test/bleu"], abs=1e-9)
+  assert scores["chrf"] == pytest.approx(test["test/chrf"], abs=1e-9)
+
+  # stdin -> stdout, greedy, an earlier step: one line out per line in.
+  piped = _run(["-m", "transformer_jax.translate", f"--workdir={trained_run}", "--step=4",
+                "--method=greedy"], stdin="Permission denied\n\nFile not found\n")
+  assert piped.returncode == 0, piped.stderr[-3000:]
+  assert piped.stdout.count("\n") == 3 and piped.stdout.splitlines()[1] == ""
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--workdir=/nonexistent/run"], "--workdir='/nonexistent/run': no config.json"),
+    (["--step=5"], "--step=5"),
+    (["--beam_size=0", "--method=beam"], "config.decoding.beam_size=0"),
+    (["--input=/nonexistent/file.txt"], "--input='/nonexistent/file.txt'"),
+])
+def test_translate_tool_rejects_bad_input(trained_run, args, message):
+  if not any(a.startswith("--workdir") for a in args):
+    args = [f"--workdir={trained_run}", *args]
+  proc = _run(["-m", "transformer_jax.translate", *args], stdin="")
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def lm_run(tmp_path_factory):
+  """A decoder-only LM workdir as train.py lays it out: config.json, tokenizer, checkpoint."""
+  workdir = str(tmp_path_factory.mktemp("lm") / "run")
+  config = tiny_config(**{"model.type": "decoder_lm", "max_predict_length": 12,
+                          "decoding.method": "sample", "decoding.top_k": 20})
+  os.makedirs(workdir)
+  with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+    f.write(config.to_json_best_effort())
+  texts = [s for pair in EN_DE for s in pair] * 20
+  tok = tokenizer_lib.load_or_train(os.path.join(workdir, "tokenizer.model"), lambda: texts,
+                                    config.data.vocab_size, is_writer=True)
+  progs = programs.build(config, sharding.make_mesh(config), tok.vocab_size)
+  with progs.context():
+    state = progs.init_state(jax.random.key(0))
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=1)
+  ckpt.save(5, state, {"global_batch_size": 0, "rows": {}}, {})
+  ckpt.close()
+  return workdir
+
+
+def test_generate_tool_samples_reproducibly_and_top_k_one_is_greedy(lm_run):
+  base = ["-m", "transformer_jax.generate", f"--workdir={lm_run}", "--prompt=Open a",
+          "--prompt=The file"]
+  first = _run(base + ["--seed=1"])
+  assert first.returncode == 0, first.stderr[-3000:]
+  texts = first.stdout.rstrip("\n").split("\n")  # an untrained model's bytes may be odd.
+  assert len(texts) == 2 and texts[0].startswith("Open a") and texts[1].startswith("The file")
+  assert _run(base + ["--seed=1"]).stdout == first.stdout
+  greedy = _run(base + ["--method=greedy"])
+  top1 = _run(base + ["--top_k=1", "--seed=3"])
+  assert greedy.returncode == 0 and top1.returncode == 0, greedy.stderr[-2000:]
+  assert greedy.stdout == top1.stdout
+
+
+def test_tools_refuse_the_other_model_kind(lm_run, trained_run):
+  proc = _run(["-m", "transformer_jax.translate", f"--workdir={lm_run}"], stdin="hello\n")
+  assert proc.returncode == 2 and "'decoder_lm' model" in proc.stderr
+  proc = _run(["-m", "transformer_jax.generate", f"--workdir={trained_run}", "--prompt=x"])
+  assert proc.returncode == 2 and "'encoder_decoder' model" in proc.stderr

@@ -1,0 +1,120 @@
+"""A trained run loaded for decoding: config, tokenizer, parameters and the decode program.
+
+The `translate` and `generate` tools use it. The run's own config.json (written
+by train.py) rebuilds the model; the tools' options replace `config.decoding`.
+The run's mesh is kept when it fits the devices here; otherwise decoding runs
+data-parallel over all of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Sequence
+
+import jax
+import ml_collections
+import numpy as np
+
+from transformer_jax import checkpoint, sharding
+from transformer_jax import config as config_lib
+from transformer_jax import programs as programs_lib
+from transformer_jax.data import pipeline
+from transformer_jax.data.tokenizer import Tokenizer
+
+
+@dataclasses.dataclass
+class LoadedRun:
+  config: ml_collections.ConfigDict
+  tokenizer: Tokenizer
+  programs: programs_lib.Programs
+  params: object
+  step: int
+
+  def decode(self, ids_BL: np.ndarray, batch_index: int) -> np.ndarray:
+    """The decode program on one global batch of ids; the rng folds in `batch_index`."""
+    inputs = sharding.global_batch({"inputs": ids_BL}, self.programs.batch_sharding)["inputs"]
+    rng = jax.random.fold_in(jax.random.key(self.config.seed), batch_index)
+    with self.programs.context():
+      return np.asarray(jax.device_get(self.programs.decode(self.params, inputs, rng)))
+
+
+def load_run(workdir: str, *, model_type: str, step: int = -1,
+             decoding: dict | None = None, batch_size: int = 0,
+             max_length: int = 0, seed: int | None = None) -> LoadedRun:
+  """Loads WORKDIR's config, tokenizer and checkpoint (`step` -1: the latest).
+
+  `decoding` replaces fields of config.decoding; `batch_size` (0: the run's
+  global batch) is rounded up to fill the mesh's batch axes; `max_length` (0:
+  config.max_predict_length) caps the decoded length. Errors name the field.
+  """
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise config_lib.ConfigError(f"--workdir={workdir!r}: no config.json (not a train.py workdir)")
+  config = config_lib.from_json(path)
+  if config.model.type != model_type:
+    raise config_lib.ConfigError(
+        f"--workdir={workdir!r} holds a {config.model.type!r} model; this tool needs "
+        f"{model_type!r}")
+  for key, value in (decoding or {}).items():
+    config.decoding[key] = value
+  if max_length:
+    config.max_predict_length = max_length
+  if seed is not None:
+    config.seed = seed
+  config.distributed.coordinator_address = ""
+  n = jax.device_count()
+  try:
+    config_lib.validate_devices(config, n)
+  except config_lib.ConfigError as e:
+    print(f"note: the run's mesh does not fit {n} device(s) ({e}); decoding data-parallel",
+          file=sys.stderr)
+    config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1, "dcn_data": 1})
+  batch = batch_size or config_lib.global_batch_size(config, n)
+  data, fsdp, _ = config_lib.mesh_shape(config, n)
+  config.global_batch_size = -(-batch // (data * fsdp)) * (data * fsdp)
+  config_lib.validate(config, n)
+  tokenizer = Tokenizer.load(config.data.tokenizer_path or
+                             os.path.join(workdir, "tokenizer.model"))
+  progs = programs_lib.build(config, sharding.make_mesh(config), tokenizer.vocab_size)
+  params, step = checkpoint.restore_params(workdir, step, progs.abstract_state.params)
+  return LoadedRun(config, tokenizer, progs, params, step)
+
+
+def translate_lines(run: LoadedRun, lines: Sequence[str]) -> list[str]:
+  """One translation per line, in order; empty (or all-blank) lines give empty lines.
+
+  Sources are tokenized and cut to config.max_target_length as in training.
+  """
+  todo = [i for i, line in enumerate(lines) if line.strip()]
+  out = [""] * len(lines)
+  batches = pipeline.predict_batches(
+      [(lines[i], "") for i in todo], run.tokenizer,
+      batch_size=run.programs.global_batch_size, max_length=run.config.max_target_length)
+  start = 0
+  for n, (inputs, srcs, _) in enumerate(batches):
+    ids = run.decode(inputs, n)
+    for row in range(len(srcs)):
+      out[todo[start + row]] = run.tokenizer.decode(ids[row])
+    start += len(srcs)
+  return out
+
+
+def generate_texts(run: LoadedRun, prompts: Sequence[str]) -> list[str]:
+  """Each prompt followed by its continuation (up to EOS or the maximum length)."""
+  length = run.config.max_predict_length
+  batch = run.programs.global_batch_size
+  out = []
+  for n, start in enumerate(range(0, len(prompts), batch)):
+    chunk = prompts[start:start + batch]
+    ids = np.zeros((batch, length), np.int32)
+    for row, prompt in enumerate(chunk):
+      tokens = run.tokenizer.encode(prompt, add_eos=False)
+      if len(tokens) >= length:
+        raise config_lib.ConfigError(f"prompt {start + row} has {len(tokens)} tokens; --max_length={length} "
+                         "leaves no room to generate")
+      ids[row, :len(tokens)] = tokens
+    result = run.decode(ids, n)
+    out.extend(run.tokenizer.decode(result[row]) for row in range(len(chunk)))
+  return out

@@ -1,0 +1,77 @@
+"""Flags and input/output shared by the translate and generate tools."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+from absl import flags, logging
+
+class BadInput(ValueError):
+  """An input file or flag that cannot be used; the message names it."""
+
+
+_DECODING_FLAGS = ("method", "beam_size", "alpha", "temperature", "top_k", "top_p")
+
+
+def define_common(beam: bool) -> None:
+  flags.DEFINE_string("workdir", None, "The train.py workdir of the run.", required=True)
+  flags.DEFINE_integer("step", -1, "Checkpoint step to load (-1: the latest).")
+  flags.DEFINE_enum("method", None, ["greedy", "beam", "sample"] if beam else ["greedy", "sample"],
+                    "Decoder (default: the run's config.decoding.method).")
+  if beam:
+    flags.DEFINE_integer("beam_size", None, "Beams (method=beam).")
+    flags.DEFINE_float("alpha", None, "Length penalty ((5 + len) / 6) ** alpha (method=beam).")
+  flags.DEFINE_float("temperature", None, "Sampling temperature (method=sample).")
+  flags.DEFINE_integer("top_k", None, "Sample from the k most likely tokens (0: all).")
+  flags.DEFINE_float("top_p", None, "Sample from the smallest set with this probability (1: all).")
+  flags.DEFINE_integer("seed", None, "Random seed of sampling (default: the run's config.seed).")
+  flags.DEFINE_integer("batch_size", 0, "Sequences decoded together (0: the run's global batch).")
+  flags.DEFINE_integer("max_length", 0, "Longest output in tokens (0: config.max_predict_length).")
+
+
+def load_args() -> dict:
+  """inference.load_run's keyword arguments from the flags."""
+  f = flags.FLAGS
+  decoding = {name: f[name].value for name in _DECODING_FLAGS
+              if name in f and f[name].value is not None}
+  out = {"workdir": f.workdir, "step": f.step, "decoding": decoding,
+         "batch_size": f.batch_size, "max_length": f.max_length}
+  if f.seed is not None:
+    out["seed"] = f.seed
+  return out
+
+
+def read_lines(path: str | None) -> list[str]:
+  if path is None:
+    return sys.stdin.read().splitlines()
+  try:
+    with open(path, encoding="utf-8") as fh:
+      return fh.read().splitlines()
+  except OSError as e:
+    raise BadInput(f"--input={path!r}: {e.strerror}") from e
+
+
+def write_lines(path: str | None, lines) -> None:
+  text = "".join(line + "\n" for line in lines)
+  if path is None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    return
+  with open(path, "w", encoding="utf-8") as fh:
+    fh.write(text)
+
+
+@contextlib.contextmanager
+def tool_main():
+  """Quiet library logs; bad flags, workdirs, checkpoints or inputs: `error: ...` on
+  stderr and exit code 2."""
+  logging.set_verbosity(logging.ERROR)
+  from transformer_jax import config as config_lib  # pylint: disable=import-outside-toplevel
+  from transformer_jax.checkpoint import CheckpointError  # pylint: disable=import-outside-toplevel
+  from transformer_jax.data.tokenizer import TokenizerError  # pylint: disable=import-outside-toplevel
+  try:
+    yield
+  except (config_lib.ConfigError, CheckpointError, TokenizerError, BadInput) as e:
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    sys.exit(2)

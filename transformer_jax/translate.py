@@ -1,0 +1,44 @@
+"""Translates text with a trained encoder-decoder run.
+
+  python -m transformer_jax.translate --workdir=runs/base [--input=src.txt] [--output=out.txt]
+      [--step=N] [--method=greedy|beam|sample] [--beam_size=4] [--alpha=0.6]
+      [--temperature=1.0] [--top_k=0] [--top_p=1.0] [--batch_size=N] [--max_length=N]
+
+Loads the run's config, tokenizer and latest (or --step) checkpoint, reads one
+source sentence per line from --input (default: stdin), and writes one
+translation per line to --output (default: stdout), in the input's order; an
+empty line gives an empty line. Decoding options default to the run's
+config.decoding. Exit code 2 on a bad workdir, step or option.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from absl import app, flags
+
+from transformer_jax import tool_flags
+
+_INPUT = flags.DEFINE_string("input", None, "Source text, one sentence per line (default: stdin).")
+_OUTPUT = flags.DEFINE_string("output", None, "Where translations go (default: stdout).")
+tool_flags.define_common(beam=True)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  with tool_flags.tool_main():
+    from transformer_jax import inference  # pylint: disable=import-outside-toplevel
+    run = inference.load_run(model_type="encoder_decoder", **tool_flags.load_args())
+    lines = tool_flags.read_lines(_INPUT.value)
+    t0 = time.perf_counter()
+    translations = inference.translate_lines(run, lines)
+    seconds = time.perf_counter() - t0
+    tool_flags.write_lines(_OUTPUT.value, translations)
+    print(f"translated {len(lines)} lines with step {run.step} "
+          f"({run.config.decoding.method}) in {seconds:.1f}s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+  app.run(main)
