@@ -7,9 +7,16 @@ Runs the config's real train step on synthetic full-length batches: first
 every `--every`-th step (state + a data position + metadata, as train.py saves them), and
 prints the mean wall time per step of each and the overhead. The loop waits
 for a step's result before timing the next one, as train.py does at log steps.
+
+Then, with nothing else running, the CPU time (user + system, all threads) of
+one save: an Orbax save to completion, and as a floor, the same arrays copied
+to the host and written into fresh files with `np.save` (median of 3 each).
+On a machine whose CPU is also the accelerator, that CPU time is what a save
+takes away from training.
 """
 
 import os
+import resource
 import tempfile
 import time
 
@@ -53,13 +60,34 @@ def main(_):
     run(2, ckpt)
     saving = run(_STEPS.value, ckpt)
     t0 = time.perf_counter()
-    ckpt.close()
+    ckpt.wait()
     drain = time.perf_counter() - t0
+    orbax_cpu, raw_cpu = [], []
+    for i in range(3):
+      orbax_cpu.append(_cpu_seconds(
+          lambda s=10_000 + i: (ckpt.save(s, state, data_state, {}), ckpt.wait())))
+      raw_cpu.append(_cpu_seconds(lambda d=os.path.join(tmp, f"raw_{i}"): _write_npy(d, state)))
+    ckpt.close()
   print(f"state {state_bytes / 2**20:.1f} MiB | batch {shape[0]} x {shape[1]} | "
         f"{jax.device_count()} device(s)")
   print(f"step without saving: {plain * 1e3:.0f} ms | with a save every {_EVERY.value} step(s): "
         f"{saving * 1e3:.0f} ms | overhead {100 * (saving / plain - 1):+.1f}% "
         f"(last save drained in {drain * 1e3:.0f} ms)")
+  print(f"CPU time of one save, idle loop: Orbax {np.median(orbax_cpu) * 1e3:.0f} ms | "
+        f"np.save of the same arrays into new files {np.median(raw_cpu) * 1e3:.0f} ms")
+
+
+def _cpu_seconds(fn) -> float:
+  before = resource.getrusage(resource.RUSAGE_SELF)
+  fn()
+  after = resource.getrusage(resource.RUSAGE_SELF)
+  return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def _write_npy(directory: str, state) -> None:
+  os.makedirs(directory)
+  for i, x in enumerate(jax.tree.leaves(jax.device_get(state))):
+    np.save(os.path.join(directory, f"{i}.npy"), np.asarray(x))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ def get_config():
   config.mesh.data, config.mesh.fsdp, config.mesh.tensor = 1, -1, 4
   config.logical_axis_rules = "fsdp_tensor"
   m = config.model
-  m.type = "decoder_lm"
+  m.kind = "decoder_lm"
   m.emb_dim = 2048
   m.num_heads = 16
   m.qkv_dim = 2048

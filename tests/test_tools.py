@@ -107,7 +107,7 @@ def test_translate_tool_rejects_bad_input(trained_run, args, message):
 def lm_run(tmp_path_factory):
   """A decoder-only LM workdir as train.py lays it out: config.json, tokenizer, checkpoint."""
   workdir = str(tmp_path_factory.mktemp("lm") / "run")
-  config = tiny_config(**{"model.type": "decoder_lm", "max_predict_length": 12,
+  config = tiny_config(**{"model.kind": "decoder_lm", "max_predict_length": 12,
                           "decoding.method": "sample", "decoding.top_k": 20})
   os.makedirs(workdir)
   with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:

@@ -22,7 +22,7 @@ NORM_POSITIONS = ("pre", "post")
 ACTIVATIONS = ("relu", "gelu", "silu")
 DATA_SOURCES = ("gettext", "files")
 MESH_AXES = ("data", "fsdp", "tensor")
-MODEL_TYPES = ("encoder_decoder", "decoder_lm")
+MODEL_KINDS = ("encoder_decoder", "decoder_lm")
 REMAT = ("none", "full", "dots")
 DECODING_METHODS = ("greedy", "beam", "sample")
 VOCAB_MULTIPLE = 128  # the model's vocabulary is padded up to a multiple of this.
@@ -92,7 +92,7 @@ def default_config() -> ml_collections.ConfigDict:
       "coordinator_address": "", "num_processes": 1, "process_id": 0, "auto": False})
   # Model.
   c.model = ml_collections.ConfigDict()
-  c.model.type = "encoder_decoder"  # encoder_decoder | decoder_lm.
+  c.model.kind = "encoder_decoder"  # encoder_decoder | decoder_lm.
   c.model.emb_dim = 256
   c.model.num_heads = 4
   c.model.qkv_dim = 256  # all heads together; head width = qkv_dim / num_heads.
@@ -215,7 +215,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
   _one_of(config, "model.norm_position", NORM_POSITIONS)
   _one_of(config, "model.activation", ACTIVATIONS)
   _one_of(config, "data.source", DATA_SOURCES)
-  _one_of(config, "model.type", MODEL_TYPES)
+  _one_of(config, "model.kind", MODEL_KINDS)
   _one_of(config, "model.remat", REMAT)
   _one_of(config, "best_checkpoint_mode", ("min", "max"))
   if config.init_from.params:

@@ -176,7 +176,9 @@ def encode(config: TransformerConfig, params, inputs_BS: Array) -> Array:
   return model.apply({"params": params}, inputs_BS, method=EncoderDecoder.encode)
 
 
-def _start_state(config, params, batch_size, max_length, source, cached: bool):
+def start_state(config: TransformerConfig, params, batch_size: int, max_length: int, source,
+                cached: bool):
+  """(step_fn, its initial cache) for `batch_size` rows; `source` is (encoded, inputs) or None."""
   if cached:
     step_fn, model = cached_step_fn(config, params, source)
     source_length = source[1].shape[1] if source is not None else 0
@@ -198,12 +200,12 @@ def translate(params, inputs_BS: Array, rng: Array | None, *, config: Transforme
   if options.method == "beam":
     k = options.beam_size
     source = (jnp.repeat(encoded_BSD, k, axis=0), jnp.repeat(inputs_BS, k, axis=0))
-    step_fn, cache = _start_state(config, params, b * k, max_length, source, cached)
+    step_fn, cache = start_state(config, params, b * k, max_length, source, cached)
     seqs_BKL, _ = beam_lib.beam_search(step_fn, cache, batch_size=b, beam_size=k,
                                        max_length=max_length, alpha=options.alpha,
                                        eos_id=EOS_ID, mask_logits=mask)
     return seqs_BKL[:, 0]
-  step_fn, cache = _start_state(config, params, b, max_length, (encoded_BSD, inputs_BS), cached)
+  step_fn, cache = start_state(config, params, b, max_length, (encoded_BSD, inputs_BS), cached)
   return sample_loop(step_fn, cache, batch_size=b, max_length=max_length, rng=rng,
                      mask_logits=mask, **_sampling_args(options))
 
@@ -216,7 +218,7 @@ def generate(params, prompt_BL: Array, rng: Array | None, *, config: Transformer
   if options.method == "beam":
     raise ValueError("generate: method 'beam' is for translation; use greedy or sample")
   b = prompt_BL.shape[0]
-  step_fn, cache = _start_state(config, params, b, max_length, None, cached)
+  step_fn, cache = start_state(config, params, b, max_length, None, cached)
   return sample_loop(step_fn, cache, batch_size=b, max_length=max_length, rng=rng,
                      prompt_BL=prompt_BL, mask_logits=vocab_mask(vocab_limit),
                      **_sampling_args(options))

@@ -40,7 +40,7 @@ class LoadedRun:
       return np.asarray(jax.device_get(self.programs.decode(self.params, inputs, rng)))
 
 
-def load_run(workdir: str, *, model_type: str, step: int = -1,
+def load_run(workdir: str, *, model_kind: str, step: int = -1,
              decoding: dict | None = None, batch_size: int = 0,
              max_length: int = 0, seed: int | None = None) -> LoadedRun:
   """Loads WORKDIR's config, tokenizer and checkpoint (`step` -1: the latest).
@@ -53,10 +53,10 @@ def load_run(workdir: str, *, model_type: str, step: int = -1,
   if not os.path.exists(path):
     raise config_lib.ConfigError(f"--workdir={workdir!r}: no config.json (not a train.py workdir)")
   config = config_lib.from_json(path)
-  if config.model.type != model_type:
+  if config.model.kind != model_kind:
     raise config_lib.ConfigError(
-        f"--workdir={workdir!r} holds a {config.model.type!r} model; this tool needs "
-        f"{model_type!r}")
+        f"--workdir={workdir!r} holds a {config.model.kind!r} model; this tool needs "
+        f"{model_kind!r}")
   for key, value in (decoding or {}).items():
     config.decoding[key] = value
   if max_length:

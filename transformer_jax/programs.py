@@ -31,10 +31,10 @@ MODEL_CLASSES = {"encoder_decoder": EncoderDecoder, "decoder_lm": DecoderLM}
 
 def batch_shapes(config: ml_collections.ConfigDict,
                  global_batch_size: int) -> dict[str, tuple[int, int]]:
-  """The global batch's arrays (all int32) for the config's model type."""
+  """The global batch's arrays (all int32) for the config's model kind."""
   shape = (global_batch_size, config.max_target_length)
   keys = ["targets", "targets_segment_ids", "targets_positions"]
-  if config.model.type == "encoder_decoder":
+  if config.model.kind == "encoder_decoder":
     keys += ["inputs", "inputs_segment_ids", "inputs_positions"]
   return {k: shape for k in keys}
 
@@ -79,7 +79,7 @@ class Programs:
 def build(config: ml_collections.ConfigDict, mesh: Mesh, vocab_size: int) -> Programs:
   """Model, optimizer, state shardings and jitted steps for `config` on `mesh`."""
   model_config = config_lib.model_config(config, vocab_size)
-  model_class = MODEL_CLASSES[config.model.type]
+  model_class = MODEL_CLASSES[config.model.kind]
   model = model_class(model_config)
   eval_model = model_class(model_config.replace(deterministic=True))
   rules = sharding.logical_axis_rules(config)
@@ -99,7 +99,7 @@ def build(config: ml_collections.ConfigDict, mesh: Mesh, vocab_size: int) -> Pro
   eval_step = jax.jit(functools.partial(steps.eval_step, model=eval_model),
                       in_shardings=(state_shardings.params, batch_sharding),
                       out_shardings=replicated)
-  decode_fn = (decoding.translate if config.model.type == "encoder_decoder"
+  decode_fn = (decoding.translate if config.model.kind == "encoder_decoder"
                else decoding.generate)
   decode = jax.jit(
       functools.partial(decode_fn, config=model_config,

@@ -32,18 +32,23 @@ _ACTIVATIONS = (
     ("act_kv", None),
     ("act_mlp", "tensor"),
     ("act_vocab", "tensor"),
+    ("act_classes", None),
 )
+
+# Small parameter dimensions that every preset keeps whole: rows of a learned
+# position table, class logits, a flattened image patch, token types.
+_UNSHARDED = (("pos_length", None), ("classes", None), ("patch", None), ("token_types", None))
 
 RULE_PRESETS: dict[str, tuple[tuple[str, Any], ...]] = {
     # Pure data parallelism: every parameter replicated.
     "data": (("vocab", None), ("embed", None), ("heads", None), ("kv", None),
-             ("mlp", None)) + _ACTIVATIONS,
+             ("mlp", None)) + _UNSHARDED + _ACTIVATIONS,
     # FSDP (ZeRO-3 style): parameters sharded over fsdp along the model width.
     "fsdp": (("vocab", None), ("embed", "fsdp"), ("heads", None), ("kv", None),
-             ("mlp", None)) + _ACTIVATIONS,
+             ("mlp", None)) + _UNSHARDED + _ACTIVATIONS,
     # FSDP + tensor (Megatron) parallelism: heads, MLP and vocabulary over tensor.
     "fsdp_tensor": (("vocab", "tensor"), ("embed", "fsdp"), ("heads", "tensor"),
-                    ("kv", None), ("mlp", "tensor")) + _ACTIVATIONS,
+                    ("kv", None), ("mlp", "tensor")) + _UNSHARDED + _ACTIVATIONS,
 }
 
 

@@ -140,10 +140,10 @@ class _Runner:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains (or resumes) the run in `workdir`; returns the final metrics."""
   config_lib.validate(config)  # the fields alone, before any device is touched.
-  if config.model.type != "encoder_decoder":
+  if config.model.kind != "encoder_decoder":
     raise config_lib.ConfigError(
-        f"config.model.type={config.model.type!r}: train.py trains the translation task "
-        "(encoder_decoder) so far; other model types compile with python -m transformer_jax.aot")
+        f"config.model.kind={config.model.kind!r}: train.py trains the translation task "
+        "(encoder_decoder) so far; other model kinds compile with python -m transformer_jax.aot")
   sharding.initialize_distributed(config)
   config_lib.validate_devices(config, jax.device_count(), jax.process_count())
   primary = jax.process_index() == 0

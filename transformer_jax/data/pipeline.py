@@ -68,34 +68,26 @@ def process_rows(global_batch_size: int, process_index: int, process_count: int)
   return range(process_index * n, (process_index + 1) * n)
 
 
-def _row_dataset(source: grain.MapDataset, row: int, global_batch_size: int,
-                 tokenizer: Tokenizer, max_length: int, seed: int,
-                 num_packing_bins: int) -> grain.IterDataset:
-  ds = source[row::global_batch_size].shuffle(seed=seed).repeat(None).map(_Tokenize(tokenizer))
-  ds = ds.to_iter_dataset().filter(_FitsLength(max_length))
-  return _pack(ds, max_length, num_packing_bins, seed, shuffle_bins=True)
-
-
-class TrainStream:
-  """An endless, seeded stream of this process's rows of every global batch.
+class RowStreams:
+  """An endless, seeded stream of this process's rows of every global batch, for any task.
 
   Row r's examples are r, r + B, r + 2B, ... of the training split (B =
-  global_batch_size), reshuffled every epoch (shuffle before repeat),
-  tokenized, filtered and packed. `get_state()` is keyed by global row, so a
-  checkpoint written by any split of rows over processes restores onto any
-  other split with the same global batch size.
+  global_batch_size); `row_dataset(examples, seed)` turns that slice (a grain
+  MapDataset) into the row's endless IterDataset (shuffle, repeat, featurize,
+  pack). Each call of `next()` stacks one element of every row. `get_state()`
+  is keyed by global row, so a checkpoint written by any split of rows over
+  processes restores onto any other split with the same global batch size.
   """
 
-  def __init__(self, pairs: Sequence[Pair], tokenizer: Tokenizer, *, global_batch_size: int,
-               rows: Sequence[int], max_length: int, seed: int, num_packing_bins: int):
-    if len(pairs) < global_batch_size:
-      raise ValueError(f"the training split has {len(pairs)} pairs, fewer than the "
+  def __init__(self, examples: Sequence, row_dataset, *, global_batch_size: int,
+               rows: Sequence[int], seed: int, what: str = "examples"):
+    if len(examples) < global_batch_size:
+      raise ValueError(f"the training split has {len(examples)} {what}, fewer than the "
                        f"{global_batch_size} rows of a global batch")
-    source = grain.MapDataset.source(list(pairs))
+    source = grain.MapDataset.source(list(examples))
     self.global_batch_size = global_batch_size
     self.rows = list(rows)
-    self._iters = [iter(_row_dataset(source, r, global_batch_size, tokenizer, max_length, seed,
-                                     num_packing_bins)) for r in self.rows]
+    self._iters = [iter(row_dataset(source[r::global_batch_size], seed)) for r in self.rows]
 
   def __iter__(self):
     return self
@@ -118,6 +110,20 @@ class TrainStream:
       raise ValueError(f"the data position holds no state for rows {missing[:5]}")
     for r, it in zip(self.rows, self._iters):
       it.set_state(state["rows"][str(r)])
+
+
+class TrainStream(RowStreams):
+  """Translation pairs: each row's slice reshuffled every epoch (shuffle before repeat),
+  tokenized, filtered by length and packed."""
+
+  def __init__(self, pairs: Sequence[Pair], tokenizer: Tokenizer, *, global_batch_size: int,
+               rows: Sequence[int], max_length: int, seed: int, num_packing_bins: int):
+    def row_dataset(examples: grain.MapDataset, seed: int) -> grain.IterDataset:
+      ds = examples.shuffle(seed=seed).repeat(None).map(_Tokenize(tokenizer))
+      ds = ds.to_iter_dataset().filter(_FitsLength(max_length))
+      return _pack(ds, max_length, num_packing_bins, seed, shuffle_bins=True)
+    super().__init__(pairs, row_dataset, global_batch_size=global_batch_size, rows=rows,
+                     seed=seed, what="pairs")
 
 
 def eval_batches(pairs: Sequence[Pair], tokenizer: Tokenizer, *, batch_size: int,
