@@ -8,8 +8,8 @@ everything else over `fsdp`:
   python -m transformer_jax.aot --config=configs/lm_1b.py --topology=v5e-256
   python -m transformer_jax.aot --config=configs/lm_1b.py --topology=v5e-256 --num_slices=2
 
-train.py trains the translation task so far; this config is for the
-ahead-of-time compiler until the language-modelling task and its data land.
+For pods: this machine's `python train.py --config=configs/lm.py` is the small
+LM that trains here.
 """
 
 from transformer_jax.config import default_config
@@ -34,6 +34,7 @@ def get_config():
   config.logical_axis_rules = "fsdp_tensor"
   m = config.model
   m.kind = "decoder_lm"
+  m.positions = "rotary"
   m.emb_dim = 2048
   m.num_heads = 16
   m.qkv_dim = 2048
@@ -48,5 +49,6 @@ def get_config():
   # without it the activations need ~22 GiB per v5e chip; "full" needs less
   # memory still, for ~19% more FLOPs.
   m.remat = "dots"
+  config.data.source = "python_stdlib"
   config.data.vocab_size = 32_768
   return config

@@ -1,5 +1,6 @@
 """sentencepiece: round trip, placeholders kept whole, trained once then loaded."""
 
+import inspect
 import os
 
 import numpy as np
@@ -56,3 +57,13 @@ def test_too_small_vocabulary_names_the_field():
   texts = [chr(0x4E00 + i) * 3 for i in range(400)]  # 400 distinct characters.
   with pytest.raises(tok.TokenizerError, match="config.data.vocab_size=300"):
     tok.train_tokenizer(texts, vocab_size=300, character_coverage=1.0)
+
+
+def test_keep_whitespace_round_trips_code_layout():
+  lines = [line for line in inspect.getsource(os).splitlines() if line.strip()]
+  code = "def f(x):\n    if x:\n        return  1\n\n    return 2\n"
+  kept = tok.Tokenizer(tok.train_tokenizer(lines, 600, keep_whitespace=True))
+  assert kept.decode(kept.encode(code)) == code
+  assert "\n" in kept.pieces(code)
+  plain = tok.Tokenizer(tok.train_tokenizer(lines, 600))
+  assert plain.decode(plain.encode(code)) == "def f(x): if x: return 1 return 2"

@@ -164,6 +164,10 @@ def compile_for_topology(config: ml_collections.ConfigDict, topology: Topology,
     config = config.copy_and_resolve_references()
     config.mesh.dcn_data = num_slices
   config_lib.validate(config)
+  if config.model.kind in ("encoder_classifier", "vit") and config.model.num_classes <= 0:
+    raise config_lib.ConfigError(
+        f"config.model.num_classes={config.model.num_classes}: a classifier compiled without "
+        "data needs its number of classes")
   if config.mesh.dcn_data != num_slices:
     raise config_lib.ConfigError(
         f"config.mesh.dcn_data={config.mesh.dcn_data!r}: the topology has {num_slices} "

@@ -20,9 +20,14 @@ LR_SCHEDULES = ("rsqrt", "cosine", "linear", "constant")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 NORM_POSITIONS = ("pre", "post")
 ACTIVATIONS = ("relu", "gelu", "silu")
-DATA_SOURCES = ("gettext", "files")
+# The data sources of each model kind ("files": the user's own files in the kind's format).
+DATA_SOURCES = {"encoder_decoder": ("gettext", "files"), "decoder_lm": ("python_stdlib", "files"),
+                "encoder_classifier": ("debian", "files"), "vit": ("mnist", "files")}
 MESH_AXES = ("data", "fsdp", "tensor")
-MODEL_KINDS = ("encoder_decoder", "decoder_lm")
+MODEL_KINDS = ("encoder_decoder", "decoder_lm", "encoder_classifier", "vit")
+POSITIONS = ("sinusoidal", "learned", "rotary")
+ATTENTION = ("xla", "dot_product")
+POOLING = ("cls", "mean")
 REMAT = ("none", "full", "dots")
 DECODING_METHODS = ("greedy", "beam", "sample")
 VOCAB_MULTIPLE = 128  # the model's vocabulary is padded up to a multiple of this.
@@ -92,7 +97,9 @@ def default_config() -> ml_collections.ConfigDict:
       "coordinator_address": "", "num_processes": 1, "process_id": 0, "auto": False})
   # Model.
   c.model = ml_collections.ConfigDict()
-  c.model.kind = "encoder_decoder"  # encoder_decoder | decoder_lm.
+  # encoder_decoder (translation) | decoder_lm (GPT-style LM) | encoder_classifier
+  # (BERT-style text classifier) | vit (Vision Transformer).
+  c.model.kind = "encoder_decoder"
   c.model.emb_dim = 256
   c.model.num_heads = 4
   c.model.qkv_dim = 256  # all heads together; head width = qkv_dim / num_heads.
@@ -106,9 +113,19 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.logits_via_embedding = True
   c.model.dtype = "float32"
   c.model.remat = "none"  # none | full | dots: recompute activations to save memory.
+  c.model.positions = "sinusoidal"  # sinusoidal | learned | rotary.
+  # xla (einsum softmax) | dot_product (jax.nn.dot_product_attention, the entry point
+  # of fused kernels; jax 0.10 runs its XLA version unless told otherwise; no
+  # attention dropout).
+  c.model.attention = "xla"
+  c.model.pooling = "cls"  # classifiers: cls (class token) | mean (over real positions).
+  c.model.patch_size = 4  # vit: square patches of this many pixels a side.
+  c.model.num_classes = 0  # classifiers: 0 takes the number of labels in the data.
   # Data.
   c.data = ml_collections.ConfigDict()
-  c.data.source = "gettext"  # gettext | files.
+  # encoder_decoder: gettext | files; decoder_lm: python_stdlib | files;
+  # encoder_classifier: debian | files; vit: mnist | files.
+  c.data.source = "gettext"
   c.data.source_lang = "en"
   c.data.target_lang = "de"
   c.data.locale_dirs = ("/usr/share/locale",)
@@ -120,6 +137,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.vocab_size = 8000
   c.data.tokenizer_path = ""  # empty: WORKDIR/tokenizer.model.
   c.data.num_packing_bins = 64
+  c.data.min_class_examples = 100  # encoder_classifier: rarer labels are dropped.
+  c.data.image_size = 28  # vit: images are image_size x image_size x num_channels.
+  c.data.num_channels = 1
   return c
 
 
@@ -214,8 +234,22 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
   _one_of(config, "model.dtype", DTYPES)
   _one_of(config, "model.norm_position", NORM_POSITIONS)
   _one_of(config, "model.activation", ACTIVATIONS)
-  _one_of(config, "data.source", DATA_SOURCES)
   _one_of(config, "model.kind", MODEL_KINDS)
+  _one_of(config, "data.source", DATA_SOURCES[config.model.kind])
+  _one_of(config, "model.positions", POSITIONS)
+  _one_of(config, "model.attention", ATTENTION)
+  _one_of(config, "model.pooling", POOLING)
+  _positive_int(config, "model.patch_size")
+  _positive_int(config, "data.image_size")
+  _positive_int(config, "data.num_channels")
+  if config.model.num_classes < 0:
+    _fail("model.num_classes", config.model.num_classes, "must be >= 0 (0: from the data)")
+  if config.data.image_size % config.model.patch_size:
+    _fail("model.patch_size", config.model.patch_size,
+          f"must divide data.image_size={config.data.image_size}")
+  if config.model.attention == "dot_product" and config.model.attention_dropout_rate > 0:
+    _fail("model.attention_dropout_rate", config.model.attention_dropout_rate,
+          "must be 0 with model.attention='dot_product' (it has no attention dropout)")
   _one_of(config, "model.remat", REMAT)
   _one_of(config, "best_checkpoint_mode", ("min", "max"))
   if config.init_from.params:
@@ -368,15 +402,24 @@ def slice_mesh_shape(config, num_devices: int) -> tuple[int, int, int]:
   return tuple(sizes)
 
 
-def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> TransformerConfig:
+def model_config(config: ml_collections.ConfigDict, vocab_size: int,
+                 num_classes: int = 0) -> TransformerConfig:
   """The frozen training-mode model config; derive eval/decode with .replace().
 
-  `vocab_size` is the tokenizer's; the model pads it to a multiple of
-  VOCAB_MULTIPLE (the extra ids are never targets, and decoding drops them).
+  `vocab_size` is the tokenizer's (0 for images); the model pads it to a
+  multiple of VOCAB_MULTIPLE (the extra ids are never targets, and decoding
+  drops them). `num_classes` (classifiers) is the data's, unless
+  config.model.num_classes sets it.
   """
   m = config.model
   return TransformerConfig(
-      vocab_size=padded_vocab_size(vocab_size),
+      vocab_size=padded_vocab_size(max(vocab_size, 1)),
+      num_classes=m.num_classes or num_classes,
+      positions=m.positions,
+      max_length=max(config.max_target_length, config.max_predict_length) + 1,
+      attention=m.attention,
+      pooling=m.pooling,
+      patch_size=m.patch_size,
       emb_dim=m.emb_dim,
       num_heads=m.num_heads,
       head_dim=m.qkv_dim // m.num_heads,

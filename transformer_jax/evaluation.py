@@ -1,9 +1,11 @@
-"""Translation quality with sacrebleu, on detokenized text."""
+"""Scores: translation quality with sacrebleu on detokenized text; classifier accuracy,
+precision, recall and F1 from a confusion matrix."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import sacrebleu
 
 
@@ -28,3 +30,36 @@ def translation_scores(hypotheses: Sequence[str], references: Sequence[str],
   if with_signatures:
     return scores, {"bleu": str(bleu.get_signature()), "chrf": str(chrf.get_signature())}
   return scores
+
+
+def classification_scores(confusion, labels: Sequence[str] | None = None) -> dict:
+  """Accuracy and precision / recall / F1, macro-averaged and per class.
+
+  `confusion[t, p]` counts examples of true class t predicted as p. Macro
+  averages run over the classes present in the evaluated split (support > 0);
+  a class never predicted has precision 0. `per_class` lists, for every class,
+  {label, support, precision, recall, f1}.
+  """
+  confusion = np.asarray(confusion, np.float64)
+  if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1]:
+    raise ValueError(f"confusion matrix must be square, got shape {confusion.shape}")
+  true_positive = np.diag(confusion)
+  support = confusion.sum(axis=1)
+  predicted = confusion.sum(axis=0)
+  precision = np.divide(true_positive, predicted, out=np.zeros_like(true_positive),
+                        where=predicted > 0)
+  recall = np.divide(true_positive, support, out=np.zeros_like(true_positive), where=support > 0)
+  denom = precision + recall
+  f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(denom), where=denom > 0)
+  present = support > 0
+  total = confusion.sum()
+  names = list(labels) if labels is not None else [str(i) for i in range(len(support))]
+  return {
+      "accuracy": float(true_positive.sum() / total) if total else 0.0,
+      "precision": float(precision[present].mean()) if present.any() else 0.0,
+      "recall": float(recall[present].mean()) if present.any() else 0.0,
+      "f1": float(f1[present].mean()) if present.any() else 0.0,
+      "per_class": [{"label": names[i], "support": int(support[i]),
+                     "precision": float(precision[i]), "recall": float(recall[i]),
+                     "f1": float(f1[i])} for i in range(len(support))],
+  }

@@ -60,21 +60,22 @@ def _duration(seconds: float) -> str:
 
 
 class Progress:
-  """One line per log step: a bar, step, loss, tokens/s and the ETA."""
+  """One line per log step: a bar, step, loss, tokens (or examples) per second, the ETA."""
 
   def __init__(self, total_steps: int, start_step: int, enabled: bool = True, width: int = 24):
     self.total, self.start, self.enabled, self.width = total_steps, start_step, enabled, width
     self._t0 = time.monotonic()
 
-  def update(self, step: int, loss: float, tokens_per_sec: float) -> None:
+  def update(self, step: int, loss: float, rate: float | None, unit: str = "tokens") -> None:
     if not self.enabled:
       return
     done = step / max(self.total, 1)
     filled = int(round(self.width * done))
     elapsed = time.monotonic() - self._t0
-    rate = (step - self.start) / elapsed if elapsed > 0 else 0.0
-    eta = (self.total - step) / rate if rate > 0 else float("nan")
+    steps_rate = (step - self.start) / elapsed if elapsed > 0 else 0.0
+    eta = (self.total - step) / steps_rate if steps_rate > 0 else float("nan")
     bar = "#" * filled + "." * (self.width - filled)
     eta_text = _duration(eta) if math.isfinite(eta) else "?"
+    rate_text = f"{rate:,.0f}" if rate is not None else "?"
     print(f"[{bar}] step {step}/{self.total} | loss {loss:.4f} | "
-          f"{tokens_per_sec:,.0f} tokens/s | ETA {eta_text}", file=sys.stdout, flush=True)
+          f"{rate_text} {unit}/s | ETA {eta_text}", file=sys.stdout, flush=True)

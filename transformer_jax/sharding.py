@@ -98,8 +98,9 @@ def make_mesh(config, devices=None) -> Mesh:
 
 
 def batch_sharding(mesh: Mesh, rules) -> NamedSharding:
-  """Batch arrays [batch, length]: sharded as the rules map "batch" and "length"."""
-  return NamedSharding(mesh, nn.logical_to_mesh_axes(("batch", "length"), rules))
+  """Batch arrays [batch, ...] of any rank (ids, labels, images): the first axis sharded
+  as the rules map "batch", the others whole."""
+  return NamedSharding(mesh, nn.logical_to_mesh_axes(("batch",), rules))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

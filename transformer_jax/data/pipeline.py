@@ -24,6 +24,11 @@ from transformer_jax.data.tokenizer import Tokenizer
 
 FEATURES = ("inputs", "targets")
 
+# Per-row iterators read in the calling thread: grain's defaults (16 prefetch
+# threads and a 500-element buffer per iterator) would start thousands of
+# threads for a large global batch, and the loop consumes rows one step at a time.
+ROW_READ_OPTIONS = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
+
 
 class _Tokenize(grain.transforms.Map):
 
@@ -120,7 +125,7 @@ class TrainStream(RowStreams):
                rows: Sequence[int], max_length: int, seed: int, num_packing_bins: int):
     def row_dataset(examples: grain.MapDataset, seed: int) -> grain.IterDataset:
       ds = examples.shuffle(seed=seed).repeat(None).map(_Tokenize(tokenizer))
-      ds = ds.to_iter_dataset().filter(_FitsLength(max_length))
+      ds = ds.to_iter_dataset(ROW_READ_OPTIONS).filter(_FitsLength(max_length))
       return _pack(ds, max_length, num_packing_bins, seed, shuffle_bins=True)
     super().__init__(pairs, row_dataset, global_batch_size=global_batch_size, rows=rows,
                      seed=seed, what="pairs")

@@ -82,13 +82,25 @@ class Tokenizer:
     return self._sp.encode(text, out_type=str)
 
 
+# keep_whitespace: code keeps its layout. Newlines and runs of spaces are pieces
+# (sentencepiece otherwise normalises all whitespace to single spaces).
+LAYOUT_SYMBOLS = ("\n", "    ", "        ")
+
+
 def train_tokenizer(texts: Sequence[str], vocab_size: int, *,
                     max_sentences: int = 1_000_000, seed_symbols: Sequence[str] = (),
-                    character_coverage: float = 0.9999) -> bytes:
-  """Trains a unigram sentencepiece model on `texts`; returns the model proto."""
+                    character_coverage: float = 0.9999, keep_whitespace: bool = False) -> bytes:
+  """Trains a unigram sentencepiece model on `texts`; returns the model proto.
+
+  With `keep_whitespace`, text is not normalised: newlines, indentation and
+  runs of spaces survive an encode/decode round trip (for code).
+  """
   model = io.BytesIO()
+  if keep_whitespace:
+    seed_symbols = list(LAYOUT_SYMBOLS) + list(seed_symbols)
   try:
-    _train(texts, model, vocab_size, max_sentences, seed_symbols, character_coverage)
+    _train(texts, model, vocab_size, max_sentences, seed_symbols, character_coverage,
+           keep_whitespace)
   except RuntimeError as e:
     if "Vocabulary size" in str(e):
       raise TokenizerError(
@@ -98,8 +110,12 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int, *,
   return model.getvalue()
 
 
-def _train(texts, model, vocab_size, max_sentences, seed_symbols, character_coverage):
+def _train(texts, model, vocab_size, max_sentences, seed_symbols, character_coverage,
+           keep_whitespace):
+  layout = ({"normalization_rule_name": "identity", "remove_extra_whitespaces": False,
+             "allow_whitespace_only_pieces": True} if keep_whitespace else {})
   spm.SentencePieceTrainer.train(
+      **layout,
       sentence_iterator=iter(texts),
       model_writer=model,
       vocab_size=vocab_size,
@@ -118,7 +134,8 @@ def _train(texts, model, vocab_size, max_sentences, seed_symbols, character_cove
 
 
 def load_or_train(path: str, texts_fn, vocab_size: int, *, is_writer: bool,
-                  timeout_s: float = 600.0, use_placeholders: bool = True) -> Tokenizer:
+                  timeout_s: float = 600.0, use_placeholders: bool = True,
+                  keep_whitespace: bool = False) -> Tokenizer:
   """Loads the tokenizer at `path`, training it first if it is missing.
 
   Only the writer process trains and writes (atomically, via a rename); the
@@ -131,7 +148,8 @@ def load_or_train(path: str, texts_fn, vocab_size: int, *, is_writer: bool,
       logging.info("training a %d-piece sentencepiece model on %d texts "
                    "(%d placeholder symbols) -> %s", vocab_size, len(texts),
                    len(symbols), path)
-      proto = train_tokenizer(texts, vocab_size, seed_symbols=symbols)
+      proto = train_tokenizer(texts, vocab_size, seed_symbols=symbols,
+                              keep_whitespace=keep_whitespace)
       os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
       tmp = f"{path}.tmp.{os.getpid()}"
       with open(tmp, "wb") as f:

@@ -1,10 +1,12 @@
 """A decoder-only language model (GPT-style) built from the Transformer's decoder.
 
 The same layers as the encoder-decoder's decoder, without cross-attention:
-token embedding + sinusoidal positions, causal self-attention and MLP blocks,
-and the output projection tied to the embedding. Packed batches pass segment
-ids and positions. Its parameters carry the same logical names, so the
-config's sharding rules apply unchanged.
+token embedding + positions (`config.positions`: sinusoidal, a learned table
+"decoder/pos_embedding", or rotary inside attention), causal self-attention
+and MLP blocks, and the output projection tied to the embedding
+(`logits_via_embedding=True`) or its own "decoder/logits" [D, V]. Packed
+batches pass segment ids and positions. Its parameters carry the same logical
+names, so the config's sharding rules apply unchanged.
 """
 
 from __future__ import annotations

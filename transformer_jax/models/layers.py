@@ -1,8 +1,10 @@
 """Building blocks: embeddings, positions, masks, attention (with KV cache), MLP.
 
 Shapes are in the names: B batch, L/S query/key length, D model width,
-H heads, K head width, F MLP width, V vocabulary. Every parameter carries
-logical axis names; the config's rules map them to mesh axes.
+H heads, K head width, F MLP width, V vocabulary, C classes. Every parameter
+carries logical axis names; the config's rules map them to mesh axes.
+Positions come in three kinds: fixed sinusoidal and learned tables (added to
+the embeddings) and rotary (applied to queries and keys inside attention).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ ACT_BLD = ("act_batch", "act_length", "act_embed")
 ACT_BLHK = ("act_batch", "act_length", "act_heads", "act_kv")
 ACT_BLF = ("act_batch", "act_length", "act_mlp")
 ACT_BLV = ("act_batch", "act_length", "act_vocab")
+ACT_BD = ("act_batch", "act_embed")
+ACT_BC = ("act_batch", "act_classes")
 
 
 def constrain(x: Array, names: tuple[str, ...]) -> Array:
@@ -79,6 +83,36 @@ def sinusoidal_positions(positions_BL: Array, dim: int, max_timescale: float = 1
   return enc
 
 
+def learned_positions(module: nn.Module, positions_BL: Array, num_positions: int, dim: int,
+                      dtype: Dtype = jnp.float32) -> Array:
+  """Rows of a learned table "pos_embedding" [num_positions, dim] (created in `module`)."""
+  length = positions_BL.shape[-1]
+  if length > num_positions:
+    raise ValueError(f"sequence length {length} exceeds max_length={num_positions}, the rows "
+                     "of the learned position table")
+  table = param_with_names(module, "pos_embedding", nn.initializers.normal(stddev=0.02),
+                           (num_positions, dim), ("pos_length", "embed"))
+  table = constrain(table, ("pos_length", None))
+  return jnp.take(table, positions_BL, axis=0).astype(dtype)
+
+
+def rotary_embedding(x_BLHK: Array, positions_BL: Array, max_timescale: float = 1e4) -> Array:
+  """RoPE: rotates each pair (x[i], x[i + K/2]) by positions * max_timescale**(-2i/K).
+
+  Applied to queries and keys, the dot product of a query at m and a key at n
+  then depends on m - n only. Computed in float32, returned in x's dtype.
+  """
+  k = x_BLHK.shape[-1]
+  if k % 2:
+    raise ValueError(f"rotary positions need an even head width, got {k}")
+  inv_freq = max_timescale ** (-np.arange(0, k, 2) / k)
+  angles_BL1F = positions_BL[..., None, None].astype(jnp.float32) * inv_freq  # F = K / 2.
+  sin, cos = jnp.sin(angles_BL1F), jnp.cos(angles_BL1F)
+  x1, x2 = jnp.split(x_BLHK.astype(jnp.float32), 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x_BLHK.dtype)
+
+
 # --------------------------------------------------------------------------- layers
 
 
@@ -120,6 +154,22 @@ class LayerNorm(nn.Module):
     return y.astype(self.dtype)
 
 
+class Dense(nn.Module):
+  """x @ kernel + bias over the last axis; `names` name the kernel's (in, out) axes."""
+  features: int
+  names: tuple[str, str]
+  dtype: Dtype = jnp.float32
+  kernel_init: Any = nn.initializers.xavier_uniform()
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    kernel = param_with_names(self, "kernel", self.kernel_init, (x.shape[-1], self.features),
+                              self.names)
+    bias = param_with_names(self, "bias", nn.initializers.zeros, (self.features,),
+                            self.names[1:])
+    return jnp.einsum("...D,DF->...F", x, kernel.astype(self.dtype)) + bias.astype(self.dtype)
+
+
 class Mlp(nn.Module):
   """Position-wise feed-forward: Dense(F) -> activation -> dropout -> Dense(D)."""
   mlp_dim: int
@@ -147,9 +197,13 @@ class Mlp(nn.Module):
 class MultiHeadAttention(nn.Module):
   """Scaled dot-product attention over H heads, as in the paper.
 
-  With `decode=True` (self-attention only) the module keeps a key/value cache
-  of `max_decode_length` positions in the "cache" collection and takes one
-  query position per call.
+  `attention` picks the implementation: "xla" (einsums, float32 softmax,
+  attention dropout) or "dot_product" (`jax.nn.dot_product_attention`, no
+  attention dropout). With `rotary`, queries and keys are rotated by their
+  positions (RoPE) before the dot product. With `decode=True` (self-attention
+  only) the module keeps a key/value cache of `max_decode_length` positions in
+  the "cache" collection and takes one query position per call; keys are
+  rotated by their own position before they are cached.
   """
   num_heads: int
   head_dim: int
@@ -157,9 +211,13 @@ class MultiHeadAttention(nn.Module):
   dtype: Dtype = jnp.float32
   deterministic: bool = True
   decode: bool = False
+  rotary: bool = False
+  attention: str = "xla"
 
   @nn.compact
-  def __call__(self, q_BLD: Array, kv_BSD: Array, mask_B1LS: Array | None) -> Array:
+  def __call__(self, q_BLD: Array, kv_BSD: Array, mask_B1LS: Array | None,
+               q_positions_BL: Array | None = None,
+               kv_positions_BS: Array | None = None) -> Array:
     d = q_BLD.shape[-1]
     h, k = self.num_heads, self.head_dim
     init = nn.initializers.xavier_uniform(in_axis=0, out_axis=(1, 2))
@@ -172,10 +230,27 @@ class MultiHeadAttention(nn.Module):
     k_BSHK = constrain(jnp.einsum("BSD,DHK->BSHK", kv_BSD, wk.astype(self.dtype)), ACT_BLHK)
     v_BSHK = constrain(jnp.einsum("BSD,DHK->BSHK", kv_BSD, wv.astype(self.dtype)), ACT_BLHK)
 
+    if self.rotary:
+      if q_positions_BL is None or kv_positions_BS is None:
+        raise ValueError("rotary attention needs the positions of its queries and keys")
+      q_BLHK = rotary_embedding(q_BLHK, q_positions_BL)
+      k_BSHK = rotary_embedding(k_BSHK, kv_positions_BS)
+
     if self.decode:
       k_BSHK, v_BSHK, mask_B1LS = self._update_cache(k_BSHK, v_BSHK, mask_B1LS)
 
-    q_BLHK = q_BLHK / jnp.sqrt(k).astype(self.dtype)
+    if self.attention == "xla":
+      out_BLHK = self._xla_attention(q_BLHK, k_BSHK, v_BSHK, mask_B1LS)
+    elif self.attention == "dot_product":
+      out_BLHK = self._dot_product_attention(q_BLHK, k_BSHK, v_BSHK, mask_B1LS)
+    else:
+      raise ValueError(f"attention must be 'xla' or 'dot_product', got {self.attention!r}")
+    out_BLHK = constrain(out_BLHK, ACT_BLHK)
+    out_BLD = jnp.einsum("BLHK,HKD->BLD", out_BLHK, wo.astype(self.dtype))
+    return constrain(out_BLD, ACT_BLD)
+
+  def _xla_attention(self, q_BLHK, k_BSHK, v_BSHK, mask_B1LS):
+    q_BLHK = q_BLHK / jnp.sqrt(self.head_dim).astype(self.dtype)
     logits_BHLS = jnp.einsum("BLHK,BSHK->BHLS", q_BLHK, k_BSHK).astype(jnp.float32)
     if mask_B1LS is not None:
       logits_BHLS = jnp.where(mask_B1LS, logits_BHLS, jnp.finfo(jnp.float32).min)
@@ -183,10 +258,19 @@ class MultiHeadAttention(nn.Module):
     if mask_B1LS is not None:  # rows with no visible key (padding) give zeros, not NaN.
       probs_BHLS = jnp.where(mask_B1LS, probs_BHLS, 0.0)
     probs_BHLS = nn.Dropout(self.dropout_rate)(probs_BHLS, deterministic=self.deterministic)
-    out_BLHK = jnp.einsum("BHLS,BSHK->BLHK", probs_BHLS.astype(self.dtype), v_BSHK)
-    out_BLHK = constrain(out_BLHK, ACT_BLHK)
-    out_BLD = jnp.einsum("BLHK,HKD->BLD", out_BLHK, wo.astype(self.dtype))
-    return constrain(out_BLD, ACT_BLD)
+    return jnp.einsum("BHLS,BSHK->BLHK", probs_BHLS.astype(self.dtype), v_BSHK)
+
+  def _dot_product_attention(self, q_BLHK, k_BSHK, v_BSHK, mask_B1LS):
+    if self.dropout_rate > 0 and not self.deterministic:
+      raise ValueError("attention='dot_product' has no attention dropout: set "
+                       f"attention_dropout_rate=0 (got {self.dropout_rate}) or use "
+                       "attention='xla'")
+    out_BLHK = jax.nn.dot_product_attention(q_BLHK, k_BSHK, v_BSHK, mask=mask_B1LS,
+                                            scale=1.0 / np.sqrt(self.head_dim))
+    if mask_B1LS is not None:  # as the xla path: zeros for queries that see no key.
+      sees_key_BL11 = jnp.moveaxis(jnp.any(mask_B1LS, axis=-1), 1, 2)[..., None]
+      out_BLHK = jnp.where(sees_key_BL11, out_BLHK, 0).astype(out_BLHK.dtype)
+    return out_BLHK
 
   def _update_cache(self, k_B1HK, v_B1HK, mask_B11S):
     """Writes this step's key/value at the cache index; attends to 0..index."""

@@ -1,8 +1,9 @@
 """The encoder-decoder Transformer of "Attention Is All You Need", in Flax Linen.
 
-One frozen `TransformerConfig`; train, eval and decode variants are derived
-with `.replace(deterministic=..., decode=...)`. Token embeddings are shared by
-encoder, decoder and (optionally) the output projection.
+One frozen `TransformerConfig` (also used by the decoder-only LM, the
+encoder classifier and the Vision Transformer); train, eval and decode variants
+are derived with `.replace(deterministic=..., decode=...)`. Token embeddings
+are shared by encoder, decoder and (optionally) the output projection.
 """
 
 from __future__ import annotations
@@ -16,6 +17,15 @@ import jax.numpy as jnp
 
 from transformer_jax.models import layers
 from transformer_jax.models.layers import ACT_BLD, ACT_BLV, Array, constrain
+
+
+POSITIONS = ("sinusoidal", "learned", "rotary")
+ATTENTIONS = ("xla", "dot_product")
+POOLINGS = ("cls", "mean")
+REMAT_POLICIES = {
+    "full": None,  # keep only each layer's input; recompute everything inside.
+    "dots": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,  # keep weight matmuls.
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +46,21 @@ class TransformerConfig:
   remat: str = "none"  # recompute layer activations in the backward pass: none | full | dots.
   deterministic: bool = False
   decode: bool = False
+  positions: str = "sinusoidal"  # sinusoidal | learned | rotary.
+  max_length: int = 512  # rows of a learned position table (incl. any class token).
+  attention: str = "xla"  # xla (einsums) | dot_product (jax.nn.dot_product_attention).
+  num_classes: int = 0  # classifier and ViT heads.
+  pooling: str = "cls"  # classifier and ViT: cls | mean.
+  num_token_types: int = 2  # classifier: rows of the token type table.
+  patch_size: int = 4  # ViT: square patches of patch_size x patch_size pixels.
+
+  def __post_init__(self):
+    for field, allowed in (("positions", POSITIONS), ("attention", ATTENTIONS),
+                           ("pooling", POOLINGS), ("norm_position", ("pre", "post")),
+                           ("remat", ("none", *REMAT_POLICIES))):
+      if getattr(self, field) not in allowed:
+        raise ValueError(f"TransformerConfig.{field} must be one of {allowed}, "
+                         f"got {getattr(self, field)!r}")
 
   def replace(self, **kw) -> "TransformerConfig":
     return dataclasses.replace(self, **kw)
@@ -55,11 +80,12 @@ class _Residual(nn.Module):
     return out_BLD if cfg.norm_position == "pre" else norm(out_BLD)
 
 
-def _attention(cfg: TransformerConfig, name: str, decode: bool = False):
+def _attention(cfg: TransformerConfig, name: str, decode: bool = False, rotary: bool = False):
   return layers.MultiHeadAttention(
       num_heads=cfg.num_heads, head_dim=cfg.head_dim,
       dropout_rate=cfg.attention_dropout_rate, dtype=cfg.dtype,
-      deterministic=cfg.deterministic, decode=decode, name=name)
+      deterministic=cfg.deterministic, decode=decode, rotary=rotary,
+      attention=cfg.attention, name=name)
 
 
 def _mlp(cfg: TransformerConfig):
@@ -72,10 +98,13 @@ class EncoderLayer(nn.Module):
   config: TransformerConfig
 
   @nn.compact
-  def __call__(self, x_BLD: Array, mask_B1LL: Array | None) -> Array:
+  def __call__(self, x_BLD: Array, mask_B1LL: Array | None,
+               positions_BL: Array | None = None) -> Array:
+    """Self-attention and MLP blocks; `positions_BL` are used by rotary positions only."""
     cfg = self.config
-    attn = _attention(cfg, "self_attention")
-    x_BLD = _Residual(cfg, name="attention_block")(x_BLD, lambda h: attn(h, h, mask_B1LL))
+    attn = _attention(cfg, "self_attention", rotary=cfg.positions == "rotary")
+    x_BLD = _Residual(cfg, name="attention_block")(
+        x_BLD, lambda h: attn(h, h, mask_B1LL, positions_BL, positions_BL))
     x_BLD = _Residual(cfg, name="mlp_block")(x_BLD, _mlp(cfg))
     return constrain(x_BLD, ACT_BLD)
 
@@ -85,24 +114,22 @@ class DecoderLayer(nn.Module):
 
   @nn.compact
   def __call__(self, y_BLD: Array, encoded_BSD: Array | None, self_mask_B1LL: Array | None,
-               cross_mask_B1LS: Array | None) -> Array:
-    """Self-attention, cross-attention (skipped when `encoded_BSD` is None: decoder-only), MLP."""
+               cross_mask_B1LS: Array | None, positions_BL: Array | None = None) -> Array:
+    """Self-attention, cross-attention (skipped when `encoded_BSD` is None: decoder-only), MLP.
+
+    Rotary positions (`positions_BL`) apply to self-attention only.
+    """
     cfg = self.config
-    self_attn = _attention(cfg, "self_attention", decode=cfg.decode)
+    self_attn = _attention(cfg, "self_attention", decode=cfg.decode,
+                           rotary=cfg.positions == "rotary")
     y_BLD = _Residual(cfg, name="self_attention_block")(
-        y_BLD, lambda h: self_attn(h, h, self_mask_B1LL))
+        y_BLD, lambda h: self_attn(h, h, self_mask_B1LL, positions_BL, positions_BL))
     if encoded_BSD is not None:
       cross_attn = _attention(cfg, "cross_attention")
       y_BLD = _Residual(cfg, name="cross_attention_block")(
           y_BLD, lambda h: cross_attn(h, encoded_BSD, cross_mask_B1LS))
     y_BLD = _Residual(cfg, name="mlp_block")(y_BLD, _mlp(cfg))
     return constrain(y_BLD, ACT_BLD)
-
-
-REMAT_POLICIES = {
-    "full": None,  # keep only each layer's input; recompute everything inside.
-    "dots": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,  # keep weight matmuls.
-}
 
 
 def _maybe_remat(layer_class, cfg: TransformerConfig):
@@ -112,10 +139,17 @@ def _maybe_remat(layer_class, cfg: TransformerConfig):
   return nn.remat(layer_class, policy=REMAT_POLICIES[cfg.remat], prevent_cse=True)
 
 
-def _embed_with_positions(cfg: TransformerConfig, embed: layers.Embed, ids_BL: Array,
-                          positions_BL: Array) -> Array:
-  x_BLD = embed(ids_BL)
-  x_BLD = x_BLD + layers.sinusoidal_positions(positions_BL, cfg.emb_dim).astype(cfg.dtype)
+def add_positions(module: nn.Module, cfg: TransformerConfig, x_BLD: Array,
+                  positions_BL: Array) -> Array:
+  """x plus cfg.positions' embedding; rotary adds none (attention rotates queries and keys).
+
+  A learned table ("pos_embedding", cfg.max_length rows) is created in `module`.
+  """
+  if cfg.positions == "sinusoidal":
+    x_BLD = x_BLD + layers.sinusoidal_positions(positions_BL, x_BLD.shape[-1]).astype(cfg.dtype)
+  elif cfg.positions == "learned":
+    x_BLD = x_BLD + layers.learned_positions(module, positions_BL, cfg.max_length,
+                                             x_BLD.shape[-1], cfg.dtype)
   return constrain(x_BLD, ACT_BLD)
 
 
@@ -126,11 +160,11 @@ class Encoder(nn.Module):
   @nn.compact
   def __call__(self, inputs_BL: Array, positions_BL: Array, mask_B1LL: Array) -> Array:
     cfg = self.config
-    x_BLD = _embed_with_positions(cfg, self.embed, inputs_BL, positions_BL)
+    x_BLD = add_positions(self, cfg, self.embed(inputs_BL), positions_BL)
     x_BLD = nn.Dropout(cfg.dropout_rate)(x_BLD, deterministic=cfg.deterministic)
     layer_class = _maybe_remat(EncoderLayer, cfg)
     for i in range(cfg.num_encoder_layers):
-      x_BLD = layer_class(cfg, name=f"layer_{i}")(x_BLD, mask_B1LL)
+      x_BLD = layer_class(cfg, name=f"layer_{i}")(x_BLD, mask_B1LL, positions_BL)
     if cfg.norm_position == "pre":
       x_BLD = layers.LayerNorm(dtype=cfg.dtype, name="final_norm")(x_BLD)
     return x_BLD
@@ -144,12 +178,12 @@ class Decoder(nn.Module):
   def __call__(self, decoder_inputs_BL: Array, positions_BL: Array, encoded_BSD: Array | None,
                self_mask_B1LL: Array | None, cross_mask_B1LS: Array | None) -> Array:
     cfg = self.config
-    y_BLD = _embed_with_positions(cfg, self.embed, decoder_inputs_BL, positions_BL)
+    y_BLD = add_positions(self, cfg, self.embed(decoder_inputs_BL), positions_BL)
     y_BLD = nn.Dropout(cfg.dropout_rate)(y_BLD, deterministic=cfg.deterministic)
     layer_class = _maybe_remat(DecoderLayer, cfg)
     for i in range(cfg.num_decoder_layers):
       y_BLD = layer_class(cfg, name=f"layer_{i}")(y_BLD, encoded_BSD, self_mask_B1LL,
-                                                  cross_mask_B1LS)
+                                                  cross_mask_B1LS, positions_BL)
     if cfg.norm_position == "pre":
       y_BLD = layers.LayerNorm(dtype=cfg.dtype, name="final_norm")(y_BLD)
     if cfg.logits_via_embedding:

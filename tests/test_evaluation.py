@@ -1,0 +1,48 @@
+"""Scores: sacrebleu BLEU/chrF with signatures; classifier accuracy, precision, recall, F1."""
+
+import numpy as np
+import pytest
+
+from transformer_jax import evaluation, steps
+
+
+def test_translation_scores_and_signatures():
+  hyps = ["Die Datei wurde gespeichert", "Zugriff verweigert"]
+  refs = ["Die Datei wurde gespeichert", "Zugriff abgelehnt"]
+  scores, sigs = evaluation.translation_scores(hyps, refs, with_signatures=True)
+  assert 0 < scores["bleu"] < 100 and 0 < scores["chrf"] < 100
+  assert "tok:13a" in sigs["bleu"] and "nrefs:1" in sigs["chrf"]
+  assert evaluation.translation_scores(refs, refs)["bleu"] == pytest.approx(100.0)
+  with pytest.raises(ValueError, match="2 hypotheses but 1 references"):
+    evaluation.translation_scores(hyps, refs[:1])
+
+
+def test_classification_scores_by_hand():
+  # true \ predicted: class 0: 3 right, 1 as class 1; class 1: 2 right; class 2: 1 as class 0.
+  confusion = np.array([[3, 1, 0], [0, 2, 0], [1, 0, 0]])
+  s = evaluation.classification_scores(confusion, ["a", "b", "c"])
+  assert s["accuracy"] == pytest.approx(5 / 7)
+  p = [3 / 4, 2 / 3, 0.0]
+  r = [3 / 4, 1.0, 0.0]
+  f1 = [2 * a * b / (a + b) if a + b else 0.0 for a, b in zip(p, r)]
+  assert s["precision"] == pytest.approx(np.mean(p))
+  assert s["recall"] == pytest.approx(np.mean(r))
+  assert s["f1"] == pytest.approx(np.mean(f1))
+  assert [c["support"] for c in s["per_class"]] == [4, 2, 1]
+  assert s["per_class"][1] == {"label": "b", "support": 2, "precision": pytest.approx(2 / 3),
+                               "recall": 1.0, "f1": pytest.approx(0.8)}
+  # A class absent from the split does not count in the macro average.
+  absent = evaluation.classification_scores(np.array([[2, 0], [0, 0]]))
+  assert absent["f1"] == 1.0 and absent["recall"] == 1.0
+
+
+def test_confusion_from_logits_skips_padding_rows():
+  logits = np.array([[2.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 1.0], [5.0, 0.0, 0.0]])
+  labels = np.array([0, 2, 2, -1])  # the last row is padding
+  m = steps.classification_metrics(logits, labels, with_confusion=True)
+  np.testing.assert_array_equal(m["confusion_sum"], [[1, 0, 0], [0, 0, 0], [0, 1, 1]])
+  assert float(m["weight_sum"]) == 3 and float(m["correct_sum"]) == 2
+  summary = steps.summarize(m)
+  assert summary["accuracy"] == pytest.approx(2 / 3)
+  assert summary["f1"] == pytest.approx(evaluation.classification_scores(
+      m["confusion_sum"])["f1"])

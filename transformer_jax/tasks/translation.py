@@ -1,0 +1,88 @@
+"""Translation (encoder_decoder): parallel corpora, BLEU/chrF on decoded text."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import jax
+import numpy as np
+
+from transformer_jax import evaluation
+from transformer_jax.data import pipeline, sources
+from transformer_jax.tasks import base
+
+
+def decoder_name(d) -> str:
+  if d.method == "beam":
+    return f"beam {d.beam_size}, alpha {d.alpha}"
+  if d.method == "sample":
+    return f"sampling, temperature {d.temperature}, top-k {d.top_k}, top-p {d.top_p}"
+  return "greedy"
+
+
+class TranslationTask(base.Task):
+  """Sentence pairs -> packed source/target batches; decoded translations scored by sacrebleu."""
+
+  def __init__(self, config, workdir: str, is_writer: bool):
+    self.config = config
+    self.corpus = sources.load_corpus(config.data)
+    logging.info("corpus: %d train, %d validation, %d test pairs", len(self.corpus.train),
+                 len(self.corpus.validation), len(self.corpus.test))
+    self.tokenizer = base.load_tokenizer(
+        config, workdir, lambda: (s for pair in self.corpus.train for s in pair), is_writer)
+    self.vocab_size = self.tokenizer.vocab_size
+
+  def train_stream(self, *, global_batch_size: int, rows, seed: int):
+    c = self.config
+    return pipeline.TrainStream(
+        self.corpus.train, self.tokenizer, global_batch_size=global_batch_size, rows=rows,
+        max_length=c.max_target_length, seed=seed, num_packing_bins=c.data.num_packing_bins)
+
+  def eval_batches(self, *, batch_size: int, process_index: int, process_count: int):
+    c = self.config
+    return pipeline.eval_batches(
+        self.corpus.validation, self.tokenizer, batch_size=batch_size,
+        max_length=c.max_target_length, num_packing_bins=c.data.num_packing_bins,
+        process_index=process_index, process_count=process_count)
+
+  def translate(self, run, params, pairs):
+    """Translations of `pairs` with config.decoding; returns (scores, signatures, examples)."""
+    hyps, refs, srcs = [], [], []
+    rng = jax.random.key(self.config.seed)
+    for n, (inputs, batch_srcs, batch_refs) in enumerate(pipeline.predict_batches(
+        pairs, self.tokenizer, batch_size=run.global_batch_size,
+        max_length=self.config.max_target_length)):
+      local = {"inputs": inputs[run.rows]}
+      out = run.programs.decode(params, run.global_batch(local)["inputs"],
+                                jax.random.fold_in(rng, n))
+      out = np.asarray(jax.device_get(out))
+      hyps.extend(self.tokenizer.decode(row) for row in out[:len(batch_srcs)])
+      refs.extend(batch_refs)
+      srcs.extend(batch_srcs)
+    scores, signatures = evaluation.translation_scores(hyps, refs, with_signatures=True)
+    return scores, signatures, list(zip(srcs, refs, hyps))
+
+  def extra_eval(self, run, params) -> dict[str, float]:
+    n = self.config.num_eval_bleu_examples
+    if n <= 0:
+      return {}
+    scores, _, _ = self.translate(run, params, self.corpus.validation[:n])
+    return scores
+
+  def final_test(self, run, params, step: int) -> dict[str, float]:
+    c = self.config
+    t0 = time.monotonic()
+    pairs = self.corpus.test
+    if c.num_predict_examples > 0:
+      pairs = pairs[:c.num_predict_examples]
+    scores, signatures, examples = self.translate(run, params, pairs)
+    if run.primary:
+      print(f"Test set ({len(examples)} sentences, {decoder_name(c.decoding)}, "
+            f"{time.monotonic() - t0:.0f}s): BLEU {scores['bleu']:.2f}, chrF {scores['chrf']:.2f}",
+            flush=True)
+      print("  " + json.dumps(signatures), flush=True)
+      for src, ref, hyp in examples[:c.num_example_translations]:
+        print(f"  source:     {src}\n  reference:  {ref}\n  prediction: {hyp}", flush=True)
+    return {f"test/{k}": v for k, v in scores.items()}
