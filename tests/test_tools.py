@@ -5,14 +5,12 @@ import os
 import subprocess
 import sys
 
-import jax
 import pytest
 
-from conftest import EN_DE, tiny_config, write_parallel_tsv
-from transformer_jax import checkpoint, evaluation, programs, sharding
+from conftest import EN_DE, write_parallel_tsv
 from transformer_jax import config as config_lib
+from transformer_jax import evaluation
 from transformer_jax.data import sources
-from transformer_jax.data import tokenizer as tokenizer_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
@@ -105,22 +103,18 @@ def test_translate_tool_rejects_bad_input(trained_run, args, message):
 
 @pytest.fixture(scope="module")
 def lm_run(tmp_path_factory):
-  """A decoder-only LM workdir as train.py lays it out: config.json, tokenizer, checkpoint."""
-  workdir = str(tmp_path_factory.mktemp("lm") / "run")
-  config = tiny_config(**{"model.kind": "decoder_lm", "max_predict_length": 12,
-                          "decoding.method": "sample", "decoding.top_k": 20})
-  os.makedirs(workdir)
-  with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-    f.write(config.to_json_best_effort())
-  texts = [s for pair in EN_DE for s in pair] * 20
-  tok = tokenizer_lib.load_or_train(os.path.join(workdir, "tokenizer.model"), lambda: texts,
-                                    config.data.vocab_size, is_writer=True)
-  progs = programs.build(config, sharding.make_mesh(config), tok.vocab_size)
-  with progs.context():
-    state = progs.init_state(jax.random.key(0))
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=1)
-  ckpt.save(5, state, {"global_batch_size": 0, "rows": {}}, {})
-  ckpt.close()
+  """A tiny decoder-only LM run trained by train.py (configs/lm.py on a small text file)."""
+  tmp = tmp_path_factory.mktemp("lm")
+  text = tmp / "text.txt"
+  text.write_text("\n\n".join(f"{en}. {de}.\n{en} ({i})" for i in range(30) for en, de in EN_DE),
+                  encoding="utf-8")
+  workdir = str(tmp / "run")
+  proc = _run(["train.py", f"--config={REPO}/configs/lm.py", f"--workdir={workdir}",
+               *[a for a in TINY if "predict" not in a], "--config.max_predict_length=12",
+               "--config.data.source=files", f"--config.data.train_files=('{text}',)",
+               "--config.data.vocab_size=400", "--config.decoding.top_k=20"])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "sample:" in proc.stdout
   return workdir
 
 
