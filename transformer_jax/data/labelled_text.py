@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
-import os
 import subprocess
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -34,7 +32,8 @@ import grain
 import numpy as np
 
 from transformer_jax.data.pipeline import ROW_READ_OPTIONS, RowStreams, pad_batch
-from transformer_jax.data.sources import SPLITS, CorpusError, normalize, split_of
+from transformer_jax.data.sources import (SPLITS, CorpusError, normalize, read_two_field_file,
+                                         split_of)
 from transformer_jax.data.tokenizer import Tokenizer
 
 Example = tuple[str, int]
@@ -138,35 +137,15 @@ def read_apt_cache() -> str:
 
 def read_labelled_file(path: str) -> list[tuple[str, str]]:
   """Reads TSV (`text<TAB>label`) or JSONL (`{"text", "label"}`) examples."""
-  if not os.path.exists(path):
-    raise CorpusError(f"labelled data file not found: {path}")
   examples = []
-  is_jsonl = path.endswith((".jsonl", ".json"))
-  with open(path, encoding="utf-8") as f:
-    for lineno, line in enumerate(f, 1):
-      line = line.rstrip("\n")
-      if not line.strip():
-        continue
-      if is_jsonl:
-        try:
-          record = json.loads(line)
-          text, label = record["text"], record["label"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-          raise CorpusError(f"{path}:{lineno}: expected a JSON object with 'text' and "
-                            f"'label' ({e})") from e
-        if not isinstance(text, str) or isinstance(label, (dict, list)) or label is None:
-          raise CorpusError(f"{path}:{lineno}: 'text' must be a string and 'label' a "
-                            f"string or number, got {type(text).__name__} and "
-                            f"{type(label).__name__}")
-      else:
-        fields = line.split("\t")
-        if len(fields) != 2:
-          raise CorpusError(f"{path}:{lineno}: expected 2 tab-separated fields "
-                            f"(text<TAB>label), found {len(fields)}")
-        text, label = fields
-      text, label = normalize(text), str(label).strip()
-      if text and label:
-        examples.append((text, label))
+  for lineno, text, label in read_two_field_file(path, ("text", "label"), "labelled data"):
+    if not isinstance(text, str) or isinstance(label, (dict, list)) or label is None:
+      raise CorpusError(f"{path}:{lineno}: 'text' must be a string and 'label' a "
+                        f"string or number, got {type(text).__name__} and "
+                        f"{type(label).__name__}")
+    text, label = normalize(text), str(label).strip()
+    if text and label:
+      examples.append((text, label))
   return examples
 
 

@@ -122,11 +122,12 @@ def dedupe(candidates: dict[str, collections.Counter]) -> list[Pair]:
 # --------------------------------------------------------------------------- files
 
 
-def read_parallel_file(path: str) -> list[Pair]:
-  """Reads TSV (`source<TAB>target`) or JSONL (`{"source", "target"}`) pairs."""
+def read_two_field_file(path: str, keys: tuple[str, str], what: str):
+  """Yields (line number, first, second) from TSV (`first<TAB>second`) or JSONL
+  (`{keys[0]: ..., keys[1]: ...}`) lines; blank lines are skipped. Errors name the
+  file and line. `what` names the data in the not-found error."""
   if not os.path.exists(path):
-    raise CorpusError(f"parallel data file not found: {path}")
-  pairs = []
+    raise CorpusError(f"{what} file not found: {path}")
   is_jsonl = path.endswith((".jsonl", ".json"))
   with open(path, encoding="utf-8") as f:
     for lineno, line in enumerate(f, 1):
@@ -136,21 +137,26 @@ def read_parallel_file(path: str) -> list[Pair]:
       if is_jsonl:
         try:
           record = json.loads(line)
-          src, tgt = record["source"], record["target"]
+          first, second = record[keys[0]], record[keys[1]]
         except (json.JSONDecodeError, KeyError, TypeError) as e:
-          raise CorpusError(
-              f"{path}:{lineno}: expected a JSON object with 'source' and "
-              f"'target' strings ({e})") from e
+          raise CorpusError(f"{path}:{lineno}: expected a JSON object with '{keys[0]}' and "
+                            f"'{keys[1]}' ({e})") from e
       else:
         fields = line.split("\t")
         if len(fields) != 2:
-          raise CorpusError(
-              f"{path}:{lineno}: expected 2 tab-separated fields "
-              f"(source<TAB>target), found {len(fields)}")
-        src, tgt = fields
-      src, tgt = normalize(src), normalize(tgt)
-      if src and tgt:
-        pairs.append((src, tgt))
+          raise CorpusError(f"{path}:{lineno}: expected 2 tab-separated fields "
+                            f"({keys[0]}<TAB>{keys[1]}), found {len(fields)}")
+        first, second = fields
+      yield lineno, first, second
+
+
+def read_parallel_file(path: str) -> list[Pair]:
+  """Reads TSV (`source<TAB>target`) or JSONL (`{"source", "target"}`) pairs."""
+  pairs = []
+  for _, src, tgt in read_two_field_file(path, ("source", "target"), "parallel data"):
+    src, tgt = normalize(src), normalize(tgt)
+    if src and tgt:
+      pairs.append((src, tgt))
   return pairs
 
 
