@@ -26,10 +26,10 @@ from collections.abc import Sequence
 import grain
 import numpy as np
 
-from transformer_jax.data.labelled_text import (config_field, majority_baseline,
-                                                pad_labelled_batch, shard)
+from transformer_jax.data.labelled_text import majority_baseline, pad_labelled_batch, shard
 from transformer_jax.data.pipeline import ROW_READ_OPTIONS, RowStreams
-from transformer_jax.data.sources import SPLITS, CorpusError, split_of
+from transformer_jax.data.sources import (SPLITS, CorpusError, NamedSplits, config_field,
+                                         split_of)
 
 __all__ = ["ImageSplits", "ImageTrainStream", "image_eval_batches", "load_images",
            "majority_baseline", "mnist_path", "read_mnist", "read_npz_files", "split_images"]
@@ -40,16 +40,11 @@ MNIST_FILE = os.path.join("data", "data", "mnist_5k.csv.gz")
 
 
 @dataclasses.dataclass(frozen=True)
-class ImageSplits:
+class ImageSplits(NamedSplits):
   train: Images
   validation: Images
   test: Images
   num_classes: int
-
-  def split(self, name: str) -> Images:
-    if name not in SPLITS:
-      raise ValueError(f"unknown split {name!r}; expected one of {SPLITS}")
-    return getattr(self, name)
 
 
 # --------------------------------------------------------------------------- sources

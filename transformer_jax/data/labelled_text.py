@@ -32,8 +32,8 @@ import grain
 import numpy as np
 
 from transformer_jax.data.pipeline import ROW_READ_OPTIONS, RowStreams, pad_batch
-from transformer_jax.data.sources import (SPLITS, CorpusError, normalize, read_two_field_file,
-                                         split_of)
+from transformer_jax.data.sources import (SPLITS, CorpusError, NamedSplits, config_field,
+                                         normalize, read_two_field_file, split_of)
 from transformer_jax.data.tokenizer import Tokenizer
 
 Example = tuple[str, int]
@@ -41,31 +41,12 @@ Example = tuple[str, int]
 DEFAULT_MIN_CLASS_EXAMPLES = 100
 SECTION_PREFIXES = ("contrib/", "non-free/", "non-free-firmware/")
 
-# A training row reads its slice synchronously: grain's default (16 prefetch
-# threads and 500 buffered elements per iterator) would start threads for every
-# row of the global batch.
-
-
 @dataclasses.dataclass(frozen=True)
-class LabelledSplits:
+class LabelledSplits(NamedSplits):
   train: list[Example]
   validation: list[Example]
   test: list[Example]
   labels: list[str]  # class names; the label id is the index.
-
-  def split(self, name: str) -> list[Example]:
-    if name not in SPLITS:
-      raise ValueError(f"unknown split {name!r}; expected one of {SPLITS}")
-    return getattr(self, name)
-
-
-def config_field(data_config, name: str, default):
-  """`data_config.name`, or `default` when the config has no such field."""
-  try:
-    value = getattr(data_config, name)
-  except (AttributeError, KeyError):
-    return default
-  return default if value is None else value
 
 
 # --------------------------------------------------------------------------- debian

@@ -37,7 +37,8 @@ import grain
 import numpy as np
 
 from transformer_jax.data.pipeline import ROW_READ_OPTIONS, RowStreams, pad_batch
-from transformer_jax.data.sources import SPLITS, CorpusError, split_of
+from transformer_jax.data.sources import (SPLITS, CorpusError, NamedSplits, config_field,
+                                         split_of)
 from transformer_jax.data.tokenizer import Tokenizer
 
 LM_KEYS = ("targets", "targets_segment_ids", "targets_positions")
@@ -48,30 +49,11 @@ STDLIB_SKIP_DIRS = frozenset({"site-packages", "dist-packages", "__pycache__", "
 
 _BLANK_LINES_RE = re.compile(r"\n[ \t\r\f\v]*\n")
 
-# A training row reads its slice synchronously: grain's default (16 prefetch
-# threads and 500 buffered elements per iterator) would start threads for every
-# row of the global batch.
-
-
 @dataclasses.dataclass(frozen=True)
-class TextSplits:
+class TextSplits(NamedSplits):
   train: list[str]
   validation: list[str]
   test: list[str]
-
-  def split(self, name: str) -> list[str]:
-    if name not in SPLITS:
-      raise ValueError(f"unknown split {name!r}; expected one of {SPLITS}")
-    return getattr(self, name)
-
-
-def _field(data_config, name: str, default):
-  """`data_config.name`, or `default` when the config has no such field."""
-  try:
-    value = getattr(data_config, name)
-  except (AttributeError, KeyError):
-    return default
-  return default if value is None else value
 
 
 # --------------------------------------------------------------------------- stdlib
@@ -147,7 +129,7 @@ def load_documents(data_config) -> TextSplits:
   """Builds the train/validation/test documents that `config.data` describes."""
   source = data_config.source
   if source == "python_stdlib":
-    root = _field(data_config, "stdlib_dir", "") or sysconfig.get_paths()["stdlib"]
+    root = config_field(data_config, "stdlib_dir", "") or sysconfig.get_paths()["stdlib"]
     splits = split_documents(read_stdlib(root), data_config.validation_fraction,
                              data_config.test_fraction)
   elif source == "files":
@@ -155,8 +137,8 @@ def load_documents(data_config) -> TextSplits:
       raise CorpusError("config.data.train_files is empty; give one or more plain "
                         "text files (documents are separated by blank lines)")
     train = read_text_files(list(data_config.train_files))
-    validation_files = list(_field(data_config, "validation_files", ()))
-    test_files = list(_field(data_config, "test_files", ()))
+    validation_files = list(config_field(data_config, "validation_files", ()))
+    test_files = list(config_field(data_config, "test_files", ()))
     if validation_files or test_files:
       splits = TextSplits(train=train, validation=read_text_files(validation_files),
                           test=read_text_files(test_files))

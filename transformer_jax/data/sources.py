@@ -31,16 +31,29 @@ class CorpusError(ValueError):
   """Raised when a corpus cannot be found or read; the message says what to do."""
 
 
+class NamedSplits:
+  """Mixin for dataclasses with `train`, `validation` and `test` fields."""
+
+  def split(self, name: str):
+    if name not in SPLITS:
+      raise ValueError(f"unknown split {name!r}; expected one of {SPLITS}")
+    return getattr(self, name)
+
+
 @dataclasses.dataclass(frozen=True)
-class Corpus:
+class Corpus(NamedSplits):
   train: list[Pair]
   validation: list[Pair]
   test: list[Pair]
 
-  def split(self, name: str) -> list[Pair]:
-    if name not in SPLITS:
-      raise ValueError(f"unknown split {name!r}; expected one of {SPLITS}")
-    return getattr(self, name)
+
+def config_field(data_config, name: str, default):
+  """`data_config.name`, or `default` when the config has no such field (or it is None)."""
+  try:
+    value = getattr(data_config, name)
+  except (AttributeError, KeyError):
+    return default
+  return default if value is None else value
 
 
 def normalize(text: str) -> str:
