@@ -15,9 +15,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from transformer_jax.models import layers
-from transformer_jax.models.layers import ACT_BC, ACT_BD, ACT_BLD, Array, constrain
-from transformer_jax.models.transformer import (EncoderLayer, TransformerConfig, _maybe_remat,
-                                                add_positions, default_positions)
+from transformer_jax.models.layers import ACT_BC, ACT_BD, Array, constrain
+from transformer_jax.models.transformer import (TransformerConfig, add_positions,
+                                                default_positions, encoder_stack)
 
 
 def check_num_classes(cfg: TransformerConfig, model: str) -> None:
@@ -40,21 +40,6 @@ def classification_head(cfg: TransformerConfig, pooled_BD: Array) -> Array:
   logits_BC = layers.Dense(cfg.num_classes, ("embed", "classes"), dtype=cfg.dtype,
                            name="head")(pooled_BD)
   return constrain(logits_BC.astype(jnp.float32), ACT_BC)
-
-
-def encoder_stack(cfg: TransformerConfig, x_BLD: Array, mask_B1LL: Array | None,
-                  positions_BL: Array) -> Array:
-  """Dropout, cfg.num_encoder_layers EncoderLayers ("layer_i") and, for pre-LN, "final_norm".
-
-  Call from a compact method: the layers become the caller's submodules.
-  """
-  x_BLD = nn.Dropout(cfg.dropout_rate)(x_BLD, deterministic=cfg.deterministic)
-  layer_class = _maybe_remat(EncoderLayer, cfg)
-  for i in range(cfg.num_encoder_layers):
-    x_BLD = layer_class(cfg, name=f"layer_{i}")(x_BLD, mask_B1LL, positions_BL)
-  if cfg.norm_position == "pre":
-    x_BLD = layers.LayerNorm(dtype=cfg.dtype, name="final_norm")(x_BLD)
-  return constrain(x_BLD, ACT_BLD)
 
 
 class EncoderClassifier(nn.Module):

@@ -153,6 +153,21 @@ def add_positions(module: nn.Module, cfg: TransformerConfig, x_BLD: Array,
   return constrain(x_BLD, ACT_BLD)
 
 
+def encoder_stack(cfg: TransformerConfig, x_BLD: Array, mask_B1LL: Array | None,
+                  positions_BL: Array) -> Array:
+  """Dropout, cfg.num_encoder_layers EncoderLayers ("layer_i") and, for pre-LN, "final_norm".
+
+  Call from a compact method: the layers become the caller's submodules.
+  """
+  x_BLD = nn.Dropout(cfg.dropout_rate)(x_BLD, deterministic=cfg.deterministic)
+  layer_class = _maybe_remat(EncoderLayer, cfg)
+  for i in range(cfg.num_encoder_layers):
+    x_BLD = layer_class(cfg, name=f"layer_{i}")(x_BLD, mask_B1LL, positions_BL)
+  if cfg.norm_position == "pre":
+    x_BLD = layers.LayerNorm(dtype=cfg.dtype, name="final_norm")(x_BLD)
+  return constrain(x_BLD, ACT_BLD)
+
+
 class Encoder(nn.Module):
   config: TransformerConfig
   embed: layers.Embed
@@ -161,13 +176,7 @@ class Encoder(nn.Module):
   def __call__(self, inputs_BL: Array, positions_BL: Array, mask_B1LL: Array) -> Array:
     cfg = self.config
     x_BLD = add_positions(self, cfg, self.embed(inputs_BL), positions_BL)
-    x_BLD = nn.Dropout(cfg.dropout_rate)(x_BLD, deterministic=cfg.deterministic)
-    layer_class = _maybe_remat(EncoderLayer, cfg)
-    for i in range(cfg.num_encoder_layers):
-      x_BLD = layer_class(cfg, name=f"layer_{i}")(x_BLD, mask_B1LL, positions_BL)
-    if cfg.norm_position == "pre":
-      x_BLD = layers.LayerNorm(dtype=cfg.dtype, name="final_norm")(x_BLD)
-    return x_BLD
+    return encoder_stack(cfg, x_BLD, mask_B1LL, positions_BL)
 
 
 class Decoder(nn.Module):

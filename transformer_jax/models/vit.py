@@ -16,9 +16,10 @@ import jax.numpy as jnp
 
 from transformer_jax.models import layers
 from transformer_jax.models.classifier import (check_num_classes, classification_head,
-                                               encoder_stack, prepend_class_vector)
+                                               prepend_class_vector)
 from transformer_jax.models.layers import ACT_BD, ACT_BLD, Array, constrain
-from transformer_jax.models.transformer import TransformerConfig, default_positions
+from transformer_jax.models.transformer import (TransformerConfig, default_positions,
+                                                encoder_stack)
 
 
 def patchify(images_BHWC: Array, patch_size: int) -> Array:
