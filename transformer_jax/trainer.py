@@ -50,9 +50,9 @@ class _Runner:
     self.rows = sharding.process_batch_rows(p.batch_sharding, p.global_batch_size)
     self.local_batch_size = len(self.rows)
     self.train_iter = self.train_stream(config.seed)
-    self.eval_batches = self.even_out(self.task.eval_batches(
+    self.eval_batches = self.task.eval_batches(
         batch_size=self.local_batch_size, process_index=jax.process_index(),
-        process_count=jax.process_count()))
+        process_count=jax.process_count())
     if config.num_eval_steps > 0:
       self.eval_batches = self.eval_batches[:config.num_eval_steps]
     self.init_rng = jax.random.key(config.seed)

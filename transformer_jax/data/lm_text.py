@@ -236,19 +236,24 @@ def empty_lm_batch(batch_size: int, max_length: int) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------- baseline
 
 
-def unigram_perplexity(train_documents: Iterable[str], eval_documents: Iterable[str],
-                       tokenizer: Tokenizer) -> float:
-  """Per-token perplexity on `eval_documents` of an add-one-smoothed unigram model.
-
-  The model is fitted on the token counts of `train_documents`; both sides
-  count every token the LM is scored on (EOS included). A language model that
-  learns anything beyond token frequencies must score below this.
-  """
+def unigram_log_probs(train_documents: Iterable[str], tokenizer: Tokenizer) -> np.ndarray:
+  """Log-probabilities [vocab] of an add-one-smoothed unigram model of `train_documents`,
+  counting every token the LM is scored on (EOS included)."""
   vocab = tokenizer.vocab_size
   counts = np.zeros(vocab, np.int64)
   for text in train_documents:
     counts += np.bincount(tokenizer.encode(text), minlength=vocab)[:vocab]
-  log_p = np.log(counts + 1.0) - math.log(counts.sum() + vocab)
+  return np.log(counts + 1.0) - math.log(counts.sum() + vocab)
+
+
+def unigram_perplexity(train_documents: Iterable[str], eval_documents: Iterable[str],
+                       tokenizer: Tokenizer, log_probs: np.ndarray | None = None) -> float:
+  """Per-token perplexity on `eval_documents` of the unigram model of `train_documents`
+  (or of `log_probs` from `unigram_log_probs`, fitted once for several splits).
+
+  A language model that learns anything beyond token frequencies must score below this.
+  """
+  log_p = unigram_log_probs(train_documents, tokenizer) if log_probs is None else log_probs
   total, n = 0.0, 0
   for text in eval_documents:
     ids = tokenizer.encode(text)

@@ -70,12 +70,13 @@ class LanguageModelTask(base.Task):
     sums = run.evaluate_sums(params, self._batches(self.docs.test, run.local_batch_size,
                                                    jax.process_index(), n))
     test = steps.summarize(sums)
+    unigram = lm_text.unigram_log_probs(self.docs.train, self.tokenizer)  # fitted once.
     record = {"test/loss": test["nll"], "test/perplexity": test["perplexity"],
               "test/accuracy": test["accuracy"],
               "test/unigram_perplexity": lm_text.unigram_perplexity(
-                  self.docs.train, self.docs.test, self.tokenizer),
+                  (), self.docs.test, self.tokenizer, log_probs=unigram),
               "eval/unigram_perplexity": lm_text.unigram_perplexity(
-                  self.docs.train, self.docs.validation, self.tokenizer)}
+                  (), self.docs.validation, self.tokenizer, log_probs=unigram)}
     samples = self.samples(run, params)
     if run.primary:
       print(f"Test set ({len(self.docs.test)} documents): perplexity {record['test/perplexity']:.2f}"
