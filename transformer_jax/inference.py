@@ -89,15 +89,11 @@ def translate_lines(run: LoadedRun, lines: Sequence[str]) -> list[str]:
   """
   todo = [i for i, line in enumerate(lines) if line.strip()]
   out = [""] * len(lines)
-  batches = pipeline.predict_batches(
-      [(lines[i], "") for i in todo], run.tokenizer,
-      batch_size=run.programs.global_batch_size, max_length=run.config.max_target_length)
-  start = 0
-  for n, (inputs, srcs, _) in enumerate(batches):
-    ids = run.decode(inputs, n)
-    for row in range(len(srcs)):
-      out[todo[start + row]] = run.tokenizer.decode(ids[row])
-    start += len(srcs)
+  translations = pipeline.decode_in_batches(
+      [lines[i] for i in todo], run.tokenizer, batch_size=run.programs.global_batch_size,
+      max_length=run.config.max_target_length, decode_batch=run.decode)
+  for i, text in zip(todo, translations):
+    out[i] = text
   return out
 
 

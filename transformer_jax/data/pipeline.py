@@ -180,3 +180,15 @@ def predict_batches(pairs: Sequence[Pair], tokenizer: Tokenizer, *, batch_size: 
       ids = tokenizer.encode(src)[:max_length]
       inputs[row, :len(ids)] = ids
     yield inputs, [s for s, _ in chunk], [t for _, t in chunk]
+
+
+def decode_in_batches(sources: Sequence[str], tokenizer: Tokenizer, *, batch_size: int,
+                      max_length: int, decode_batch) -> list[str]:
+  """One output text per source, in order: `decode_batch(ids [batch_size, max_length], n)`
+  (n: the batch's index) gives each global batch's output ids, which are detokenized."""
+  out = []
+  for n, (inputs, srcs, _) in enumerate(predict_batches(
+      [(s, "") for s in sources], tokenizer, batch_size=batch_size, max_length=max_length)):
+    ids = decode_batch(inputs, n)
+    out.extend(tokenizer.decode(row) for row in ids[:len(srcs)])
+  return out

@@ -49,18 +49,17 @@ class TranslationTask(base.Task):
 
   def translate(self, run, params, pairs):
     """Translations of `pairs` with config.decoding; returns (scores, signatures, examples)."""
-    hyps, refs, srcs = [], [], []
     rng = jax.random.key(self.config.seed)
-    for n, (inputs, batch_srcs, batch_refs) in enumerate(pipeline.predict_batches(
-        pairs, self.tokenizer, batch_size=run.global_batch_size,
-        max_length=self.config.max_target_length)):
-      local = {"inputs": inputs[run.rows]}
-      out = run.programs.decode(params, run.global_batch(local)["inputs"],
+
+    def decode_batch(inputs, n):
+      out = run.programs.decode(params, run.global_batch({"inputs": inputs[run.rows]})["inputs"],
                                 jax.random.fold_in(rng, n))
-      out = np.asarray(jax.device_get(out))
-      hyps.extend(self.tokenizer.decode(row) for row in out[:len(batch_srcs)])
-      refs.extend(batch_refs)
-      srcs.extend(batch_srcs)
+      return np.asarray(jax.device_get(out))
+
+    srcs, refs = [s for s, _ in pairs], [t for _, t in pairs]
+    hyps = pipeline.decode_in_batches(srcs, self.tokenizer, batch_size=run.global_batch_size,
+                                      max_length=self.config.max_target_length,
+                                      decode_batch=decode_batch)
     scores, signatures = evaluation.translation_scores(hyps, refs, with_signatures=True)
     return scores, signatures, list(zip(srcs, refs, hyps))
 
