@@ -136,3 +136,51 @@ def test_load_params_takes_matching_subtrees(tmp_path):
   assert q.sharding == fresh.params["encoder"]["layer_0"]["self_attention"]["query"].sharding
   with pytest.raises(checkpoint.CheckpointError, match="config.init_from.workdir"):
     checkpoint.load_params(str(tmp_path / "nowhere"), -1, fresh.params)
+
+
+def test_small_arrays_are_packed_and_restore_onto_another_mesh(tmp_path, monkeypatch):
+  from transformer_jax import checkpoint_layout
+  monkeypatch.setattr(checkpoint_layout, "PACK_MAX_BYTES", 4096)  # the tiny model's size.
+  progs = _programs(**{"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2})
+  state = progs.init_state(jax.random.key(3))
+  leaves = jax.tree.leaves(state)
+  small = [x for x in leaves if x.nbytes <= 4096]
+  assert 0 < len(small) < len(leaves)
+  ckpt = checkpoint.Checkpointer(str(tmp_path / "ckpt"), max_to_keep=1)
+  ckpt.save(1, state, {"global_batch_size": 1, "rows": {}}, {})
+  ckpt.close()
+  layout = checkpoint_layout.Layout.from_json(ckpt.metadata(1)["state_layout"])
+  assert sum(len(v) for v in layout.groups.values()) == len(small)
+  saved = ckpt._manager.item_metadata(1)["state"]  # pylint: disable=protected-access
+  assert set(saved) == {"arrays", "packed"}
+  assert len(jax.tree.leaves(saved["arrays"])) == len(leaves) - len(small)
+  # Restored on a data-parallel mesh: every value back, on the new shardings.
+  other = _programs()
+  restored, _, _ = checkpoint.Checkpointer(str(tmp_path / "ckpt"), 1).restore(
+      1, other.abstract_state)
+  for a, b, want in zip(leaves, jax.tree.leaves(restored), jax.tree.leaves(other.abstract_state)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert b.sharding == want.sharding
+
+
+def test_reads_format_2_checkpoints_without_packing(tmp_path):
+  """Checkpoints written before packing (the state's own tree at the top) still restore."""
+  import orbax.checkpoint as ocp
+  progs = _programs()
+  state = progs.init_state(jax.random.key(0))
+  state = state.replace(step=state.step + 4)
+  manager = ocp.CheckpointManager(str(tmp_path / "run" / "checkpoints"),
+                                  item_handlers=checkpoint._item_handlers())  # pylint: disable=protected-access
+  manager.save(4, args=ocp.args.Composite(
+      state=ocp.args.PyTreeSave(state), data=ocp.args.JsonSave({"global_batch_size": 1, "rows": {}}),
+      metadata=ocp.args.JsonSave({"format_version": 2, "step": 4})))
+  manager.close()
+  ckpt = checkpoint.Checkpointer(str(tmp_path / "run" / "checkpoints"), max_to_keep=1)
+  step, restored, _, meta = ckpt.restore_latest(progs.abstract_state)
+  ckpt.close()
+  assert step == 4 and meta["format_version"] == 2
+  for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  params, _ = checkpoint.restore_params(str(tmp_path / "run"), -1, progs.abstract_state.params)
+  for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

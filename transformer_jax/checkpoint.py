@@ -1,6 +1,8 @@
 """Orbax checkpoints of the train state, the data position and a metadata record.
 
-Layout: WORKDIR/checkpoints/<step>/{state,data,metadata}. Orbax writes each
+Layout: WORKDIR/checkpoints/<step>/{state,data,metadata}; inside state, big
+arrays as they are and small ones packed per dtype (see checkpoint_layout.py,
+whose record goes into metadata). Orbax writes each
 step into a temporary directory and renames it when complete, so a crash (even
 SIGKILL) during a save never leaves a half-written checkpoint that looks
 finished. Saves are asynchronous: `save` returns once the arrays are copied
@@ -13,6 +15,7 @@ keyed by global row, so a checkpoint restores onto any process split.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import json
 import logging
@@ -26,7 +29,9 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
-FORMAT_VERSION = 2
+from transformer_jax.checkpoint_layout import Layout, pack
+
+FORMAT_VERSION = 3  # 3: small arrays packed (checkpoint_layout.py); 2 is still read.
 _VERSIONED_PACKAGES = ("jax", "flax", "optax", "orbax-checkpoint", "grain")
 
 
@@ -34,6 +39,7 @@ class CheckpointError(RuntimeError):
   """A checkpoint cannot be used; the message names the file or the difference."""
 
 
+@functools.cache
 def package_versions() -> dict[str, str]:
   out = {}
   for name in _VERSIONED_PACKAGES:
@@ -78,8 +84,36 @@ def _flat(tree) -> dict[tuple[str, ...], Any]:
           for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-def _shapes(tree) -> dict[str, tuple]:
-  return {"/".join(path): tuple(x.shape) for path, x in _flat(tree).items()}
+def _by_path(abstract, got: dict[tuple[str, ...], Any]) -> Any:
+  """`abstract`'s tree with each leaf replaced by `got[its path]`."""
+  return jax.tree_util.tree_map_with_path(
+      lambda p, _: got[tuple(_key_name(k) for k in p)], abstract)
+
+
+def _layout(manager, step: int) -> Layout:
+  restored = manager.restore(step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore()))
+  return Layout.from_json(restored["metadata"].get("state_layout"))
+
+
+def _saved_shapes(manager, step: int, layout: Layout) -> dict[tuple[str, ...], tuple]:
+  """The shape of every array of the state saved at `step`."""
+  saved = manager.item_metadata(step)["state"]
+  if saved is None:
+    raise OSError(f"cannot read the array metadata of checkpoint {step}")
+  return layout.saved_shapes({k: tuple(v.shape) for k, v in _flat(saved).items()})
+
+
+def _restore_arrays(manager, step: int, layout: Layout, wanted: dict[tuple[str, ...], Any],
+                    **other_items) -> tuple[dict[tuple[str, ...], Any], dict]:
+  """The `wanted` arrays ({path: abstract array}) of the state saved at `step`, and the other
+  items asked for (`name=ocp.args...Restore()`)."""
+  item = layout.restore_item(wanted)
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.PyTreeRestore(
+          item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+          partial_restore=True),
+      **other_items))
+  return layout.unpack(restored["state"], wanted), restored
 
 
 def _item_handlers(state_handler=None) -> dict[str, Any]:
@@ -120,12 +154,14 @@ class Checkpointer:
     """Starts an asynchronous save; `metrics` (with the best-by metric) ranks it."""
     if metrics is not None and self._best_metric not in metrics:
       metrics = None
+    tree, layout = pack(_flat(state))
     return self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.PyTreeSave(state),
+        state=ocp.args.PyTreeSave(tree),
         data=ocp.args.JsonSave(data_state),
         metadata=ocp.args.JsonSave({"format_version": FORMAT_VERSION,
                                     "step": int(step),
-                                    "versions": package_versions(), **metadata}),
+                                    "versions": package_versions(),
+                                    "state_layout": layout.to_json(), **metadata}),
     ), metrics=metrics, force=True)
 
   def metadata(self, step: int) -> dict:
@@ -133,13 +169,10 @@ class Checkpointer:
         metadata=ocp.args.JsonRestore()))
     return restored["metadata"]
 
-  def check_shapes(self, step: int, abstract_state: Any) -> None:
+  def check_shapes(self, step: int, abstract_state: Any, layout: Layout) -> None:
     """Raises CheckpointError naming the arrays whose saved shape differs from the model's."""
-    saved = self._manager.item_metadata(step)["state"]
-    have = _shapes(saved) if saved is not None else {}
-    if not have:
-      raise OSError(f"cannot read the array metadata of {os.path.join(self.directory, str(step))}")
-    want = _shapes(abstract_state)
+    have = {"/".join(k): v for k, v in _saved_shapes(self._manager, step, layout).items()}
+    want = {"/".join(k): tuple(x.shape) for k, x in _flat(abstract_state).items()}
     diffs = [f"{k}: saved {have.get(k)}, model {v}" for k, v in want.items()
              if have.get(k) != v]
     diffs += [f"{k}: saved {v}, not in the model" for k, v in have.items() if k not in want]
@@ -152,16 +185,22 @@ class Checkpointer:
 
   def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict, dict]:
     """Restores (state onto the shardings in `abstract_state`, data state, metadata)."""
-    self.check_shapes(step, abstract_state)
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.PyTreeRestore(
-            abstract_state, restore_args=ocp.checkpoint_utils.construct_restore_args(
-                abstract_state)),
-        data=ocp.args.JsonRestore(),
-        metadata=ocp.args.JsonRestore(),
-    ))
+    layout = _layout(self._manager, step)
+    self.check_shapes(step, abstract_state, layout)
+    others = {"data": ocp.args.JsonRestore(), "metadata": ocp.args.JsonRestore()}
+    if layout.arrays_key:
+      got, restored = _restore_arrays(self._manager, step, layout, _flat(abstract_state),
+                                      **others)
+      state = _by_path(abstract_state, got)
+    else:  # format 2: the state's own tree, tuples saved as lists.
+      restored = self._manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.PyTreeRestore(
+              abstract_state,
+              restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state)),
+          **others))
+      state = restored["state"]
     logging.info("restored checkpoint %d from %s", step, self.directory)
-    return restored["state"], restored["data"], restored["metadata"]
+    return state, restored["data"], restored["metadata"]
 
   def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict, dict] | None:
     """The newest checkpoint that restores; older ones stand in for unreadable ones.
@@ -193,16 +232,6 @@ class Checkpointer:
     self._manager.close()
 
 
-def _nested(flat: dict[tuple[str, ...], Any]) -> dict:
-  out: dict = {}
-  for path, value in flat.items():
-    node = out
-    for key in path[:-1]:
-      node = node.setdefault(key, {})
-    node[path[-1]] = value
-  return out
-
-
 def _open_run(source: str, what: str):
   """A read-only manager over a run's checkpoints (`source`: its workdir or checkpoints dir)."""
   directory = source
@@ -227,16 +256,15 @@ def _pick_step(manager, directory: str, step: int, what: str, step_what: str) ->
   return step
 
 
-def _saved_param_shapes(manager, step: int) -> dict[tuple[str, ...], tuple]:
-  return {k[1:]: tuple(v.shape) for k, v in _flat(manager.item_metadata(step)["state"]).items()
-          if k[0] == "params"}
+def _saved_param_shapes(manager, step: int, layout: Layout) -> dict[tuple[str, ...], tuple]:
+  return {k[1:]: v for k, v in _saved_shapes(manager, step, layout).items() if k[0] == "params"}
 
 
-def _restore_params(manager, step: int, wanted: dict[tuple[str, ...], Any]) -> Any:
-  item = {"params": _nested(wanted)}
-  return manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-      item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
-      partial_restore=True)))["state"]["params"]
+def _restore_params(manager, step: int, layout: Layout,
+                    wanted: dict[tuple[str, ...], Any]) -> dict[tuple[str, ...], Any]:
+  """{path within params: array} for the `wanted` parameters."""
+  got, _ = _restore_arrays(manager, step, layout, {("params",) + k: v for k, v in wanted.items()})
+  return {k[1:]: v for k, v in got.items()}
 
 
 def _abstract(x) -> jax.ShapeDtypeStruct:
@@ -254,7 +282,8 @@ def load_params(source: str, step: int, params: Any, pattern: str = "") -> tuple
   try:
     step = _pick_step(manager, directory, step, f"config.init_from.workdir={source!r}",
                       "config.init_from.step")
-    saved = _saved_param_shapes(manager, step)
+    layout = _layout(manager, step)
+    saved = _saved_param_shapes(manager, step, layout)
     regex = re.compile(pattern) if pattern else None
     wanted = {}
     for path, x in _flat(params).items():
@@ -264,10 +293,9 @@ def load_params(source: str, step: int, params: Any, pattern: str = "") -> tuple
     if not wanted:
       raise CheckpointError(f"config.init_from: no parameter of {directory} step {step} matches "
                             f"the model (pattern {pattern!r})")
-    restored = _restore_params(manager, step, wanted)
+    got = _restore_params(manager, step, layout, wanted)
   finally:
     manager.close()
-  got = _flat(restored)
   merged = jax.tree_util.tree_map_with_path(
       lambda p, x: got.get(tuple(_key_name(k) for k in p), x), params)
   return merged, sorted("/".join(p) for p in got)
@@ -279,7 +307,8 @@ def restore_params(workdir: str, step: int, abstract_params: Any) -> tuple[Any, 
   manager, directory = _open_run(workdir, "--workdir")
   try:
     step = _pick_step(manager, directory, step, f"--workdir={workdir!r}", "--step")
-    saved = _saved_param_shapes(manager, step)
+    layout = _layout(manager, step)
+    saved = _saved_param_shapes(manager, step, layout)
     want = _flat(abstract_params)
     diffs = [f"{'/'.join(k)}: saved {saved.get(k)}, model {tuple(v.shape)}"
              for k, v in want.items() if saved.get(k) != tuple(v.shape)]
@@ -287,9 +316,7 @@ def restore_params(workdir: str, step: int, abstract_params: Any) -> tuple[Any, 
       raise CheckpointError(f"checkpoint {os.path.join(directory, str(step))} does not match "
                             f"the model of {workdir}/config.json ({len(diffs)} arrays differ): "
                             + "; ".join(diffs[:5]))
-    restored = _restore_params(manager, step, {k: _abstract(v) for k, v in want.items()})
+    got = _restore_params(manager, step, layout, {k: _abstract(v) for k, v in want.items()})
   finally:
     manager.close()
-  got = _flat(restored)
-  return jax.tree_util.tree_map_with_path(
-      lambda p, x: got[tuple(_key_name(k) for k in p)], abstract_params), step
+  return _by_path(abstract_params, got), step
