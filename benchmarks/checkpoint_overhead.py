@@ -1,12 +1,15 @@
 """What saving a checkpoint every step costs the train loop (asynchronous Orbax saves).
 
   python benchmarks/checkpoint_overhead.py --config=configs/base.py [--steps=12] [--every=1]
+      [--rounds=3]
 
-Runs the config's real train step on synthetic full-length batches: first
-`--steps` steps without saving, then `--steps` steps with a checkpoint after
-every `--every`-th step (state + a data position + metadata, as train.py saves them), and
-prints the mean wall time per step of each and the overhead. The loop waits
-for a step's result before timing the next one, as train.py does at log steps.
+Runs the config's real train step on synthetic full-length batches, in
+`--rounds` rounds of `--steps` steps without saving followed by `--steps` steps
+with a checkpoint after every `--every`-th step (state + a data position +
+metadata, as train.py saves them; the last 3 kept, as by default). Alternating
+the two cancels the machine's slow drift. Prints each round's mean wall time per
+step and overhead, and the overhead of all rounds together. The loop waits for a
+step's result before timing the next one, as train.py does at log steps.
 
 Then, with nothing else running, the CPU time (user + system, all threads) of
 one save: an Orbax save to completion, and as a floor, the same arrays copied
@@ -31,6 +34,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/base.py", "Config f
 _STEPS = flags.DEFINE_integer("steps", 12, "Timed steps per variant (after 2 warm-up steps).")
 _VOCAB = flags.DEFINE_integer("vocab_size", 8000, "Vocabulary size.")
 _EVERY = flags.DEFINE_integer("every", 1, "Save after every N-th step.")
+_ROUNDS = flags.DEFINE_integer("rounds", 3, "Rounds of (steps without, steps with saving).")
 
 
 def main(_):
@@ -58,15 +62,18 @@ def main(_):
     return (time.perf_counter() - t0) / n
 
   with progs.context(), tempfile.TemporaryDirectory() as tmp:
-    run(2)
-    plain = run(_STEPS.value)
     ckpt = checkpoint.Checkpointer(os.path.join(tmp, "ckpt"), max_to_keep=3)
+    run(2)
     run(2, ckpt)
-    blocking.clear()
-    saving = run(_STEPS.value, ckpt)
-    t0 = time.perf_counter()
     ckpt.wait()
-    drain = time.perf_counter() - t0
+    blocking.clear()
+    plain, saving, drains = [], [], []
+    for _ in range(_ROUNDS.value):
+      plain.append(run(_STEPS.value))
+      saving.append(run(_STEPS.value, ckpt))
+      t0 = time.perf_counter()
+      ckpt.wait()  # the next round without saving starts with no save in flight.
+      drains.append(time.perf_counter() - t0)
     orbax_cpu, raw_cpu = [], []
     for i in range(3):
       orbax_cpu.append(_cpu_seconds(
@@ -75,10 +82,13 @@ def main(_):
     ckpt.close()
   print(f"state {state_bytes / 2**20:.1f} MiB | batch {shape[0]} x {shape[1]} | "
         f"{jax.device_count()} device(s)")
-  print(f"step without saving: {plain * 1e3:.0f} ms | with a save every {_EVERY.value} step(s): "
-        f"{saving * 1e3:.0f} ms | overhead {100 * (saving / plain - 1):+.1f}% "
-        f"(save() blocked the loop {np.median(blocking) * 1e3:.0f} ms per call, median; "
-        f"last save drained in {drain * 1e3:.0f} ms)")
+  for i, (p, s) in enumerate(zip(plain, saving)):
+    print(f"round {i + 1}: step without saving {p * 1e3:.0f} ms | with a save every "
+          f"{_EVERY.value} step(s) {s * 1e3:.0f} ms | overhead {100 * (s / p - 1):+.1f}% "
+          f"(last save drained in {drains[i] * 1e3:.0f} ms)")
+  print(f"all rounds: {np.mean(plain) * 1e3:.0f} ms -> {np.mean(saving) * 1e3:.0f} ms per step, "
+        f"overhead {100 * (np.mean(saving) / np.mean(plain) - 1):+.1f}%; save() blocked the loop "
+        f"{np.median(blocking) * 1e3:.0f} ms per call (median)")
   print(f"CPU time of one save, idle loop: Orbax {np.median(orbax_cpu) * 1e3:.0f} ms | "
         f"np.save of the same arrays into new files {np.median(raw_cpu) * 1e3:.0f} ms")
 
