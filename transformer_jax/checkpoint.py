@@ -90,9 +90,13 @@ def _by_path(abstract, got: dict[tuple[str, ...], Any]) -> Any:
       lambda p, _: got[tuple(_key_name(k) for k in p)], abstract)
 
 
+def _read_metadata(manager, step: int) -> dict:
+  return manager.restore(step, args=ocp.args.Composite(
+      metadata=ocp.args.JsonRestore()))["metadata"]
+
+
 def _layout(manager, step: int) -> Layout:
-  restored = manager.restore(step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore()))
-  return Layout.from_json(restored["metadata"].get("state_layout"))
+  return Layout.from_json(_read_metadata(manager, step).get("state_layout"))
 
 
 def _saved_shapes(manager, step: int, layout: Layout) -> dict[tuple[str, ...], tuple]:
@@ -165,9 +169,7 @@ class Checkpointer:
     ), metrics=metrics, force=True)
 
   def metadata(self, step: int) -> dict:
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        metadata=ocp.args.JsonRestore()))
-    return restored["metadata"]
+    return _read_metadata(self._manager, step)
 
   def check_shapes(self, step: int, abstract_state: Any, layout: Layout) -> None:
     """Raises CheckpointError naming the arrays whose saved shape differs from the model's."""
