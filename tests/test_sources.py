@@ -1,13 +1,17 @@
-"""Corpus harvesting from real gettext catalogs, file readers and deterministic splits."""
+"""Corpus harvesting from real gettext catalogs, file readers, deterministic splits and
+the loading skeleton that every kind shares."""
 
+import hashlib
 import json
 import os
 import random
+import types
 
+import numpy as np
 import pytest
 
 from conftest import EN_DE, write_mo
-from transformer_jax.data import sources
+from transformer_jax.data import images, labelled_text, lm_text, sources, splits
 
 
 def _locale_tree(root, catalogs):
@@ -56,13 +60,116 @@ def test_splits_are_deterministic_and_disjoint():
   random.Random(0).shuffle(shuffled)
   b = sources.split_pairs(shuffled, 0.1, 0.1)
   assert a == b
-  train, val, test = ({s for s, _ in a.split(n)} for n in sources.SPLITS)
+  train, val, test = ({s for s, _ in a.split(n)} for n in splits.SPLITS)
   assert not (train & val) and not (train & test) and not (val & test)
   assert len(train) + len(val) + len(test) == 3000
   assert 200 < len(val) < 400 and 200 < len(test) < 400
   # An example's split depends on its source text alone.
-  assert sources.split_of("message number 7", 0.1, 0.1) == sources.split_of(
+  assert splits.split_of("message number 7", 0.1, 0.1) == splits.split_of(
       "message number 7", 0.1, 0.1)
+  # Train stays sorted (it decides the training batches); validation and test are in
+  # hash order, so their first examples are not the alphabetically first.
+  assert a.train == sorted(a.train)
+  for name in ("validation", "test"):
+    got = a.split(name)
+    assert got == splits.hash_order(sorted(got), key=lambda pair: pair[0])
+    assert got != sorted(got)
+
+
+def _sha(text):
+  return hashlib.sha256(text.encode("utf-8")).digest()
+
+
+def test_hash_order_is_by_hash_and_ignores_the_input_order():
+  words = [f"word {i}" for i in range(50)]
+  ordered = splits.hash_order(words, key=str)
+  assert ordered == sorted(words, key=_sha)
+  shuffled = list(words)
+  random.Random(1).shuffle(shuffled)
+  assert splits.hash_order(shuffled, key=str) == ordered
+  assert ordered != sorted(words)
+  items = [("b", 1), ("a", 2), ("b", 0)]  # equal keys keep their input order.
+  assert [i for _, i in splits.hash_order(items, key=lambda x: x[0])] in ([2, 1, 0], [1, 0, 2])
+
+
+def test_split_by_hash_keeps_train_order_and_hash_orders_eval_splits():
+  items = [f"example {i}" for i in range(400)]
+  random.Random(2).shuffle(items)
+  out = splits.split_by_hash(items, str, 0.2, 0.2)
+  assert out["train"] == [x for x in items if splits.split_of(x, 0.2, 0.2) == "train"]
+  for name in ("validation", "test"):
+    assert out[name] == sorted((x for x in items if splits.split_of(x, 0.2, 0.2) == name),
+                               key=_sha)
+    assert len(out[name]) > 40
+
+
+def _data_config(**fields):
+  base = {"source": "files", "validation_fraction": 0.2, "test_fraction": 0.2,
+          "train_files": (), "validation_files": (), "test_files": ()}
+  base.update(fields)
+  return types.SimpleNamespace(**base)
+
+
+def _tsv(path, pairs):
+  path.write_text("".join(f"{s}\t{t}\n" for s, t in pairs), encoding="utf-8")
+  return str(path)
+
+
+def test_load_corpus_from_files_orders_given_eval_files_by_hash(tmp_path):
+  pairs = [(f"message number {i}", f"Nachricht Nummer {i}") for i in range(60)]
+  train = _tsv(tmp_path / "train.tsv", pairs[:40])
+  held_out = _tsv(tmp_path / "held_out.tsv", pairs[40:])
+  corpus = sources.load_corpus(_data_config(train_files=(train,), validation_files=(held_out,),
+                                            test_files=(held_out,)))
+  assert corpus.train == sorted(pairs[:40])
+  assert corpus.validation == corpus.test == sorted(pairs[40:], key=lambda p: _sha(p[0]))
+  carved = sources.load_corpus(_data_config(train_files=(train,)))
+  assert carved.train == sorted(carved.train)
+  assert carved.validation == sorted(carved.validation, key=lambda p: _sha(p[0]))
+
+
+def _one_example_file(tmp_path, kind):
+  """A training file of one example, for each kind's loader."""
+  if kind == "images":
+    np.savez(tmp_path / "one.npz", images=np.zeros((1, 4, 4), np.uint8), labels=np.zeros(1, int))
+    return str(tmp_path / "one.npz")
+  text = {"translation": "Open\tÖffnen\n", "lm": "A single paragraph.\n",
+          "labelled": "just one text\tapple\n"}[kind]
+  path = tmp_path / "one.txt"
+  path.write_text(text, encoding="utf-8")
+  return str(path)
+
+
+# kind: (loader, what its splits hold, who reads the data and its built-in source, files hint)
+LOADERS = {
+    "translation": (sources.load_corpus, "pairs", "a translation model reads 'gettext'",
+                    "TSV/JSONL files of parallel text"),
+    "lm": (lm_text.load_documents, "documents", "a language model reads 'python_stdlib'",
+           "plain text files"),
+    "labelled": (labelled_text.load_labelled, "examples", "a text classifier reads 'debian'",
+                 r"TSV \(text<TAB>label\)"),
+    "images": (images.load_images, "images", "a ViT reads 'mnist'", ".npz files with 'images'"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(LOADERS))
+def test_every_loader_names_the_field_in_its_errors(tmp_path, kind):
+  """One skeleton (`splits.load_splits`) gives every kind the same errors."""
+  load, noun, reader, hint = LOADERS[kind]
+  with pytest.raises(sources.CorpusError,
+                     match=f"config.data.train_files is empty; give one or more {hint}"):
+    load(_data_config())
+  with pytest.raises(sources.CorpusError,
+                     match=f"config.data.source='nope': {reader} or 'files'"):
+    load(_data_config(source="nope"))
+  one = _one_example_file(tmp_path, kind)
+  with pytest.raises(sources.CorpusError,
+                     match=rf"the (train|validation|test) split has no {noun} \(config.data."
+                     r"source='files'\); give more data or change validation_fraction/"):
+    load(_data_config(train_files=(one,)))
+  with pytest.raises(sources.CorpusError, match=rf"the test split has no {noun} .*"
+                     r"give more data in config.data.test_files"):
+    load(_data_config(train_files=(one,), validation_files=(one,)))
 
 
 def test_tsv_and_jsonl_files(tmp_path):

@@ -8,14 +8,14 @@ import pytest
 
 from conftest import tiny_config
 from transformer_jax import config as config_lib
-from transformer_jax import optim, programs, sharding, steps
+from transformer_jax import objectives, optim, programs, sharding, steps
 
 
 def test_label_smoothed_loss_matches_explicit_soft_targets():
   rng = np.random.default_rng(0)
   logits = jnp.asarray(rng.normal(size=(2, 3, 7)), jnp.float32)
   targets = jnp.asarray(rng.integers(0, 7, (2, 3)))
-  loss, nll = steps.cross_entropy(logits, targets, label_smoothing=0.2)
+  loss, nll = objectives.cross_entropy(logits, targets, label_smoothing=0.2)
   soft = optax.smooth_labels(jax.nn.one_hot(targets, 7), 0.0)
   soft = soft * 0.8 + (1 - soft) * 0.2 / 6
   explicit = optax.softmax_cross_entropy(logits, soft)
@@ -23,7 +23,7 @@ def test_label_smoothed_loss_matches_explicit_soft_targets():
   np.testing.assert_allclose(loss, explicit - min_entropy, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(nll, optax.softmax_cross_entropy_with_integer_labels(
       logits, targets), rtol=1e-6)
-  plain, _ = steps.cross_entropy(logits, targets, 0.0)
+  plain, _ = objectives.cross_entropy(logits, targets, 0.0)
   np.testing.assert_allclose(plain, nll)
 
 

@@ -15,9 +15,10 @@ COMMON = [
     "--config.model.emb_dim=32", "--config.model.num_heads=2", "--config.model.qkv_dim=32",
     "--config.model.mlp_dim=64", "--config.model.num_encoder_layers=1",
     "--config.model.num_decoder_layers=1", "--config.per_device_batch_size=2",
-    "--config.log_every_steps=2", "--config.eval_every_steps=3",
-    "--config.checkpoint_every_steps=3", "--config.warmup_steps=2", "--config.num_eval_steps=2",
+    "--config.log_every_steps=20", "--config.eval_every_steps=30",
+    "--config.checkpoint_every_steps=30", "--config.warmup_steps=5", "--config.num_eval_steps=2",
 ]
+STEPS = 60  # enough for each kind to beat its baseline clearly.
 
 
 def _train(config: str, args, timeout=600):
@@ -66,33 +67,39 @@ def _image_files(tmp_path):
           "--config.data.image_size=8", "--config.model.patch_size=4"]
 
 
-@pytest.mark.parametrize("config,data,eval_keys,test_keys", [
-    ("lm.py", _lm_files, ["eval/perplexity", "eval/accuracy"],
-     ["test/perplexity", "test/unigram_perplexity"]),
-    ("classify.py", _classify_files, ["eval/accuracy", "eval/f1"],
-     ["test/accuracy", "test/f1", "test/majority_accuracy"]),
-    ("vit.py", _image_files, ["eval/accuracy", "eval/f1"],
-     ["test/accuracy", "test/f1", "test/majority_accuracy"]),
+def _beats_unigram(test):
+  return test["test/perplexity"] < 0.5 * test["test/unigram_perplexity"]
+
+
+def _beats_majority(test):
+  return test["test/accuracy"] > test["test/majority_accuracy"] + 0.2
+
+
+@pytest.mark.parametrize("config,data,learning_rate,eval_keys,learned", [
+    ("lm.py", _lm_files, 1e-2, ["eval/perplexity", "eval/accuracy"], _beats_unigram),
+    ("classify.py", _classify_files, 5e-3, ["eval/accuracy", "eval/f1"], _beats_majority),
+    ("vit.py", _image_files, 5e-3, ["eval/accuracy", "eval/f1"], _beats_majority),
 ])
-def test_each_kind_trains_tests_and_resumes(tmp_path, config, data, eval_keys, test_keys):
+def test_each_kind_learns_tests_and_resumes(tmp_path, config, data, learning_rate, eval_keys,
+                                           learned):
   workdir = str(tmp_path / "run")
-  args = [f"--workdir={workdir}", *data(tmp_path)]
-  first = _train(config, args + ["--config.num_train_steps=6"])
+  args = [f"--workdir={workdir}", f"--config.learning_rate={learning_rate}", *data(tmp_path)]
+  first = _train(config, args + [f"--config.num_train_steps={STEPS}"])
   assert first.returncode == 0, first.stderr[-3000:]
   assert "Traceback" not in first.stderr
   records = _metrics(workdir)
-  assert [r["step"] for r in records if "train/loss" in r] == [2, 4, 6]
+  assert [r["step"] for r in records if "train/loss" in r] == [20, 40, 60]
   evals = [r for r in records if "eval/loss" in r]
-  assert [r["step"] for r in evals] == [3, 6]
+  assert [r["step"] for r in evals] == [30, 60]
   for r in evals:
     assert all(np.isfinite(r[k]) for k in eval_keys), r
   test = [r for r in records if any(k.startswith("test/") for k in r)]
-  assert len(test) == 1 and all(k in test[0] for k in test_keys), test
+  assert len(test) == 1 and learned(test[0]), test
 
-  second = _train(config, args + ["--config.num_train_steps=8"])
+  second = _train(config, args + [f"--config.num_train_steps={STEPS + 2}"])
   assert second.returncode == 0, second.stderr[-3000:]
-  assert "Resuming from checkpoint at step 6" in second.stdout
-  assert [r["step"] for r in _metrics(workdir) if "train/loss" in r] == [2, 4, 6, 8]
+  assert f"Resuming from checkpoint at step {STEPS}" in second.stdout
+  assert [r["step"] for r in _metrics(workdir) if "train/loss" in r] == [20, 40, 60, 62]
 
 
 def test_a_source_of_another_kind_is_rejected_before_anything_runs(tmp_path):

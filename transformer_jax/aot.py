@@ -35,7 +35,7 @@ from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from transformer_jax import config as config_lib  # noqa: E402
-from transformer_jax import programs, sharding  # noqa: E402
+from transformer_jax import kinds, programs, sharding  # noqa: E402
 
 GiB = 1024**3
 
@@ -164,22 +164,23 @@ def compile_for_topology(config: ml_collections.ConfigDict, topology: Topology,
     config = config.copy_and_resolve_references()
     config.mesh.dcn_data = num_slices
   config_lib.validate(config)
-  if config.model.kind in ("encoder_classifier", "vit") and config.model.num_classes <= 0:
+  kind = kinds.get(config.model.kind)
+  if kind.uses_classes and config.model.num_classes <= 0:
     raise config_lib.ConfigError(
-        f"config.model.num_classes={config.model.num_classes}: a classifier compiled without "
-        "data needs its number of classes")
+        f"config.model.num_classes={config.model.num_classes}: a {kind.name!r} model compiled "
+        "without data needs its number of classes")
   if config.mesh.dcn_data != num_slices:
     raise config_lib.ConfigError(
         f"config.mesh.dcn_data={config.mesh.dcn_data!r}: the topology has {num_slices} "
         "slice(s) (--num_slices)")
   num_devices = topology.chips * num_slices
-  config_lib.validate_devices(config, num_devices)
+  sharding.validate_devices(config, num_devices)
   devices = topology_devices(topology, num_slices)
   if len(devices) != num_devices:
     raise TopologyError(f"libtpu described {len(devices)} devices for {topology.libtpu_name} "
                         f"x {num_slices}, expected {num_devices}")
   mesh = sharding.make_mesh(config, devices)
-  progs = programs.build(config, mesh, config.data.vocab_size)
+  progs = programs.build(config, mesh, config.data.vocab_size if kind.uses_vocab else 0)
   t0 = time.monotonic()
   with progs.context():
     lowered = progs.train_step.lower(progs.abstract_state, progs.batch_specs())

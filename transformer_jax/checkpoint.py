@@ -120,6 +120,21 @@ def _restore_arrays(manager, step: int, layout: Layout, wanted: dict[tuple[str, 
   return layout.unpack(restored["state"], wanted), restored
 
 
+def check_shapes(saved: dict[tuple[str, ...], tuple], want: dict[tuple[str, ...], Any],
+                 what: str, advice: str = "", extra_is_error: bool = False) -> None:
+  """Raises CheckpointError("WHAT (N arrays differ): path: saved S, model M; ...ADVICE")
+  when a `want` array's shape differs from the saved one (or, with `extra_is_error`,
+  a saved array is not wanted)."""
+  diffs = [f"{'/'.join(k)}: saved {saved.get(k)}, model {tuple(x.shape)}"
+           for k, x in want.items() if saved.get(k) != tuple(x.shape)]
+  if extra_is_error:
+    diffs += [f"{'/'.join(k)}: saved {v}, not in the model" for k, v in saved.items()
+              if k not in want]
+  if diffs:
+    raise CheckpointError(f"{what} ({len(diffs)} arrays differ): " + "; ".join(diffs[:5])
+                          + advice)
+
+
 def _item_handlers(state_handler=None) -> dict[str, Any]:
   """Known up front, so a fresh process can read a checkpoint's metadata before restoring."""
   return {"state": state_handler or ocp.PyTreeCheckpointHandler(use_compression=False),
@@ -173,17 +188,10 @@ class Checkpointer:
 
   def check_shapes(self, step: int, abstract_state: Any, layout: Layout) -> None:
     """Raises CheckpointError naming the arrays whose saved shape differs from the model's."""
-    have = {"/".join(k): v for k, v in _saved_shapes(self._manager, step, layout).items()}
-    want = {"/".join(k): tuple(x.shape) for k, x in _flat(abstract_state).items()}
-    diffs = [f"{k}: saved {have.get(k)}, model {v}" for k, v in want.items()
-             if have.get(k) != v]
-    diffs += [f"{k}: saved {v}, not in the model" for k, v in have.items() if k not in want]
-    if diffs:
-      raise CheckpointError(
-          f"checkpoint {os.path.join(self.directory, str(step))} does not match the model "
-          f"({len(diffs)} arrays differ): " + "; ".join(diffs[:5]) +
-          ". Change the config back, or start a new workdir (config.init_from can "
-          "take the matching parameters)")
+    check_shapes(_saved_shapes(self._manager, step, layout), _flat(abstract_state),
+                 f"checkpoint {os.path.join(self.directory, str(step))} does not match the model",
+                 ". Change the config back, or start a new workdir (config.init_from can "
+                 "take the matching parameters)", extra_is_error=True)
 
   def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict, dict]:
     """Restores (state onto the shardings in `abstract_state`, data state, metadata)."""
@@ -312,12 +320,8 @@ def restore_params(workdir: str, step: int, abstract_params: Any) -> tuple[Any, 
     layout = _layout(manager, step)
     saved = _saved_param_shapes(manager, step, layout)
     want = _flat(abstract_params)
-    diffs = [f"{'/'.join(k)}: saved {saved.get(k)}, model {tuple(v.shape)}"
-             for k, v in want.items() if saved.get(k) != tuple(v.shape)]
-    if diffs:
-      raise CheckpointError(f"checkpoint {os.path.join(directory, str(step))} does not match "
-                            f"the model of {workdir}/config.json ({len(diffs)} arrays differ): "
-                            + "; ".join(diffs[:5]))
+    check_shapes(saved, want, f"checkpoint {os.path.join(directory, str(step))} does not "
+                 f"match the model of {workdir}/config.json")
     got = _restore_params(manager, step, layout, {k: _abstract(v) for k, v in want.items()})
   finally:
     manager.close()

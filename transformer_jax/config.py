@@ -8,33 +8,27 @@ runs before anything is built or compiled, and names the bad field.
 from __future__ import annotations
 
 import json
-import math
 import re
 
 import jax.numpy as jnp
 import ml_collections
 
+from transformer_jax import kinds, sharding
+from transformer_jax.errors import ConfigError, fail as _fail
 from transformer_jax.models.transformer import TransformerConfig
+
+__all__ = ["ConfigError", "default_config", "from_json", "model_config", "validate",
+           "validate_distributed"]
 
 LR_SCHEDULES = ("rsqrt", "cosine", "linear", "constant")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 NORM_POSITIONS = ("pre", "post")
 ACTIVATIONS = ("relu", "gelu", "silu")
-# The data sources of each model kind ("files": the user's own files in the kind's format).
-DATA_SOURCES = {"encoder_decoder": ("gettext", "files"), "decoder_lm": ("python_stdlib", "files"),
-                "encoder_classifier": ("debian", "files"), "vit": ("mnist", "files")}
-MESH_AXES = ("data", "fsdp", "tensor")
-MODEL_KINDS = ("encoder_decoder", "decoder_lm", "encoder_classifier", "vit")
 POSITIONS = ("sinusoidal", "learned", "rotary")
 ATTENTION = ("xla", "dot_product")
 POOLING = ("cls", "mean")
 REMAT = ("none", "full", "dots")
 DECODING_METHODS = ("greedy", "beam", "sample")
-VOCAB_MULTIPLE = 128  # the model's vocabulary is padded up to a multiple of this.
-
-
-class ConfigError(ValueError):
-  """A config field has a bad value; the message names the field."""
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -59,19 +53,26 @@ def default_config() -> ml_collections.ConfigDict:
   # Rows of each global batch; 0: per_device_batch_size * devices. Set it to
   # keep batches (and so the data stream) the same when the device count changes.
   c.global_batch_size = 0
-  c.max_target_length = 64  # packed length of source and target sequences.
-  c.max_predict_length = 64  # longest decoded translation.
+  # Tokens of a batch row, every kind: the packed length of source and target
+  # (translation) or of LM text; the cut length of a classifier's text.
+  c.max_target_length = 64
+  # Longest decoded output: a translation, or an LM's prompt plus continuation.
+  c.max_predict_length = 64
   c.num_eval_steps = -1  # validation batches per evaluation; -1: the whole split.
-  c.num_predict_examples = -1  # test examples decoded at the end; -1: all.
-  # Validation examples translated at every evaluation for eval/bleu and eval/chrf; 0: off.
+  # Evaluation subsets are taken in a fixed hash order of each split, so that
+  # they represent it (not the alphabetically first examples).
+  c.num_predict_examples = -1  # translation: test sentences decoded at the end; -1: all.
+  # Translation: validation sentences translated at every evaluation for eval/bleu
+  # and eval/chrf; 0: off.
   c.num_eval_bleu_examples = 0
-  # The decoder of eval/bleu, test/bleu and the translate / generate tools:
+  # The decoder of eval/bleu, test/bleu, the LM's samples and the translate /
+  # generate tools:
   # greedy | beam (beam_size, alpha: GNMT length penalty) | sample (temperature,
   # top_k (0: off), top_p (1: off)).
   c.decoding = ml_collections.ConfigDict({
       "method": "greedy", "beam_size": 4, "alpha": 0.6, "temperature": 1.0, "top_k": 0,
       "top_p": 1.0})
-  c.num_example_translations = 5
+  c.num_example_translations = 5  # translation: test examples printed at the end.
   # Optimizer and schedule.
   c.learning_rate = 2e-3
   c.warmup_steps = 200
@@ -97,8 +98,9 @@ def default_config() -> ml_collections.ConfigDict:
       "coordinator_address": "", "num_processes": 1, "process_id": 0, "auto": False})
   # Model.
   c.model = ml_collections.ConfigDict()
-  # encoder_decoder (translation) | decoder_lm (GPT-style LM) | encoder_classifier
-  # (BERT-style text classifier) | vit (Vision Transformer).
+  # A registered model kind (transformer_jax/kinds/): encoder_decoder (translation) |
+  # decoder_lm (GPT-style LM) | encoder_classifier (BERT-style text classifier) |
+  # vit (Vision Transformer); a config file may register its own (see README).
   c.model.kind = "encoder_decoder"
   c.model.emb_dim = 256
   c.model.num_heads = 4
@@ -113,7 +115,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.logits_via_embedding = True
   c.model.dtype = "float32"
   c.model.remat = "none"  # none | full | dots: recompute activations to save memory.
-  c.model.positions = "sinusoidal"  # sinusoidal | learned | rotary.
+  c.model.positions = "sinusoidal"  # sinusoidal | learned | rotary (vit: learned only).
   # xla (einsum softmax) | dot_product (jax.nn.dot_product_attention, the entry point
   # of fused kernels; jax 0.10 runs its XLA version unless told otherwise; no
   # attention dropout).
@@ -123,12 +125,14 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.num_classes = 0  # classifiers: 0 takes the number of labels in the data.
   # Data.
   c.data = ml_collections.ConfigDict()
+  # One of the kind's sources (its record's data_sources); "files": your own files.
   # encoder_decoder: gettext | files; decoder_lm: python_stdlib | files;
   # encoder_classifier: debian | files; vit: mnist | files.
   c.data.source = "gettext"
-  c.data.source_lang = "en"
+  c.data.source_lang = "en"  # gettext / translation files.
   c.data.target_lang = "de"
-  c.data.locale_dirs = ("/usr/share/locale",)
+  c.data.locale_dirs = ("/usr/share/locale",)  # gettext: where the catalogs are.
+  c.data.stdlib_dir = ""  # python_stdlib: its root; empty: the running Python's.
   c.data.train_files = ()
   c.data.validation_files = ()
   c.data.test_files = ()
@@ -170,10 +174,6 @@ def from_json(path: str) -> ml_collections.ConfigDict:
   return config
 
 
-def _fail(field: str, value, why: str):
-  raise ConfigError(f"config.{field}={value!r}: {why}")
-
-
 def _positive_int(config, field: str):
   value = _get(config, field)
   if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -203,7 +203,12 @@ def _fraction(config, field: str, low_open: bool = False):
 
 def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
              num_processes: int = 1) -> None:
-  """Checks the config; raises ConfigError naming the first bad field."""
+  """Checks the config; raises ConfigError naming the first bad field.
+
+  The generic fields are checked here; the model kind's record (`kinds.get`)
+  checks its data source and its own fields. With `num_devices`, the mesh and
+  the sharded sizes are checked against the devices too.
+  """
   for f in ("num_train_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps",
             "max_checkpoints_to_keep", "per_device_batch_size", "max_target_length",
             "max_predict_length", "model.emb_dim", "model.num_heads", "model.qkv_dim",
@@ -234,8 +239,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
   _one_of(config, "model.dtype", DTYPES)
   _one_of(config, "model.norm_position", NORM_POSITIONS)
   _one_of(config, "model.activation", ACTIVATIONS)
-  _one_of(config, "model.kind", MODEL_KINDS)
-  _one_of(config, "data.source", DATA_SOURCES[config.model.kind])
+  kind = kinds.get(config.model.kind)  # an unknown kind: an error listing the registered ones.
+  _one_of(config, "data.source", kind.data_sources)
   _one_of(config, "model.positions", POSITIONS)
   _one_of(config, "model.attention", ATTENTION)
   _one_of(config, "model.pooling", POOLING)
@@ -244,14 +249,12 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
   _positive_int(config, "data.num_channels")
   if config.model.num_classes < 0:
     _fail("model.num_classes", config.model.num_classes, "must be >= 0 (0: from the data)")
-  if config.data.image_size % config.model.patch_size:
-    _fail("model.patch_size", config.model.patch_size,
-          f"must divide data.image_size={config.data.image_size}")
   if config.model.attention == "dot_product" and config.model.attention_dropout_rate > 0:
     _fail("model.attention_dropout_rate", config.model.attention_dropout_rate,
           "must be 0 with model.attention='dot_product' (it has no attention dropout)")
   _one_of(config, "model.remat", REMAT)
   _one_of(config, "best_checkpoint_mode", ("min", "max"))
+  _check_best_metric(config, kind)
   if config.init_from.params:
     try:
       re.compile(config.init_from.params)
@@ -262,24 +265,30 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
           f"must divide by model.num_heads={config.model.num_heads}")
   _fraction(config, "data.validation_fraction")
   _fraction(config, "data.test_fraction")
-  if config.data.source == "gettext" and (config.data.validation_fraction <= 0 or
-                                          config.data.test_fraction <= 0):
-    _fail("data.validation_fraction", config.data.validation_fraction,
-          "gettext needs validation_fraction and test_fraction > 0")
   if config.data.validation_fraction + config.data.test_fraction >= 1:
     _fail("data.test_fraction", config.data.test_fraction,
           "validation_fraction + test_fraction must be < 1")
   if config.data.source == "files" and not config.data.train_files:
     _fail("data.train_files", config.data.train_files,
-          "data.source='files' needs at least one TSV/JSONL file")
+          f"data.source='files' needs at least one file ({kind.file_format})")
   if config.data.vocab_size < 300:
     _fail("data.vocab_size", config.data.vocab_size,
           "must be at least 300 (256 byte-fallback pieces + specials + words)")
+  kind.check_config(config)
   _positive_int(config, "mesh.dcn_data")
-  _check_rules(config)
+  sharding.check_rules(config)
   validate_distributed(config)
   if num_devices is not None:
-    validate_devices(config, num_devices, num_processes)
+    sharding.validate_devices(config, num_devices, num_processes)
+
+
+def _check_best_metric(config, kind: kinds.ModelKind) -> None:
+  """keep_best_checkpoints ranks by a metric the run logs at every evaluation."""
+  logged = tuple(f"eval/{name}" for name in kind.eval_metrics(config))
+  if config.best_checkpoint_metric not in logged:
+    _fail("best_checkpoint_metric", config.best_checkpoint_metric,
+          f"a {kind.name!r} run logs {logged} at each evaluation (keep_best_checkpoints ranks "
+          "checkpoints by one of them)")
 
 
 def _check_decoding(config) -> None:
@@ -296,66 +305,6 @@ def _check_decoding(config) -> None:
     _fail("decoding.top_p", d.top_p, "must be in (0, 1] (1: off)")
 
 
-def _check_rules(config) -> None:
-  from transformer_jax import sharding  # pylint: disable=import-outside-toplevel
-  if config.logical_axis_rules not in sharding.RULE_PRESETS:
-    _fail("logical_axis_rules", config.logical_axis_rules,
-          f"must be one of {tuple(sharding.RULE_PRESETS)}")
-  for entry in config.logical_axis_rule_overrides:
-    ok = isinstance(entry, (tuple, list)) and len(entry) == 2 and isinstance(entry[0], str)
-    if not ok or any(a not in MESH_AXES for a in _as_axes(entry[1])):
-      _fail("logical_axis_rule_overrides", entry,
-            f"each entry must be (logical name, mesh axis or tuple of {MESH_AXES} or None)")
-
-
-def _as_axes(rule_value) -> tuple:
-  """A rule's mesh axes as a tuple: "tensor" -> ("tensor",), None -> ()."""
-  return (rule_value,) if isinstance(rule_value, str) else tuple(rule_value or ())
-
-
-def global_batch_size(config, num_devices: int) -> int:
-  """config.global_batch_size, or per_device_batch_size * devices when it is 0."""
-  return config.global_batch_size or config.per_device_batch_size * num_devices
-
-
-def padded_vocab_size(vocab_size: int) -> int:
-  """The model's vocabulary: the tokenizer's, rounded up so that it shards evenly."""
-  return -(-vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
-
-
-def validate_devices(config, num_devices: int, num_processes: int = 1) -> None:
-  """Checks config.mesh and the sharded sizes against the devices.
-
-  Runs once jax.distributed has started (the device count is known), and
-  before anything is built or compiled.
-  """
-  shape = dict(zip(MESH_AXES, mesh_shape(config, num_devices)))
-  if num_devices % num_processes:
-    raise ConfigError(f"{num_devices} devices do not split over {num_processes} processes")
-  from transformer_jax import sharding  # pylint: disable=import-outside-toplevel
-  rules = dict(sharding.logical_axis_rules(config))
-  m = config.model
-  batch = global_batch_size(config, num_devices)
-  sizes = {  # logical name -> (field, size)
-      "embed": ("model.emb_dim", m.emb_dim),
-      "mlp": ("model.mlp_dim", m.mlp_dim),
-      "heads": ("model.num_heads", m.num_heads),
-      "kv": ("model.qkv_dim / model.num_heads", m.qkv_dim // m.num_heads),
-      "vocab": ("data.vocab_size (padded)", padded_vocab_size(config.data.vocab_size)),
-      "batch": ("global_batch_size", batch),
-  }
-  if batch % num_processes:
-    _fail("global_batch_size", batch, f"must divide over the {num_processes} processes")
-  for name, (field, size) in sizes.items():
-    axes = _as_axes(rules.get(name))
-    shards = math.prod(shape[a] for a in axes)
-    if size % shards:
-      raise ConfigError(
-          f"config.{field}={size} does not divide over the mesh axes {axes} "
-          f"({shards} devices) that config.logical_axis_rules={config.logical_axis_rules!r} "
-          f"maps '{name}' onto; config.mesh={shape}")
-
-
 def validate_distributed(config) -> None:
   """Checks config.distributed; runs before jax.distributed is initialised."""
   d = config.distributed
@@ -369,51 +318,18 @@ def validate_distributed(config) -> None:
             f"must be in [0, distributed.num_processes={d.num_processes})")
 
 
-def mesh_shape(config, num_devices: int) -> tuple[int, int, int]:
-  """The (data, fsdp, tensor) mesh shape; data spans all slices (mesh.dcn_data)."""
-  data, fsdp, tensor = slice_mesh_shape(config, num_devices)
-  return (config.mesh.dcn_data * data, fsdp, tensor)
-
-
-def slice_mesh_shape(config, num_devices: int) -> tuple[int, int, int]:
-  """Resolves config.mesh (one axis may be -1) against the devices of one slice."""
-  sizes = [config.mesh[a] for a in MESH_AXES]
-  described = {**dict(zip(MESH_AXES, sizes)), "dcn_data": config.mesh.dcn_data}
-  for axis, size in zip(MESH_AXES, sizes):
-    if not isinstance(size, int) or isinstance(size, bool) or size == 0 or size < -1:
-      _fail(f"mesh.{axis}", size, "must be a positive integer or -1")
-  slices = config.mesh.dcn_data
-  if not isinstance(slices, int) or slices < 1 or num_devices % slices:
-    raise ConfigError(f"config.mesh={described}: dcn_data={slices} slices do not divide "
-                      f"the {num_devices} devices")
-  per_slice = num_devices // slices
-  if sizes.count(-1) > 1:
-    raise ConfigError(f"config.mesh={described}: at most one axis may be -1")
-  known = math.prod(s for s in sizes if s != -1)
-  if -1 in sizes:
-    if per_slice % known:
-      raise ConfigError(f"config.mesh={described}: the fixed axes ({known}) do not divide "
-                        f"the {per_slice} devices per slice")
-    sizes[sizes.index(-1)] = per_slice // known
-  if math.prod(sizes) != per_slice:
-    raise ConfigError(f"config.mesh={described}: data * fsdp * tensor is {math.prod(sizes)}, "
-                      f"but there are {per_slice} devices per slice ({num_devices} devices, "
-                      f"{slices} slice(s))")
-  return tuple(sizes)
-
-
 def model_config(config: ml_collections.ConfigDict, vocab_size: int,
                  num_classes: int = 0) -> TransformerConfig:
   """The frozen training-mode model config; derive eval/decode with .replace().
 
   `vocab_size` is the tokenizer's (0 for images); the model pads it to a
-  multiple of VOCAB_MULTIPLE (the extra ids are never targets, and decoding
+  multiple of sharding.VOCAB_MULTIPLE (the extra ids are never targets, and decoding
   drops them). `num_classes` (classifiers) is the data's, unless
   config.model.num_classes sets it.
   """
   m = config.model
   return TransformerConfig(
-      vocab_size=padded_vocab_size(max(vocab_size, 1)),
+      vocab_size=sharding.padded_vocab_size(max(vocab_size, 1)),
       num_classes=m.num_classes or num_classes,
       positions=m.positions,
       max_length=max(config.max_target_length, config.max_predict_length) + 1,

@@ -33,7 +33,7 @@ def main(argv):
     if not prompts:
       raise tool_flags.BadInput("give --prompt or --input")
     from transformer_jax import inference  # pylint: disable=import-outside-toplevel
-    run = inference.load_run(model_kind="decoder_lm", **tool_flags.load_args())
+    run = inference.load_run(tool="generate", **tool_flags.load_args())
     texts = inference.generate_texts(run, prompts)
     tool_flags.write_lines(_OUTPUT.value, [t.replace("\r", "\\r").replace("\n", "\\n")
                                            for t in texts])

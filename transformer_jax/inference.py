@@ -17,11 +17,12 @@ import jax
 import ml_collections
 import numpy as np
 
-from transformer_jax import checkpoint, sharding
+from transformer_jax import checkpoint, kinds, sharding
 from transformer_jax import config as config_lib
 from transformer_jax import programs as programs_lib
 from transformer_jax.data import pipeline
 from transformer_jax.data.tokenizer import Tokenizer
+from transformer_jax.tasks.base import prompt_batch
 
 
 @dataclasses.dataclass
@@ -34,29 +35,32 @@ class LoadedRun:
 
   def decode(self, ids_BL: np.ndarray, batch_index: int) -> np.ndarray:
     """The decode program on one global batch of ids; the rng folds in `batch_index`."""
-    inputs = sharding.global_batch({"inputs": ids_BL}, self.programs.batch_sharding)["inputs"]
     rng = jax.random.fold_in(jax.random.key(self.config.seed), batch_index)
-    with self.programs.context():
-      return np.asarray(jax.device_get(self.programs.decode(self.params, inputs, rng)))
+    return self.programs.decode_ids(self.params, ids_BL, rng)
 
 
-def load_run(workdir: str, *, model_kind: str, step: int = -1,
+def load_run(workdir: str, *, tool: str, step: int = -1,
              decoding: dict | None = None, batch_size: int = 0,
              max_length: int = 0, seed: int | None = None) -> LoadedRun:
   """Loads WORKDIR's config, tokenizer and checkpoint (`step` -1: the latest).
 
-  `decoding` replaces fields of config.decoding; `batch_size` (0: the run's
-  global batch) is rounded up to fill the mesh's batch axes; `max_length` (0:
-  config.max_predict_length) caps the decoded length. Errors name the field.
+  `tool` ("translate" | "generate") must be the one that the run's model kind
+  names as its decoder (kinds: `decode_tool`). `decoding` replaces fields of
+  config.decoding; `batch_size` (0: the run's global batch) is rounded up to fill
+  the mesh's batch axes; `max_length` (0: config.max_predict_length) caps the
+  decoded length. Errors name the field.
   """
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise config_lib.ConfigError(f"--workdir={workdir!r}: no config.json (not a train.py workdir)")
   config = config_lib.from_json(path)
-  if config.model.kind != model_kind:
+  kind = kinds.get(config.model.kind)
+  if kind.decode_tool != tool:
+    decoders = [k for k in kinds.names() if kinds.get(k).decode_tool == tool]
     raise config_lib.ConfigError(
-        f"--workdir={workdir!r} holds a {config.model.kind!r} model; this tool needs "
-        f"{model_kind!r}")
+        f"--workdir={workdir!r} holds a {kind.name!r} model, which the {tool} tool does not "
+        f"decode (it decodes {decoders}"
+        + (f"; use python -m transformer_jax.{kind.decode_tool})" if kind.decode_tool else ")"))
   for key, value in (decoding or {}).items():
     config.decoding[key] = value
   if max_length:
@@ -66,13 +70,13 @@ def load_run(workdir: str, *, model_kind: str, step: int = -1,
   config.distributed.coordinator_address = ""
   n = jax.device_count()
   try:
-    config_lib.validate_devices(config, n)
+    sharding.validate_devices(config, n)
   except config_lib.ConfigError as e:
     print(f"note: the run's mesh does not fit {n} device(s) ({e}); decoding data-parallel",
           file=sys.stderr)
     config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1, "dcn_data": 1})
-  batch = batch_size or config_lib.global_batch_size(config, n)
-  data, fsdp, _ = config_lib.mesh_shape(config, n)
+  batch = batch_size or sharding.global_batch_size(config, n)
+  data, fsdp, _ = sharding.mesh_shape(config, n)
   config.global_batch_size = -(-batch // (data * fsdp)) * (data * fsdp)
   config_lib.validate(config, n)
   tokenizer = Tokenizer.load(config.data.tokenizer_path or
@@ -103,14 +107,11 @@ def generate_texts(run: LoadedRun, prompts: Sequence[str]) -> list[str]:
   batch = run.programs.global_batch_size
   out = []
   for n, start in enumerate(range(0, len(prompts), batch)):
-    chunk = prompts[start:start + batch]
-    ids = np.zeros((batch, length), np.int32)
-    for row, prompt in enumerate(chunk):
-      tokens = run.tokenizer.encode(prompt, add_eos=False)
+    chunk = [run.tokenizer.encode(p, add_eos=False) for p in prompts[start:start + batch]]
+    for row, tokens in enumerate(chunk):
       if len(tokens) >= length:
-        raise config_lib.ConfigError(f"prompt {start + row} has {len(tokens)} tokens; --max_length={length} "
-                         "leaves no room to generate")
-      ids[row, :len(tokens)] = tokens
-    result = run.decode(ids, n)
+        raise config_lib.ConfigError(f"prompt {start + row} has {len(tokens)} tokens; "
+                                     f"--max_length={length} leaves no room to generate")
+    result = run.decode(prompt_batch(chunk, batch, length), n)
     out.extend(run.tokenizer.decode(result[row]) for row in range(len(chunk)))
   return out

@@ -16,44 +16,20 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding
 
 from transformer_jax import config as config_lib
-from transformer_jax import decoding, optim, sharding, steps
-from transformer_jax.models.classifier import EncoderClassifier
-from transformer_jax.models.decoder_lm import DecoderLM
-from transformer_jax.models.transformer import EncoderDecoder, TransformerConfig
-from transformer_jax.models.vit import VisionTransformer
-
-DECODE_FNS = {"encoder_decoder": decoding.translate, "decoder_lm": decoding.generate}
-MODEL_CLASSES = {"encoder_decoder": EncoderDecoder, "decoder_lm": DecoderLM,
-                 "encoder_classifier": EncoderClassifier, "vit": VisionTransformer}
-
-
-def batch_shapes(config: ml_collections.ConfigDict,
-                 global_batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
-  """The global batch's arrays for the config's model kind."""
-  b, length, kind = global_batch_size, config.max_target_length, config.model.kind
-  ids = jax.ShapeDtypeStruct((b, length), jnp.int32)
-  label = jax.ShapeDtypeStruct((b,), jnp.int32)
-  if kind == "vit":
-    d = config.data
-    return {"image": jax.ShapeDtypeStruct((b, d.image_size, d.image_size, d.num_channels),
-                                          jnp.float32), "label": label}
-  if kind == "encoder_classifier":
-    return {"inputs": ids, "label": label}
-  keys = ["targets", "targets_segment_ids", "targets_positions"]
-  if kind == "encoder_decoder":
-    keys += ["inputs", "inputs_segment_ids", "inputs_positions"]
-  return {k: ids for k in keys}
+from transformer_jax import decoding, kinds, optim, sharding, steps
+from transformer_jax.models.transformer import TransformerConfig
 
 
 @dataclasses.dataclass(frozen=True)
 class Programs:
   """What one run compiles. Trace and call the steps inside `self.context()`."""
+  kind: kinds.ModelKind
   model_config: TransformerConfig
   mesh: Mesh
   rules: tuple
@@ -66,11 +42,12 @@ class Programs:
   batch_sharding: NamedSharding
   train_step: Callable  # (state, batch) -> (state, metric sums); donates state.
   eval_step: Callable  # (params, batch) -> metric sums.
-  # (params, ids [B, S], rng) -> ids [B, max_predict_length] with config.decoding: source
-  # ids -> translations (encoder-decoder), or prompts -> prompt + continuation (LM);
-  # None for classifiers.
+  # (params, ids [B, S], rng) -> ids [B, max_predict_length] with config.decoding: the
+  # kind's decoder (source ids -> translations, prompts -> prompt + continuation);
+  # None for kinds that do not decode.
   decode: Callable | None
   batch_shapes: dict[str, jax.ShapeDtypeStruct]
+  rows: list[int]  # the global batch rows this process feeds.
 
   def context(self):
     """The mesh and logical axis rules that tracing needs (jax.set_mesh, NOTES.md)."""
@@ -83,6 +60,23 @@ class Programs:
     """Fresh state, every array born on its shards."""
     return sharding.init_sharded(self.init_fn, self.state_shardings, self.mesh, self.rules, rng)
 
+  def global_batch(self, local_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+    """This process's rows of a batch -> the global, sharded batch."""
+    return sharding.global_batch(local_batch, self.batch_sharding)
+
+  def empty_batch(self) -> dict[str, np.ndarray]:
+    """This process's rows of a batch of padding only (weight 0)."""
+    return self.kind.empty_batch(self.batch_shapes, len(self.rows))
+
+  def decode_ids(self, params, ids_BL: np.ndarray, rng: jax.Array) -> np.ndarray:
+    """The decode program on one *global* batch of ids [global_batch_size, L]: this
+    process feeds its rows; every process gets all output rows back."""
+    if self.decode is None:
+      raise ValueError(f"model kind {self.kind.name!r} does not decode")
+    inputs = self.global_batch({"inputs": np.asarray(ids_BL)[self.rows]})["inputs"]
+    with self.context():
+      return np.asarray(jax.device_get(self.decode(params, inputs, rng)))
+
   def batch_specs(self) -> dict[str, jax.ShapeDtypeStruct]:
     """Abstract global batch (for lowering without data)."""
     return {k: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.batch_sharding)
@@ -93,18 +87,19 @@ def build(config: ml_collections.ConfigDict, mesh: Mesh, vocab_size: int,
           num_classes: int = 0) -> Programs:
   """Model, optimizer, state shardings and jitted steps for `config` on `mesh`.
 
-  `vocab_size` is the tokenizer's (0 for images); `num_classes` the data's
-  labels (classifiers; 0 takes config.model.num_classes).
+  The model kind's record (`kinds.get(config.model.kind)`) supplies the model,
+  the batch, the objective and the decoder. `vocab_size` is the tokenizer's (0
+  for kinds without one); `num_classes` the data's labels (classifiers; 0 takes
+  config.model.num_classes).
   """
-  kind = config.model.kind
+  kind = kinds.get(config.model.kind)
   model_config = config_lib.model_config(config, vocab_size, num_classes)
-  model_class = MODEL_CLASSES[kind]
-  model = model_class(model_config)
-  eval_model = model_class(model_config.replace(deterministic=True))
+  model = kind.model(model_config)
+  eval_model = kind.model(model_config.replace(deterministic=True))
   rules = sharding.logical_axis_rules(config)
   tx = optim.make_optimizer(config)
-  global_batch_size = config_lib.global_batch_size(config, mesh.size)
-  shapes = batch_shapes(config, global_batch_size)
+  global_batch_size = sharding.global_batch_size(config, mesh.size)
+  shapes = kind.batch_shapes(config, global_batch_size)
   init_fn = functools.partial(steps.create_train_state, model, tx, batch_shapes=shapes,
                               kind=kind)
   abstract, state_shardings = sharding.state_shardings(
@@ -120,16 +115,17 @@ def build(config: ml_collections.ConfigDict, mesh: Mesh, vocab_size: int,
                       in_shardings=(state_shardings.params, batch_sharding),
                       out_shardings=replicated)
   decode = None
-  if kind in DECODE_FNS:
+  if kind.decode is not None:
     decode = jax.jit(
-        functools.partial(DECODE_FNS[kind], config=model_config,
+        functools.partial(kind.decode, config=model_config,
                           options=decoding.DecodeOptions.from_config(config.decoding),
                           max_length=config.max_predict_length, vocab_limit=vocab_size),
         in_shardings=(state_shardings.params, batch_sharding, replicated),
         out_shardings=replicated)
   return Programs(
-      model_config=model_config, mesh=mesh, rules=rules, global_batch_size=global_batch_size,
-      tx=tx, schedule=optim.learning_rate_schedule(config), init_fn=init_fn,
-      abstract_state=sharding.abstract_like(abstract, state_shardings),
+      kind=kind, model_config=model_config, mesh=mesh, rules=rules,
+      global_batch_size=global_batch_size, tx=tx, schedule=optim.learning_rate_schedule(config),
+      init_fn=init_fn, abstract_state=sharding.abstract_like(abstract, state_shardings),
       state_shardings=state_shardings, batch_sharding=batch_sharding, train_step=train_step,
-      eval_step=eval_step, decode=decode, batch_shapes=shapes)
+      eval_step=eval_step, decode=decode, batch_shapes=shapes,
+      rows=sharding.process_batch_rows(batch_sharding, global_batch_size))

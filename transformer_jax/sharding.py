@@ -2,11 +2,14 @@
 
 Models name their axes logically ("embed", "mlp", "act_batch", ...); the rules
 chosen in the config map those names onto the mesh axes ("data", "fsdp",
-"tensor"). Nothing here knows about a particular model.
+"tensor"). The mesh's shape comes from config.mesh (`mesh_shape`), and
+`validate_devices` checks it, and every sharded size, against the devices
+before anything is built. Nothing here knows about a particular model kind.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -16,9 +19,11 @@ import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from transformer_jax import config as config_lib
+from transformer_jax.errors import ConfigError, fail
 
+MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
+VOCAB_MULTIPLE = 128  # the model's vocabulary is padded up to a multiple of this.
 
 # Input batches ("batch", "length") and activations ("act_*") are split over
 # the data-like axes; the activations' model dimensions follow the tensor axis.
@@ -71,6 +76,97 @@ def logical_axis_rules(config) -> tuple[tuple[str, Any], ...]:
   return tuple(rules) + tuple(overrides.items())
 
 
+def check_rules(config) -> None:
+  """config.logical_axis_rules names a preset; each override maps a name onto mesh axes."""
+  if config.logical_axis_rules not in RULE_PRESETS:
+    fail("logical_axis_rules", config.logical_axis_rules, f"must be one of {tuple(RULE_PRESETS)}")
+  for entry in config.logical_axis_rule_overrides:
+    ok = isinstance(entry, (tuple, list)) and len(entry) == 2 and isinstance(entry[0], str)
+    if not ok or any(a not in MESH_AXES for a in rule_axes(entry[1])):
+      fail("logical_axis_rule_overrides", entry,
+           f"each entry must be (logical name, mesh axis or tuple of {MESH_AXES} or None)")
+
+
+def rule_axes(rule_value) -> tuple:
+  """A rule's mesh axes as a tuple: "tensor" -> ("tensor",), None -> ()."""
+  return (rule_value,) if isinstance(rule_value, str) else tuple(rule_value or ())
+
+
+def global_batch_size(config, num_devices: int) -> int:
+  """config.global_batch_size, or per_device_batch_size * devices when it is 0."""
+  return config.global_batch_size or config.per_device_batch_size * num_devices
+
+
+def padded_vocab_size(vocab_size: int) -> int:
+  """The model's vocabulary: the tokenizer's, rounded up so that it shards evenly."""
+  return -(-vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+
+
+def mesh_shape(config, num_devices: int) -> tuple[int, int, int]:
+  """The (data, fsdp, tensor) mesh shape; data spans all slices (mesh.dcn_data)."""
+  data, fsdp, tensor = slice_mesh_shape(config, num_devices)
+  return (config.mesh.dcn_data * data, fsdp, tensor)
+
+
+def slice_mesh_shape(config, num_devices: int) -> tuple[int, int, int]:
+  """Resolves config.mesh (one axis may be -1) against the devices of one slice."""
+  sizes = [config.mesh[a] for a in MESH_AXES]
+  described = {**dict(zip(MESH_AXES, sizes)), "dcn_data": config.mesh.dcn_data}
+  for axis, size in zip(MESH_AXES, sizes):
+    if not isinstance(size, int) or isinstance(size, bool) or size == 0 or size < -1:
+      fail(f"mesh.{axis}", size, "must be a positive integer or -1")
+  slices = config.mesh.dcn_data
+  if not isinstance(slices, int) or slices < 1 or num_devices % slices:
+    raise ConfigError(f"config.mesh={described}: dcn_data={slices} slices do not divide "
+                      f"the {num_devices} devices")
+  per_slice = num_devices // slices
+  if sizes.count(-1) > 1:
+    raise ConfigError(f"config.mesh={described}: at most one axis may be -1")
+  known = math.prod(s for s in sizes if s != -1)
+  if -1 in sizes:
+    if per_slice % known:
+      raise ConfigError(f"config.mesh={described}: the fixed axes ({known}) do not divide "
+                        f"the {per_slice} devices per slice")
+    sizes[sizes.index(-1)] = per_slice // known
+  if math.prod(sizes) != per_slice:
+    raise ConfigError(f"config.mesh={described}: data * fsdp * tensor is {math.prod(sizes)}, "
+                      f"but there are {per_slice} devices per slice ({num_devices} devices, "
+                      f"{slices} slice(s))")
+  return tuple(sizes)
+
+
+def validate_devices(config, num_devices: int, num_processes: int = 1) -> None:
+  """Checks config.mesh and the sharded sizes against the devices.
+
+  Runs once jax.distributed has started (the device count is known), and
+  before anything is built or compiled.
+  """
+  shape = dict(zip(MESH_AXES, mesh_shape(config, num_devices)))
+  if num_devices % num_processes:
+    raise ConfigError(f"{num_devices} devices do not split over {num_processes} processes")
+  rules = dict(logical_axis_rules(config))
+  m = config.model
+  batch = global_batch_size(config, num_devices)
+  sizes = {  # logical name -> (field, size)
+      "embed": ("model.emb_dim", m.emb_dim),
+      "mlp": ("model.mlp_dim", m.mlp_dim),
+      "heads": ("model.num_heads", m.num_heads),
+      "kv": ("model.qkv_dim / model.num_heads", m.qkv_dim // m.num_heads),
+      "vocab": ("data.vocab_size (padded)", padded_vocab_size(config.data.vocab_size)),
+      "batch": ("global_batch_size", batch),
+  }
+  if batch % num_processes:
+    fail("global_batch_size", batch, f"must divide over the {num_processes} processes")
+  for name, (field, size) in sizes.items():
+    axes = rule_axes(rules.get(name))
+    shards = math.prod(shape[a] for a in axes)
+    if size % shards:
+      raise ConfigError(
+          f"config.{field}={size} does not divide over the mesh axes {axes} "
+          f"({shards} devices) that config.logical_axis_rules={config.logical_axis_rules!r} "
+          f"maps '{name}' onto; config.mesh={shape}")
+
+
 def make_mesh(config, devices=None) -> Mesh:
   """A (data, fsdp, tensor) mesh over `devices` (default: all), sized from config.mesh.
 
@@ -79,12 +175,12 @@ def make_mesh(config, devices=None) -> Mesh:
   data-parallel gradient reduction crosses the data-centre network.
   """
   devices = jax.devices() if devices is None else list(devices)
-  shape = config_lib.mesh_shape(config, len(devices))
+  shape = mesh_shape(config, len(devices))
   slices = config.mesh.dcn_data
   if slices > 1 and hasattr(devices[0], "slice_index"):
     found = len({d.slice_index for d in devices})
     if found != slices:
-      raise config_lib.ConfigError(f"config.mesh.dcn_data={slices}: the devices form {found} "
+      raise ConfigError(f"config.mesh.dcn_data={slices}: the devices form {found} "
                                    "slice(s)")
     ici = (shape[0] // slices, *shape[1:])  # one slice's share of the mesh.
     device_array = mesh_utils.create_hybrid_device_mesh(
@@ -93,8 +189,7 @@ def make_mesh(config, devices=None) -> Mesh:
     device_array = mesh_utils.create_device_mesh(shape, devices, allow_split_physical_axes=True)
   else:
     device_array = np.asarray(devices).reshape(shape)
-  return Mesh(device_array, config_lib.MESH_AXES,
-              axis_types=(jax.sharding.AxisType.Auto,) * len(config_lib.MESH_AXES))
+  return Mesh(device_array, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
 
 
 def batch_sharding(mesh: Mesh, rules) -> NamedSharding:

@@ -18,7 +18,7 @@ from jax.experimental import multihost_utils
 
 from transformer_jax import checkpoint as checkpoint_lib
 from transformer_jax import config as config_lib
-from transformer_jax import metric_writers, preemption, sharding, steps, tasks
+from transformer_jax import kinds, metric_writers, preemption, sharding, steps
 from transformer_jax import programs as programs_lib
 
 
@@ -35,20 +35,24 @@ def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
 
 
-class _Runner:
-  """Everything built once per run: mesh, task data, compiled programs."""
+class Run:
+  """Everything built once per run: mesh, the kind's task, compiled programs.
+
+  It is the `tasks.base.Evaluator` that the task sees: eval sums, decoding,
+  batch sizes and whether this process prints.
+  """
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
     self.config, self.workdir = config, workdir
+    self.kind = kinds.get(config.model.kind)
     self.primary = jax.process_index() == 0
     self.mesh = sharding.make_mesh(config)
-    self.task = tasks.make_task(config, workdir, is_writer=self.primary)
+    self.task = self.kind.task(config, workdir, self.primary)
     self.programs = programs_lib.build(config, self.mesh, self.task.vocab_size,
                                        self.task.num_classes)
     p = self.programs
     self.global_batch_size = p.global_batch_size
-    self.rows = sharding.process_batch_rows(p.batch_sharding, p.global_batch_size)
-    self.local_batch_size = len(self.rows)
+    self.local_batch_size = len(p.rows)
     self.train_iter = self.train_stream(config.seed)
     self.eval_batches = self.task.eval_batches(
         batch_size=self.local_batch_size, process_index=jax.process_index(),
@@ -58,16 +62,8 @@ class _Runner:
     self.init_rng = jax.random.key(config.seed)
 
   def train_stream(self, seed: int):
-    return self.task.train_stream(global_batch_size=self.global_batch_size, rows=self.rows,
-                                  seed=seed)
-
-  def empty_batch(self) -> dict[str, np.ndarray]:
-    """A local batch of padding only (weight 0; labels -1)."""
-    out = {}
-    for k, s in self.programs.batch_shapes.items():
-      fill = -1 if k == "label" else 0
-      out[k] = np.full((self.local_batch_size,) + s.shape[1:], fill, s.dtype)
-    return out
+    return self.task.train_stream(global_batch_size=self.global_batch_size,
+                                  rows=self.programs.rows, seed=seed)
 
   def even_out(self, batches: list) -> list:
     """Every process must run the same number of eval steps (collectives): the ones
@@ -75,7 +71,7 @@ class _Runner:
     n = len(batches)
     if jax.process_count() > 1:
       n = int(multihost_utils.process_allgather(np.array(n)).max())
-    return batches + [self.empty_batch()] * (n - len(batches))
+    return batches + [self.programs.empty_batch()] * (n - len(batches))
 
   def restore_data(self, data_state: dict, step: int) -> None:
     """Continues the saved streams; with another global batch size, starts fresh ones."""
@@ -88,17 +84,20 @@ class _Runner:
       self.train_iter = self.train_stream(self.config.seed + step)
 
   def global_batch(self, local_batch):
-    return sharding.global_batch(local_batch, self.programs.batch_sharding)
+    return self.programs.global_batch(local_batch)
 
   def init_state(self):
     return self.programs.init_state(self.init_rng)
 
   def metadata(self) -> dict:
-    return {"model": {k: str(v) for k, v in vars(self.programs.model_config).items()},
+    return {"model": {"kind": self.kind.name,
+                      **{k: str(v) for k, v in vars(self.programs.model_config).items()}},
             "mesh": dict(self.mesh.shape), "process_count": jax.process_count(),
             "global_batch_size": self.global_batch_size}
 
-  def evaluate_sums(self, params, local_batches) -> dict:
+  # ------------------------------------------------------------- tasks.base.Evaluator
+
+  def eval_sums(self, params, local_batches) -> dict:
     """Summed eval-step metrics over local batches (evened out across processes)."""
     sums = None
     for batch in self.even_out(list(local_batches)):
@@ -106,26 +105,50 @@ class _Runner:
       sums = m if sums is None else _sum_metrics([sums, m])
     return jax.device_get(sums) if sums is not None else {}
 
+  def decode(self, params, ids_BL: np.ndarray, rng: jax.Array) -> np.ndarray:
+    return self.programs.decode_ids(params, ids_BL, rng)
+
+  # -------------------------------------------------------------
+
   def evaluate(self, params) -> dict[str, float]:
-    sums = self.evaluate_sums(params, self.eval_batches)
+    """The eval/* metrics that the kind's record lists, over the validation batches."""
+    sums = self.eval_sums(params, self.eval_batches)
     if not sums:
       return {}
-    out = steps.summarize(sums)
-    out = {k: out[k] for k in self.task.eval_metrics}
-    out.update(self.task.extra_eval(self, params))
+    names = self.kind.eval_metrics(self.config)
+    summary = steps.summarize(sums)
+    out = {k: summary[k] for k in names if k in summary}
+    extra = self.task.extra_eval(self, params)
+    unlisted = sorted(set(extra) - set(names))
+    if unlisted:
+      raise RuntimeError(f"the {self.kind.name!r} task logs {unlisted}, which its record's "
+                         "eval_metrics does not list")
+    out.update(extra)
     return out
+
+  def describe(self, num_params: int) -> str:
+    """One line: kind, size, batch and mesh."""
+    sizes = (f"{self.task.num_classes} classes" if self.kind.uses_classes else
+             f"vocabulary {self.task.vocab_size}")
+    shapes: dict[str, list[str]] = {}  # a row's shape -> the features of that shape.
+    for k, s in self.programs.batch_shapes.items():
+      if s.shape[1:] and not k.endswith(("_segment_ids", "_positions")):
+        shapes.setdefault("x".join(map(str, s.shape[1:])), []).append(k)
+    rows = "; ".join(f"{shape} ({', '.join(keys)})" for shape, keys in shapes.items())
+    return (f"Model ({self.kind.name}): {num_params:,} parameters; {sizes}; global batch "
+            f"{self.global_batch_size} x {rows}; mesh {dict(self.mesh.shape)}")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains (or resumes) the run in `workdir`; returns the final metrics."""
   config_lib.validate(config)  # the fields alone, before any device is touched.
   sharding.initialize_distributed(config)
-  config_lib.validate_devices(config, jax.device_count(), jax.process_count())
+  sharding.validate_devices(config, jax.device_count(), jax.process_count())
   primary = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
   if primary:
     _write_config(config, workdir)
-  run = _Runner(config, workdir)
+  run = Run(config, workdir)
   writer = metric_writers.MetricWriter(workdir, enabled=primary)
   ckpt = checkpoint_lib.Checkpointer(
       os.path.join(workdir, "checkpoints"), config.max_checkpoints_to_keep,
@@ -137,14 +160,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       num_params = sum(x.size for x in jax.tree.leaves(state.params))
       start = int(jax.device_get(state.step))
       if primary:
-        sizes = (f"{run.task.num_classes} classes" if run.task.num_classes else
-                 f"vocabulary {run.task.vocab_size}")
-        row = ("x " + "x".join(map(str, run.programs.batch_shapes["image"].shape[1:]))
-               if "image" in run.programs.batch_shapes else
-               f"x {config.max_target_length} tokens")
-        print(f"Model ({config.model.kind}): {num_params:,} parameters; {sizes}; "
-              f"global batch {run.global_batch_size} {row}; mesh {dict(run.mesh.shape)}",
-              flush=True)
+        print(run.describe(num_params), flush=True)
       if start >= config.num_train_steps:
         print(f"The run in {workdir} is complete at step {start}; raise "
               "config.num_train_steps to train longer.", flush=True)
@@ -156,7 +172,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     writer.close()
 
 
-def _restore_or_init(config, run: _Runner, ckpt, writer):
+def _restore_or_init(config, run: Run, ckpt, writer):
   """The latest readable checkpoint, or fresh (optionally config.init_from) parameters."""
   restored = ckpt.restore_latest(run.programs.abstract_state)
   if restored is not None:
@@ -176,7 +192,7 @@ def _restore_or_init(config, run: _Runner, ckpt, writer):
   return state
 
 
-def _train_loop(config, run: _Runner, state, start: int, writer, ckpt, primary: bool,
+def _train_loop(config, run: Run, state, start: int, writer, ckpt, primary: bool,
                 stop: preemption.StopRequest):
   total = config.num_train_steps
   progress = metric_writers.Progress(total, start, enabled=primary)
@@ -187,7 +203,7 @@ def _train_loop(config, run: _Runner, state, start: int, writer, ckpt, primary: 
   # step's metrics are read after the next step was dispatched; on a backend that
   # runs steps synchronously (the CPU) that next step is then done too.
   clock, clock_step = time.monotonic(), start
-  unit = "examples" if config.model.kind in steps.CLASSIFIER_KINDS else "tokens"
+  unit = run.kind.unit
 
   def flush(entry, next_metrics=None):
     nonlocal clock, clock_step
@@ -201,7 +217,7 @@ def _train_loop(config, run: _Runner, state, start: int, writer, ckpt, primary: 
     if not np.isfinite(summary["loss"]):
       raise FloatingPointError(f"train loss is {summary['loss']} at step {log_step}; "
                                "lower config.learning_rate or check the data")
-    count = float(sums["weight_sum"]) + float(sums.get("source_tokens_sum", 0.0))
+    count = float(sums["units_sum"])
     record = {"train/loss": summary["loss"], "train/nll": summary["nll"],
               "train/accuracy": summary["accuracy"], "train/grad_norm": summary["grad_norm"],
               "train/learning_rate": float(run.programs.schedule(log_step - 1))}
@@ -259,12 +275,7 @@ def _train_loop(config, run: _Runner, state, start: int, writer, ckpt, primary: 
     flush(to_log)
 
   ckpt.wait()
-  final.update(_final_test(config, run, state, writer, total, primary))
+  record = run.task.final_test(run, state.params, total)
+  writer.write(total, record)
+  final.update(record)
   return final
-
-
-def _final_test(config, run: _Runner, state, writer, step: int, primary: bool):
-  del config, primary
-  record = run.task.final_test(run, state.params, step)
-  writer.write(step, record)
-  return record

@@ -30,7 +30,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   with tool_flags.tool_main():
     from transformer_jax import inference  # pylint: disable=import-outside-toplevel
-    run = inference.load_run(model_kind="encoder_decoder", **tool_flags.load_args())
+    run = inference.load_run(tool="translate", **tool_flags.load_args())
     lines = tool_flags.read_lines(_INPUT.value)
     t0 = time.perf_counter()
     translations = inference.translate_lines(run, lines)

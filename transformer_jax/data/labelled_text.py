@@ -16,7 +16,8 @@ Two sources (`config.data.source`):
     in `config.data.train_files` (and optionally `validation_files`/`test_files`).
 
 Label ids index the class names sorted by name. Splits come from a hash of the
-text, so a text never sits in two splits. Rows are `inputs` (int32 [max_length]:
+text, so a text never sits in two splits; training examples are sorted by text,
+validation and test are in hash order. Rows are `inputs` (int32 [max_length]:
 tokens, EOS included, cut to `max_length`, 0-padded) and `label` (int32 []);
 padding rows of eval batches have all-zero inputs and label -1.
 """
@@ -31,9 +32,9 @@ from collections.abc import Iterable, Iterator, Sequence
 import grain
 import numpy as np
 
-from transformer_jax.data.pipeline import ROW_READ_OPTIONS, RowStreams, pad_batch
-from transformer_jax.data.sources import (SPLITS, CorpusError, NamedSplits, config_field,
-                                         normalize, read_two_field_file, split_of)
+from transformer_jax.data.sources import normalize, read_two_field_file
+from transformer_jax.data.splits import CorpusError, NamedSplits, config_field, load_splits
+from transformer_jax.data.streams import ROW_READ_OPTIONS, RowStreams, pad_batch, process_shard
 from transformer_jax.data.tokenizer import Tokenizer
 
 Example = tuple[str, int]
@@ -152,58 +153,34 @@ def frequent_classes(examples: Sequence[tuple[str, str]], min_count: int) -> lis
   return sorted(label for label, c in counts.items() if c >= min_count)
 
 
-def split_labelled(examples: Iterable[tuple[str, str]], labels: Sequence[str],
-                   validation_fraction: float, test_fraction: float) -> LabelledSplits:
-  """Splits by a hash of the text, keeping the examples whose label is in `labels`."""
+def _build(splits: dict[str, list[tuple[str, str]]]) -> LabelledSplits:
+  """Label ids index the sorted class names found in any split."""
+  labels = sorted({label for examples in splits.values() for _, label in examples})
   ids = {name: i for i, name in enumerate(labels)}
-  out = {name: [] for name in SPLITS}
-  for text, label in examples:
-    if label in ids:
-      out[split_of(text, validation_fraction, test_fraction)].append((text, ids[label]))
-  return LabelledSplits(labels=list(labels), **out)
+  return LabelledSplits(labels=labels, **{
+      name: [(text, ids[label]) for text, label in examples] for name, examples in splits.items()})
 
 
-def _with_ids(examples: Sequence[tuple[str, str]], labels: Sequence[str]) -> list[Example]:
-  ids = {name: i for i, name in enumerate(labels)}
-  return [(text, ids[label]) for text, label in examples]
+def _read_debian(data_config) -> list[tuple[str, str]]:
+  """The Debian descriptions (deduplicated, sorted) of sections with enough examples."""
+  min_count = int(config_field(data_config, "min_class_examples", DEFAULT_MIN_CLASS_EXAMPLES))
+  examples = dedupe(debian_examples(read_apt_cache()))
+  labels = frequent_classes(examples, min_count)
+  if len(labels) < 2:
+    raise CorpusError(f"only {len(labels)} Debian sections have at least "
+                      f"{min_count} examples (config.data.min_class_examples)")
+  kept = set(labels)
+  return [ex for ex in examples if ex[1] in kept]
 
 
 def load_labelled(data_config) -> LabelledSplits:
   """Builds the train/validation/test examples that `config.data` describes."""
-  source = data_config.source
-  vf, tf = data_config.validation_fraction, data_config.test_fraction
-  if source == "debian":
-    min_count = int(config_field(data_config, "min_class_examples", DEFAULT_MIN_CLASS_EXAMPLES))
-    examples = dedupe(debian_examples(read_apt_cache()))
-    labels = frequent_classes(examples, min_count)
-    if len(labels) < 2:
-      raise CorpusError(f"only {len(labels)} Debian sections have at least "
-                        f"{min_count} examples (config.data.min_class_examples)")
-    splits = split_labelled(examples, labels, vf, tf)
-  elif source == "files":
-    if not data_config.train_files:
-      raise CorpusError("config.data.train_files is empty; give one or more TSV "
-                        '(text<TAB>label) or JSONL ({"text": ..., "label": ...}) files')
-    train = dedupe(read_labelled_files(list(data_config.train_files)))
-    validation_files = list(config_field(data_config, "validation_files", ()))
-    test_files = list(config_field(data_config, "test_files", ()))
-    if validation_files or test_files:
-      validation = dedupe(read_labelled_files(validation_files))
-      test = dedupe(read_labelled_files(test_files))
-      labels = sorted({label for _, label in train + validation + test})
-      splits = LabelledSplits(train=_with_ids(train, labels),
-                              validation=_with_ids(validation, labels),
-                              test=_with_ids(test, labels), labels=labels)
-    else:  # carve validation and test out of the training files.
-      splits = split_labelled(train, sorted({label for _, label in train}), vf, tf)
-  else:
-    raise CorpusError(f"config.data.source={source!r}: a text classifier reads "
-                      "'debian' or 'files'")
-  for name in SPLITS:
-    if not splits.split(name):
-      raise CorpusError(f"the {name} split is empty (config.data.source={source!r}); "
-                        "give more data or change validation_fraction/test_fraction")
-  return splits
+  return load_splits(
+      data_config, builtin={"debian": _read_debian},
+      read_files=lambda paths: dedupe(read_labelled_files(paths)),
+      identities=lambda examples: [text for text, _ in examples], build=_build,
+      reader="a text classifier", noun="examples",
+      files_hint='TSV (text<TAB>label) or JSONL ({"text": ..., "label": ...}) files')
 
 
 # --------------------------------------------------------------------------- pipelines
@@ -241,32 +218,17 @@ class ClassifyTrainStream(RowStreams):
                      seed=seed, what="examples")
 
 
-def pad_labelled_batch(batch: dict[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
-  """Fills `batch` up to `batch_size` rows with zeros and label -1 (weight 0)."""
-  n = len(batch["label"])
-  out = pad_batch(batch, batch_size)
-  out["label"][n:] = -1
-  return out
-
-
-def shard(n: int, process_index: int, process_count: int) -> range:
-  """The example indices this process evaluates: `process_index::process_count`."""
-  if not 0 <= process_index < process_count:
-    raise ValueError(f"process_index={process_index} outside [0, {process_count})")
-  return range(process_index, n, process_count)
-
-
 def classify_eval_batches(examples: Sequence[Example], tokenizer: Tokenizer, *,
                           batch_size: int, max_length: int, process_index: int = 0,
                           process_count: int = 1) -> list[dict[str, np.ndarray]]:
   """One deterministic pass over this process's examples in batches of exactly
   `batch_size` rows; the last is filled with padding rows (label -1)."""
-  mine = [examples[i] for i in shard(len(examples), process_index, process_count)]
+  mine = [examples[i] for i in process_shard(len(examples), process_index, process_count)]
   batches = []
   for start in range(0, len(mine), batch_size):
     rows = [_Encode(tokenizer, max_length).map(ex) for ex in mine[start:start + batch_size]]
     batch = {k: np.stack([r[k] for r in rows]) for k in ("inputs", "label")}
-    batches.append(pad_labelled_batch(batch, batch_size))
+    batches.append(pad_batch(batch, batch_size, fill={"label": -1}))
   return batches
 
 

@@ -2,7 +2,7 @@
 
 Two sources (`config.data.source`):
   * `python_stdlib`: every `.py` file of the running Python's standard library
-    (`sysconfig.get_paths()["stdlib"]`, or `config.data.stdlib_dir` when set),
+    (`sysconfig.get_paths()["stdlib"]`, or `config.data.stdlib_dir` when not ""),
     one document per file. Skipped: `site-packages`/`dist-packages` and
     `__pycache__`, the test suites (any `test`/`tests` directory: 17 MB of
     mostly generated cases that would dwarf the library itself), `idlelib`,
@@ -10,12 +10,14 @@ Two sources (`config.data.source`):
     of help texts, which alone would outweigh a 3% validation split). What is
     left, ~9 MB of code and docstrings in ~550 files on CPython 3.11 (~2M
     tokens with an 8k-piece vocabulary), is small enough that minutes of CPU
-    training see a useful part of it. A file's split
-    comes from a hash of its path relative to the stdlib root.
+    training see a useful part of it. A file's split (and its place in the
+    validation/test order) comes from a hash of its path relative to the stdlib
+    root; the training files stay sorted by path.
   * `files`: plain UTF-8 text files (`config.data.train_files`, and optionally
     `validation_files`/`test_files`). Each file is cut into documents at runs
     of blank lines (paragraphs), so that even a single file splits into
-    train/validation/test by a hash of each paragraph's text.
+    train/validation/test by a hash of each paragraph's text (training
+    paragraphs stay in file order; validation and test are in hash order).
 
 A document is tokenized (the tokenizer appends EOS), cut into chunks of at most
 `max_length` tokens and the chunks are packed into rows of `targets`,
@@ -36,9 +38,8 @@ from collections.abc import Iterable, Sequence
 import grain
 import numpy as np
 
-from transformer_jax.data.pipeline import ROW_READ_OPTIONS, RowStreams, pad_batch
-from transformer_jax.data.sources import (SPLITS, CorpusError, NamedSplits, config_field,
-                                         split_of)
+from transformer_jax.data.splits import CorpusError, NamedSplits, config_field, load_splits
+from transformer_jax.data.streams import ROW_READ_OPTIONS, RowStreams, pad_batch, process_shard
 from transformer_jax.data.tokenizer import Tokenizer
 
 LM_KEYS = ("targets", "targets_segment_ids", "targets_positions")
@@ -116,43 +117,30 @@ def read_text_files(paths: Sequence[str]) -> list[str]:
 # --------------------------------------------------------------------------- splits
 
 
-def split_documents(docs: Iterable[tuple[str, str]], validation_fraction: float,
-                    test_fraction: float) -> TextSplits:
-  """Splits (identity, text) documents by a hash of the identity, keeping their order."""
-  out = {name: [] for name in SPLITS}
-  for identity, text in docs:
-    out[split_of(identity, validation_fraction, test_fraction)].append(text)
-  return TextSplits(**out)
+Document = tuple[str, str]  # (identity: stdlib path or the paragraph itself, text)
+
+
+def _texts(splits: dict[str, list[Document]]) -> TextSplits:
+  """The documents' texts, their identities dropped."""
+  return TextSplits(**{name: [text for _, text in docs] for name, docs in splits.items()})
+
+
+def _read_stdlib(data_config) -> list[Document]:
+  root = config_field(data_config, "stdlib_dir", "") or sysconfig.get_paths()["stdlib"]
+  return read_stdlib(root)
+
+
+def _read_paragraphs(paths: Sequence[str]) -> list[Document]:
+  return [(text, text) for text in read_text_files(paths)]
 
 
 def load_documents(data_config) -> TextSplits:
   """Builds the train/validation/test documents that `config.data` describes."""
-  source = data_config.source
-  if source == "python_stdlib":
-    root = config_field(data_config, "stdlib_dir", "") or sysconfig.get_paths()["stdlib"]
-    splits = split_documents(read_stdlib(root), data_config.validation_fraction,
-                             data_config.test_fraction)
-  elif source == "files":
-    if not data_config.train_files:
-      raise CorpusError("config.data.train_files is empty; give one or more plain "
-                        "text files (documents are separated by blank lines)")
-    train = read_text_files(list(data_config.train_files))
-    validation_files = list(config_field(data_config, "validation_files", ()))
-    test_files = list(config_field(data_config, "test_files", ()))
-    if validation_files or test_files:
-      splits = TextSplits(train=train, validation=read_text_files(validation_files),
-                          test=read_text_files(test_files))
-    else:  # carve validation and test out of the training files.
-      splits = split_documents(((d, d) for d in train), data_config.validation_fraction,
-                               data_config.test_fraction)
-  else:
-    raise CorpusError(f"config.data.source={source!r}: a language model reads "
-                      "'python_stdlib' or 'files'")
-  for name in SPLITS:
-    if not splits.split(name):
-      raise CorpusError(f"the {name} split has no documents (config.data.source={source!r}); "
-                        "give more text or change validation_fraction/test_fraction")
-  return splits
+  return load_splits(
+      data_config, builtin={"python_stdlib": _read_stdlib}, read_files=_read_paragraphs,
+      identities=lambda docs: [identity for identity, _ in docs], build=_texts,
+      reader="a language model", noun="documents",
+      files_hint="plain text files (documents are separated by blank lines)")
 
 
 # --------------------------------------------------------------------------- pipelines
@@ -220,17 +208,12 @@ def lm_eval_batches(documents: Sequence[str], tokenizer: Tokenizer, *, batch_siz
                     process_count: int = 1) -> list[dict[str, np.ndarray]]:
   """One deterministic pass over this process's documents (`process_index::process_count`)
   as packed batches of exactly `batch_size` rows; the last is filled with padding rows."""
-  if not 0 <= process_index < process_count:
-    raise ValueError(f"process_index={process_index} outside [0, {process_count})")
-  ds = grain.MapDataset.source(list(documents))[process_index::process_count]
+  documents = list(documents)
+  mine = [documents[i] for i in process_shard(len(documents), process_index, process_count)]
+  ds = grain.MapDataset.source(mine)
   ds = _chunked(ds, tokenizer, max_length, num_packing_bins=num_packing_bins, seed=0,
                 shuffle_bins=False)
   return [pad_batch(b, batch_size) for b in ds.batch(batch_size, drop_remainder=False)]
-
-
-def empty_lm_batch(batch_size: int, max_length: int) -> dict[str, np.ndarray]:
-  """A batch of padding only (weight 0), to even out eval steps across processes."""
-  return {k: np.zeros((batch_size, max_length), np.int32) for k in LM_KEYS}
 
 
 # --------------------------------------------------------------------------- baseline

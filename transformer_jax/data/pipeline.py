@@ -1,15 +1,11 @@
 """grain input pipelines for translation: shuffle, tokenize, filter, pack, batch.
 
-Training batches do not depend on how the devices are split into processes:
-row r of every global batch comes from its own stream over examples
-r, r + B, r + 2B, ... (B = global batch rows), shuffled, tokenized, filtered
-and packed. Each process builds only the streams of the rows it feeds, so it
-reads only its shard, and one process on 4 devices sees exactly the batches
-that two processes on 2 devices each see together. The training stream's
-state (every row's grain iterator position, keyed by row) goes into the
-checkpoint, so a resumed run continues the same streams, on any process split.
+Training rows come from `streams.RowStreams` (row r of every global batch reads
+examples r, r + B, r + 2B, ..., so batches do not depend on the process split);
+here each row's pairs are shuffled, tokenized, filtered by length and packed.
 Packed batches carry `{inputs,targets}_segment_ids` (0 marks padding) and
-`*_positions`.
+`*_positions`. Evaluation packs this process's shard of a split once; pairs
+longer than `max_length` are left out (`count_too_long` counts them).
 """
 
 from __future__ import annotations
@@ -19,15 +15,11 @@ from collections.abc import Sequence
 import grain
 import numpy as np
 
+from transformer_jax.data import streams
 from transformer_jax.data.sources import Pair
 from transformer_jax.data.tokenizer import Tokenizer
 
 FEATURES = ("inputs", "targets")
-
-# Per-row iterators read in the calling thread: grain's defaults (16 prefetch
-# threads and a 500-element buffer per iterator) would start thousands of
-# threads for a large global batch, and the loop consumes rows one step at a time.
-ROW_READ_OPTIONS = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
 
 
 class _Tokenize(grain.transforms.Map):
@@ -49,12 +41,6 @@ class _FitsLength(grain.transforms.Filter):
     return all(len(example[k]) <= self._max_length for k in FEATURES)
 
 
-def _shard(ds: grain.MapDataset, process_index: int, process_count: int) -> grain.MapDataset:
-  if not 0 <= process_index < process_count:
-    raise ValueError(f"process_index={process_index} outside [0, {process_count})")
-  return ds[process_index::process_count]
-
-
 def _pack(ds: grain.IterDataset, max_length: int, num_packing_bins: int, seed: int,
           shuffle_bins: bool) -> grain.IterDataset:
   return grain.experimental.FirstFitPackIterDataset(
@@ -62,62 +48,7 @@ def _pack(ds: grain.IterDataset, max_length: int, num_packing_bins: int, seed: i
       num_packing_bins=num_packing_bins, seed=seed, shuffle_bins=shuffle_bins)
 
 
-def process_rows(global_batch_size: int, process_index: int, process_count: int) -> range:
-  """The rows of each global batch that process `process_index` feeds (a contiguous block)."""
-  if not 0 <= process_index < process_count:
-    raise ValueError(f"process_index={process_index} outside [0, {process_count})")
-  if global_batch_size % process_count:
-    raise ValueError(f"global batch of {global_batch_size} rows does not split over "
-                     f"{process_count} processes")
-  n = global_batch_size // process_count
-  return range(process_index * n, (process_index + 1) * n)
-
-
-class RowStreams:
-  """An endless, seeded stream of this process's rows of every global batch, for any task.
-
-  Row r's examples are r, r + B, r + 2B, ... of the training split (B =
-  global_batch_size); `row_dataset(examples, seed)` turns that slice (a grain
-  MapDataset) into the row's endless IterDataset (shuffle, repeat, featurize,
-  pack). Each call of `next()` stacks one element of every row. `get_state()`
-  is keyed by global row, so a checkpoint written by any split of rows over
-  processes restores onto any other split with the same global batch size.
-  """
-
-  def __init__(self, examples: Sequence, row_dataset, *, global_batch_size: int,
-               rows: Sequence[int], seed: int, what: str = "examples"):
-    if len(examples) < global_batch_size:
-      raise ValueError(f"the training split has {len(examples)} {what}, fewer than the "
-                       f"{global_batch_size} rows of a global batch")
-    source = grain.MapDataset.source(list(examples))
-    self.global_batch_size = global_batch_size
-    self.rows = list(rows)
-    self._iters = [iter(row_dataset(source[r::global_batch_size], seed)) for r in self.rows]
-
-  def __iter__(self):
-    return self
-
-  def __next__(self) -> dict[str, np.ndarray]:
-    rows = [next(it) for it in self._iters]
-    return {k: np.stack([row[k] for row in rows]) for k in rows[0]}
-
-  def get_state(self) -> dict:
-    return {"global_batch_size": self.global_batch_size,
-            "rows": {str(r): it.get_state() for r, it in zip(self.rows, self._iters)}}
-
-  def set_state(self, state: dict) -> None:
-    """Restores this process's rows from a state holding (at least) those rows."""
-    if state["global_batch_size"] != self.global_batch_size:
-      raise ValueError(f"the data position was saved for a global batch of "
-                       f"{state['global_batch_size']} rows, this run has {self.global_batch_size}")
-    missing = [r for r in self.rows if str(r) not in state["rows"]]
-    if missing:
-      raise ValueError(f"the data position holds no state for rows {missing[:5]}")
-    for r, it in zip(self.rows, self._iters):
-      it.set_state(state["rows"][str(r)])
-
-
-class TrainStream(RowStreams):
+class TrainStream(streams.RowStreams):
   """Translation pairs: each row's slice reshuffled every epoch (shuffle before repeat),
   tokenized, filtered by length and packed."""
 
@@ -125,7 +56,7 @@ class TrainStream(RowStreams):
                rows: Sequence[int], max_length: int, seed: int, num_packing_bins: int):
     def row_dataset(examples: grain.MapDataset, seed: int) -> grain.IterDataset:
       ds = examples.shuffle(seed=seed).repeat(None).map(_Tokenize(tokenizer))
-      ds = ds.to_iter_dataset(ROW_READ_OPTIONS).filter(_FitsLength(max_length))
+      ds = ds.to_iter_dataset(streams.ROW_READ_OPTIONS).filter(_FitsLength(max_length))
       return _pack(ds, max_length, num_packing_bins, seed, shuffle_bins=True)
     super().__init__(pairs, row_dataset, global_batch_size=global_batch_size, rows=rows,
                      seed=seed, what="pairs")
@@ -136,31 +67,24 @@ def eval_batches(pairs: Sequence[Pair], tokenizer: Tokenizer, *, batch_size: int
                  process_count: int = 1) -> list[dict[str, np.ndarray]]:
   """One deterministic pass over `pairs` as packed batches of exactly `batch_size`.
 
-  The last batch is filled with all-padding rows (weight 0).
+  This process packs pairs `process_index::process_count`. Pairs longer than
+  `max_length` are left out (`count_too_long` says how many). The last batch is
+  filled with all-padding rows (weight 0).
   """
-  ds = grain.MapDataset.source(list(pairs))
-  ds = _shard(ds, process_index, process_count).map(_Tokenize(tokenizer))
+  pairs = list(pairs)
+  mine = [pairs[i] for i in streams.process_shard(len(pairs), process_index, process_count)]
+  ds = grain.MapDataset.source(mine).map(_Tokenize(tokenizer))
   ds = ds.to_iter_dataset().filter(_FitsLength(max_length))
   ds = _pack(ds, max_length, num_packing_bins, seed=0, shuffle_bins=False)
   ds = ds.batch(batch_size, drop_remainder=False)
-  return [pad_batch(b, batch_size) for b in ds]
+  return [streams.pad_batch(b, batch_size) for b in ds]
 
 
-def pad_batch(batch: dict[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
-  """Appends all-zero rows so that every array has `batch_size` rows."""
-  n = len(next(iter(batch.values())))
-  if n == batch_size:
-    return batch
-  if n > batch_size:
-    raise ValueError(f"batch of {n} rows exceeds batch_size={batch_size}")
-  return {k: np.concatenate([v, np.zeros((batch_size - n,) + v.shape[1:], v.dtype)])
-          for k, v in batch.items()}
-
-
-def empty_batch(batch_size: int, max_length: int) -> dict[str, np.ndarray]:
-  """A packed batch of padding only (weight 0): evens out eval steps across processes."""
-  return {f"{k}{suffix}": np.zeros((batch_size, max_length), np.int32)
-          for k in FEATURES for suffix in ("", "_segment_ids", "_positions")}
+def count_too_long(pairs: Sequence[Pair], tokenizer: Tokenizer, max_length: int) -> int:
+  """The number of `pairs` whose source or target token ids (EOS included) are longer
+  than `max_length`: exactly the pairs that `eval_batches` leaves out."""
+  tokenize, fits = _Tokenize(tokenizer), _FitsLength(max_length)
+  return sum(not fits.filter(tokenize.map(pair)) for pair in pairs)
 
 
 def predict_batches(pairs: Sequence[Pair], tokenizer: Tokenizer, *, batch_size: int,

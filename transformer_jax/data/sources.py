@@ -7,7 +7,8 @@ Two sources:
     (`{"source": ..., "target": ...}`) files.
 
 Splits are decided by a hash of the source text alone, so a sentence never sits
-in two splits, whatever the order in which files are read.
+in two splits, whatever the order in which files are read (see `splits`): the
+training pairs are sorted, validation and test are in hash order.
 """
 
 from __future__ import annotations
@@ -16,28 +17,14 @@ import collections
 import dataclasses
 import gettext
 import glob
-import hashlib
 import json
 import logging
 import os
 from collections.abc import Iterable, Sequence
 
+from transformer_jax.data.splits import CorpusError, NamedSplits, load_splits, split_by_hash
+
 Pair = tuple[str, str]
-
-SPLITS = ("train", "validation", "test")
-
-
-class CorpusError(ValueError):
-  """Raised when a corpus cannot be found or read; the message says what to do."""
-
-
-class NamedSplits:
-  """Mixin for dataclasses with `train`, `validation` and `test` fields."""
-
-  def split(self, name: str):
-    if name not in SPLITS:
-      raise ValueError(f"unknown split {name!r}; expected one of {SPLITS}")
-    return getattr(self, name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,15 +32,6 @@ class Corpus(NamedSplits):
   train: list[Pair]
   validation: list[Pair]
   test: list[Pair]
-
-
-def config_field(data_config, name: str, default):
-  """`data_config.name`, or `default` when the config has no such field (or it is None)."""
-  try:
-    value = getattr(data_config, name)
-  except (AttributeError, KeyError):
-    return default
-  return default if value is None else value
 
 
 def normalize(text: str) -> str:
@@ -184,53 +162,25 @@ def read_parallel_files(paths: Sequence[str]) -> list[Pair]:
 # --------------------------------------------------------------------------- splits
 
 
-def split_of(source: str, validation_fraction: float, test_fraction: float) -> str:
-  """Deterministic split of one example, from a hash of its source text."""
-  digest = hashlib.sha256(source.encode("utf-8")).digest()
-  u = int.from_bytes(digest[:8], "big") / 2**64
-  if u < validation_fraction:
-    return "validation"
-  if u < validation_fraction + test_fraction:
-    return "test"
-  return "train"
-
-
 def split_pairs(pairs: Iterable[Pair], validation_fraction: float,
                 test_fraction: float) -> Corpus:
-  out = {name: [] for name in SPLITS}
-  for pair in pairs:
-    out[split_of(pair[0], validation_fraction, test_fraction)].append(pair)
-  for name in SPLITS:
-    out[name].sort()
-  return Corpus(**out)
+  """Splits by a hash of the source text: train sorted, validation and test in hash order."""
+  return Corpus(**split_by_hash(sorted(pairs), _source, validation_fraction, test_fraction))
+
+
+def _source(pair: Pair) -> str:
+  return pair[0]
+
+
+def _read_gettext(data_config) -> list[Pair]:
+  return harvest_gettext(list(data_config.locale_dirs), data_config.source_lang,
+                         data_config.target_lang)
 
 
 def load_corpus(data_config) -> Corpus:
   """Builds the train/validation/test corpus that `config.data` describes."""
-  if data_config.source == "gettext":
-    pairs = harvest_gettext(list(data_config.locale_dirs), data_config.source_lang,
-                            data_config.target_lang)
-    corpus = split_pairs(pairs, data_config.validation_fraction,
-                         data_config.test_fraction)
-  elif data_config.source == "files":
-    if not data_config.train_files:
-      raise CorpusError("config.data.train_files is empty; give one or more "
-                        "TSV/JSONL files of parallel text")
-    train = read_parallel_files(list(data_config.train_files))
-    if data_config.validation_files or data_config.test_files:
-      corpus = Corpus(
-          train=train,
-          validation=read_parallel_files(list(data_config.validation_files)),
-          test=read_parallel_files(list(data_config.test_files)))
-    else:  # carve validation and test out of the training files.
-      corpus = split_pairs(train, data_config.validation_fraction,
-                           data_config.test_fraction)
-  else:
-    raise CorpusError(f"config.data.source={data_config.source!r}: expected "
-                      "'gettext' or 'files'")
-  for name in SPLITS:
-    if not corpus.split(name):
-      raise CorpusError(f"the {name} split is empty (config.data.source="
-                        f"{data_config.source!r}); give more data or change "
-                        "validation_fraction/test_fraction")
-  return corpus
+  return load_splits(
+      data_config, builtin={"gettext": _read_gettext}, read_files=read_parallel_files,
+      identities=lambda pairs: [src for src, _ in pairs], build=lambda s: Corpus(**s),
+      reader="a translation model", noun="pairs",
+      files_hint="TSV/JSONL files of parallel text")

@@ -1,31 +1,79 @@
-"""The interface every task offers the training loop, and helpers tasks share."""
+"""The typed interface between a model kind's task and the training loop.
+
+A task (one per kind, built by the kind's record: `kinds.get(name).task`)
+brings the kind's data, tokenizer and evaluation. The loop talks to it only
+through `Task`, and the task sees the running job only through `Evaluator`:
+neither reaches into the other's insides.
+"""
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import jax
+import ml_collections
+import numpy as np
 
 from transformer_jax.data import tokenizer as tokenizer_lib
 
+Batch = dict[str, np.ndarray]
 
-class Task:
-  """Base class; see the package docstring for the interface."""
+
+class TrainStream(Protocol):
+  """An endless, checkpointable stream of this process's rows of every global batch
+  (data.streams.RowStreams)."""
+
+  def __next__(self) -> Batch: ...
+  def get_state(self) -> dict: ...
+  def set_state(self, state: dict) -> None: ...
+
+
+class Evaluator(Protocol):
+  """What a task may use of the running job; the trainer provides it."""
+  config: ml_collections.ConfigDict
+  primary: bool  # process 0: the one that prints.
+  global_batch_size: int
+  local_batch_size: int  # rows of a batch this process feeds.
+
+  def eval_sums(self, params: Any, local_batches: Sequence[Batch]) -> dict[str, np.ndarray]:
+    """The eval step's metric sums over this process's batches (all processes together)."""
+
+  def decode(self, params: Any, ids_BL: np.ndarray, rng: jax.Array) -> np.ndarray:
+    """The kind's decoder (config.decoding) on one global batch of ids; all rows come back."""
+
+
+class Task(Protocol):
+  """What a kind brings to the loop."""
+  vocab_size: int  # the tokenizer's (0: none).
+  num_classes: int  # the data's labels (0: not a classifier).
+
+  def train_stream(self, *, global_batch_size: int, rows: Sequence[int],
+                   seed: int) -> TrainStream:
+    """The training split as this process's `rows` of every global batch."""
+
+  def eval_batches(self, *, batch_size: int, process_index: int,
+                   process_count: int) -> list[Batch]:
+    """The validation split as fixed local batches of `batch_size` rows, in a fixed
+    hash order (so that config.num_eval_steps batches represent the split)."""
+
+  def extra_eval(self, run: Evaluator, params: Any) -> dict[str, float]:
+    """Metrics beyond the eval step's at each evaluation (eval/bleu); names as the
+    kind's record lists them in eval_metrics."""
+
+  def final_test(self, run: Evaluator, params: Any, step: int) -> dict[str, float]:
+    """The test-split figures logged at the end (test/...)."""
+
+
+class TaskBase:
+  """Defaults for the optional parts of `Task`."""
   vocab_size: int = 0
   num_classes: int = 0
-  eval_metrics: tuple[str, ...] = ("loss", "perplexity", "accuracy")
 
-  def train_stream(self, *, global_batch_size: int, rows, seed: int):
-    raise NotImplementedError
-
-  def eval_batches(self, *, batch_size: int, process_index: int, process_count: int):
-    raise NotImplementedError
-
-  def extra_eval(self, run, params) -> dict[str, float]:
+  def extra_eval(self, run: Evaluator, params: Any) -> dict[str, float]:
     del run, params
     return {}
-
-  def final_test(self, run, params, step: int) -> dict[str, float]:
-    raise NotImplementedError
 
 
 def tokenizer_path(config, workdir: str) -> str:
@@ -48,3 +96,18 @@ def load_tokenizer(config, workdir: str, texts_fn, is_writer: bool,
   if is_writer:
     print(f"tokenizer: {path}", flush=True)
   return tok
+
+
+def prompt_batch(prompts: Sequence[Sequence[int]], rows: int, length: int) -> np.ndarray:
+  """Token-id prompts, left-aligned and zero-padded, as [rows, length] int32; rows past
+  the prompts stay empty."""
+  out = np.zeros((rows, length), np.int32)
+  for row, ids in enumerate(prompts):
+    out[row, :len(ids)] = ids
+  return out
+
+
+def say_dropped(split: str, dropped: int, total: int, what: str, why: str) -> None:
+  """One line about examples a split leaves out (printed only when there are some)."""
+  if dropped:
+    print(f"note: {split}: {dropped} of {total} {what} {why}", flush=True)

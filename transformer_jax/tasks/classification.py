@@ -14,16 +14,16 @@ from transformer_jax.data.sources import CorpusError
 from transformer_jax.tasks import base
 
 
-class _Classification(base.Task):
-  eval_metrics = ("loss", "accuracy", "f1", "precision", "recall")
+class _Classification(base.TaskBase):
   labels: list[str]
   majority_accuracy: float
 
   def test_batches(self, batch_size: int, process_index: int, process_count: int):
     raise NotImplementedError
 
-  def final_test(self, run, params, step: int) -> dict[str, float]:
-    sums = run.evaluate_sums(params, self.test_batches(run.local_batch_size, jax.process_index(),
+  def final_test(self, run: base.Evaluator, params, step: int) -> dict[str, float]:
+    del step
+    sums = run.eval_sums(params, self.test_batches(run.local_batch_size, jax.process_index(),
                                                        jax.process_count()))
     scores = evaluation.classification_scores(np.asarray(sums["confusion_sum"]), self.labels)
     record = {f"test/{k}": scores[k] for k in ("accuracy", "f1", "precision", "recall")}

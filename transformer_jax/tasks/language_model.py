@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import jax
-import numpy as np
 
 from transformer_jax import steps
 from transformer_jax.data import lm_text
@@ -15,7 +14,7 @@ NUM_SAMPLES = 3
 PROMPT_TOKENS = 12
 
 
-class LanguageModelTask(base.Task):
+class LanguageModelTask(base.TaskBase):
   """Next-token prediction; the test figures put the LM beside a unigram model of the same text."""
 
   def __init__(self, config, workdir: str, is_writer: bool):
@@ -45,8 +44,9 @@ class LanguageModelTask(base.Task):
   def eval_batches(self, *, batch_size: int, process_index: int, process_count: int):
     return self._batches(self.docs.validation, batch_size, process_index, process_count)
 
-  def samples(self, run, params) -> list[tuple[str, str]]:
-    """(prompt, prompt + continuation) for the first test documents, with config.decoding."""
+  def samples(self, run: base.Evaluator, params) -> list[tuple[str, str]]:
+    """(prompt, prompt + continuation) for the first test documents (in the split's
+    hash order), with config.decoding."""
     prompts = []
     for doc in self.docs.test:
       ids = self.tokenizer.encode(doc, add_eos=False)[:PROMPT_TOKENS]
@@ -56,18 +56,15 @@ class LanguageModelTask(base.Task):
         break
     if not prompts:
       return []
-    batch = np.zeros((run.global_batch_size, self.config.max_predict_length), np.int32)
-    for row in range(run.global_batch_size):
-      batch[row, :PROMPT_TOKENS] = prompts[row % len(prompts)]
-    out = run.programs.decode(params, run.global_batch({"inputs": batch[run.rows]})["inputs"],
-                              jax.random.key(self.config.seed))
-    out = np.asarray(jax.device_get(out))
+    batch = base.prompt_batch(prompts, run.global_batch_size, self.config.max_predict_length)
+    out = run.decode(params, batch, jax.random.key(self.config.seed))
     return [(self.tokenizer.decode(p), self.tokenizer.decode(out[i]))
             for i, p in enumerate(prompts)]
 
-  def final_test(self, run, params, step: int) -> dict[str, float]:
+  def final_test(self, run: base.Evaluator, params, step: int) -> dict[str, float]:
+    del step
     n = jax.process_count()
-    sums = run.evaluate_sums(params, self._batches(self.docs.test, run.local_batch_size,
+    sums = run.eval_sums(params, self._batches(self.docs.test, run.local_batch_size,
                                                    jax.process_index(), n))
     test = steps.summarize(sums)
     unigram = lm_text.unigram_log_probs(self.docs.train, self.tokenizer)  # fitted once.

@@ -7,7 +7,6 @@ import logging
 import time
 
 import jax
-import numpy as np
 
 from transformer_jax import evaluation
 from transformer_jax.data import pipeline, sources
@@ -22,7 +21,7 @@ def decoder_name(d) -> str:
   return "greedy"
 
 
-class TranslationTask(base.Task):
+class TranslationTask(base.TaskBase):
   """Sentence pairs -> packed source/target batches; decoded translations scored by sacrebleu."""
 
   def __init__(self, config, workdir: str, is_writer: bool):
@@ -33,6 +32,31 @@ class TranslationTask(base.Task):
     self.tokenizer = base.load_tokenizer(
         config, workdir, lambda: (s for pair in self.corpus.train for s in pair), is_writer)
     self.vocab_size = self.tokenizer.vocab_size
+    if is_writer:
+      self._say_long_pairs()
+
+  def _say_long_pairs(self) -> None:
+    """Pairs longer than max_target_length tokens are left out of eval/loss, and their
+    sources are cut before decoding (BLEU): say how many."""
+    c, n = self.config, self.config.max_target_length
+    too_long = f"longer than max_target_length={n} tokens"
+
+    def long_sources(pairs):
+      return sum(len(self.tokenizer.encode(src)) > n for src, _ in pairs)
+
+    validation = self.corpus.validation
+    base.say_dropped("validation", pipeline.count_too_long(validation, self.tokenizer, n),
+                     len(validation), "pairs are", f"{too_long}: left out of eval/loss")
+    bleu = validation[:c.num_eval_bleu_examples]
+    base.say_dropped("validation (eval/bleu)", long_sources(bleu), len(bleu), "sources are",
+                     f"{too_long}: cut to that length before decoding")
+    test = self._test_pairs()
+    base.say_dropped("test (test/bleu)", long_sources(test), len(test), "sources are",
+                     f"{too_long}: cut to that length before decoding")
+
+  def _test_pairs(self):
+    n = self.config.num_predict_examples
+    return self.corpus.test[:n] if n > 0 else self.corpus.test
 
   def train_stream(self, *, global_batch_size: int, rows, seed: int):
     c = self.config
@@ -47,14 +71,12 @@ class TranslationTask(base.Task):
         max_length=c.max_target_length, num_packing_bins=c.data.num_packing_bins,
         process_index=process_index, process_count=process_count)
 
-  def translate(self, run, params, pairs):
+  def translate(self, run: base.Evaluator, params, pairs):
     """Translations of `pairs` with config.decoding; returns (scores, signatures, examples)."""
     rng = jax.random.key(self.config.seed)
 
     def decode_batch(inputs, n):
-      out = run.programs.decode(params, run.global_batch({"inputs": inputs[run.rows]})["inputs"],
-                                jax.random.fold_in(rng, n))
-      return np.asarray(jax.device_get(out))
+      return run.decode(params, inputs, jax.random.fold_in(rng, n))
 
     srcs, refs = [s for s, _ in pairs], [t for _, t in pairs]
     hyps = pipeline.decode_in_batches(srcs, self.tokenizer, batch_size=run.global_batch_size,
@@ -63,19 +85,18 @@ class TranslationTask(base.Task):
     scores, signatures = evaluation.translation_scores(hyps, refs, with_signatures=True)
     return scores, signatures, list(zip(srcs, refs, hyps))
 
-  def extra_eval(self, run, params) -> dict[str, float]:
+  def extra_eval(self, run: base.Evaluator, params) -> dict[str, float]:
     n = self.config.num_eval_bleu_examples
     if n <= 0:
       return {}
     scores, _, _ = self.translate(run, params, self.corpus.validation[:n])
     return scores
 
-  def final_test(self, run, params, step: int) -> dict[str, float]:
+  def final_test(self, run: base.Evaluator, params, step: int) -> dict[str, float]:
+    del step
     c = self.config
     t0 = time.monotonic()
-    pairs = self.corpus.test
-    if c.num_predict_examples > 0:
-      pairs = pairs[:c.num_predict_examples]
+    pairs = self._test_pairs()
     scores, signatures, examples = self.translate(run, params, pairs)
     if run.primary:
       print(f"Test set ({len(examples)} sentences, {decoder_name(c.decoding)}, "

@@ -1,0 +1,105 @@
+"""The kind registry: a kind is one record, and one file adds one.
+
+The throwaway kind of tests/toy_kind.py (its model, task, record and config in
+that file alone) trains, tests and resumes through `python train.py`.
+"""
+
+import ast
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from transformer_jax import config as config_lib
+from transformer_jax import kinds
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE = os.path.join(REPO, "transformer_jax")
+
+
+def _train(config_path, *args):
+  return subprocess.run([sys.executable, os.path.join(REPO, "train.py"),
+                         f"--config={config_path}", *args], cwd=REPO, capture_output=True,
+                        text=True, timeout=600, env=dict(os.environ))
+
+
+def _metrics(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+    return [json.loads(line) for line in f]
+
+
+def test_a_kind_registered_in_one_test_file_trains_and_resumes_through_train_py(tmp_path):
+  workdir = str(tmp_path / "run")
+  toy = os.path.join(REPO, "tests", "toy_kind.py")
+  first = _train(toy, f"--workdir={workdir}", "--config.num_train_steps=40")
+  assert first.returncode == 0, first.stderr[-3000:]
+  assert "Model (toy_first_token)" in first.stdout
+  assert "examples/s" in first.stdout  # the record's throughput unit.
+  records = _metrics(workdir)
+  assert [r["step"] for r in records if "eval/accuracy" in r] == [30, 40]
+  assert all("train/examples_per_sec" in r for r in records if "train/loss" in r
+             and r["step"] > 20)
+  test = [r for r in records if "test/accuracy" in r][0]
+  assert test["test/accuracy"] > test["test/majority_accuracy"] + 0.3, test
+  with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
+    assert json.load(f)["model"]["kind"] == "toy_first_token"
+
+  second = _train(toy, f"--workdir={workdir}", "--config.num_train_steps=50")
+  assert second.returncode == 0, second.stderr[-3000:]
+  assert "Resuming from checkpoint at step 40" in second.stdout
+  assert "toy_first_token" not in kinds.names()  # this process never loaded the file.
+
+
+def test_an_unknown_kind_fails_before_anything_is_built_and_lists_the_kinds(tmp_path):
+  proc = _train(os.path.join(REPO, "configs", "base.py"), f"--workdir={tmp_path / 'run'}",
+                "--config.model.kind=decoder_only")
+  assert proc.returncode == 2
+  assert "config.model.kind='decoder_only': not a registered model kind" in proc.stderr
+  for name in ("encoder_decoder", "decoder_lm", "encoder_classifier", "vit"):
+    assert name in proc.stderr
+  assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+def test_a_name_taken_by_another_file_is_refused():
+  vit = kinds.get("vit")
+  with pytest.raises(ValueError, match="'vit' is already registered"):
+    kinds.register(vit.__class__(**{**vit.__dict__, "task": lambda c, w, i: None}))
+  assert kinds.get("vit") is vit
+  assert kinds.register(vit) is vit  # the same record again is fine.
+
+
+@pytest.mark.parametrize("name", ["encoder_decoder", "decoder_lm", "encoder_classifier", "vit"])
+def test_every_built_in_record_is_complete(name):
+  kind = kinds.get(name)
+  c = config_lib.default_config()
+  c.model.kind, c.data.source = name, kind.data_sources[0]
+  if name == "vit":
+    c.model.positions = "learned"
+  config_lib.validate(c)
+  shapes = kind.batch_shapes(c, 4)
+  assert all(s.shape[0] == 4 for s in shapes.values())
+  assert "loss" in kind.eval_metrics(c)
+  assert "files" in kind.data_sources and kind.file_format
+  assert (kind.decode is None) == (kind.decode_tool == "")
+  empty = kind.empty_batch(shapes, 2)
+  assert set(empty) == set(shapes)
+  if "label" in empty:
+    assert (empty["label"] == -1).all()
+
+
+# The modules that run every kind: none of them may name one (they ask the record).
+GENERIC = ["trainer.py", "programs.py", "steps.py", "aot.py", "inference.py", "translate.py",
+           "generate.py", "checkpoint.py", "sharding.py", "objectives.py", "tasks/base.py",
+           "tasks/__init__.py"]
+
+
+@pytest.mark.parametrize("path", GENERIC)
+def test_generic_modules_never_name_a_kind(path):
+  with open(os.path.join(PACKAGE, path), encoding="utf-8") as f:
+    tree = ast.parse(f.read())
+  names = set(kinds.names())
+  literals = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)
+              and isinstance(n.value, str)}
+  assert not literals & names, f"{path} names {literals & names}"
