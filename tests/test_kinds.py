@@ -103,3 +103,15 @@ def test_generic_modules_never_name_a_kind(path):
   literals = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)
               and isinstance(n.value, str)}
   assert not literals & names, f"{path} names {literals & names}"
+
+
+def test_each_kind_extra_is_a_pip_extra_of_the_project():
+  tomllib = pytest.importorskip("tomllib")  # Python 3.11+.
+  with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+    extras = tomllib.load(f)["project"]["optional-dependencies"]
+  named = {kinds.get(n).extra for n in kinds.names()} - {""}
+  assert named == {"vision"}
+  assert named <= set(extras)
+  with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+    readme = f.read()
+  assert all(f'pip install -e ".[{extra}]"' in readme for extra in named)
