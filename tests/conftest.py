@@ -101,3 +101,11 @@ def tiny_config(**overrides):
 @pytest.fixture
 def tsv_corpus(tmp_path):
   return write_parallel_tsv(tmp_path / "corpus.tsv")
+
+
+def excerpt(stderr: str) -> str:
+  """The start and the end of a failed subprocess's stderr (an abort's reason comes first,
+  its thread dump last)."""
+  if len(stderr) <= 6000:
+    return stderr
+  return stderr[:2500] + "\n[...]\n" + stderr[-3500:]

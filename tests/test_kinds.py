@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from conftest import excerpt
 from transformer_jax import config as config_lib
 from transformer_jax import kinds
 
@@ -34,7 +35,7 @@ def test_a_kind_registered_in_one_test_file_trains_and_resumes_through_train_py(
   workdir = str(tmp_path / "run")
   toy = os.path.join(REPO, "tests", "toy_kind.py")
   first = _train(toy, f"--workdir={workdir}", "--config.num_train_steps=40")
-  assert first.returncode == 0, first.stderr[-3000:]
+  assert first.returncode == 0, excerpt(first.stderr)
   assert "Model (toy_first_token)" in first.stdout
   assert "examples/s" in first.stdout  # the record's throughput unit.
   records = _metrics(workdir)
@@ -47,7 +48,7 @@ def test_a_kind_registered_in_one_test_file_trains_and_resumes_through_train_py(
     assert json.load(f)["model"]["kind"] == "toy_first_token"
 
   second = _train(toy, f"--workdir={workdir}", "--config.num_train_steps=50")
-  assert second.returncode == 0, second.stderr[-3000:]
+  assert second.returncode == 0, excerpt(second.stderr)
   assert "Resuming from checkpoint at step 40" in second.stdout
   assert "toy_first_token" not in kinds.names()  # this process never loaded the file.
 

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import EN_DE
+from conftest import EN_DE, excerpt
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMON = [
@@ -85,7 +85,7 @@ def test_each_kind_learns_tests_and_resumes(tmp_path, config, data, learning_rat
   workdir = str(tmp_path / "run")
   args = [f"--workdir={workdir}", f"--config.learning_rate={learning_rate}", *data(tmp_path)]
   first = _train(config, args + [f"--config.num_train_steps={STEPS}"])
-  assert first.returncode == 0, first.stderr[-3000:]
+  assert first.returncode == 0, excerpt(first.stderr)
   assert "Traceback" not in first.stderr
   records = _metrics(workdir)
   assert [r["step"] for r in records if "train/loss" in r] == [20, 40, 60]
@@ -97,7 +97,7 @@ def test_each_kind_learns_tests_and_resumes(tmp_path, config, data, learning_rat
   assert len(test) == 1 and learned(test[0]), test
 
   second = _train(config, args + [f"--config.num_train_steps={STEPS + 2}"])
-  assert second.returncode == 0, second.stderr[-3000:]
+  assert second.returncode == 0, excerpt(second.stderr)
   assert f"Resuming from checkpoint at step {STEPS}" in second.stdout
   assert [r["step"] for r in _metrics(workdir) if "train/loss" in r] == [20, 40, 60, 62]
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from conftest import write_parallel_tsv
+from conftest import excerpt, write_parallel_tsv
 from transformer_jax.data import sources
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,11 +47,11 @@ def test_train_then_resume(tmp_path):
   workdir = "run"  # relative to the working directory, as users write it.
   args = [f"--workdir={workdir}", *TINY, *_data_args(tmp_path)]
   first = _train(args + ["--config.num_train_steps=6"], cwd=str(tmp_path))
-  assert first.returncode == 0, first.stderr[-3000:]
+  assert first.returncode == 0, excerpt(first.stderr)
   assert f"workdir: {workdir}" in first.stdout
   assert "Resuming" not in first.stdout
   assert "BLEU" in first.stdout
-  assert "Traceback" not in first.stderr, first.stderr[-3000:]
+  assert "Traceback" not in first.stderr, excerpt(first.stderr)
   workdir = str(tmp_path / workdir)
   for name in ("config.json", "tokenizer.model", "metrics.jsonl"):
     assert os.path.exists(os.path.join(workdir, name)), name
@@ -73,7 +73,7 @@ def test_train_then_resume(tmp_path):
     assert json.load(f)["num_train_steps"] == 6
 
   second = _train(args + ["--config.num_train_steps=9"], cwd=str(tmp_path))
-  assert second.returncode == 0, second.stderr[-3000:]
+  assert second.returncode == 0, excerpt(second.stderr)
   assert "Resuming from checkpoint at step 6" in second.stdout
   records = _metrics(workdir)
   train_steps = [r["step"] for r in records if "train/loss" in r]
@@ -84,7 +84,7 @@ def test_train_then_resume(tmp_path):
   kept = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
   bad = _train(args + ["--config.num_train_steps=12", "--config.model.mlp_dim=128"],
                cwd=str(tmp_path))
-  assert bad.returncode == 2, bad.stderr[-3000:]
+  assert bad.returncode == 2, excerpt(bad.stderr)
   assert "does not match the model" in bad.stderr
   assert "mlp/wi: saved (32, 64), model (32, 128)" in bad.stderr
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == kept
@@ -92,7 +92,7 @@ def test_train_then_resume(tmp_path):
   # config.init_from: a new run starts from this run's parameters, at step 0.
   other = _train([f"--workdir={tmp_path / 'other'}", *TINY, *_data_args(tmp_path),
                   "--config.num_train_steps=2", f"--config.init_from.workdir={workdir}"])
-  assert other.returncode == 0, other.stderr[-3000:]
+  assert other.returncode == 0, excerpt(other.stderr)
   assert "Initialised 35 of 35 parameter arrays from" in other.stdout
   assert f"tokenizer: {os.path.join(workdir, 'tokenizer.model')}" in other.stdout  # the same ids.
   assert "Resuming" not in other.stdout
