@@ -65,7 +65,7 @@ class LanguageModelTask(base.TaskBase):
     del step
     n = jax.process_count()
     sums = run.eval_sums(params, self._batches(self.docs.test, run.local_batch_size,
-                                                   jax.process_index(), n))
+                                               jax.process_index(), n))
     test = steps.summarize(sums)
     unigram = lm_text.unigram_log_probs(self.docs.train, self.tokenizer)  # fitted once.
     record = {"test/loss": test["nll"], "test/perplexity": test["perplexity"],
