@@ -5,6 +5,7 @@ that file alone) trains, tests and resumes through `python train.py`.
 """
 
 import ast
+import dataclasses
 import json
 import os
 import subprocess
@@ -66,7 +67,7 @@ def test_an_unknown_kind_fails_before_anything_is_built_and_lists_the_kinds(tmp_
 def test_a_name_taken_by_another_file_is_refused():
   vit = kinds.get("vit")
   with pytest.raises(ValueError, match="'vit' is already registered"):
-    kinds.register(vit.__class__(**{**vit.__dict__, "task": lambda c, w, i: None}))
+    kinds.register(dataclasses.replace(vit, task=lambda c, w, i: None))
   assert kinds.get("vit") is vit
   assert kinds.register(vit) is vit  # the same record again is fine.
 

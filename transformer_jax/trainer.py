@@ -118,12 +118,13 @@ class Run:
     names = self.kind.eval_metrics(self.config)
     summary = steps.summarize(sums)
     out = {k: summary[k] for k in names if k in summary}
-    extra = self.task.extra_eval(self, params)
-    unlisted = sorted(set(extra) - set(names))
-    if unlisted:
-      raise RuntimeError(f"the {self.kind.name!r} task logs {unlisted}, which its record's "
-                         "eval_metrics does not list")
-    out.update(extra)
+    out.update(self.task.extra_eval(self, params))
+    # The record's list is a promise (config validation checks best_checkpoint_metric
+    # against it): what is logged must be exactly what it lists.
+    if set(out) != set(names):
+      raise RuntimeError(
+          f"the {self.kind.name!r} run logs eval metrics {sorted(out)}, but its record's "
+          f"eval_metrics lists {sorted(names)}")
     return out
 
   def describe(self, num_params: int) -> str:
