@@ -23,7 +23,7 @@ __all__ = ["ConfigError", "default_config", "from_json", "model_config", "valida
 LR_SCHEDULES = ("rsqrt", "cosine", "linear", "constant")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 NORM_POSITIONS = ("pre", "post")
-ACTIVATIONS = ("relu", "gelu", "silu")
+ACTIVATIONS = ("relu", "gelu", "gelu_exact", "silu")
 POSITIONS = ("sinusoidal", "learned", "rotary")
 ATTENTION = ("xla", "dot_product")
 POOLING = ("cls", "mean")
@@ -48,7 +48,11 @@ def default_config() -> ml_collections.ConfigDict:
   # `workdir` of that run (or its checkpoints directory), `step` (-1: latest),
   # and `params`, a regex on parameter paths such as "encoder/.*" ("" = all
   # parameters whose shapes match).
-  c.init_from = ml_collections.ConfigDict({"workdir": "", "step": -1, "params": ""})
+  # Or `hf`: a Hugging Face folder (config.json, model.safetensors, tokenizer.json) of a
+  # BERT-family encoder (encoder_classifier) or a GPT-2-family decoder (decoder_lm): the
+  # model takes the folder's architecture and weights (a head it lacks starts fresh) and,
+  # unless data.tokenizer_path is set, its tokenizer.
+  c.init_from = ml_collections.ConfigDict({"workdir": "", "step": -1, "params": "", "hf": ""})
   c.per_device_batch_size = 32
   # Rows of each global batch; 0: per_device_batch_size * devices. Set it to
   # keep batches (and so the data stream) the same when the device count changes.
@@ -111,8 +115,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.dropout_rate = 0.1
   c.model.attention_dropout_rate = 0.1
   c.model.norm_position = "pre"
-  c.model.activation = "relu"
+  c.model.activation = "relu"  # relu | gelu (tanh approximation, GPT-2's) | gelu_exact (BERT's) | silu.
+  c.model.layer_norm_epsilon = 1e-6
+  c.model.attention_bias = False  # biases on the attention projections (BERT, GPT-2).
   c.model.logits_via_embedding = True
+  c.model.scale_tied_logits = True  # tied logits / sqrt(emb_dim) (GPT-2: False).
   c.model.dtype = "float32"
   c.model.remat = "none"  # none | full | dots: recompute activations to save memory.
   c.model.positions = "sinusoidal"  # sinusoidal | learned | rotary (vit: learned only).
@@ -123,6 +130,13 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.pooling = "cls"  # classifiers: cls (class token) | mean (over real positions).
   c.model.patch_size = 4  # vit: square patches of this many pixels a side.
   c.model.num_classes = 0  # classifiers: 0 takes the number of labels in the data.
+  c.model.num_token_types = 2  # encoder_classifier: rows of the token type table.
+  # encoder_classifier: a learned class vector first (True), or the tokenizer's own
+  # first token, BERT's [CLS] (False); a LayerNorm over the embeddings (BERT: True).
+  c.model.class_vector = True
+  c.model.embedding_norm = False
+  # Rows of a learned position table; 0: max(max_target_length, max_predict_length) + 1.
+  c.model.max_length = 0
   # Data.
   c.data = ml_collections.ConfigDict()
   # One of the kind's sources (its record's data_sources); "files": your own files.
@@ -139,7 +153,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.validation_fraction = 0.03
   c.data.test_fraction = 0.03
   c.data.vocab_size = 8000
-  c.data.tokenizer_path = ""  # empty: WORKDIR/tokenizer.model.
+  # Empty: WORKDIR/tokenizer.model (sentencepiece, trained on first use); "hf:FOLDER":
+  # a Hugging Face tokenizer.json (its padding token must be id 0, as BERT's is).
+  c.data.tokenizer_path = ""
   c.data.num_packing_bins = 64
   c.data.min_class_examples = 100  # encoder_classifier: rarer labels are dropped.
   c.data.image_size = 28  # vit: images are image_size x image_size x num_channels.
@@ -247,6 +263,21 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
   _positive_int(config, "model.patch_size")
   _positive_int(config, "data.image_size")
   _positive_int(config, "data.num_channels")
+  _positive_int(config, "model.num_token_types")
+  if config.model.max_length < 0:
+    _fail("model.max_length", config.model.max_length, "must be >= 0 (0: from the lengths)")
+  # Positions a batch row uses: max_target_length (plus a learned class vector), and
+  # max_predict_length for kinds that decode.
+  need = config.max_target_length + int(config.model.class_vector and not kind.decode)
+  if kind.decode is not None:
+    need = max(need, config.max_predict_length)
+  if config.model.positions == "learned" and 0 < config.model.max_length < need:
+    _fail("model.max_length", config.model.max_length,
+          f"the learned position table needs {need} rows for max_target_length="
+          f"{config.max_target_length}"
+          + (f" / max_predict_length={config.max_predict_length}" if kind.decode else ""))
+  if not 0 < config.model.layer_norm_epsilon < 1:
+    _fail("model.layer_norm_epsilon", config.model.layer_norm_epsilon, "must be in (0, 1)")
   if config.model.num_classes < 0:
     _fail("model.num_classes", config.model.num_classes, "must be >= 0 (0: from the data)")
   if config.model.attention == "dot_product" and config.model.attention_dropout_rate > 0:
@@ -255,6 +286,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
   _one_of(config, "model.remat", REMAT)
   _one_of(config, "best_checkpoint_mode", ("min", "max"))
   _check_best_metric(config, kind)
+  if config.init_from.hf and config.init_from.workdir:
+    _fail("init_from.hf", config.init_from.hf, "and init_from.workdir cannot both be set")
   if config.init_from.params:
     try:
       re.compile(config.init_from.params)
@@ -332,7 +365,7 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int,
       vocab_size=sharding.padded_vocab_size(max(vocab_size, 1)),
       num_classes=m.num_classes or num_classes,
       positions=m.positions,
-      max_length=max(config.max_target_length, config.max_predict_length) + 1,
+      max_length=m.max_length or max(config.max_target_length, config.max_predict_length) + 1,
       attention=m.attention,
       pooling=m.pooling,
       patch_size=m.patch_size,
@@ -346,7 +379,13 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int,
       attention_dropout_rate=m.attention_dropout_rate,
       norm_position=m.norm_position,
       activation=m.activation,
+      layer_norm_epsilon=m.layer_norm_epsilon,
+      attention_bias=m.attention_bias,
       logits_via_embedding=m.logits_via_embedding,
+      scale_tied_logits=m.scale_tied_logits,
+      num_token_types=m.num_token_types,
+      class_vector=m.class_vector,
+      embedding_norm=m.embedding_norm,
       dtype=DTYPES[m.dtype],
       remat=m.remat,
   )

@@ -46,15 +46,18 @@ class EncoderClassifier(nn.Module):
   """Token ids [B, L] (0 = padding) and token types [B, L] -> logits [B, C] (float32).
 
   Uses `config.num_encoder_layers`, `num_classes`, `pooling` (cls | mean),
-  `num_token_types` and `positions` (the class vector takes position 0; a
-  learned table needs `max_length >= L + 1`).
+  `num_token_types`, `positions` (a learned class vector takes position 0; a
+  learned table then needs `max_length >= L + 1`), `class_vector` and
+  `embedding_norm` (False / True: BERT, whose tokenizer puts [CLS] first).
   """
   config: TransformerConfig
 
   @nn.compact
-  def __call__(self, inputs_BL: Array, token_types_BL: Array | None = None) -> Array:
+  def __call__(self, inputs_BL: Array, token_types_BL: Array | None = None,
+               return_hidden: bool = False) -> Array:
+    """Logits [B, C]; with `return_hidden`, the encoder's last hidden states [B, L', D]
+    instead (L' = L + 1 with a class vector), before pooling and head."""
     cfg = self.config
-    check_num_classes(cfg, "EncoderClassifier")
     embed = layers.Embed(cfg.vocab_size, cfg.emb_dim, dtype=cfg.dtype, name="token_embedding")
     x_BLD = embed(inputs_BL)
     if token_types_BL is None:
@@ -64,21 +67,33 @@ class EncoderClassifier(nn.Module):
         (cfg.num_token_types, cfg.emb_dim), ("token_types", "embed"))
     x_BLD = x_BLD + jnp.take(types_TD, token_types_BL, axis=0).astype(cfg.dtype)
 
-    # The class position (0) is always valid; token positions follow from 1.
-    x_BLD = prepend_class_vector(self, x_BLD)
-    valid_BL = jnp.pad(inputs_BL > 0, ((0, 0), (1, 0)), constant_values=True)
+    if cfg.class_vector:  # position 0 is a learned class vector; tokens follow from 1.
+      x_BLD = prepend_class_vector(self, x_BLD)
+      valid_BL = jnp.pad(inputs_BL > 0, ((0, 0), (1, 0)), constant_values=True)
+    else:  # the tokenizer's first token (BERT's [CLS]) is the class position.
+      valid_BL = inputs_BL > 0
     positions_BL = default_positions(valid_BL)
     x_BLD = add_positions(self, cfg, x_BLD, positions_BL)
-    x_BLD = encoder_stack(cfg, x_BLD, layers.padding_mask(valid_BL, valid_BL), positions_BL)
+    if cfg.embedding_norm:
+      x_BLD = layers.LayerNorm(cfg.layer_norm_epsilon, dtype=cfg.dtype,
+                               name="embedding_norm")(x_BLD)
+    # Padding is masked as a key only: a padded position sees the real tokens (as in
+    # BERT) but nothing sees it, so padding changes neither pooling nor the logits.
+    mask_B1LL = layers.padding_mask(jnp.ones_like(valid_BL), valid_BL)
+    x_BLD = encoder_stack(cfg, x_BLD, mask_B1LL, positions_BL)
+    if return_hidden:
+      return x_BLD
+    check_num_classes(cfg, "EncoderClassifier")
 
     if cfg.pooling == "cls":
       pooled_BD = layers.Dense(cfg.emb_dim, ("embed", "mlp"), dtype=cfg.dtype,
                                name="pooler")(x_BLD[:, 0])
       pooled_BD = jnp.tanh(pooled_BD)
-    else:  # mean over the real tokens; the class position is left out.
-      tokens_BL = valid_BL.at[:, 0].set(False)
+    else:  # mean over the real tokens; a learned class vector is left out.
+      tokens_BL = valid_BL.at[:, 0].set(False) if cfg.class_vector else valid_BL
       count_B1 = jnp.maximum(tokens_BL.sum(axis=1, keepdims=True), 1).astype(jnp.float32)
       sum_BD = jnp.einsum("BLD,BL->BD", x_BLD.astype(jnp.float32),
                           tokens_BL.astype(jnp.float32))
       pooled_BD = (sum_BD / count_B1).astype(cfg.dtype)
     return classification_head(cfg, constrain(pooled_BD, ACT_BD))
+

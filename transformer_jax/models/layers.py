@@ -19,6 +19,15 @@ import numpy as np
 Array = jax.Array
 Dtype = Any
 
+# The MLP's activations. "gelu" is jax.nn.gelu's default, the tanh approximation
+# (GPT-2's "gelu_new"); "gelu_exact" is the erf form (BERT's "gelu").
+ACTIVATIONS = {
+    "relu": jax.nn.relu,
+    "gelu": jax.nn.gelu,
+    "gelu_exact": lambda x: jax.nn.gelu(x, approximate=False),
+    "silu": jax.nn.silu,
+}
+
 # Logical names of activations (distinct from the parameters' names, so one
 # mesh axis can shard a weight dimension and the batch at the same time).
 ACT_BLD = ("act_batch", "act_length", "act_embed")
@@ -187,7 +196,7 @@ class Mlp(nn.Module):
     wo = param_with_names(self, "wo", init, (self.mlp_dim, d), ("mlp", "embed"))
     bo = param_with_names(self, "bo", nn.initializers.zeros, (d,), ("embed",))
     h_BLF = jnp.einsum("BLD,DF->BLF", x_BLD, wi.astype(self.dtype)) + bi.astype(self.dtype)
-    h_BLF = getattr(jax.nn, self.activation)(h_BLF)
+    h_BLF = ACTIVATIONS[self.activation](h_BLF)
     h_BLF = constrain(h_BLF, ACT_BLF)
     h_BLF = nn.Dropout(self.dropout_rate)(h_BLF, deterministic=self.deterministic)
     y_BLD = jnp.einsum("BLF,FD->BLD", h_BLF, wo.astype(self.dtype)) + bo.astype(self.dtype)
@@ -203,7 +212,9 @@ class MultiHeadAttention(nn.Module):
   positions (RoPE) before the dot product. With `decode=True` (self-attention
   only) the module keeps a key/value cache of `max_decode_length` positions in
   the "cache" collection and takes one query position per call; keys are
-  rotated by their own position before they are cached.
+  rotated by their own position before they are cached. With `use_bias`, the
+  projections add biases "query_bias", "key_bias", "value_bias" [H, K] and
+  "out_bias" [D] (as BERT and GPT-2 do).
   """
   num_heads: int
   head_dim: int
@@ -213,6 +224,7 @@ class MultiHeadAttention(nn.Module):
   decode: bool = False
   rotary: bool = False
   attention: str = "xla"
+  use_bias: bool = False
 
   @nn.compact
   def __call__(self, q_BLD: Array, kv_BSD: Array, mask_B1LS: Array | None,
@@ -226,9 +238,17 @@ class MultiHeadAttention(nn.Module):
     wv = param_with_names(self, "value", init, (d, h, k), ("embed", "heads", "kv"))
     wo = param_with_names(self, "out", nn.initializers.xavier_uniform(in_axis=(0, 1), out_axis=2),
                           (h, k, d), ("heads", "kv", "embed"))
-    q_BLHK = constrain(jnp.einsum("BLD,DHK->BLHK", q_BLD, wq.astype(self.dtype)), ACT_BLHK)
-    k_BSHK = constrain(jnp.einsum("BSD,DHK->BSHK", kv_BSD, wk.astype(self.dtype)), ACT_BLHK)
-    v_BSHK = constrain(jnp.einsum("BSD,DHK->BSHK", kv_BSD, wv.astype(self.dtype)), ACT_BLHK)
+    q_BLHK = jnp.einsum("BLD,DHK->BLHK", q_BLD, wq.astype(self.dtype))
+    k_BSHK = jnp.einsum("BSD,DHK->BSHK", kv_BSD, wk.astype(self.dtype))
+    v_BSHK = jnp.einsum("BSD,DHK->BSHK", kv_BSD, wv.astype(self.dtype))
+    if self.use_bias:
+      q_BLHK, k_BSHK, v_BSHK = (
+          x + param_with_names(self, f"{name}_bias", nn.initializers.zeros, (h, k),
+                               ("heads", "kv")).astype(self.dtype)
+          for x, name in ((q_BLHK, "query"), (k_BSHK, "key"), (v_BSHK, "value")))
+    q_BLHK = constrain(q_BLHK, ACT_BLHK)
+    k_BSHK = constrain(k_BSHK, ACT_BLHK)
+    v_BSHK = constrain(v_BSHK, ACT_BLHK)
 
     if self.rotary:
       if q_positions_BL is None or kv_positions_BS is None:
@@ -247,6 +267,9 @@ class MultiHeadAttention(nn.Module):
       raise ValueError(f"attention must be 'xla' or 'dot_product', got {self.attention!r}")
     out_BLHK = constrain(out_BLHK, ACT_BLHK)
     out_BLD = jnp.einsum("BLHK,HKD->BLD", out_BLHK, wo.astype(self.dtype))
+    if self.use_bias:
+      out_BLD = out_BLD + param_with_names(self, "out_bias", nn.initializers.zeros, (d,),
+                                           ("embed",)).astype(self.dtype)
     return constrain(out_BLD, ACT_BLD)
 
   def _xla_attention(self, q_BLHK, k_BSHK, v_BSHK, mask_B1LS):

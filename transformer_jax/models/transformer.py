@@ -40,8 +40,12 @@ class TransformerConfig:
   dropout_rate: float = 0.1
   attention_dropout_rate: float = 0.1
   norm_position: str = "pre"  # "pre" (pre-LN, default) or "post" (the paper's).
-  activation: str = "relu"
+  activation: str = "relu"  # a key of layers.ACTIVATIONS.
+  layer_norm_epsilon: float = 1e-6
+  attention_bias: bool = False  # biases on the attention projections (BERT, GPT-2).
   logits_via_embedding: bool = True
+  # Tied output projection divided by sqrt(emb_dim) (the Flax WMT example's); GPT-2: off.
+  scale_tied_logits: bool = True
   dtype: Any = jnp.float32
   remat: str = "none"  # recompute layer activations in the backward pass: none | full | dots.
   deterministic: bool = False
@@ -52,12 +56,17 @@ class TransformerConfig:
   num_classes: int = 0  # classifier and ViT heads.
   pooling: str = "cls"  # classifier and ViT: cls | mean.
   num_token_types: int = 2  # classifier: rows of the token type table.
+  # Classifier: a learned class vector prepended at position 0 (True), or the
+  # tokenizer's own first token ([CLS]) in its place (False: BERT).
+  class_vector: bool = True
+  embedding_norm: bool = False  # classifier: LayerNorm over the summed embeddings (BERT).
   patch_size: int = 4  # ViT: square patches of patch_size x patch_size pixels.
 
   def __post_init__(self):
     for field, allowed in (("positions", POSITIONS), ("attention", ATTENTIONS),
                            ("pooling", POOLINGS), ("norm_position", ("pre", "post")),
-                           ("remat", ("none", *REMAT_POLICIES))):
+                           ("remat", ("none", *REMAT_POLICIES)),
+                           ("activation", tuple(layers.ACTIVATIONS))):
       if getattr(self, field) not in allowed:
         raise ValueError(f"TransformerConfig.{field} must be one of {allowed}, "
                          f"got {getattr(self, field)!r}")
@@ -73,7 +82,7 @@ class _Residual(nn.Module):
   @nn.compact
   def __call__(self, x_BLD: Array, sublayer) -> Array:
     cfg = self.config
-    norm = layers.LayerNorm(dtype=cfg.dtype, name="norm")
+    norm = layers.LayerNorm(cfg.layer_norm_epsilon, dtype=cfg.dtype, name="norm")
     y_BLD = sublayer(norm(x_BLD) if cfg.norm_position == "pre" else x_BLD)
     y_BLD = nn.Dropout(cfg.dropout_rate)(y_BLD, deterministic=cfg.deterministic)
     out_BLD = x_BLD + y_BLD
@@ -85,7 +94,7 @@ def _attention(cfg: TransformerConfig, name: str, decode: bool = False, rotary: 
       num_heads=cfg.num_heads, head_dim=cfg.head_dim,
       dropout_rate=cfg.attention_dropout_rate, dtype=cfg.dtype,
       deterministic=cfg.deterministic, decode=decode, rotary=rotary,
-      attention=cfg.attention, name=name)
+      attention=cfg.attention, use_bias=cfg.attention_bias, name=name)
 
 
 def _mlp(cfg: TransformerConfig):
@@ -164,7 +173,7 @@ def encoder_stack(cfg: TransformerConfig, x_BLD: Array, mask_B1LL: Array | None,
   for i in range(cfg.num_encoder_layers):
     x_BLD = layer_class(cfg, name=f"layer_{i}")(x_BLD, mask_B1LL, positions_BL)
   if cfg.norm_position == "pre":
-    x_BLD = layers.LayerNorm(dtype=cfg.dtype, name="final_norm")(x_BLD)
+    x_BLD = layers.LayerNorm(cfg.layer_norm_epsilon, dtype=cfg.dtype, name="final_norm")(x_BLD)
   return constrain(x_BLD, ACT_BLD)
 
 
@@ -194,9 +203,11 @@ class Decoder(nn.Module):
       y_BLD = layer_class(cfg, name=f"layer_{i}")(y_BLD, encoded_BSD, self_mask_B1LL,
                                                   cross_mask_B1LS, positions_BL)
     if cfg.norm_position == "pre":
-      y_BLD = layers.LayerNorm(dtype=cfg.dtype, name="final_norm")(y_BLD)
+      y_BLD = layers.LayerNorm(cfg.layer_norm_epsilon, dtype=cfg.dtype, name="final_norm")(y_BLD)
     if cfg.logits_via_embedding:
-      logits_BLV = self.embed.attend(y_BLD) / jnp.sqrt(cfg.emb_dim).astype(cfg.dtype)
+      logits_BLV = self.embed.attend(y_BLD)
+      if cfg.scale_tied_logits:
+        logits_BLV = logits_BLV / jnp.sqrt(cfg.emb_dim).astype(cfg.dtype)
     else:
       w = layers.param_with_names(self, "logits", nn.initializers.xavier_uniform(),
                                   (cfg.emb_dim, cfg.vocab_size), ("embed", "vocab"))
