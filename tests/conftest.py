@@ -109,3 +109,11 @@ def excerpt(stderr: str) -> str:
   if len(stderr) <= 6000:
     return stderr
   return stderr[:2500] + "\n[...]\n" + stderr[-3500:]
+
+
+def skip_without(reason: str):
+  """pytest.skip(reason), or a failure where the run must not skip it (.ci/run sets
+  TRANSFORMER_JAX_REQUIRE_REFERENCE: CI must run the parity tests)."""
+  if os.environ.get("TRANSFORMER_JAX_REQUIRE_REFERENCE"):
+    pytest.fail(f"required by TRANSFORMER_JAX_REQUIRE_REFERENCE, but {reason}")
+  pytest.skip(reason)

@@ -137,3 +137,27 @@ def test_tools_refuse_the_other_model_kind(lm_run, trained_run):
   assert proc.returncode == 2 and "'decoder_lm' model" in proc.stderr
   proc = _run(["-m", "transformer_jax.generate", f"--workdir={trained_run}", "--prompt=x"])
   assert proc.returncode == 2 and "'encoder_decoder' model" in proc.stderr
+
+
+def test_export_safetensors_writes_every_parameter_under_its_path(trained_run, tmp_path):
+  from flax import traverse_util  # pylint: disable=import-outside-toplevel
+  from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  out = tmp_path / "export"
+  proc = _run(["-m", "transformer_jax.export_hf", f"--workdir={trained_run}",
+               f"--output={out}", "--format=safetensors"])
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  tensors = load_file(str(out / "model.safetensors"))
+  from transformer_jax import inference  # pylint: disable=import-outside-toplevel
+  run = inference.load_run(trained_run, tool=None)
+  want = traverse_util.flatten_dict(run.params, sep="/")
+  assert tensors.keys() == want.keys()
+  for k, v in want.items():
+    np.testing.assert_array_equal(tensors[k], np.asarray(v), err_msg=k)
+  assert json.loads((out / "config.json").read_text())["model"]["kind"] == "encoder_decoder"
+  assert (out / "tokenizer.model").exists()
+  # No Hugging Face twin: the hf format says so, and writes nothing.
+  proc = _run(["-m", "transformer_jax.export_hf", f"--workdir={trained_run}",
+               f"--output={tmp_path / 'hf'}"])
+  assert proc.returncode == 2 and "no Hugging Face twin" in proc.stderr
+  assert "Traceback" not in proc.stderr and not (tmp_path / "hf").exists()

@@ -21,7 +21,9 @@ from transformer_jax import checkpoint, kinds, sharding
 from transformer_jax import config as config_lib
 from transformer_jax import programs as programs_lib
 from transformer_jax.data import pipeline
+from transformer_jax.data.hf_tokenizer import open_tokenizer
 from transformer_jax.data.tokenizer import Tokenizer
+from transformer_jax.tasks.classification import read_labels
 from transformer_jax.tasks.base import prompt_batch
 
 
@@ -45,7 +47,8 @@ def load_run(workdir: str, *, tool: str, step: int = -1,
   """Loads WORKDIR's config, tokenizer and checkpoint (`step` -1: the latest).
 
   `tool` ("translate" | "generate") must be the one that the run's model kind
-  names as its decoder (kinds: `decode_tool`). `decoding` replaces fields of
+  names as its decoder (kinds: `decode_tool`); None loads a run of any kind
+  (embed, export_hf). `decoding` replaces fields of
   config.decoding; `batch_size` (0: the run's global batch) is rounded up to fill
   the mesh's batch axes; `max_length` (0: config.max_predict_length) caps the
   decoded length. Errors name the field.
@@ -55,7 +58,7 @@ def load_run(workdir: str, *, tool: str, step: int = -1,
     raise config_lib.ConfigError(f"--workdir={workdir!r}: no config.json (not a train.py workdir)")
   config = config_lib.from_json(path)
   kind = kinds.get(config.model.kind)
-  if kind.decode_tool != tool:
+  if tool is not None and kind.decode_tool != tool:
     decoders = [k for k in kinds.names() if kinds.get(k).decode_tool == tool]
     raise config_lib.ConfigError(
         f"--workdir={workdir!r} holds a {kind.name!r} model, which the {tool} tool does not "
@@ -79,9 +82,18 @@ def load_run(workdir: str, *, tool: str, step: int = -1,
   data, fsdp, _ = sharding.mesh_shape(config, n)
   config.global_batch_size = -(-batch // (data * fsdp)) * (data * fsdp)
   config_lib.validate(config, n)
-  tokenizer = Tokenizer.load(config.data.tokenizer_path or
-                             os.path.join(workdir, "tokenizer.model"))
-  progs = programs_lib.build(config, sharding.make_mesh(config), tokenizer.vocab_size)
+  tokenizer = (open_tokenizer(config.data.tokenizer_path or
+                              os.path.join(workdir, "tokenizer.model"))
+               if kind.uses_vocab else None)
+  num_classes = 0
+  if kind.uses_classes and not config.model.num_classes:
+    labels = read_labels(workdir)
+    if labels is None:
+      raise config_lib.ConfigError(f"--workdir={workdir!r}: no labels.json, so the number of "
+                                   "classes is unknown (set config.model.num_classes)")
+    num_classes = len(labels)
+  progs = programs_lib.build(config, sharding.make_mesh(config),
+                             tokenizer.vocab_size if tokenizer else 0, num_classes)
   params, step = checkpoint.restore_params(workdir, step, progs.abstract_state.params)
   return LoadedRun(config, tokenizer, progs, params, step)
 

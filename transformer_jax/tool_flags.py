@@ -70,6 +70,7 @@ def tool_main():
   from transformer_jax import config as config_lib  # pylint: disable=import-outside-toplevel
   from transformer_jax.checkpoint import CheckpointError  # pylint: disable=import-outside-toplevel
   from transformer_jax.data.tokenizer import TokenizerError  # pylint: disable=import-outside-toplevel
+  # PretrainedError is a ConfigError (transformer_jax.pretrained.tensors).
   try:
     yield
   except (config_lib.ConfigError, CheckpointError, TokenizerError, BadInput) as e:

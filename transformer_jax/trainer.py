@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 
+import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
@@ -18,7 +19,7 @@ from jax.experimental import multihost_utils
 
 from transformer_jax import checkpoint as checkpoint_lib
 from transformer_jax import config as config_lib
-from transformer_jax import kinds, metric_writers, preemption, sharding, steps
+from transformer_jax import kinds, metric_writers, preemption, pretrained, sharding, steps
 from transformer_jax import programs as programs_lib
 
 
@@ -142,6 +143,7 @@ class Run:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains (or resumes) the run in `workdir`; returns the final metrics."""
+  hf_folder = pretrained.apply_to_config(config)  # the folder's architecture, checked.
   config_lib.validate(config)  # the fields alone, before any device is touched.
   sharding.initialize_distributed(config)
   sharding.validate_devices(config, jax.device_count(), jax.process_count())
@@ -157,7 +159,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       best_mode=config.best_checkpoint_mode)
   try:
     with run.programs.context():
-      state = _restore_or_init(config, run, ckpt, writer)
+      state = _restore_or_init(config, run, ckpt, writer, hf_folder)
       num_params = sum(x.size for x in jax.tree.leaves(state.params))
       start = int(jax.device_get(state.step))
       if primary:
@@ -173,7 +175,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     writer.close()
 
 
-def _restore_or_init(config, run: Run, ckpt, writer):
+def _restore_or_init(config, run: Run, ckpt, writer, hf_folder=None):
   """The latest readable checkpoint, or fresh (optionally config.init_from) parameters."""
   restored = ckpt.restore_latest(run.programs.abstract_state)
   if restored is not None:
@@ -190,6 +192,15 @@ def _restore_or_init(config, run: Run, ckpt, writer):
     state = state.replace(params=params)
     total = len(jax.tree.leaves(state.params))
     print(f"Initialised {len(taken)} of {total} parameter arrays from {source}", flush=True)
+  if hf_folder is not None:
+    params, taken = pretrained.load_into(state.params, hf_folder, run.programs.model_config)
+    state = state.replace(params=params)
+    paths = ["/".join(str(getattr(k, "key", k)) for k in p)
+             for p, _ in jax.tree_util.tree_flatten_with_path(
+                 params, is_leaf=lambda x: isinstance(x, nn.Partitioned))[0]]
+    fresh = sorted(set(paths) - set(taken))
+    print(f"Initialised {len(taken)} of {len(paths)} parameter arrays from {hf_folder.path}"
+          + (f"; fresh: {', '.join(fresh)}" if fresh else ""), flush=True)
   return state
 
 

@@ -187,8 +187,9 @@ def load_labelled(data_config) -> LabelledSplits:
 
 
 def encode(tokenizer: Tokenizer, text: str, max_length: int) -> np.ndarray:
-  """Token ids (EOS included) cut to `max_length` and 0-padded: int32 [max_length]."""
-  ids = tokenizer.encode(text)[:max_length]
+  """Token ids (with the tokenizer's end marks) cut to `max_length` and 0-padded:
+  int32 [max_length]. A Hugging Face tokenizer keeps its [CLS] and [SEP] when it cuts."""
+  ids = tokenizer.encode(text, max_length=max_length)
   out = np.zeros(max_length, np.int32)
   out[:len(ids)] = ids
   return out

@@ -58,11 +58,12 @@ class Tokenizer:
   def vocab_size(self) -> int:
     return self._sp.get_piece_size()
 
-  def encode(self, text: str, add_eos: bool = True) -> np.ndarray:
+  def encode(self, text: str, add_eos: bool = True, max_length: int | None = None) -> np.ndarray:
+    """Ids (then EOS with `add_eos`), cut to `max_length` (the EOS is cut first)."""
     ids = self._sp.encode(text)
     if add_eos:
       ids.append(EOS_ID)
-    return np.asarray(ids, dtype=np.int32)
+    return np.asarray(ids[:max_length], dtype=np.int32)
 
   def decode(self, ids: Sequence[int] | np.ndarray) -> str:
     """Decodes up to the first EOS, ignoring padding and ids beyond the vocabulary.

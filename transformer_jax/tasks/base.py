@@ -16,6 +16,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from transformer_jax.data import hf_tokenizer
 from transformer_jax.data import tokenizer as tokenizer_lib
 
 Batch = dict[str, np.ndarray]
@@ -88,8 +89,14 @@ def tokenizer_path(config, workdir: str) -> str:
 
 def load_tokenizer(config, workdir: str, texts_fn, is_writer: bool,
                    use_placeholders: bool = True, keep_whitespace: bool = False) -> Any:
-  """The run's sentencepiece tokenizer, trained on `texts_fn()` the first time."""
+  """The run's sentencepiece tokenizer, trained on `texts_fn()` the first time; or a
+  Hugging Face tokenizer.json where config.data.tokenizer_path is "hf:FOLDER"."""
   path = tokenizer_path(config, workdir)
+  if hf_tokenizer.is_hf(path):
+    tok = hf_tokenizer.load(path)
+    if is_writer:
+      print(f"tokenizer: {path} ({tok.vocab_size} ids)", flush=True)
+    return tok
   tok = tokenizer_lib.load_or_train(path, texts_fn, config.data.vocab_size, is_writer=is_writer,
                                     use_placeholders=use_placeholders,
                                     keep_whitespace=keep_whitespace)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 
 import jax
 import numpy as np
@@ -14,12 +16,31 @@ from transformer_jax.data.sources import CorpusError
 from transformer_jax.tasks import base
 
 
+LABELS_FILE = "labels.json"
+
+
+def read_labels(workdir: str) -> list[str] | None:
+  """A classifier run's class names (None for runs made before labels.json was written)."""
+  path = os.path.join(workdir, LABELS_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    return [str(x) for x in json.load(f)]
+
+
 class _Classification(base.TaskBase):
   labels: list[str]
   majority_accuracy: float
 
   def test_batches(self, batch_size: int, process_index: int, process_count: int):
     raise NotImplementedError
+
+  def save_labels(self, workdir: str, is_writer: bool) -> None:
+    """WORKDIR/labels.json: the class names by id, for tools that load the run (export_hf)."""
+    if is_writer:
+      os.makedirs(workdir, exist_ok=True)
+      with open(os.path.join(workdir, LABELS_FILE), "w", encoding="utf-8") as f:
+        json.dump(self.labels, f, ensure_ascii=False, indent=1)
 
   def final_test(self, run: base.Evaluator, params, step: int) -> dict[str, float]:
     del step
@@ -57,6 +78,7 @@ class TextClassificationTask(_Classification):
                                          is_writer, use_placeholders=False)
     self.vocab_size = self.tokenizer.vocab_size
     self.majority_accuracy = labelled_text.majority_baseline(self.data.train, self.data.test)
+    self.save_labels(workdir, is_writer)
 
   def train_stream(self, *, global_batch_size: int, rows, seed: int):
     return labelled_text.ClassifyTrainStream(
@@ -80,11 +102,11 @@ class ImageClassificationTask(_Classification):
   """(image, label) -> float images in [0, 1], one per row."""
 
   def __init__(self, config, workdir: str, is_writer: bool):
-    del workdir, is_writer
     self.config = config
     self.data = images_lib.load_images(config.data)
     self.num_classes = self.data.num_classes
     self.labels = [str(i) for i in range(self.num_classes)]
+    self.save_labels(workdir, is_writer)
     images = self.data.train[0]
     want = (config.data.image_size, config.data.image_size, config.data.num_channels)
     if images.shape[1:] != want:

@@ -1,0 +1,143 @@
+"""Fine-tuning from a Hugging Face folder through `python train.py`, then the run back out:
+export_hf (a folder transformers loads with the same outputs) and embed."""
+
+import importlib.util
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import hf_folders
+from conftest import EN_DE, excerpt, skip_without
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORDS = sorted({w.strip(".,%").lower() for pair in EN_DE for s in pair for w in s.split()}
+               | {"number", "nummer"} | {str(i) for i in range(40)})
+ARGS = ["--config.per_device_batch_size=2", "--config.num_train_steps=40",
+        "--config.log_every_steps=10", "--config.eval_every_steps=20",
+        "--config.checkpoint_every_steps=20", "--config.warmup_steps=5",
+        "--config.num_eval_steps=2", "--config.learning_rate=1e-3",
+        "--config.max_target_length=16", "--config.data.min_class_examples=5",
+        "--config.model.pooling=cls"]
+
+
+def _run(args, stdin=None, timeout=600):
+  return subprocess.run([sys.executable, *args], input=stdin, capture_output=True,
+                        timeout=timeout, env=dict(os.environ), cwd=REPO)
+
+
+def _data(tmp_path):
+  path = tmp_path / "labelled.tsv"
+  with open(path, "w", encoding="utf-8") as f:
+    for i in range(40):
+      for en, de in EN_DE:
+        f.write(f"{en} number {i}\tenglish\n{de} Nummer {i}\tgerman\n")
+  return ["--config.data.source=files", f"--config.data.train_files=('{path}',)"]
+
+
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory):
+  tmp = tmp_path_factory.mktemp("finetune")
+  folder = hf_folders.bert_folder(tmp / "bert", WORDS)
+  workdir = str(tmp / "run")
+  proc = _run(["train.py", f"--config={REPO}/configs/classify.py", f"--workdir={workdir}",
+               f"--config.init_from.hf={folder}", *ARGS, *_data(tmp)])
+  out = proc.stdout.decode()
+  assert proc.returncode == 0, excerpt(proc.stderr.decode())
+  return folder, workdir, out
+
+
+def test_finetuning_starts_from_the_folder_and_learns(finetuned):
+  folder, workdir, out = finetuned
+  assert f"tokenizer: hf:{folder}" in out
+  # Every BERT tensor (pooler included) is taken; only the head starts fresh.
+  line = next(l for l in out.splitlines() if l.startswith("Initialised"))
+  assert line.startswith("Initialised 39 of 41 ") and line.endswith("fresh: head/bias, head/kernel"), line
+  with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
+    saved = json.load(f)["model"]
+  assert (saved["emb_dim"], saved["norm_position"], saved["class_vector"]) == (32, "post", False)
+  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+    test = [json.loads(line) for line in f][-1]
+  assert test["test/accuracy"] > test["test/majority_accuracy"] + 0.2, test
+
+
+def test_export_hf_gives_a_folder_transformers_loads_with_the_same_logits(finetuned, tmp_path):
+  folder, workdir, _ = finetuned
+  out = tmp_path / "exported"
+  proc = _run(["-m", "transformer_jax.export_hf", f"--workdir={workdir}", f"--output={out}"])
+  assert proc.returncode == 0, excerpt(proc.stderr.decode())
+  config = json.loads((out / "config.json").read_text())
+  assert config["architectures"] == ["BertForSequenceClassification"]
+  assert sorted(config["id2label"].values()) == ["english", "german"]
+  assert {"tokenizer.json", "model.safetensors"} <= set(os.listdir(out))
+  from transformer_jax import inference, pretrained  # pylint: disable=import-outside-toplevel
+  from transformer_jax.data import hf_tokenizer  # pylint: disable=import-outside-toplevel
+  run = inference.load_run(workdir, tool=None)
+  tok = hf_tokenizer.load(f"hf:{out}")
+  ids = np.zeros((2, 10), np.int32)
+  for i, text in enumerate(["Permission denied number 3", "Zugriff verweigert"]):
+    row = tok.encode(text)
+    ids[i, :len(row)] = row
+  model = run.programs.kind.model(run.programs.model_config.replace(deterministic=True))
+  ours = np.asarray(model.apply({"params": run.params}, ids))
+  model2, params2, _ = pretrained.load_hf(str(out))  # and back: the same logits.
+  np.testing.assert_allclose(np.asarray(model2.apply({"params": params2}, ids)), ours, atol=1e-6)
+  if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
+    skip_without("torch and transformers are not installed (pip install -e '.[hf-reference]')")
+  import torch  # pylint: disable=import-outside-toplevel
+  import transformers  # pylint: disable=import-outside-toplevel
+  ref, info = transformers.BertForSequenceClassification.from_pretrained(
+      str(out), output_loading_info=True)
+  assert not any(info.values()), info  # nothing missing, unexpected or mismatched.
+  with torch.no_grad():
+    theirs = ref.eval()(input_ids=torch.tensor(ids, dtype=torch.long),
+                        attention_mask=torch.tensor(ids > 0, dtype=torch.long)).logits.numpy()
+  np.testing.assert_allclose(theirs, ours, atol=1e-4)
+
+
+def test_embed_tool_reads_a_folder_and_a_finetuned_workdir(finetuned):
+  folder, workdir, _ = finetuned
+  for source in (folder, workdir):
+    proc = _run(["-m", "transformer_jax.embed", f"--hf={source}"],
+                stdin=b"Permission denied\nDatei nicht gefunden\n")
+    assert proc.returncode == 0, excerpt(proc.stderr.decode())
+    vectors = np.load(io.BytesIO(proc.stdout))
+    assert vectors.shape == (2, 32) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+  proc = _run(["-m", "transformer_jax.embed", f"--hf={REPO}"], stdin=b"x\n")
+  assert proc.returncode == 2 and b"config.json" in proc.stderr and b"Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("break_it, message", [
+    ("missing", "tensor 'encoder.layer.0.attention.self.key.weight' is missing"),
+    ("shape", "tensor 'embeddings.token_type_embeddings.weight' has shape (2, 32)"),
+    ("model_type", "model_type='llama' is not supported"),
+    ("tokenizer", "the tokenizer has"),
+])
+def test_a_broken_folder_stops_train_py_before_anything_is_trained(tmp_path, break_it, message):
+  folder = hf_folders.bert_folder(tmp_path / "bert", WORDS)
+  if break_it == "missing":
+    from safetensors.numpy import load_file, save_file  # pylint: disable=import-outside-toplevel
+    file = os.path.join(folder, "model.safetensors")
+    tensors = load_file(file)
+    del tensors["encoder.layer.0.attention.self.key.weight"]
+    save_file(tensors, file)
+  elif break_it == "shape":
+    hf_folders.edit_config(folder, type_vocab_size=3)
+  elif break_it == "model_type":
+    hf_folders.edit_config(folder, model_type="llama")
+  else:
+    hf_folders.edit_config(folder, vocab_size=20)
+  workdir = tmp_path / "run"
+  proc = _run(["train.py", f"--config={REPO}/configs/classify.py", f"--workdir={workdir}",
+               f"--config.init_from.hf={folder}", *ARGS, *_data(tmp_path)])
+  err = proc.stderr.decode()
+  assert proc.returncode == 2, excerpt(err)
+  lines = [line for line in err.splitlines() if line.startswith("error:")]
+  assert len(lines) == 1 and message in lines[0] and "config.init_from.hf" in lines[0], err[-2000:]
+  assert "Traceback" not in err
+  assert not (workdir / "checkpoints").exists()

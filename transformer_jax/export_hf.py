@@ -1,0 +1,89 @@
+"""Writes a trained run's parameters out, for tools outside this project.
+
+  python -m transformer_jax.export_hf --workdir=runs/classify_minilm --output=DIR
+      [--format=hf|safetensors] [--step=N]
+
+--format=hf (the default): a Hugging Face folder, config.json + model.safetensors
++ the run's tokenizer files, that `transformers` loads as it is:
+BertForSequenceClassification for a BERT-style encoder_classifier (one fine-tuned
+from a BERT folder: [CLS] pooling, post-LN, biases), GPT2LMHeadModel for a
+GPT-2-style decoder_lm. --format=safetensors works for every kind (the
+encoder-decoder and the ViT have no Hugging Face twin): model.safetensors
+holds each parameter under its path ("encoder/layer_0/mlp/wi"), next to the
+run's config.json (and labels.json, tokenizer), so any framework can read a
+trained run without our checkpoint code. Exit code 2 on a bad workdir, step,
+output folder or a model that the format cannot express.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+
+from absl import app, flags
+
+from transformer_jax import tool_flags
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "The train.py workdir of the run.", required=True)
+_OUTPUT = flags.DEFINE_string("output", None, "The folder to write (must not exist, or be empty).",
+                              required=True)
+_FORMAT = flags.DEFINE_enum("format", "hf", ["hf", "safetensors"],
+                            "hf: a Hugging Face folder; safetensors: our parameter paths.")
+_STEP = flags.DEFINE_integer("step", -1, "Checkpoint step (-1: the latest).")
+
+
+def export(workdir: str, output: str, fmt: str = "hf", step: int = -1) -> str:
+  """Writes the run's parameters to `output`; returns a one-line summary."""
+  import flax  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  from transformer_jax import inference  # pylint: disable=import-outside-toplevel
+  from transformer_jax.data import hf_tokenizer  # pylint: disable=import-outside-toplevel
+  from transformer_jax.pretrained import export as export_lib  # pylint: disable=import-outside-toplevel
+  from transformer_jax.tasks.classification import read_labels  # pylint: disable=import-outside-toplevel
+
+  run = inference.load_run(workdir, tool=None, step=step)
+  params = jax.device_get(flax.linen.unbox(run.params))
+  flat = flax.traverse_util.flatten_dict(params, sep="/")
+  cfg = run.programs.model_config
+  kind = run.programs.kind.name
+  labels = read_labels(workdir)
+  tok = run.tokenizer
+  tok_folder = tok.folder if isinstance(tok, hf_tokenizer.HfTokenizer) else None
+  if fmt == "hf":
+    vocab_size = tok.vocab_size if tok is not None else cfg.vocab_size
+    hf_config, tensors = export_lib.hf_files(kind, cfg, flat, vocab_size, labels)
+    if tok is not None and tok_folder is None:
+      raise export_lib.PretrainedError(
+          f"--workdir={workdir!r}: the run's tokenizer is sentencepiece, which a Hugging Face "
+          "folder cannot carry; use --format=safetensors")
+    export_lib.write_folder(output, {"config.json": hf_config}, tensors, "model.safetensors",
+                            copy_from=tok_folder)
+    what = hf_config["architectures"][0]
+  else:
+    files = {"config.json": json.load(open(os.path.join(workdir, "config.json"),
+                                           encoding="utf-8"))}
+    if labels is not None:
+      files["labels.json"] = labels
+    tensors = {k: np.ascontiguousarray(v) for k, v in flat.items()}
+    export_lib.write_folder(output, files, tensors, "model.safetensors", copy_from=tok_folder,
+                            metadata={"format": "transformer_jax", "kind": kind,
+                                      "step": str(run.step)})
+    sp = os.path.join(workdir, "tokenizer.model")
+    if tok_folder is None and os.path.exists(sp):
+      shutil.copy(sp, os.path.join(output, "tokenizer.model"))
+    what = f"{len(tensors)} parameter arrays under their paths"
+  return f"wrote {output}: {what} from {workdir} step {run.step}"
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  with tool_flags.tool_main():
+    print(export(_WORKDIR.value, _OUTPUT.value, _FORMAT.value, _STEP.value), flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,114 @@
+"""Pretrained weights from Hugging Face folders: BERT-family encoders and GPT-2-family decoders.
+
+  model, params, model_config = pretrained.load_hf("/path/to/folder")
+
+An imported architecture is a variant of one of our kinds (bert -> the
+encoder_classifier with BERT's options, gpt2 -> the decoder_lm with GPT-2's),
+so a loaded model carries our logical axis names and shards like ours.
+`config.init_from.hf` fine-tunes from a folder (`apply_to_config`, then
+`load_into` the fresh parameters); `export_hf` writes a run back as a folder.
+"""
+
+from __future__ import annotations
+
+import os
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from transformer_jax import kinds
+from transformer_jax.pretrained.folder import (ARCHITECTURES, BY_KIND, TRAINING_FIELDS, Folder,
+                                               model_config_of, params_of, read_folder)
+from transformer_jax.pretrained.tensors import PretrainedError, flatten, nest
+
+__all__ = ["ARCHITECTURES", "BY_KIND", "Folder", "PretrainedError", "apply_to_config",
+           "load_hf", "load_into", "read_folder"]
+
+
+def _model_shapes(model) -> dict[str, tuple[int, ...]]:
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  # A classifier without a head is shaped with one class (its head is not compared).
+  model = model.clone(config=model.config.replace(num_classes=max(model.config.num_classes, 1)))
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.ones((1, 4), jnp.int32)))
+  flat = flax.traverse_util.flatten_dict(nn.unbox(variables["params"]), sep="/")
+  return {k: tuple(v.shape) for k, v in flat.items()}
+
+
+def _check_paths(flat: dict[str, np.ndarray], model, where: str) -> None:
+  shapes = _model_shapes(model)
+  for path, array in flat.items():
+    if shapes.get(path) != tuple(array.shape):
+      raise PretrainedError(f"{where}: parameter {path} {tuple(array.shape)} does not fit the "
+                            f"model ({shapes.get(path)})")
+
+
+def load_hf(path: str, num_classes: int | None = None):
+  """(our model module, its parameters, our TransformerConfig) from a Hugging Face folder.
+
+  The config is in inference mode (deterministic). Parameters the folder has no
+  tensors for (a classifier's head and, for MiniLM-style folders, the pooler) are
+  absent; `model.apply(..., return_hidden=True)` needs neither.
+  """
+  folder = read_folder(path)
+  cfg = model_config_of(folder, num_classes).replace(deterministic=True)
+  model = kinds.get(folder.fields["kind"]).model(cfg)
+  flat = params_of(folder, cfg)
+  _check_paths(flat, model, folder.path)
+  return model, jax.tree.map(jnp.asarray, nest(flat)), cfg
+
+
+def apply_to_config(config) -> Folder | None:
+  """For `config.init_from.hf`: checks the folder (config, every tensor, the tokenizer) and
+  sets config.model's architecture fields from it, so the run builds the same network.
+
+  Training choices (dropout rates, pooling) stay the config's. The tokenizer becomes
+  the folder's ("hf:" + folder) unless config.data.tokenizer_path names one.
+  """
+  path = config.init_from.hf
+  if not path:
+    return None
+  try:
+    folder = read_folder(path)
+    params_of(folder, model_config_of(folder))  # every tensor checked before anything is built.
+  except PretrainedError as e:
+    raise PretrainedError(f"config.init_from.hf: {e}") from e
+  kind = folder.fields["kind"]
+  if config.model.kind != kind:
+    raise PretrainedError(
+        f"config.init_from.hf={path!r} holds a {folder.hf_config['model_type']!r} model, "
+        f"which is our {kind!r}; config.model.kind={config.model.kind!r}")
+  for key, value in folder.fields.items():
+    if key not in TRAINING_FIELDS:
+      config.model[key] = value
+  if not config.data.tokenizer_path and os.path.exists(
+      os.path.join(folder.path, "tokenizer.json")):
+    config.data.tokenizer_path = "hf:" + folder.path
+  return folder
+
+
+def load_into(params, folder: Folder, model_config) -> tuple[object, list[str]]:
+  """`params` (a fresh, sharded train state's) with the folder's tensors put in, each on
+  its array's sharding; returns (params, the paths taken). A head the folder lacks stays
+  fresh."""
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  flat = params_of(folder, model_config)
+  taken = []
+
+  def put(path, x):
+    name = "/".join(str(getattr(k, "key", k)) for k in path)
+    if name not in flat:
+      return x
+    array = flat[name]
+    value = x.value if isinstance(x, nn.Partitioned) else x
+    if tuple(array.shape) != tuple(value.shape):
+      raise PretrainedError(f"config.init_from.hf: {name} is {tuple(array.shape)} in the folder "
+                            f"but {tuple(value.shape)} in the model")
+    taken.append(name)
+    new = jax.device_put(array.astype(value.dtype), value.sharding)
+    return x.replace_boxed(new) if isinstance(x, nn.Partitioned) else new
+
+  merged = jax.tree_util.tree_map_with_path(
+      put, params, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+  return merged, sorted(taken)

@@ -1,0 +1,69 @@
+"""Writing parameters out: a Hugging Face folder, or plain safetensors under our paths.
+
+`hf_files` turns our flat parameters into the config.json and state dict of
+the architecture's Hugging Face class (BertModel / BertForSequenceClassification,
+GPT2LMHeadModel); `write_folder` writes them with the tokenizer's files next
+to them, into a temporary folder renamed into place, so that a failed export
+leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+from transformer_jax.pretrained.folder import BY_KIND
+from transformer_jax.pretrained.tensors import PretrainedError
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "vocab.txt", "vocab.json", "merges.txt")
+
+
+def hf_files(kind: str, cfg, flat: dict[str, np.ndarray], vocab_size: int,
+             labels: list[str] | None) -> tuple[dict, dict[str, np.ndarray]]:
+  """(config.json contents, state dict) of the Hugging Face twin of our `kind`."""
+  arch = BY_KIND.get(kind)
+  if arch is None:
+    raise PretrainedError(f"a {kind!r} model has no Hugging Face twin (BERT: "
+                          "encoder_classifier, GPT-2: decoder_lm); use --format=safetensors")
+  bad = arch.check_exportable(cfg)
+  if bad:
+    raise PretrainedError(f"this {kind!r} model is not a {arch.MODEL_TYPES[0]!r} model: "
+                          f"{'; '.join(bad)}; use --format=safetensors")
+  tensors = {k: np.ascontiguousarray(v, np.float32)
+             for k, v in arch.to_hf(flat, cfg, vocab_size).items()}
+  return arch.hf_config(cfg, vocab_size, labels), tensors
+
+
+def write_folder(output: str, files: dict[str, dict | list], tensors: dict[str, np.ndarray],
+                 tensor_file: str, copy_from: str | None = None,
+                 metadata: dict[str, str] | None = None) -> None:
+  """Writes `files` (name -> JSON), the tensors and the tokenizer files found in `copy_from`
+  into `output`, which must not exist or be empty."""
+  from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
+  output = os.path.abspath(output)
+  if os.path.exists(output) and os.listdir(output):
+    raise PretrainedError(f"--output={output}: exists and is not empty (nothing was written)")
+  parent = os.path.dirname(output)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
+  try:
+    for name, content in files.items():
+      with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
+        json.dump(content, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    save_file(tensors, os.path.join(tmp, tensor_file), metadata=metadata or {"format": "pt"})
+    if copy_from:
+      for name in TOKENIZER_FILES:
+        if os.path.exists(os.path.join(copy_from, name)):
+          shutil.copy(os.path.join(copy_from, name), os.path.join(tmp, name))
+    if os.path.exists(output):
+      os.rmdir(output)
+    os.rename(tmp, output)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
