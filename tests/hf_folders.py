@@ -12,6 +12,7 @@ from flax import traverse_util
 from flax.linen import unbox
 
 from transformer_jax.models.classifier import EncoderClassifier
+from transformer_jax.models.decoder_lm import DecoderLM
 from transformer_jax.models.transformer import TransformerConfig
 from transformer_jax.pretrained import export
 
@@ -62,6 +63,39 @@ def bert_folder(path, words, *, labels=None, seed=0, tokenizer=True) -> str:
   return str(path)
 
 
+def byte_bpe_tokenizer(texts, vocab_size: int = 320) -> tokenizers.Tokenizer:
+  """A GPT-2-style byte-level BPE: id 0 is an ordinary byte, <|endoftext|> the last id."""
+  tok = tokenizers.Tokenizer(tokenizers.models.BPE())
+  tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.decoder = tokenizers.decoders.ByteLevel()
+  trainer = tokenizers.trainers.BpeTrainer(
+      vocab_size=vocab_size, initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
+      show_progress=False)
+  tok.train_from_iterator(texts, trainer)
+  tok.add_special_tokens(["<|endoftext|>"])
+  return tok
+
+
+def gpt2_folder(path, texts, *, seed=0, max_length=64) -> str:
+  """A GPT-2 folder (GPT2LMHeadModel) with random weights and a byte-level BPE tokenizer."""
+  tok = byte_bpe_tokenizer(texts)
+  vocab = tok.get_vocab_size()
+  cfg = TransformerConfig(
+      vocab_size=vocab, emb_dim=32, num_heads=2, head_dim=16, mlp_dim=64,
+      num_decoder_layers=2, norm_position="pre", activation="gelu", layer_norm_epsilon=1e-5,
+      attention_bias=True, positions="learned", max_length=max_length,
+      scale_tied_logits=False, deterministic=True)
+  variables = DecoderLM(cfg).init(jax.random.key(seed), jnp.ones((1, 8), jnp.int32))
+  flat = {k: np.asarray(v) for k, v in
+          traverse_util.flatten_dict(unbox(variables["params"]), sep="/").items()}
+  flat["shared_embedding/embedding"] = flat["shared_embedding/embedding"] * 0.05  # GPT-2-like.
+  config, tensors = export.hf_files("decoder_lm", cfg, flat, vocab, None)
+  config.update(bos_token_id=vocab - 1, eos_token_id=vocab - 1)
+  export.write_folder(str(path), {"config.json": config}, tensors, "model.safetensors")
+  tok.save(os.path.join(str(path), "tokenizer.json"))
+  return str(path)
+
+
 def edit_config(path, **fields):
   file = os.path.join(path, "config.json")
   with open(file, encoding="utf-8") as f:
@@ -69,3 +103,15 @@ def edit_config(path, **fields):
   config.update(fields)
   with open(file, "w", encoding="utf-8") as f:
     json.dump(config, f)
+
+
+def break_folder(path, drop_tensor: str = "", **config_fields) -> None:
+  """Removes the tensor `drop_tensor` from model.safetensors, or sets config.json fields."""
+  if drop_tensor:
+    from safetensors.numpy import load_file, save_file  # pylint: disable=import-outside-toplevel
+    file = os.path.join(path, "model.safetensors")
+    tensors = load_file(file)
+    del tensors[drop_tensor]
+    save_file(tensors, file)
+  if config_fields:
+    edit_config(path, **config_fields)

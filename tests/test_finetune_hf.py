@@ -112,26 +112,16 @@ def test_embed_tool_reads_a_folder_and_a_finetuned_workdir(finetuned):
   assert proc.returncode == 2 and b"config.json" in proc.stderr and b"Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("break_it, message", [
-    ("missing", "tensor 'encoder.layer.0.attention.self.key.weight' is missing"),
-    ("shape", "tensor 'embeddings.token_type_embeddings.weight' has shape (2, 32)"),
-    ("model_type", "model_type='llama' is not supported"),
-    ("tokenizer", "the tokenizer has"),
+@pytest.mark.parametrize("damage, message", [
+    ({"drop_tensor": "encoder.layer.0.attention.self.key.weight"},
+     "tensor 'encoder.layer.0.attention.self.key.weight' is missing"),
+    ({"type_vocab_size": 3}, "tensor 'embeddings.token_type_embeddings.weight' has shape (2, 32)"),
+    ({"model_type": "llama"}, "model_type='llama' is not supported"),
+    ({"vocab_size": 20}, "the tokenizer has"),
 ])
-def test_a_broken_folder_stops_train_py_before_anything_is_trained(tmp_path, break_it, message):
+def test_a_broken_folder_stops_train_py_before_anything_is_trained(tmp_path, damage, message):
   folder = hf_folders.bert_folder(tmp_path / "bert", WORDS)
-  if break_it == "missing":
-    from safetensors.numpy import load_file, save_file  # pylint: disable=import-outside-toplevel
-    file = os.path.join(folder, "model.safetensors")
-    tensors = load_file(file)
-    del tensors["encoder.layer.0.attention.self.key.weight"]
-    save_file(tensors, file)
-  elif break_it == "shape":
-    hf_folders.edit_config(folder, type_vocab_size=3)
-  elif break_it == "model_type":
-    hf_folders.edit_config(folder, model_type="llama")
-  else:
-    hf_folders.edit_config(folder, vocab_size=20)
+  hf_folders.break_folder(folder, **damage)
   workdir = tmp_path / "run"
   proc = _run(["train.py", f"--config={REPO}/configs/classify.py", f"--workdir={workdir}",
                f"--config.init_from.hf={folder}", *ARGS, *_data(tmp_path)])
@@ -141,3 +131,74 @@ def test_a_broken_folder_stops_train_py_before_anything_is_trained(tmp_path, bre
   assert len(lines) == 1 and message in lines[0] and "config.init_from.hf" in lines[0], err[-2000:]
   assert "Traceback" not in err
   assert not (workdir / "checkpoints").exists()
+
+
+# --------------------------------------------------------------------------- GPT-2
+
+
+def _lm_texts():
+  return [f"{en}. {de}.\n{en} ({i}) -> {de} ({i})" for i in range(30) for en, de in EN_DE]
+
+
+@pytest.fixture(scope="module")
+def finetuned_lm(tmp_path_factory):
+  """A GPT-2-style folder (byte-level BPE: id 0 is an ordinary token) fine-tuned by train.py."""
+  tmp = tmp_path_factory.mktemp("finetune_lm")
+  texts = _lm_texts()
+  folder = hf_folders.gpt2_folder(tmp / "gpt2", texts)
+  (tmp / "text.txt").write_text("\n\n".join(texts) + "\n", encoding="utf-8")
+  workdir = str(tmp / "run")
+  proc = _run(["train.py", f"--config={REPO}/configs/lm.py", f"--workdir={workdir}",
+               f"--config.init_from.hf={folder}", "--config.data.source=files",
+               f"--config.data.train_files=('{tmp / 'text.txt'}',)",
+               "--config.max_target_length=32", "--config.max_predict_length=24",
+               "--config.per_device_batch_size=2", "--config.num_train_steps=100",
+               "--config.log_every_steps=20", "--config.eval_every_steps=50",
+               "--config.checkpoint_every_steps=50", "--config.warmup_steps=5",
+               "--config.num_eval_steps=2", "--config.learning_rate=1e-2"])
+  assert proc.returncode == 0, excerpt(proc.stderr.decode())
+  return folder, workdir, proc.stdout.decode()
+
+
+def test_gpt2_finetuning_moves_ids_past_padding_and_learns(finetuned_lm):
+  folder, workdir, out = finetuned_lm
+  # 320 byte-level ids + <|endoftext|>, moved up by 2 (padding 0, EOS 1 first).
+  assert f"tokenizer: hf:{folder} (323 ids)" in out
+  line = next(l for l in out.splitlines() if l.startswith("Initialised"))
+  assert line.startswith("Initialised 36 of 36 "), line
+  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+    test = [json.loads(line) for line in f][-1]
+  assert test["test/perplexity"] < 0.5 * test["test/unigram_perplexity"], test
+  proc = _run(["-m", "transformer_jax.generate", f"--workdir={workdir}", "--prompt=File not"])
+  assert proc.returncode == 0, excerpt(proc.stderr.decode())
+  assert proc.stdout.decode().startswith("File not")
+
+
+def test_gpt2_run_exports_with_its_own_ids_and_transformers_agrees(finetuned_lm, tmp_path):
+  folder, workdir, _ = finetuned_lm
+  out = tmp_path / "exported"
+  proc = _run(["-m", "transformer_jax.export_hf", f"--workdir={workdir}", f"--output={out}"])
+  assert proc.returncode == 0, excerpt(proc.stderr.decode())
+  config = json.loads((out / "config.json").read_text())
+  assert config["architectures"] == ["GPT2LMHeadModel"] and config["vocab_size"] == 321
+  from transformer_jax import inference, pretrained  # pylint: disable=import-outside-toplevel
+  from transformer_jax.models.decoder_lm import DecoderLM  # pylint: disable=import-outside-toplevel
+  run = inference.load_run(workdir, tool=None)
+  model = DecoderLM(run.programs.model_config.replace(deterministic=True))
+  theirs_ids = np.array([[5, 17, 40, 2, 0, 99, 250, 310]], np.int32)  # the folder's own ids.
+  ours = np.asarray(model.apply({"params": run.params}, theirs_ids + 2, method=DecoderLM.logits))
+  ours = np.array(ours[..., 2:323])  # back to the folder's ids ...
+  ours[..., 320] = np.asarray(model.apply({"params": run.params}, theirs_ids + 2,
+                                          method=DecoderLM.logits))[..., 1]  # ... EOS included.
+  model2, params2, _ = pretrained.load_hf(str(out))
+  back = np.asarray(model2.apply({"params": params2}, theirs_ids, method=DecoderLM.logits))
+  np.testing.assert_allclose(back[..., :321], ours, atol=1e-5)
+  if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
+    skip_without("torch and transformers are not installed (pip install -e '.[hf-reference]')")
+  import torch  # pylint: disable=import-outside-toplevel
+  import transformers  # pylint: disable=import-outside-toplevel
+  ref, info = transformers.GPT2LMHeadModel.from_pretrained(str(out), output_loading_info=True)
+  assert not any(info.values()), info
+  with torch.no_grad():
+    logits = ref.eval()(torch.tensor(theirs_ids, dtype=torch.long)).logits.numpy()
+  np.testing.assert_allclose(logits, ours, atol=1e-4)

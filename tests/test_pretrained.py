@@ -230,27 +230,17 @@ def test_hf_tokenizer_whose_id_0_is_not_padding_is_refused(tmp_path):
     hf_tokenizer.load(f"hf:{tmp_path}")
 
 
-@pytest.mark.parametrize("break_it, message", [
-    ("missing", "tensor 'encoder.layer.1.output.dense.bias' is missing"),
-    ("shape", "tensor 'embeddings.position_embeddings.weight' has shape (40, 32), config.json "
-              "says (64, 32)"),
-    ("model_type", "model_type='t5' is not supported"),
-    ("tokenizer", "the tokenizer has 16 ids but config.json's vocab_size=10"),
+@pytest.mark.parametrize("damage, message", [
+    ({"drop_tensor": "encoder.layer.1.output.dense.bias"},
+     "tensor 'encoder.layer.1.output.dense.bias' is missing"),
+    ({"max_position_embeddings": 64},
+     "tensor 'embeddings.position_embeddings.weight' has shape (40, 32), config.json says (64, 32)"),
+    ({"model_type": "t5"}, "model_type='t5' is not supported"),
+    ({"vocab_size": 10}, "the tokenizer has 16 ids but config.json's vocab_size=10"),
 ])
-def test_a_broken_folder_is_refused_naming_the_tensor_or_field(tmp_path, break_it, message):
+def test_a_broken_folder_is_refused_naming_the_tensor_or_field(tmp_path, damage, message):
   path = hf_folders.bert_folder(tmp_path / "bert", WORDS)
-  if break_it == "missing":
-    from safetensors.numpy import load_file, save_file  # pylint: disable=import-outside-toplevel
-    file = os.path.join(path, "model.safetensors")
-    tensors = load_file(file)
-    del tensors["encoder.layer.1.output.dense.bias"]
-    save_file(tensors, file)
-  elif break_it == "shape":
-    hf_folders.edit_config(path, max_position_embeddings=64)
-  elif break_it == "model_type":
-    hf_folders.edit_config(path, model_type="t5")
-  else:
-    hf_folders.edit_config(path, vocab_size=10)
+  hf_folders.break_folder(path, **damage)
   with pytest.raises(pretrained.PretrainedError) as e:
     pretrained.load_hf(path)
   assert message in str(e.value)

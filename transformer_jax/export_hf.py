@@ -53,12 +53,17 @@ def export(workdir: str, output: str, fmt: str = "hf", step: int = -1) -> str:
   tok = run.tokenizer
   tok_folder = tok.folder if isinstance(tok, hf_tokenizer.HfTokenizer) else None
   if fmt == "hf":
-    vocab_size = tok.vocab_size if tok is not None else cfg.vocab_size
-    hf_config, tensors = export_lib.hf_files(kind, cfg, flat, vocab_size, labels)
+    if tok_folder is not None:
+      hf_config, tensors = export_lib.hf_files(kind, cfg, flat, tok.own_vocab_size, labels,
+                                               tok.offset, tok.eos_id)
+    else:
+      vocab_size = tok.vocab_size if tok is not None else cfg.vocab_size
+      hf_config, tensors = export_lib.hf_files(kind, cfg, flat, vocab_size, labels)
     if tok is not None and tok_folder is None:
       raise export_lib.PretrainedError(
           f"--workdir={workdir!r}: the run's tokenizer is sentencepiece, which a Hugging Face "
           "folder cannot carry; use --format=safetensors")
+    hf_config = export_lib.over_source_config(hf_config, run.config.init_from.hf)
     export_lib.write_folder(output, {"config.json": hf_config}, tensors, "model.safetensors",
                             copy_from=tok_folder)
     what = hf_config["architectures"][0]

@@ -193,7 +193,8 @@ def _restore_or_init(config, run: Run, ckpt, writer, hf_folder=None):
     total = len(jax.tree.leaves(state.params))
     print(f"Initialised {len(taken)} of {total} parameter arrays from {source}", flush=True)
   if hf_folder is not None:
-    params, taken = pretrained.load_into(state.params, hf_folder, run.programs.model_config)
+    params, taken = pretrained.load_into(state.params, hf_folder, run.programs.model_config,
+                                         config.data.tokenizer_path)
     state = state.replace(params=params)
     paths = ["/".join(str(getattr(k, "key", k)) for k in p)
              for p, _ in jax.tree_util.tree_flatten_with_path(

@@ -2,10 +2,18 @@
 
 Read with the `tokenizers` package. A tokenizer.json may carry padding and
 truncation settings (all-MiniLM-L6-v2's pads every text to 128): both are
-switched off, since the pipeline cuts and pads itself. `encode` adds the
-tokenizer's own special tokens (BERT: [CLS] first, [SEP] last) and, given a
-`max_length`, cuts the text so that they survive. This stack uses id 0 for
-padding, so the tokenizer's padding token must be id 0 (BERT's [PAD] is).
+switched off, since the pipeline cuts and pads itself.
+
+This stack reserves id 0 for padding (and the decoder's start) and id 1 for the
+end of a text (EOS). Two layouts follow:
+
+- The tokenizer's padding token is id 0 (BERT's [PAD]): ids are the tokenizer's
+  own (`offset` 0). `encode` adds its special tokens (BERT: [CLS] first, [SEP]
+  last) and, given a `max_length`, cuts the text so that they survive.
+- Id 0 is an ordinary token (GPT-2's "!"): every id moves up by `offset` 2, and
+  the tokenizer's end-of-text token (GPT-2's <|endoftext|>) becomes our EOS, 1.
+  A model loaded from the folder gets its embedding rows moved the same way
+  (pretrained.load_into), and export_hf moves them back.
 """
 
 from __future__ import annotations
@@ -15,10 +23,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from transformer_jax.data.tokenizer import PAD_ID, Tokenizer, TokenizerError
+from transformer_jax.data.tokenizer import EOS_ID, PAD_ID, Tokenizer, TokenizerError
 
 PREFIX = "hf:"
 PAD_TOKENS = ("[PAD]", "<pad>", "<|pad|>")
+EOS_TOKENS = ("<|endoftext|>", "</s>", "<eos>", "<|eos|>")
+SHIFT = 2  # ids 0 (padding) and 1 (EOS) come first when id 0 is an ordinary token.
 
 
 class HfTokenizer:
@@ -37,35 +47,55 @@ class HfTokenizer:
       raise TokenizerError(f"{path}: cannot be read by the tokenizers package: {e}") from e
     self._tok.no_padding()
     self._tok.no_truncation()
-    pads = [t for t in PAD_TOKENS if self._tok.token_to_id(t) is not None]
-    if not pads or self._tok.token_to_id(pads[0]) != PAD_ID:
-      zero = self._tok.id_to_token(PAD_ID)
+    pads = [self._tok.token_to_id(t) for t in PAD_TOKENS if self._tok.token_to_id(t) is not None]
+    eos = [self._tok.token_to_id(t) for t in EOS_TOKENS if self._tok.token_to_id(t) is not None]
+    self.eos_id = eos[0] if eos else None  # the tokenizer's own id of its end-of-text token.
+    if pads and pads[0] == PAD_ID:
+      self.offset = 0
+    elif self.eos_id is not None:
+      self.offset = SHIFT
+    else:
       raise TokenizerError(
-          f"{path}: id {PAD_ID} is {zero!r}, not a padding token; this stack pads with id "
-          f"{PAD_ID}, so it needs a tokenizer whose padding token is id {PAD_ID} (BERT's "
-          "[PAD] is; GPT-2's vocabulary is not yet supported for training)")
-    self._specials = self._tok.num_special_tokens_to_add(False)
+          f"{path}: id {PAD_ID} is {self._tok.id_to_token(PAD_ID)!r}, not a padding token, and "
+          f"there is no end-of-text token ({', '.join(EOS_TOKENS)}) to end texts with")
+    self._specials = self._tok.num_special_tokens_to_add(False) if not self.offset else 0
 
   @property
   def vocab_size(self) -> int:
+    """Our ids: the tokenizer's, plus `offset`."""
+    return self.own_vocab_size + self.offset
+
+  @property
+  def own_vocab_size(self) -> int:
     return self._tok.get_vocab_size(with_added_tokens=True)
 
   def encode(self, text: str, add_eos: bool = True, max_length: int | None = None) -> np.ndarray:
-    """Ids with the tokenizer's special tokens (add_eos=False: none); at most max_length."""
+    """Ids with the end marks (add_eos=False: none): the tokenizer's special tokens, or EOS
+    (1) in the shifted layout; at most max_length, the end marks kept."""
     enc = self._tok.encode(text, add_special_tokens=False)
     if max_length is not None:
-      keep = max(max_length - (self._specials if add_eos else 0), 0)
+      keep = max(max_length - ((self._specials or int(bool(self.offset))) if add_eos else 0), 0)
       if len(enc.ids) > keep:
         enc.truncate(keep)
+    if not self.offset:
+      if add_eos:
+        enc = self._tok.post_process(enc)
+      return np.asarray(enc.ids, dtype=np.int32)
+    ids = [EOS_ID if i == self.eos_id else i + self.offset for i in enc.ids]
     if add_eos:
-      enc = self._tok.post_process(enc)
-    ids = enc.ids
+      ids.append(EOS_ID)
     return np.asarray(ids, dtype=np.int32)
 
   def decode(self, ids: Sequence[int] | np.ndarray) -> str:
-    """Text of the ids, without padding, special tokens and ids beyond the vocabulary."""
+    """Text of the ids up to the first EOS (shifted layout), without padding, special
+    tokens and ids beyond the vocabulary."""
     size = self.vocab_size
-    keep = [i for i in np.asarray(ids).tolist() if i != PAD_ID and i < size]
+    keep = []
+    for i in np.asarray(ids).tolist():
+      if self.offset and i == EOS_ID:
+        break
+      if i >= self.offset and i != PAD_ID and i < size:
+        keep.append(i - self.offset)
     return self._tok.decode(keep, skip_special_tokens=True)
 
   def pieces(self, text: str) -> list[str]:

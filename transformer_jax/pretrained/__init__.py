@@ -19,9 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from transformer_jax import kinds
+from transformer_jax.data import hf_tokenizer
 from transformer_jax.pretrained.folder import (ARCHITECTURES, BY_KIND, TRAINING_FIELDS, Folder,
                                                model_config_of, params_of, read_folder)
-from transformer_jax.pretrained.tensors import PretrainedError, flatten, nest
+from transformer_jax.pretrained.tensors import PretrainedError, nest, shift_vocab
 
 __all__ = ["ARCHITECTURES", "BY_KIND", "Folder", "PretrainedError", "apply_to_config",
            "load_hf", "load_into", "read_folder"]
@@ -88,12 +89,17 @@ def apply_to_config(config) -> Folder | None:
   return folder
 
 
-def load_into(params, folder: Folder, model_config) -> tuple[object, list[str]]:
+def load_into(params, folder: Folder, model_config,
+              tokenizer_path: str = "") -> tuple[object, list[str]]:
   """`params` (a fresh, sharded train state's) with the folder's tensors put in, each on
   its array's sharding; returns (params, the paths taken). A head the folder lacks stays
-  fresh."""
+  fresh. With the folder's tokenizer in the shifted id layout (`tokenizer_path`
+  "hf:...", data/hf_tokenizer.py), the token tables move with the ids."""
   import flax.linen as nn  # pylint: disable=import-outside-toplevel
   flat = params_of(folder, model_config)
+  if hf_tokenizer.is_hf(tokenizer_path):
+    tok = hf_tokenizer.load(tokenizer_path)
+    flat = shift_vocab(flat, folder.architecture.VOCAB_TABLES, tok.offset, tok.eos_id)
   taken = []
 
   def put(path, x):

@@ -19,8 +19,7 @@ from transformer_jax.pretrained.tensors import PretrainedError, Tensors, pad_row
 MODEL_TYPES = ("bert",)
 KIND = "encoder_classifier"
 PREFIXES = ("bert.",)
-# Tensors a folder may hold that no encoder needs (buffers, pre-training heads).
-IGNORED = ("position_ids", "cls.predictions", "cls.seq_relationship")
+VOCAB_TABLES = {"token_embedding/embedding": 0}  # our parameters indexed by token id (axis).
 
 
 def model_fields(hf: dict, source: str) -> dict:

@@ -17,15 +17,19 @@ import tempfile
 import numpy as np
 
 from transformer_jax.pretrained.folder import BY_KIND
-from transformer_jax.pretrained.tensors import PretrainedError
+from transformer_jax.pretrained.tensors import PretrainedError, unshift_vocab
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "vocab.txt", "vocab.json", "merges.txt")
 
 
 def hf_files(kind: str, cfg, flat: dict[str, np.ndarray], vocab_size: int,
-             labels: list[str] | None) -> tuple[dict, dict[str, np.ndarray]]:
-  """(config.json contents, state dict) of the Hugging Face twin of our `kind`."""
+             labels: list[str] | None, offset: int = 0,
+             eos_id: int | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+  """(config.json contents, state dict) of the Hugging Face twin of our `kind`.
+
+  `vocab_size` is the tokenizer's own; `offset` and `eos_id` undo the shifted id layout
+  of a tokenizer whose id 0 is an ordinary token (data/hf_tokenizer.py)."""
   arch = BY_KIND.get(kind)
   if arch is None:
     raise PretrainedError(f"a {kind!r} model has no Hugging Face twin (BERT: "
@@ -34,9 +38,24 @@ def hf_files(kind: str, cfg, flat: dict[str, np.ndarray], vocab_size: int,
   if bad:
     raise PretrainedError(f"this {kind!r} model is not a {arch.MODEL_TYPES[0]!r} model: "
                           f"{'; '.join(bad)}; use --format=safetensors")
+  flat = unshift_vocab(flat, arch.VOCAB_TABLES, offset, eos_id)
   tensors = {k: np.ascontiguousarray(v, np.float32)
              for k, v in arch.to_hf(flat, cfg, vocab_size).items()}
   return arch.hf_config(cfg, vocab_size, labels), tensors
+
+
+def over_source_config(hf_config: dict, source_folder: str) -> dict:
+  """`hf_config` over the config.json of the folder a run was fine-tuned from, so that the
+  fields we do not model (token ids, generation settings) survive the round trip."""
+  path = os.path.join(source_folder, "config.json") if source_folder else ""
+  if not path or not os.path.exists(path):
+    return hf_config
+  with open(path, encoding="utf-8") as f:
+    base = json.load(f)
+  for key in ("architectures", "_name_or_path", "id2label", "label2id", "num_labels",
+              "transformers_version"):
+    base.pop(key, None)
+  return {**base, **hf_config}
 
 
 def write_folder(output: str, files: dict[str, dict | list], tensors: dict[str, np.ndarray],

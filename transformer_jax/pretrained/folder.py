@@ -128,5 +128,4 @@ def model_config_of(folder: Folder, num_classes: int | None = None):
 
 def params_of(folder: Folder, model_config) -> dict[str, np.ndarray]:
   """Our flat parameters ("a/b/c") from the folder; checks every tensor it takes."""
-  fresh = Tensors(folder.tensors.arrays, folder.tensors.source)  # a new record of what is taken.
-  return folder.architecture.to_ours(fresh, model_config, folder.vocab_size)
+  return folder.architecture.to_ours(folder.tensors, model_config, folder.vocab_size)

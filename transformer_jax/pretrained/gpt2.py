@@ -17,7 +17,7 @@ from transformer_jax.pretrained.tensors import PretrainedError, Tensors, pad_row
 MODEL_TYPES = ("gpt2",)
 KIND = "decoder_lm"
 PREFIXES = ("transformer.",)
-IGNORED = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers of older versions.
+VOCAB_TABLES = {"shared_embedding/embedding": 0, "decoder/logits": 1}  # token id axis.
 
 
 def model_fields(hf: dict, source: str) -> dict:

@@ -12,7 +12,7 @@ class PretrainedError(ConfigError):
 
 
 class Tensors:
-  """A folder's tensors by name; `take` checks presence and shape, and remembers what it took.
+  """A folder's tensors by name; `take` checks presence and shape.
 
   A prefix such as "bert." (BertFor* models) or "transformer." (GPT2LMHeadModel)
   is stripped from every name first.
@@ -27,7 +27,6 @@ class Tensors:
           name = name[len(prefix):]
           break
       self.arrays[name] = array
-    self.taken: set[str] = set()
 
   def has(self, name: str) -> bool:
     return name in self.arrays
@@ -39,12 +38,7 @@ class Tensors:
     if tuple(array.shape) != tuple(shape):
       raise PretrainedError(f"{self.source}: tensor {name!r} has shape {tuple(array.shape)}, "
                             f"config.json says {tuple(shape)}")
-    self.taken.add(name)
     return np.asarray(array, np.float32)
-
-  def unused(self, ignore: tuple[str, ...] = ()) -> list[str]:
-    return sorted(n for n in self.arrays
-                  if n not in self.taken and not any(s in n for s in ignore))
 
 
 def pad_rows(table: np.ndarray, rows: int) -> np.ndarray:
@@ -64,12 +58,37 @@ def nest(flat: dict[str, np.ndarray]) -> dict:
   return out
 
 
-def flatten(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
-  out = {}
-  for key, value in tree.items():
-    path = f"{prefix}{key}"
-    if isinstance(value, dict):
-      out.update(flatten(value, path + "/"))
-    else:
-      out[path] = np.asarray(value)
+def shift_vocab(flat: dict[str, np.ndarray], tables: dict[str, int], offset: int,
+                eos_id: int | None) -> dict[str, np.ndarray]:
+  """The folder's token tables in our shifted id layout (data/hf_tokenizer.py): its id i
+  becomes i + offset; our padding/start (0) and EOS (1) take its end-of-text token's row."""
+  if not offset:
+    return flat
+  out = dict(flat)
+  for path, axis in tables.items():
+    if path not in flat:
+      continue
+    table = np.moveaxis(flat[path], axis, 0)
+    shifted = np.zeros_like(table)
+    shifted[offset:] = table[:len(table) - offset]
+    shifted[:offset] = table[eos_id]
+    out[path] = np.moveaxis(shifted, 0, axis)
+  return out
+
+
+def unshift_vocab(flat: dict[str, np.ndarray], tables: dict[str, int], offset: int,
+                  eos_id: int | None) -> dict[str, np.ndarray]:
+  """Back to the folder's ids: our id i + offset is its i, and its end-of-text token takes
+  our EOS row (1), the one training taught to end texts."""
+  if not offset:
+    return flat
+  out = dict(flat)
+  for path, axis in tables.items():
+    if path not in flat:
+      continue
+    table = np.moveaxis(flat[path], axis, 0)
+    own = np.zeros_like(table)
+    own[:len(table) - offset] = table[offset:]
+    own[eos_id] = table[1]
+    out[path] = np.moveaxis(own, 0, axis)
   return out
