@@ -98,7 +98,7 @@ def test_minilm_round_trip_through_export_is_exact_and_transformers_reads_it(min
   assert config["architectures"] == ["BertModel"]
   out = tmp_path / "exported"
   export.write_folder(str(out), {"config.json": config}, tensors, "model.safetensors",
-                      copy_from=path)
+                      copy=[os.path.join(path, "tokenizer.json")])
   _, params2, cfg2 = pretrained.load_hf(str(out))
   assert cfg2 == cfg
   flat2 = _flat(params2)
@@ -192,7 +192,7 @@ def test_classifier_folder_round_trip_keeps_head_and_labels(tmp_path):
   assert config["architectures"] == ["BertForSequenceClassification"]
   assert config["id2label"] == {"0": "en", "1": "de", "2": "fr"}
   export.write_folder(str(tmp_path / "out"), {"config.json": config}, tensors,
-                      "model.safetensors", copy_from=path)
+                      "model.safetensors", copy=[os.path.join(path, "tokenizer.json")])
   model2, params2, _ = pretrained.load_hf(str(tmp_path / "out"))
   np.testing.assert_array_equal(np.asarray(model2.apply({"params": params2}, ids)),
                                 np.asarray(logits))

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 import numpy as np
 
@@ -42,7 +41,7 @@ def export(workdir: str, output: str, fmt: str = "hf", step: int = -1) -> str:
   from transformer_jax import inference  # pylint: disable=import-outside-toplevel
   from transformer_jax.data import hf_tokenizer  # pylint: disable=import-outside-toplevel
   from transformer_jax.pretrained import export as export_lib  # pylint: disable=import-outside-toplevel
-  from transformer_jax.tasks.classification import read_labels  # pylint: disable=import-outside-toplevel
+  from transformer_jax.tasks.base import read_labels  # pylint: disable=import-outside-toplevel
 
   run = inference.load_run(workdir, tool=None, step=step)
   params = jax.device_get(flax.linen.unbox(run.params))
@@ -52,33 +51,34 @@ def export(workdir: str, output: str, fmt: str = "hf", step: int = -1) -> str:
   labels = read_labels(workdir)
   tok = run.tokenizer
   tok_folder = tok.folder if isinstance(tok, hf_tokenizer.HfTokenizer) else None
+  if tok_folder is not None:
+    tok_files = [os.path.join(tok_folder, n) for n in export_lib.TOKENIZER_FILES]
+  else:
+    tok_files = [os.path.join(workdir, "tokenizer.model")]
+  tok_files = [p for p in tok_files if os.path.exists(p)]
   if fmt == "hf":
     if tok_folder is not None:
-      hf_config, tensors = export_lib.hf_files(kind, cfg, flat, tok.own_vocab_size, labels,
-                                               tok.offset, tok.eos_id)
+      vocab_size, offset, eos_id = tok.own_vocab_size, tok.offset, tok.eos_id
     else:
-      vocab_size = tok.vocab_size if tok is not None else cfg.vocab_size
-      hf_config, tensors = export_lib.hf_files(kind, cfg, flat, vocab_size, labels)
+      vocab_size, offset, eos_id = (tok.vocab_size if tok else cfg.vocab_size), 0, None
+    hf_config, tensors = export_lib.hf_files(kind, cfg, flat, vocab_size, labels, offset, eos_id)
     if tok is not None and tok_folder is None:
       raise export_lib.PretrainedError(
           f"--workdir={workdir!r}: the run's tokenizer is sentencepiece, which a Hugging Face "
           "folder cannot carry; use --format=safetensors")
     hf_config = export_lib.over_source_config(hf_config, run.config.init_from.hf)
     export_lib.write_folder(output, {"config.json": hf_config}, tensors, "model.safetensors",
-                            copy_from=tok_folder)
+                            copy=tok_files)
     what = hf_config["architectures"][0]
   else:
-    files = {"config.json": json.load(open(os.path.join(workdir, "config.json"),
-                                           encoding="utf-8"))}
+    with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
+      files = {"config.json": json.load(f)}
     if labels is not None:
       files["labels.json"] = labels
     tensors = {k: np.ascontiguousarray(v) for k, v in flat.items()}
-    export_lib.write_folder(output, files, tensors, "model.safetensors", copy_from=tok_folder,
+    export_lib.write_folder(output, files, tensors, "model.safetensors", copy=tok_files,
                             metadata={"format": "transformer_jax", "kind": kind,
                                       "step": str(run.step)})
-    sp = os.path.join(workdir, "tokenizer.model")
-    if tok_folder is None and os.path.exists(sp):
-      shutil.copy(sp, os.path.join(output, "tokenizer.model"))
     what = f"{len(tensors)} parameter arrays under their paths"
   return f"wrote {output}: {what} from {workdir} step {run.step}"
 

@@ -23,8 +23,7 @@ from transformer_jax import programs as programs_lib
 from transformer_jax.data import pipeline
 from transformer_jax.data.hf_tokenizer import open_tokenizer
 from transformer_jax.data.tokenizer import Tokenizer
-from transformer_jax.tasks.classification import read_labels
-from transformer_jax.tasks.base import prompt_batch
+from transformer_jax.tasks.base import prompt_batch, read_labels
 
 
 @dataclasses.dataclass

@@ -59,10 +59,10 @@ def over_source_config(hf_config: dict, source_folder: str) -> dict:
 
 
 def write_folder(output: str, files: dict[str, dict | list], tensors: dict[str, np.ndarray],
-                 tensor_file: str, copy_from: str | None = None,
+                 tensor_file: str, copy: list[str] = (),
                  metadata: dict[str, str] | None = None) -> None:
-  """Writes `files` (name -> JSON), the tensors and the tokenizer files found in `copy_from`
-  into `output`, which must not exist or be empty."""
+  """Writes `files` (name -> JSON), the tensors and copies of the files `copy` (the
+  tokenizer's) into `output`, which must not exist or be empty."""
   from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
   output = os.path.abspath(output)
   if os.path.exists(output) and os.listdir(output):
@@ -70,16 +70,19 @@ def write_folder(output: str, files: dict[str, dict | list], tensors: dict[str, 
   parent = os.path.dirname(output)
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
+  umask = os.umask(0)
+  os.umask(umask)
   try:
     for name, content in files.items():
       with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
         json.dump(content, f, indent=2, ensure_ascii=False)
         f.write("\n")
     save_file(tensors, os.path.join(tmp, tensor_file), metadata=metadata or {"format": "pt"})
-    if copy_from:
-      for name in TOKENIZER_FILES:
-        if os.path.exists(os.path.join(copy_from, name)):
-          shutil.copy(os.path.join(copy_from, name), os.path.join(tmp, name))
+    for path in copy:
+      shutil.copy(path, os.path.join(tmp, os.path.basename(path)))
+    for name in os.listdir(tmp):  # a folder to publish: readable as the umask allows.
+      os.chmod(os.path.join(tmp, name), 0o666 & ~umask)
+    os.chmod(tmp, 0o777 & ~umask)
     if os.path.exists(output):
       os.rmdir(output)
     os.rename(tmp, output)

@@ -8,6 +8,7 @@ neither reaches into the other's insides.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -75,6 +76,18 @@ class TaskBase:
   def extra_eval(self, run: Evaluator, params: Any) -> dict[str, float]:
     del run, params
     return {}
+
+
+LABELS_FILE = "labels.json"  # a classifier run's class names by id, in its workdir.
+
+
+def read_labels(workdir: str) -> list[str] | None:
+  """A classifier run's class names (None for runs made before labels.json was written)."""
+  path = os.path.join(workdir, LABELS_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    return [str(x) for x in json.load(f)]
 
 
 def tokenizer_path(config, workdir: str) -> str:

@@ -16,18 +16,6 @@ from transformer_jax.data.sources import CorpusError
 from transformer_jax.tasks import base
 
 
-LABELS_FILE = "labels.json"
-
-
-def read_labels(workdir: str) -> list[str] | None:
-  """A classifier run's class names (None for runs made before labels.json was written)."""
-  path = os.path.join(workdir, LABELS_FILE)
-  if not os.path.exists(path):
-    return None
-  with open(path, encoding="utf-8") as f:
-    return [str(x) for x in json.load(f)]
-
-
 class _Classification(base.TaskBase):
   labels: list[str]
   majority_accuracy: float
@@ -39,7 +27,7 @@ class _Classification(base.TaskBase):
     """WORKDIR/labels.json: the class names by id, for tools that load the run (export_hf)."""
     if is_writer:
       os.makedirs(workdir, exist_ok=True)
-      with open(os.path.join(workdir, LABELS_FILE), "w", encoding="utf-8") as f:
+      with open(os.path.join(workdir, base.LABELS_FILE), "w", encoding="utf-8") as f:
         json.dump(self.labels, f, ensure_ascii=False, indent=1)
 
   def final_test(self, run: base.Evaluator, params, step: int) -> dict[str, float]:
