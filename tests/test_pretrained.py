@@ -6,7 +6,9 @@ where those are absent they skip and say why.
 """
 
 import importlib.util
+import json
 import os
+import shutil
 
 import jax.numpy as jnp
 import numpy as np
@@ -81,7 +83,10 @@ def test_minilm_hidden_states_and_embeddings_equal_pytorch_bert(minilm):
   err = np.abs(ours - theirs).max()
   print(f"all-MiniLM-L6-v2 last hidden states: max abs error {err:.2e}")
   assert err < 1e-4
-  # Sentence embeddings as sentence-transformers makes them: mean over real tokens, L2 norm.
+  # Sentence embeddings as sentence-transformers makes them for this model (its modules.json:
+  # Transformer -> Pooling, mean over real tokens -> Normalize).
+  with open(os.path.join(path, "1_Pooling", "config.json"), encoding="utf-8") as f:
+    assert json.load(f)["pooling_mode_mean_tokens"]
   mask = (ids > 0)[..., None]
   mean = (theirs * mask).sum(1) / mask.sum(1)
   want = mean / np.linalg.norm(mean, axis=-1, keepdims=True)
@@ -281,3 +286,26 @@ def test_a_loaded_model_shards_over_the_mesh_like_ours(tmp_path):
   want = model.apply({"params": params}, jnp.asarray(ids))
   ref_loss = -np.asarray(jax.nn.log_softmax(want))[:, 0].sum()
   np.testing.assert_allclose(ours, ref_loss, rtol=1e-5)
+
+
+def test_a_pytorch_pickle_folder_loads_without_unpickling_objects(gpt2_folder, tmp_path):
+  """pytorch_model.bin (no safetensors) is read with torch.load(weights_only=True)."""
+  torch, _ = _reference()
+  path, ref = gpt2_folder
+  torch.save(ref.state_dict(), str(tmp_path / "pytorch_model.bin"))  # the legacy format.
+  shutil.copy(os.path.join(path, "config.json"), tmp_path / "config.json")
+  model, params, _ = pretrained.load_hf(str(tmp_path))
+  ids = np.arange(2, 14, dtype=np.int32)[None]
+  ours = np.asarray(model.apply({"params": params}, jnp.asarray(ids), method=DecoderLM.logits))
+  with torch.no_grad():
+    theirs = ref(torch.tensor(ids, dtype=torch.long)).logits.numpy()
+  assert np.abs(ours[..., :300] - theirs).max() < 1e-4
+
+
+def test_a_folder_of_another_kind_is_refused_naming_both(tmp_path):
+  from conftest import tiny_config  # pylint: disable=import-outside-toplevel
+  path = hf_folders.bert_folder(tmp_path / "bert", WORDS)
+  config = tiny_config(**{"model.kind": "decoder_lm", "init_from.hf": path})
+  with pytest.raises(pretrained.PretrainedError, match="holds a 'bert' model, which is our "
+                     "'encoder_classifier'; config.model.kind='decoder_lm'"):
+    pretrained.apply_to_config(config)
