@@ -268,8 +268,9 @@ def test_a_loaded_model_shards_over_the_mesh_like_ours(tmp_path):
   progs = programs.build(config, mesh, vocab_size=16, num_classes=3)
   with progs.context():
     state = progs.init_state(jax.random.key(0))
-    loaded, taken = pretrained.load_into(state.params, folder, progs.model_config)
-  assert "head/kernel" in taken and len(taken) == 41
+    loaded, taken, fresh = pretrained.load_into(state.params, folder, progs.model_config,
+                                                config.data.tokenizer_path)
+  assert "head/kernel" in taken and len(taken) == 41 and not fresh
   for path_, x in traverse_util.flatten_dict(loaded, sep="/").items():
     want = progs.state_shardings.params
     for part in path_.split("/"):
@@ -302,10 +303,15 @@ def test_a_pytorch_pickle_folder_loads_without_unpickling_objects(gpt2_folder, t
   assert np.abs(ours[..., :300] - theirs).max() < 1e-4
 
 
-def test_a_folder_of_another_kind_is_refused_naming_both(tmp_path):
+def test_a_folder_of_another_kind_or_with_another_tokenizer_is_refused(tmp_path):
   from conftest import tiny_config  # pylint: disable=import-outside-toplevel
   path = hf_folders.bert_folder(tmp_path / "bert", WORDS)
   config = tiny_config(**{"model.kind": "decoder_lm", "init_from.hf": path})
   with pytest.raises(pretrained.PretrainedError, match="holds a 'bert' model, which is our "
                      "'encoder_classifier'; config.model.kind='decoder_lm'"):
+    pretrained.apply_to_config(config)
+  config = tiny_config(**{"model.kind": "encoder_classifier", "init_from.hf": path,
+                          "data.tokenizer_path": "/elsewhere/tokenizer.model"})
+  with pytest.raises(pretrained.PretrainedError, match="rows are the ids of the folder's "
+                     "tokenizer, but config.data.tokenizer_path='/elsewhere/tokenizer.model'"):
     pretrained.apply_to_config(config)

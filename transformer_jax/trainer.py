@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import time
 
-import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
@@ -193,14 +192,12 @@ def _restore_or_init(config, run: Run, ckpt, writer, hf_folder=None):
     total = len(jax.tree.leaves(state.params))
     print(f"Initialised {len(taken)} of {total} parameter arrays from {source}", flush=True)
   if hf_folder is not None:
-    params, taken = pretrained.load_into(state.params, hf_folder, run.programs.model_config,
-                                         config.data.tokenizer_path)
+    params, taken, fresh = pretrained.load_into(state.params, hf_folder,
+                                                run.programs.model_config,
+                                                config.data.tokenizer_path)
     state = state.replace(params=params)
-    paths = ["/".join(str(getattr(k, "key", k)) for k in p)
-             for p, _ in jax.tree_util.tree_flatten_with_path(
-                 params, is_leaf=lambda x: isinstance(x, nn.Partitioned))[0]]
-    fresh = sorted(set(paths) - set(taken))
-    print(f"Initialised {len(taken)} of {len(paths)} parameter arrays from {hf_folder.path}"
+    print(f"Initialised {len(taken)} of {len(taken) + len(fresh)} parameter arrays from "
+          f"{hf_folder.path}"
           + (f"; fresh: {', '.join(fresh)}" if fresh else ""), flush=True)
   return state
 

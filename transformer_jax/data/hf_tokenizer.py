@@ -58,7 +58,7 @@ class HfTokenizer:
       raise TokenizerError(
           f"{path}: id {PAD_ID} is {self._tok.id_to_token(PAD_ID)!r}, not a padding token, and "
           f"there is no end-of-text token ({', '.join(EOS_TOKENS)}) to end texts with")
-    self._specials = self._tok.num_special_tokens_to_add(False) if not self.offset else 0
+    self._specials = self._tok.num_special_tokens_to_add(False)
 
   @property
   def vocab_size(self) -> int:
@@ -74,7 +74,8 @@ class HfTokenizer:
     (1) in the shifted layout; at most max_length, the end marks kept."""
     enc = self._tok.encode(text, add_special_tokens=False)
     if max_length is not None:
-      keep = max(max_length - ((self._specials or int(bool(self.offset))) if add_eos else 0), 0)
+      marks = (1 if self.offset else self._specials) if add_eos else 0  # EOS, or [CLS] [SEP].
+      keep = max(max_length - marks, 0)
       if len(enc.ids) > keep:
         enc.truncate(keep)
     if not self.offset:

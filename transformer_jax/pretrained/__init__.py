@@ -85,26 +85,32 @@ def apply_to_config(config) -> Folder | None:
       config.model[key] = value
   if not config.data.tokenizer_path and os.path.exists(
       os.path.join(folder.path, "tokenizer.json")):
-    config.data.tokenizer_path = "hf:" + folder.path
+    config.data.tokenizer_path = hf_tokenizer.PREFIX + folder.path
+  if not hf_tokenizer.is_hf(config.data.tokenizer_path):
+    raise PretrainedError(
+        f"config.init_from.hf={path!r}: the embedding's rows are the ids of the folder's "
+        f"tokenizer, but config.data.tokenizer_path={config.data.tokenizer_path!r} is not one "
+        f"(give the folder a tokenizer.json, or set \"{hf_tokenizer.PREFIX}FOLDER\")")
   return folder
 
 
 def load_into(params, folder: Folder, model_config,
-              tokenizer_path: str = "") -> tuple[object, list[str]]:
+              tokenizer_path: str = "") -> tuple[object, list[str], list[str]]:
   """`params` (a fresh, sharded train state's) with the folder's tensors put in, each on
-  its array's sharding; returns (params, the paths taken). A head the folder lacks stays
-  fresh. With the folder's tokenizer in the shifted id layout (`tokenizer_path`
+  its array's sharding; returns (params, the paths taken, the paths left fresh: a head
+  the folder lacks). With the folder's tokenizer in the shifted id layout (`tokenizer_path`
   "hf:...", data/hf_tokenizer.py), the token tables move with the ids."""
   import flax.linen as nn  # pylint: disable=import-outside-toplevel
   flat = params_of(folder, model_config)
   if hf_tokenizer.is_hf(tokenizer_path):
     tok = hf_tokenizer.load(tokenizer_path)
     flat = shift_vocab(flat, folder.architecture.VOCAB_TABLES, tok.offset, tok.eos_id)
-  taken = []
+  taken, fresh = [], []
 
   def put(path, x):
     name = "/".join(str(getattr(k, "key", k)) for k in path)
     if name not in flat:
+      fresh.append(name)
       return x
     array = flat[name]
     value = x.value if isinstance(x, nn.Partitioned) else x
@@ -117,4 +123,4 @@ def load_into(params, folder: Folder, model_config,
 
   merged = jax.tree_util.tree_map_with_path(
       put, params, is_leaf=lambda x: isinstance(x, nn.Partitioned))
-  return merged, sorted(taken)
+  return merged, sorted(taken), sorted(fresh)
