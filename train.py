@@ -3,11 +3,15 @@
   python train.py --config=configs/base.py [--workdir=runs/base] [--config.num_train_steps=100]
 """
 
-import os
-import sys
+import time
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+_STARTED = time.monotonic()  # before the heavy imports: time/startup counts them.
+
+import os  # noqa: E402
+import sys  # noqa: E402
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.",
                                           lock_config=True)
@@ -33,7 +37,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   print(f"workdir: {workdir}", flush=True)
   try:
-    trainer.train_and_evaluate(_CONFIG.value, workdir)
+    trainer.train_and_evaluate(_CONFIG.value, workdir, started=_STARTED)
   except (config_lib.ConfigError, CorpusError, TokenizerError, CheckpointError) as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
     sys.exit(2)

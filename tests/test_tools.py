@@ -161,3 +161,17 @@ def test_export_safetensors_writes_every_parameter_under_its_path(trained_run, t
                f"--output={tmp_path / 'hf'}"])
   assert proc.returncode == 2 and "no Hugging Face twin" in proc.stderr
   assert "Traceback" not in proc.stderr and not (tmp_path / "hf").exists()
+
+
+def test_the_run_reports_where_its_time_went(trained_run):
+  from transformer_jax import timing  # pylint: disable=import-outside-toplevel
+  last = _metrics(trained_run)[-1]
+  assert "test/bleu" in last  # the time split rides on the run's last record.
+  phases = {k[len("time/"):]: v for k, v in last.items() if k.startswith("time/")}
+  assert set(timing.PHASES) <= set(phases), phases
+  assert all(v >= 0 for v in phases.values())
+  parts = sum(phases[k] for k in timing.PHASES) + phases["other"]
+  assert abs(parts - phases["total"]) < 1e-6 * max(phases["total"], 1) + 1e-6
+  assert phases["train"] > 0 and phases["first_step"] > 0 and phases["eval"] > 0
+  training = phases["first_step"] + phases["train"]
+  assert abs(phases["train_fraction"] - training / phases["total"]) < 1e-9

@@ -18,7 +18,8 @@ from jax.experimental import multihost_utils
 
 from transformer_jax import checkpoint as checkpoint_lib
 from transformer_jax import config as config_lib
-from transformer_jax import kinds, metric_writers, preemption, pretrained, sharding, steps
+from transformer_jax import (kinds, metric_writers, preemption, pretrained, sharding, steps,
+                             timing)
 from transformer_jax import programs as programs_lib
 
 
@@ -42,21 +43,26 @@ class Run:
   batch sizes and whether this process prints.
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str,
+               phases: timing.Phases | None = None):
     self.config, self.workdir = config, workdir
     self.kind = kinds.get(config.model.kind)
     self.primary = jax.process_index() == 0
     self.mesh = sharding.make_mesh(config)
-    self.task = self.kind.task(config, workdir, self.primary)
-    self.programs = programs_lib.build(config, self.mesh, self.task.vocab_size,
-                                       self.task.num_classes)
+    phases = phases or timing.Phases()
+    with phases.time("data"):
+      self.task = self.kind.task(config, workdir, self.primary)
+    with phases.time("build"):
+      self.programs = programs_lib.build(config, self.mesh, self.task.vocab_size,
+                                         self.task.num_classes)
     p = self.programs
     self.global_batch_size = p.global_batch_size
     self.local_batch_size = len(p.rows)
-    self.train_iter = self.train_stream(config.seed)
-    self.eval_batches = self.task.eval_batches(
-        batch_size=self.local_batch_size, process_index=jax.process_index(),
-        process_count=jax.process_count())
+    with phases.time("data"):
+      self.train_iter = self.train_stream(config.seed)
+      self.eval_batches = self.task.eval_batches(
+          batch_size=self.local_batch_size, process_index=jax.process_index(),
+          process_count=jax.process_count())
     if config.num_eval_steps > 0:
       self.eval_batches = self.eval_batches[:config.num_eval_steps]
     self.init_rng = jax.random.key(config.seed)
@@ -140,8 +146,13 @@ class Run:
             f"{self.global_batch_size} x {rows}; mesh {dict(self.mesh.shape)}")
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Trains (or resumes) the run in `workdir`; returns the final metrics."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       started: float | None = None) -> dict[str, float]:
+  """Trains (or resumes) the run in `workdir`; returns the final metrics.
+
+  `started` (time.monotonic() at process start) makes `time/total` and `time/startup`
+  count the imports too."""
+  phases = timing.Phases(started)
   hf_folder = pretrained.apply_to_config(config)  # the folder's architecture, checked.
   config_lib.validate(config)  # the fields alone, before any device is touched.
   sharding.initialize_distributed(config)
@@ -150,7 +161,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   os.makedirs(workdir, exist_ok=True)
   if primary:
     _write_config(config, workdir)
-  run = Run(config, workdir)
+  run = Run(config, workdir, phases)
   writer = metric_writers.MetricWriter(workdir, enabled=primary)
   ckpt = checkpoint_lib.Checkpointer(
       os.path.join(workdir, "checkpoints"), config.max_checkpoints_to_keep,
@@ -158,7 +169,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       best_mode=config.best_checkpoint_mode)
   try:
     with run.programs.context():
-      state = _restore_or_init(config, run, ckpt, writer, hf_folder)
+      with phases.time("init"):
+        state = _restore_or_init(config, run, ckpt, writer, hf_folder)
       num_params = sum(x.size for x in jax.tree.leaves(state.params))
       start = int(jax.device_get(state.step))
       if primary:
@@ -168,7 +180,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
               "config.num_train_steps to train longer.", flush=True)
         return {}
       with preemption.StopRequest() as stop:
-        return _train_loop(config, run, state, start, writer, ckpt, primary, stop)
+        return _train_loop(config, run, state, start, writer, ckpt, primary, stop, phases)
   finally:
     ckpt.close()
     writer.close()
@@ -203,7 +215,7 @@ def _restore_or_init(config, run: Run, ckpt, writer, hf_folder=None):
 
 
 def _train_loop(config, run: Run, state, start: int, writer, ckpt, primary: bool,
-                stop: preemption.StopRequest):
+                stop: preemption.StopRequest, phases: timing.Phases):
   total = config.num_train_steps
   progress = metric_writers.Progress(total, start, enabled=primary)
   final: dict[str, float] = {}
@@ -242,10 +254,30 @@ def _train_loop(config, run: Run, state, start: int, writer, ckpt, primary: bool
     progress.update(log_step, summary["loss"], rate, unit)
     final.update(record)
 
-  last_save = time.monotonic()
+  def end_loop() -> None:
+    """The loop's time not spent in its first step, evaluating or saving is training."""
+    loop = time.monotonic() - loop_start
+    elsewhere = sum(phases.seconds[k] - before[k] for k in before)
+    phases.seconds["train"] += max(loop - elsewhere, 0.0)
+
+  def report_time(step: int, record: dict) -> None:
+    """Writes `record` with the time split (the run's last line of metrics.jsonl)."""
+    record = {**record, **phases.record()}
+    writer.write(step, record)
+    final.update(record)
+    if primary:
+      print(phases.summary(), flush=True)
+
+  last_save = loop_start = time.monotonic()
+  before = {k: phases.seconds[k] for k in ("eval", "checkpoint", "first_step")}
   for step in range(start, total):
     batch = run.global_batch(next(run.train_iter))
-    state, metrics = run.programs.train_step(state, batch)
+    if step == start:  # its compile, timed apart (one wait for its result).
+      with phases.time("first_step"):
+        state, metrics = run.programs.train_step(state, batch)
+        jax.block_until_ready(metrics)
+    else:
+      state, metrics = run.programs.train_step(state, batch)
     if to_log is not None:  # step n's metrics, read after step n+1 was dispatched.
       flush(to_log, next_metrics=metrics)
       to_log = None
@@ -265,19 +297,24 @@ def _train_loop(config, run: Run, state, start: int, writer, ckpt, primary: bool
         to_log = None
       eval_metrics = None
       if evaluate:
-        eval_metrics = {f"eval/{k}": v for k, v in run.evaluate(state.params).items()}
+        with phases.time("eval"):
+          eval_metrics = {f"eval/{k}": v for k, v in run.evaluate(state.params).items()}
         writer.write(done, eval_metrics)
         final.update(eval_metrics)
         if primary:
           print("  eval: " + ", ".join(f"{k}={v:.4f}" for k, v in eval_metrics.items()),
                 flush=True)
       if save:
-        ckpt.save(done, state, checkpoint_lib.global_data_state(run.train_iter), run.metadata(),
-                  metrics=eval_metrics)
+        with phases.time("checkpoint"):
+          ckpt.save(done, state, checkpoint_lib.global_data_state(run.train_iter),
+                    run.metadata(), metrics=eval_metrics)
         last_save = time.monotonic()
       clock, clock_step = time.monotonic(), done  # eval and saving are not training time.
     if stopping:
-      ckpt.wait()
+      end_loop()
+      with phases.time("checkpoint"):
+        ckpt.wait()
+      report_time(done, {})
       if primary:
         print(f"Stopped at step {done} ({stop.signal_name or 'another process was signalled'}); "
               f"checkpoint saved in {ckpt.directory}. Run the same command to resume.",
@@ -285,9 +322,11 @@ def _train_loop(config, run: Run, state, start: int, writer, ckpt, primary: bool
       return final
   if to_log is not None:
     flush(to_log)
+  end_loop()
 
-  ckpt.wait()
-  record = run.task.final_test(run, state.params, total)
-  writer.write(total, record)
-  final.update(record)
+  with phases.time("checkpoint"):
+    ckpt.wait()
+  with phases.time("test"):
+    record = run.task.final_test(run, state.params, total)
+  report_time(total, record)
   return final
