@@ -30,6 +30,12 @@ def _run(args, stdin=None, timeout=600):
                         timeout=timeout, env=dict(os.environ), cwd=REPO)
 
 
+def _last_record(workdir):
+  """metrics.jsonl's last line: the test figures (and the time split)."""
+  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+    return [json.loads(line) for line in f][-1]
+
+
 def _data(tmp_path):
   path = tmp_path / "labelled.tsv"
   with open(path, "w", encoding="utf-8") as f:
@@ -60,8 +66,7 @@ def test_finetuning_starts_from_the_folder_and_learns(finetuned):
   with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
     saved = json.load(f)["model"]
   assert (saved["emb_dim"], saved["norm_position"], saved["class_vector"]) == (32, "post", False)
-  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
-    test = [json.loads(line) for line in f][-1]
+  test = _last_record(workdir)
   assert test["test/accuracy"] > test["test/majority_accuracy"] + 0.2, test
 
 
@@ -166,8 +171,7 @@ def test_gpt2_finetuning_moves_ids_past_padding_and_learns(finetuned_lm):
   assert f"tokenizer: hf:{folder} (323 ids)" in out
   line = next(l for l in out.splitlines() if l.startswith("Initialised"))
   assert line.startswith("Initialised 36 of 36 "), line
-  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
-    test = [json.loads(line) for line in f][-1]
+  test = _last_record(workdir)
   assert test["test/perplexity"] < 0.5 * test["test/unigram_perplexity"], test
   proc = _run(["-m", "transformer_jax.generate", f"--workdir={workdir}", "--prompt=File not"])
   assert proc.returncode == 0, excerpt(proc.stderr.decode())

@@ -58,37 +58,34 @@ def nest(flat: dict[str, np.ndarray]) -> dict:
   return out
 
 
+def _each_table(flat: dict[str, np.ndarray], tables: dict[str, int], fn) -> dict[str, np.ndarray]:
+  """`flat` with fn(table, ids first) applied to each token table of `tables` (path -> id axis)."""
+  out = dict(flat)
+  for path, axis in tables.items():
+    if path in flat:
+      out[path] = np.moveaxis(fn(np.moveaxis(flat[path], axis, 0)), 0, axis)
+  return out
+
+
 def shift_vocab(flat: dict[str, np.ndarray], tables: dict[str, int], offset: int,
                 eos_id: int | None) -> dict[str, np.ndarray]:
   """The folder's token tables in our shifted id layout (data/hf_tokenizer.py): its id i
   becomes i + offset; our padding/start (0) and EOS (1) take its end-of-text token's row."""
-  if not offset:
-    return flat
-  out = dict(flat)
-  for path, axis in tables.items():
-    if path not in flat:
-      continue
-    table = np.moveaxis(flat[path], axis, 0)
+  def shift(table):
     shifted = np.zeros_like(table)
     shifted[offset:] = table[:len(table) - offset]
     shifted[:offset] = table[eos_id]
-    out[path] = np.moveaxis(shifted, 0, axis)
-  return out
+    return shifted
+  return _each_table(flat, tables, shift) if offset else flat
 
 
 def unshift_vocab(flat: dict[str, np.ndarray], tables: dict[str, int], offset: int,
                   eos_id: int | None) -> dict[str, np.ndarray]:
   """Back to the folder's ids: our id i + offset is its i, and its end-of-text token takes
   our EOS row (1), the one training taught to end texts."""
-  if not offset:
-    return flat
-  out = dict(flat)
-  for path, axis in tables.items():
-    if path not in flat:
-      continue
-    table = np.moveaxis(flat[path], axis, 0)
+  def unshift(table):
     own = np.zeros_like(table)
     own[:len(table) - offset] = table[offset:]
     own[eos_id] = table[1]
-    out[path] = np.moveaxis(own, 0, axis)
-  return out
+    return own
+  return _each_table(flat, tables, unshift) if offset else flat
