@@ -1,63 +1,113 @@
-"""Train-step throughput of a config's model on this machine (synthetic full-length batches).
+"""Train-step speed of a config's model on this machine (synthetic full-length batches).
 
   python benchmarks/train_step.py --config=configs/base.py [--steps=20] [--config.model.dtype=bfloat16]
+  python benchmarks/train_step.py --config=configs/base.py --sweep [--steps=5]
 
-Prints step time, token slots per second (source + target positions, no
-padding) and, for reference, this machine's float32 matmul rate measured in the
-same run.
+For each variant: compile time, step time, token slots per second (every
+position of the batch, no padding), model FLOP/s (transformer_jax/flops.py,
+3x the forward matrix products) and MFU against the peak: the chip's data-sheet
+bf16 rate, or on a CPU the float32 matmul rate measured in this run. `--sweep`
+times a grid of global batch sizes and model sizes of the config's kind.
 """
 
+import itertools
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
 from transformer_jax import config as config_lib
-from transformer_jax import programs, sharding
+from transformer_jax import flops, programs, sharding
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/base.py", "Config file.")
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps (after 2 warm-up steps).")
-_VOCAB = flags.DEFINE_integer("vocab_size", 8000, "Vocabulary size.")
+_VOCAB = flags.DEFINE_integer("vocab_size", 0, "Vocabulary size; 0: config.data.vocab_size.")
+_SWEEP = flags.DEFINE_bool("sweep", False, "Time a grid of batch sizes x model sizes.")
+_SWEEP_BATCH = flags.DEFINE_list("sweep_batch", ["16", "32", "64"],
+                                 "--sweep: global batch sizes.")
+# --sweep: model sizes as width:mlp:encoder layers:decoder layers.
+_SWEEP_MODELS = flags.DEFINE_list("sweep_models", ["256:1024:3:3", "512:2048:3:3",
+                                                   "256:1024:6:6"],
+                                  "--sweep: model sizes, width:mlp:encoder:decoder layers.")
 
 
-def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
-  a = jnp.ones((n, n), jnp.float32)
-  f = jax.jit(lambda x: x @ x)
-  f(a).block_until_ready()
-  t0 = time.perf_counter()
-  for _ in range(reps):
-    f(a).block_until_ready()
-  return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
+def _batch(progs, config, vocab_size: int) -> dict:
+  rng = np.random.default_rng(0)
+  out = {}
+  for key, spec in progs.batch_shapes.items():
+    if key.endswith("_segment_ids"):
+      out[key] = np.ones(spec.shape, np.int32)
+    elif key.endswith("_positions"):
+      out[key] = np.broadcast_to(np.arange(spec.shape[1], dtype=np.int32), spec.shape).copy()
+    elif key == "label":
+      out[key] = rng.integers(0, max(config.model.num_classes, 2), spec.shape, dtype=np.int32)
+    elif spec.dtype == np.float32:
+      out[key] = rng.random(spec.shape, dtype=np.float32)
+    else:
+      out[key] = rng.integers(3, vocab_size, spec.shape, dtype=np.int32)
+  return progs.global_batch(out)
+
+
+def time_step(config, vocab_size: int, steps: int) -> dict:
+  """Compile seconds, seconds per step, token slots per step and model FLOPs per step."""
+  config_lib.validate(config, jax.device_count())
+  num_classes = max(config.model.num_classes, 2)
+  progs = programs.build(config, sharding.make_mesh(config), vocab_size, num_classes)
+  state = progs.init_state(jax.random.key(0))
+  batch = _batch(progs, config, vocab_size)
+  with progs.context():
+    t0 = time.perf_counter()
+    compiled = progs.train_step.lower(state, batch).compile()
+    compile_s = time.perf_counter() - t0
+    for _ in range(2):
+      state, m = compiled(state, batch)
+    jax.block_until_ready(m)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+      state, m = compiled(state, batch)
+    jax.block_until_ready(m)
+    step_s = (time.perf_counter() - t0) / steps
+  slots = sum(np.prod(s.shape) for k, s in progs.batch_shapes.items()
+              if k in ("inputs", "targets"))
+  return {"compile_s": compile_s, "step_s": step_s, "slots": int(slots),
+          "flops": progs.train_flops, "batch": progs.global_batch_size}
+
+
+def _row(label: str, r: dict, peak: float | None) -> str:
+  flop_rate = r["flops"] / r["step_s"] if r["flops"] else None
+  cells = [label, f"{r['batch']}", f"{r['compile_s']:.1f} s", f"{r['step_s'] * 1e3:.1f} ms",
+           f"{r['slots'] / r['step_s']:,.0f}",
+           f"{flop_rate / 1e9:,.1f}" if flop_rate else "-",
+           f"{flop_rate / peak:.3f}" if flop_rate and peak else "-"]
+  return "| " + " | ".join(cells) + " |"
 
 
 def main(_):
   config = _CONFIG.value
-  config_lib.validate(config, jax.device_count())
-  progs = programs.build(config, sharding.make_mesh(config), _VOCAB.value)
-  rng = jax.random.key(0)
-  state = progs.init_state(rng)
-  batch_size = progs.global_batch_size
-  shape = (batch_size, config.max_target_length)
-  ids = np.random.default_rng(0).integers(3, _VOCAB.value, shape, dtype=np.int32)
-  batch = sharding.global_batch({"inputs": ids, "targets": ids}, progs.batch_sharding)
-  step = progs.train_step
-  with progs.context():
-    for _ in range(2):
-      state, m = step(state, batch)
-    jax.block_until_ready(m)
-    t0 = time.perf_counter()
-    for _ in range(_STEPS.value):
-      state, m = step(state, batch)
-    jax.block_until_ready(m)
-    dt = (time.perf_counter() - t0) / _STEPS.value
-  slots = 2 * batch_size * config.max_target_length
-  print(f"devices {jax.device_count()} | batch {batch_size} x {config.max_target_length} | "
-        f"dtype {config.model.dtype}")
-  print(f"step {dt * 1e3:.1f} ms | {slots / dt:,.0f} token slots/s (source + target)")
-  print(f"f32 matmul 2048^2 on this machine now: {matmul_gflops():.0f} GFLOP/s")
+  vocab_size = _VOCAB.value or config.data.vocab_size
+  peak = flops.peak_flops()
+  peak_rate, peak_name = peak if peak else (None, "unknown")
+  print(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind} | "
+        f"dtype {config.model.dtype} | length {config.max_target_length} | "
+        f"vocabulary {vocab_size}")
+  if peak_rate:
+    print(f"peak: {peak_rate / 1e9:,.0f} GFLOP/s ({peak_name})")
+  print("| variant | global batch | compile | step | token slots/s | model GFLOP/s | MFU |")
+  print("| --- | --- | --- | --- | --- | --- | --- |")
+  if not _SWEEP.value:
+    print(_row("config", time_step(config, vocab_size, _STEPS.value), peak_rate), flush=True)
+    return
+  for model, batch in itertools.product(_SWEEP_MODELS.value, _SWEEP_BATCH.value):
+    width, mlp, enc, dec = (int(x) for x in model.split(":"))
+    c = config.copy_and_resolve_references()
+    c.model.emb_dim, c.model.qkv_dim, c.model.mlp_dim = width, width, mlp
+    c.model.num_heads = max(width // 64, 1)
+    c.model.num_encoder_layers, c.model.num_decoder_layers = enc, dec
+    c.global_batch_size = int(batch)
+    print(_row(f"{width}/{mlp}, {enc}+{dec} layers", time_step(c, vocab_size, _STEPS.value),
+               peak_rate), flush=True)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,10 @@ import os
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The caches (compiled programs, the CPU's matmul rate) of this test session, in a
+# fresh folder: train.py subprocesses inherit it.
+import tempfile  # noqa: E402
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="transformer_jax_tests_")
 
 import struct  # noqa: E402
 

@@ -46,3 +46,14 @@ def test_confusion_from_logits_skips_padding_rows():
   assert summary["accuracy"] == pytest.approx(2 / 3)
   assert summary["f1"] == pytest.approx(evaluation.classification_scores(
       m["confusion_sum"])["f1"])
+
+
+def test_placeholder_match_counts_sentences_that_keep_their_placeholders_exactly():
+  refs = ["Datei %s nicht gefunden", "%d von %d Dateien", "Kein Platzhalter", "{name} fehlt"]
+  hyps = ["Datei %s fehlt", "%d Dateien", "egal %s", "{name} fehlt %s"]
+  # Of the 3 references with placeholders, only the first keeps them exactly
+  # (the second lost a %d, the fourth gained a %s).
+  assert evaluation.placeholder_match(hyps, refs) == pytest.approx(100 / 3)
+  assert evaluation.placeholder_match(["x"], ["kein"]) == 100.0
+  scores = evaluation.translation_scores(hyps, refs)
+  assert scores["placeholders"] == pytest.approx(100 / 3)

@@ -161,3 +161,19 @@ def test_predict_batches_pad_the_last_batch(tokenizer):
   assert [len(s) for _, s, _ in out] == [4, 1]
   inputs = out[1][0]
   assert inputs.shape == (4, 8) and (inputs[1:] == 0).all() and (inputs[0] > 0).any()
+
+
+def test_decode_in_batches_groups_similar_lengths_and_keeps_the_order(tokenizer):
+  sources = ["Open a new window and close the old one and save the document now", "Open",
+             "Save the document", "No", "Print the document again please", "Close"]
+  seen = []
+
+  def echo(inputs, n):  # a "decoder" that copies its source ids.
+    seen.append((n, [int((row > 0).sum()) for row in inputs]))
+    return inputs
+
+  out = pipeline.decode_in_batches(sources, tokenizer, batch_size=2, max_length=16,
+                                   decode_batch=echo)
+  assert out == [tokenizer.decode(tokenizer.encode(s)[:16]) for s in sources]
+  lengths = [n for _, batch in seen for n in batch]
+  assert lengths == sorted(lengths) and [n for n, _ in seen] == [0, 1, 2]

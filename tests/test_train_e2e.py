@@ -11,6 +11,9 @@ from transformer_jax.data import sources
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
+    # float32: these runs compare losses and scores across device layouts, processes
+    # and tools; configs/base.py computes in bfloat16.
+    "--config.model.dtype=float32",
     "--config.model.emb_dim=32", "--config.model.num_heads=2", "--config.model.qkv_dim=32",
     "--config.model.mlp_dim=64", "--config.model.num_encoder_layers=1",
     "--config.model.num_decoder_layers=1", "--config.per_device_batch_size=2",
@@ -64,6 +67,11 @@ def test_train_then_resume(tmp_path):
   for r in records:
     if "train/loss" in r:
       assert r["train/tokens_per_sec"] > 0 and r["train/learning_rate"] > 0
+  # Model FLOP/s over this CPU's measured matmul rate, on the steps that were timed.
+  mfu = [r["train/mfu"] for r in records if "train/mfu" in r]
+  assert mfu and all(0 < m < 1.5 for m in mfu), mfu
+  assert os.path.exists(os.path.join(os.environ["XDG_CACHE_HOME"], "transformer_jax",
+                                     "cpu_matmul.json"))
   assert any("eval/loss" in r and "eval/accuracy" in r and "eval/perplexity" in r
              for r in records)
   final = [r for r in records if "test/bleu" in r]

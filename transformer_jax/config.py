@@ -34,6 +34,9 @@ DECODING_METHODS = ("greedy", "beam", "sample")
 def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
+  # XLA's persistent compilation cache: "auto" ($XDG_CACHE_HOME/transformer_jax/xla), a
+  # folder, or "" (off). A second run or a resume loads its compiled programs from it.
+  c.compilation_cache_dir = "auto"
   # Loop (names as in the Flax examples).
   c.num_train_steps = 1000
   c.log_every_steps = 50
@@ -57,6 +60,9 @@ def default_config() -> ml_collections.ConfigDict:
   # Rows of each global batch; 0: per_device_batch_size * devices. Set it to
   # keep batches (and so the data stream) the same when the device count changes.
   c.global_batch_size = 0
+  # Split each global batch into this many micro-batches, run one after another and
+  # summed into one update (the same update, for less activation memory).
+  c.gradient_accumulation_steps = 1
   # Tokens of a batch row, every kind: the packed length of source and target
   # (translation) or of LM text; the cut length of a classifier's text.
   c.max_target_length = 64
@@ -122,6 +128,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.scale_tied_logits = True  # tied logits / sqrt(emb_dim) (GPT-2: False).
   c.model.dtype = "float32"
   c.model.remat = "none"  # none | full | dots: recompute activations to save memory.
+  # nn.scan over the layers: one layer compiled (compile time flat in depth); parameters
+  # stacked under "layers" (checkpoints of scanned and unscanned runs do not mix).
+  c.model.scan_layers = False
   c.model.positions = "sinusoidal"  # sinusoidal | learned | rotary (vit: learned only).
   # xla (einsum softmax) | dot_product (jax.nn.dot_product_attention, the entry point
   # of fused kernels; jax 0.10 runs its XLA version unless told otherwise; no
@@ -229,7 +238,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
             "max_checkpoints_to_keep", "per_device_batch_size", "max_target_length",
             "max_predict_length", "model.emb_dim", "model.num_heads", "model.qkv_dim",
             "model.mlp_dim", "model.num_encoder_layers", "model.num_decoder_layers",
-            "data.vocab_size", "data.num_packing_bins"):
+            "data.vocab_size", "data.num_packing_bins", "gradient_accumulation_steps"):
     _positive_int(config, f)
   for f in ("warmup_steps", "checkpoint_every_seconds", "keep_best_checkpoints",
             "global_batch_size"):
@@ -286,6 +295,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
   _one_of(config, "model.remat", REMAT)
   _one_of(config, "best_checkpoint_mode", ("min", "max"))
   _check_best_metric(config, kind)
+  if config.init_from.hf and config.model.scan_layers:
+    _fail("model.scan_layers", config.model.scan_layers,
+          "must be False with init_from.hf (Hugging Face weights load layer by layer)")
   if config.init_from.hf and config.init_from.workdir:
     _fail("init_from.hf", config.init_from.hf, "and init_from.workdir cannot both be set")
   if config.init_from.params:
@@ -388,4 +400,5 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int,
       embedding_norm=m.embedding_norm,
       dtype=DTYPES[m.dtype],
       remat=m.remat,
+      scan_layers=m.scan_layers,
   )

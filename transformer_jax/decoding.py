@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from transformer_jax import beam_search as beam_lib
 from transformer_jax.data.tokenizer import EOS_ID, PAD_ID
 from transformer_jax.models.decoder_lm import DecoderLM
-from transformer_jax.models.transformer import EncoderDecoder, TransformerConfig
+from transformer_jax.models.transformer import EncoderDecoder, TransformerConfig, unstack_layers
 
 Array = jax.Array
 
@@ -190,10 +190,19 @@ def start_state(config: TransformerConfig, params, batch_size: int, max_length: 
 # --------------------------------------------------------------------------- entry points
 
 
+def unscanned(config: TransformerConfig, params) -> tuple[TransformerConfig, Any]:
+  """A model trained with scanned layers decodes layer by layer (each with its own
+  key/value cache): the config without scan_layers and the parameters unstacked."""
+  if not config.scan_layers:
+    return config, params
+  return config.replace(scan_layers=False), unstack_layers(params)
+
+
 def translate(params, inputs_BS: Array, rng: Array | None, *, config: TransformerConfig,
               options: DecodeOptions, max_length: int, vocab_limit: int | None = None,
               cached: bool = True) -> Array:
   """Target ids [B, max_length] for source ids [B, S] (zero-padded); jit-able."""
+  config, params = unscanned(config, params)
   b = inputs_BS.shape[0]
   encoded_BSD = encode(config, params, inputs_BS)
   mask = vocab_mask(vocab_limit)
@@ -217,6 +226,7 @@ def generate(params, prompt_BL: Array, rng: Array | None, *, config: Transformer
   (the prompt first). Beam search is not offered for LMs."""
   if options.method == "beam":
     raise ValueError("generate: method 'beam' is for translation; use greedy or sample")
+  config, params = unscanned(config, params)
   b = prompt_BL.shape[0]
   step_fn, cache = start_state(config, params, b, max_length, None, cached)
   return sample_loop(step_fn, cache, batch_size=b, max_length=max_length, rng=rng,

@@ -5,13 +5,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import collections
+
 import numpy as np
 import sacrebleu
+
+from transformer_jax.data.tokenizer import PLACEHOLDER_RE
 
 
 def translation_scores(hypotheses: Sequence[str], references: Sequence[str],
                        with_signatures: bool = False):
-  """Corpus BLEU (13a tokenization) and chrF of hypotheses against one reference each.
+  """Corpus BLEU (13a tokenization) and chrF of hypotheses against one reference each,
+  and `placeholders`: the share (in %) of the sentences whose reference holds format
+  placeholders (`%s`, `%1$d`, `{name}`, ...) that hold exactly the same ones (as a
+  multiset) in the hypothesis; 100 when no reference holds any.
 
   With `with_signatures`, also returns sacrebleu's signature strings, for
   reproducible reporting.
@@ -26,10 +33,21 @@ def translation_scores(hypotheses: Sequence[str], references: Sequence[str],
   scores = {
       "bleu": bleu.corpus_score(list(hypotheses), refs).score,
       "chrf": chrf.corpus_score(list(hypotheses), refs).score,
+      "placeholders": placeholder_match(hypotheses, references),
   }
   if with_signatures:
     return scores, {"bleu": str(bleu.get_signature()), "chrf": str(chrf.get_signature())}
   return scores
+
+
+def placeholder_match(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+  """% of the references with placeholders whose hypothesis has exactly the same ones."""
+  wanted = [collections.Counter(PLACEHOLDER_RE.findall(r)) for r in references]
+  pairs = [(h, w) for h, w in zip(hypotheses, wanted) if w]
+  if not pairs:
+    return 100.0
+  same = sum(collections.Counter(PLACEHOLDER_RE.findall(h)) == w for h, w in pairs)
+  return 100.0 * same / len(pairs)
 
 
 def classification_scores(confusion, labels: Sequence[str] | None = None) -> dict:

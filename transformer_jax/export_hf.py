@@ -40,11 +40,12 @@ def export(workdir: str, output: str, fmt: str = "hf", step: int = -1) -> str:
   import jax  # pylint: disable=import-outside-toplevel
   from transformer_jax import inference  # pylint: disable=import-outside-toplevel
   from transformer_jax.data import hf_tokenizer  # pylint: disable=import-outside-toplevel
+  from transformer_jax.models.transformer import unstack_layers  # pylint: disable=import-outside-toplevel
   from transformer_jax.pretrained import export as export_lib  # pylint: disable=import-outside-toplevel
   from transformer_jax.tasks.base import read_labels  # pylint: disable=import-outside-toplevel
 
   run = inference.load_run(workdir, tool=None, step=step)
-  params = jax.device_get(flax.linen.unbox(run.params))
+  params = unstack_layers(jax.device_get(flax.linen.unbox(run.params)))
   flat = flax.traverse_util.flatten_dict(params, sep="/")
   cfg = run.programs.model_config
   kind = run.programs.kind.name

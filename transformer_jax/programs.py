@@ -22,7 +22,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 
 from transformer_jax import config as config_lib
-from transformer_jax import decoding, kinds, optim, sharding, steps
+from transformer_jax import decoding, flops, kinds, optim, sharding, steps
 from transformer_jax.models.transformer import TransformerConfig
 
 
@@ -48,6 +48,8 @@ class Programs:
   decode: Callable | None
   batch_shapes: dict[str, jax.ShapeDtypeStruct]
   rows: list[int]  # the global batch rows this process feeds.
+  # Model FLOPs of one train step (flops.py); None for a kind without a formula.
+  train_flops: float | None = None
 
   def context(self):
     """The mesh and logical axis rules that tracing needs (jax.set_mesh, NOTES.md)."""
@@ -108,7 +110,8 @@ def build(config: ml_collections.ConfigDict, mesh: Mesh, vocab_size: int,
   replicated = sharding.replicated(mesh)
   train_step = jax.jit(
       functools.partial(steps.train_step, model=model, tx=tx,
-                        label_smoothing=config.label_smoothing, kind=kind),
+                        label_smoothing=config.label_smoothing, kind=kind,
+                        accum_steps=config.gradient_accumulation_steps),
       in_shardings=(state_shardings, batch_sharding),
       out_shardings=(state_shardings, replicated), donate_argnums=(0,))
   eval_step = jax.jit(functools.partial(steps.eval_step, model=eval_model, kind=kind),
@@ -128,4 +131,5 @@ def build(config: ml_collections.ConfigDict, mesh: Mesh, vocab_size: int,
       init_fn=init_fn, abstract_state=sharding.abstract_like(abstract, state_shardings),
       state_shardings=state_shardings, batch_sharding=batch_sharding, train_step=train_step,
       eval_step=eval_step, decode=decode, batch_shapes=shapes,
-      rows=sharding.process_batch_rows(batch_sharding, global_batch_size))
+      rows=sharding.process_batch_rows(batch_sharding, global_batch_size),
+      train_flops=flops.train_flops_per_step(kind.name, model_config, shapes))

@@ -42,7 +42,8 @@ _ACTIVATIONS = (
 
 # Small parameter dimensions that every preset keeps whole: rows of a learned
 # position table, class logits, a flattened image patch, token types.
-_UNSHARDED = (("pos_length", None), ("classes", None), ("patch", None), ("token_types", None))
+_UNSHARDED = (("pos_length", None), ("classes", None), ("patch", None), ("token_types", None),
+              ("layers", None))  # the stacked axis of scanned layers (model.scan_layers).
 
 RULE_PRESETS: dict[str, tuple[tuple[str, Any], ...]] = {
     # Pure data parallelism: every parameter replicated.
@@ -147,13 +148,17 @@ def validate_devices(config, num_devices: int, num_processes: int = 1) -> None:
   rules = dict(logical_axis_rules(config))
   m = config.model
   batch = global_batch_size(config, num_devices)
+  accum = config.gradient_accumulation_steps
+  if batch % accum:
+    fail("gradient_accumulation_steps", accum, f"must divide the global batch of {batch} rows")
   sizes = {  # logical name -> (field, size)
       "embed": ("model.emb_dim", m.emb_dim),
       "mlp": ("model.mlp_dim", m.mlp_dim),
       "heads": ("model.num_heads", m.num_heads),
       "kv": ("model.qkv_dim / model.num_heads", m.qkv_dim // m.num_heads),
       "vocab": ("data.vocab_size (padded)", padded_vocab_size(config.data.vocab_size)),
-      "batch": ("global_batch_size", batch),
+      "batch": ("global_batch_size / gradient_accumulation_steps" if accum > 1 else
+                "global_batch_size", batch // accum),
   }
   if batch % num_processes:
     fail("global_batch_size", batch, f"must divide over the {num_processes} processes")

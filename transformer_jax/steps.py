@@ -47,22 +47,45 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: 
 
 
 def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
-               tx: optax.GradientTransformation, label_smoothing: float, kind: ModelKind):
+               tx: optax.GradientTransformation, label_smoothing: float, kind: ModelKind,
+               accum_steps: int = 1):
   """One optimizer step; dropout randomness comes from fold_in(state.rng, step).
 
   The loss is the kind's objective, normalised by its weight (real target
   tokens, or rows) in the global batch. `units_sum` counts what the kind's
   throughput is measured in (kind.unit).
+
+  With `accum_steps` = k > 1 the batch is cut into k micro-batches (row i goes to
+  micro-batch i mod k, so each device keeps its own rows), run one after another
+  in a `lax.scan`; their summed losses and gradients are divided by the weight of
+  the whole batch, so the update is the one-big-batch update, for 1/k of the
+  activation memory.
   """
-  dropout_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+  step_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
-  def loss_fn(params):
-    logits = model.apply({"params": params}, **kind.model_inputs(batch),
-                         rngs={"dropout": dropout_rng})
-    metrics = kind.objective(logits, batch, label_smoothing)
-    return metrics["loss_sum"] / jnp.maximum(metrics["weight_sum"], 1.0), metrics
+  def loss_sum_fn(params, micro_batch, rng):
+    logits = model.apply({"params": params}, **kind.model_inputs(micro_batch),
+                         rngs={"dropout": rng})
+    metrics = kind.objective(logits, micro_batch, label_smoothing)
+    return metrics["loss_sum"], metrics
 
-  (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  grad_fn = jax.grad(loss_sum_fn, has_aux=True)
+  if accum_steps == 1:
+    grad_sums, metrics = grad_fn(state.params, batch, step_rng)
+  else:
+    micro = jax.tree.map(lambda x: x.reshape(x.shape[0] // accum_steps, accum_steps,
+                                             *x.shape[1:]).swapaxes(0, 1), batch)
+
+    def accumulate(carry, i_and_batch):
+      i, micro_batch = i_and_batch
+      grads, metrics = grad_fn(state.params, micro_batch, jax.random.fold_in(step_rng, i))
+      return jax.tree.map(jnp.add, carry, (grads, metrics)), None
+
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(
+        grad_fn, state.params, jax.tree.map(lambda x: x[0], micro), step_rng))
+    (grad_sums, metrics), _ = jax.lax.scan(accumulate, zeros,
+                                           (jnp.arange(accum_steps), micro))
+  grads = jax.tree.map(lambda g: g / jnp.maximum(metrics["weight_sum"], 1.0), grad_sums)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics["grad_norm"] = optax.tree.norm(grads)

@@ -18,8 +18,8 @@ from jax.experimental import multihost_utils
 
 from transformer_jax import checkpoint as checkpoint_lib
 from transformer_jax import config as config_lib
-from transformer_jax import (kinds, metric_writers, preemption, pretrained, sharding, steps,
-                             timing)
+from transformer_jax import (cache_dirs, flops, kinds, metric_writers, preemption, pretrained,
+                             sharding, steps, timing)
 from transformer_jax import programs as programs_lib
 
 
@@ -66,6 +66,11 @@ class Run:
     if config.num_eval_steps > 0:
       self.eval_batches = self.eval_batches[:config.num_eval_steps]
     self.init_rng = jax.random.key(config.seed)
+    # train/mfu: model FLOPs per second over the chips' peak (on a CPU, its measured
+    # f32 matmul rate); None where either is unknown.
+    with phases.time("build"):
+      peak = flops.peak_flops() if self.programs.train_flops else None
+    self.peak_flops = peak[0] if peak else None
 
   def train_stream(self, seed: int):
     return self.task.train_stream(global_batch_size=self.global_batch_size,
@@ -155,6 +160,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   phases = timing.Phases(started)
   hf_folder = pretrained.apply_to_config(config)  # the folder's architecture, checked.
   config_lib.validate(config)  # the fields alone, before any device is touched.
+  cache_dirs.enable_compilation_cache(config.compilation_cache_dir)
   sharding.initialize_distributed(config)
   sharding.validate_devices(config, jax.device_count(), jax.process_count())
   primary = jax.process_index() == 0
@@ -250,6 +256,9 @@ def _train_loop(config, run: Run, state, start: int, writer, ckpt, primary: bool
       record["train/steps_per_sec"] = steps_timed / seconds
       rate = count / len(metrics_list) * record["train/steps_per_sec"]
       record[f"train/{unit}_per_sec"] = rate
+      if run.peak_flops:
+        record["train/mfu"] = (run.programs.train_flops * record["train/steps_per_sec"]
+                               / run.peak_flops)
     writer.write(log_step, record)
     progress.update(log_step, summary["loss"], rate, unit)
     final.update(record)

@@ -108,11 +108,20 @@ def predict_batches(pairs: Sequence[Pair], tokenizer: Tokenizer, *, batch_size: 
 
 def decode_in_batches(sources: Sequence[str], tokenizer: Tokenizer, *, batch_size: int,
                       max_length: int, decode_batch) -> list[str]:
-  """One output text per source, in order: `decode_batch(ids [batch_size, max_length], n)`
-  (n: the batch's index) gives each global batch's output ids, which are detokenized."""
-  out = []
-  for n, (inputs, srcs, _) in enumerate(predict_batches(
-      [(s, "") for s in sources], tokenizer, batch_size=batch_size, max_length=max_length)):
+  """One output text per source, in the sources' order: `decode_batch(ids [batch_size,
+  max_length], n)` (n: the batch's index) gives each global batch's output ids, which are
+  detokenized.
+
+  Sources are decoded shortest first, so that a batch holds sources of similar length:
+  the decoder stops when every row of a batch has ended, and short rows then do not wait
+  for a long one.
+  """
+  order = sorted(range(len(sources)), key=lambda i: (len(tokenizer.encode(sources[i])), i))
+  out: list[str] = [""] * len(sources)
+  batches = predict_batches([(sources[i], "") for i in order], tokenizer,
+                            batch_size=batch_size, max_length=max_length)
+  for n, (inputs, srcs, _) in enumerate(batches):
     ids = decode_batch(inputs, n)
-    out.extend(tokenizer.decode(row) for row in ids[:len(srcs)])
+    for row, i in enumerate(order[n * batch_size:n * batch_size + len(srcs)]):
+      out[i] = tokenizer.decode(ids[row])
   return out

@@ -19,7 +19,7 @@ def _task(config, workdir: str, is_writer: bool):
 
 
 def _eval_metrics(config) -> tuple[str, ...]:
-  bleu = ("bleu", "chrf") if config.num_eval_bleu_examples > 0 else ()
+  bleu = ("bleu", "chrf", "placeholders") if config.num_eval_bleu_examples > 0 else ()
   return ("loss", "perplexity", "accuracy") + bleu
 
 

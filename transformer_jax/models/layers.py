@@ -42,6 +42,22 @@ def constrain(x: Array, names: tuple[str, ...]) -> Array:
   return nn.with_logical_constraint(x, names)
 
 
+def project(x: Array, w: Array, n_in: int = 1) -> Array:
+  """Contracts x's last `n_in` axes with w's first `n_in`: x [..., I...] @ w [I..., O...].
+
+  Computed as one 2-D matmul [N, I] @ [I, O] (reshapes of row-major arrays are
+  free). Autodiff then takes the weight gradient as x2d.T @ dy2d, which XLA:CPU
+  hands to its matmul with the transpose folded in; from the [B, L, ...] einsum it
+  instead copies dy transposed first, and fuses the residual stream's gradient
+  sum (recomputed from every later layer) into that copy: a fifth of a base-config
+  step.
+  """
+  lead, inner = x.shape[:x.ndim - n_in], x.shape[x.ndim - n_in:]
+  size = int(np.prod(inner))
+  y = jnp.dot(x.reshape(-1, size), w.reshape(size, -1))
+  return y.reshape(*lead, *w.shape[n_in:])
+
+
 def param_with_names(module: nn.Module, name: str, init, shape, names, dtype=jnp.float32):
   if len(names) != len(shape):
     raise ValueError(f"{module.name}/{name}: logical names {names} do not match "
@@ -143,7 +159,36 @@ class Embed(nn.Module):
     return jnp.take(table, ids_BL, axis=0).astype(self.dtype)
 
   def attend(self, x_BLD: Array) -> Array:
-    return jnp.einsum("BLD,VD->BLV", x_BLD, self.embedding.astype(self.dtype))
+    return tied_logits(x_BLD, self.embedding.astype(self.dtype))
+
+
+@jax.custom_vjp
+def tied_logits(x_BLD: Array, table_VD: Array) -> Array:
+  """x @ table.T: the output projection through the embedding table.
+
+  Its backward pass is written out so that the table's gradient is computed as
+  (x.T @ dlogits).T: the product then reads the [B*L, V] logits gradient in its
+  own layout and transposes the small [D, V] result, where autodiff's
+  dlogits.T @ x makes XLA:CPU copy the whole logits gradient transposed (with the
+  loss's backward fused into that copy), a third of a base-config step's
+  non-matmul time. That product is taken in 2-D, [D, B*L] @ [B*L, V] (see `project`).
+  """
+  return jnp.einsum("BLD,VD->BLV", x_BLD, table_VD)
+
+
+def _tied_logits_fwd(x_BLD, table_VD):
+  return tied_logits(x_BLD, table_VD), (x_BLD, table_VD)
+
+
+def _tied_logits_bwd(residuals, d_logits_BLV):
+  x_BLD, table_VD = residuals
+  d_x_BLD = jnp.einsum("BLV,VD->BLD", d_logits_BLV, table_VD)
+  x_ND = x_BLD.reshape(-1, x_BLD.shape[-1])
+  d_table_VD = jnp.dot(x_ND.T, d_logits_BLV.reshape(-1, d_logits_BLV.shape[-1])).T
+  return d_x_BLD.astype(x_BLD.dtype), d_table_VD.astype(table_VD.dtype)
+
+
+tied_logits.defvjp(_tied_logits_fwd, _tied_logits_bwd)
 
 
 class LayerNorm(nn.Module):
@@ -158,7 +203,9 @@ class LayerNorm(nn.Module):
     bias = param_with_names(self, "bias", nn.initializers.zeros, (d,), ("embed",))
     x32 = x.astype(jnp.float32)
     mean = x32.mean(-1, keepdims=True)
-    var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+    # Both moments straight from x (as flax.linen.LayerNorm): two reductions XLA fuses
+    # into one pass, and a backward pass without a chain through (x - mean).
+    var = jnp.maximum(jnp.square(x32).mean(-1, keepdims=True) - jnp.square(mean), 0.0)
     y = (x32 - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
     return y.astype(self.dtype)
 
@@ -176,7 +223,7 @@ class Dense(nn.Module):
                               self.names)
     bias = param_with_names(self, "bias", nn.initializers.zeros, (self.features,),
                             self.names[1:])
-    return jnp.einsum("...D,DF->...F", x, kernel.astype(self.dtype)) + bias.astype(self.dtype)
+    return project(x, kernel.astype(self.dtype)) + bias.astype(self.dtype)
 
 
 class Mlp(nn.Module):
@@ -195,11 +242,11 @@ class Mlp(nn.Module):
     bi = param_with_names(self, "bi", nn.initializers.zeros, (self.mlp_dim,), ("mlp",))
     wo = param_with_names(self, "wo", init, (self.mlp_dim, d), ("mlp", "embed"))
     bo = param_with_names(self, "bo", nn.initializers.zeros, (d,), ("embed",))
-    h_BLF = jnp.einsum("BLD,DF->BLF", x_BLD, wi.astype(self.dtype)) + bi.astype(self.dtype)
+    h_BLF = project(x_BLD, wi.astype(self.dtype)) + bi.astype(self.dtype)
     h_BLF = ACTIVATIONS[self.activation](h_BLF)
     h_BLF = constrain(h_BLF, ACT_BLF)
     h_BLF = nn.Dropout(self.dropout_rate)(h_BLF, deterministic=self.deterministic)
-    y_BLD = jnp.einsum("BLF,FD->BLD", h_BLF, wo.astype(self.dtype)) + bo.astype(self.dtype)
+    y_BLD = project(h_BLF, wo.astype(self.dtype)) + bo.astype(self.dtype)
     return constrain(y_BLD, ACT_BLD)
 
 
@@ -238,9 +285,9 @@ class MultiHeadAttention(nn.Module):
     wv = param_with_names(self, "value", init, (d, h, k), ("embed", "heads", "kv"))
     wo = param_with_names(self, "out", nn.initializers.xavier_uniform(in_axis=(0, 1), out_axis=2),
                           (h, k, d), ("heads", "kv", "embed"))
-    q_BLHK = jnp.einsum("BLD,DHK->BLHK", q_BLD, wq.astype(self.dtype))
-    k_BSHK = jnp.einsum("BSD,DHK->BSHK", kv_BSD, wk.astype(self.dtype))
-    v_BSHK = jnp.einsum("BSD,DHK->BSHK", kv_BSD, wv.astype(self.dtype))
+    q_BLHK = project(q_BLD, wq.astype(self.dtype))
+    k_BSHK = project(kv_BSD, wk.astype(self.dtype))
+    v_BSHK = project(kv_BSD, wv.astype(self.dtype))
     if self.use_bias:
       q_BLHK, k_BSHK, v_BSHK = (
           x + param_with_names(self, f"{name}_bias", nn.initializers.zeros, (h, k),
@@ -266,7 +313,7 @@ class MultiHeadAttention(nn.Module):
     else:
       raise ValueError(f"attention must be 'xla' or 'dot_product', got {self.attention!r}")
     out_BLHK = constrain(out_BLHK, ACT_BLHK)
-    out_BLD = jnp.einsum("BLHK,HKD->BLD", out_BLHK, wo.astype(self.dtype))
+    out_BLD = project(out_BLHK, wo.astype(self.dtype), n_in=2)
     if self.use_bias:
       out_BLD = out_BLD + param_with_names(self, "out_bias", nn.initializers.zeros, (d,),
                                            ("embed",)).astype(self.dtype)

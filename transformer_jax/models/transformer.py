@@ -48,6 +48,9 @@ class TransformerConfig:
   scale_tied_logits: bool = True
   dtype: Any = jnp.float32
   remat: str = "none"  # recompute layer activations in the backward pass: none | full | dots.
+  # One layer traced and compiled once, run num_layers times by nn.scan: its parameters
+  # are stacked under "layers" with a leading "layers" axis (decoding unstacks them).
+  scan_layers: bool = False
   deterministic: bool = False
   decode: bool = False
   positions: str = "sinusoidal"  # sinusoidal | learned | rotary.
@@ -115,7 +118,8 @@ class EncoderLayer(nn.Module):
     x_BLD = _Residual(cfg, name="attention_block")(
         x_BLD, lambda h: attn(h, h, mask_B1LL, positions_BL, positions_BL))
     x_BLD = _Residual(cfg, name="mlp_block")(x_BLD, _mlp(cfg))
-    return constrain(x_BLD, ACT_BLD)
+    x_BLD = constrain(x_BLD, ACT_BLD)
+    return (x_BLD, None) if cfg.scan_layers else x_BLD
 
 
 class DecoderLayer(nn.Module):
@@ -138,7 +142,8 @@ class DecoderLayer(nn.Module):
       y_BLD = _Residual(cfg, name="cross_attention_block")(
           y_BLD, lambda h: cross_attn(h, encoded_BSD, cross_mask_B1LS))
     y_BLD = _Residual(cfg, name="mlp_block")(y_BLD, _mlp(cfg))
-    return constrain(y_BLD, ACT_BLD)
+    y_BLD = constrain(y_BLD, ACT_BLD)
+    return (y_BLD, None) if cfg.scan_layers else y_BLD
 
 
 def _maybe_remat(layer_class, cfg: TransformerConfig):
@@ -146,6 +151,42 @@ def _maybe_remat(layer_class, cfg: TransformerConfig):
   if cfg.remat == "none" or cfg.decode:
     return layer_class
   return nn.remat(layer_class, policy=REMAT_POLICIES[cfg.remat], prevent_cse=True)
+
+
+def run_layers(layer_class, cfg: TransformerConfig, num_layers: int, x_BLD: Array,
+               *args) -> Array:
+  """`num_layers` layers in sequence: submodules "layer_i", or with cfg.scan_layers one
+  nn.scan over a "layers" module whose parameters carry a leading "layers" axis
+  (`args` are the same for every layer)."""
+  layer_class = _maybe_remat(layer_class, cfg)
+  if not cfg.scan_layers:
+    for i in range(num_layers):
+      x_BLD = layer_class(cfg, name=f"layer_{i}")(x_BLD, *args)
+    return x_BLD
+  if cfg.decode:
+    raise ValueError("scanned layers do not decode: unstack_layers() the parameters and "
+                     "decode with scan_layers=False")
+  scanned = nn.scan(layer_class, variable_axes={"params": 0},
+                    split_rngs={"params": True, "dropout": True},
+                    in_axes=(nn.broadcast,) * len(args), length=num_layers,
+                    metadata_params={nn.PARTITION_NAME: "layers"})
+  x_BLD, _ = scanned(cfg, name="layers")(x_BLD, *args)
+  return x_BLD
+
+
+def unstack_layers(params):
+  """Scanned parameters ("layers", stacked on axis 0) -> "layer_0", "layer_1", ... as an
+  unscanned model names them; other parameters unchanged."""
+  if not isinstance(params, dict):
+    return params
+  out = {}
+  for key, value in params.items():
+    if key == "layers" and isinstance(value, dict):
+      n = jax.tree.leaves(value)[0].shape[0]
+      out.update({f"layer_{i}": jax.tree.map(lambda x, i=i: x[i], value) for i in range(n)})
+    else:
+      out[key] = unstack_layers(value)
+  return out
 
 
 def add_positions(module: nn.Module, cfg: TransformerConfig, x_BLD: Array,
@@ -164,14 +205,13 @@ def add_positions(module: nn.Module, cfg: TransformerConfig, x_BLD: Array,
 
 def encoder_stack(cfg: TransformerConfig, x_BLD: Array, mask_B1LL: Array | None,
                   positions_BL: Array) -> Array:
-  """Dropout, cfg.num_encoder_layers EncoderLayers ("layer_i") and, for pre-LN, "final_norm".
+  """Dropout, cfg.num_encoder_layers EncoderLayers ("layer_i", or scanned "layers") and, for
+  pre-LN, "final_norm".
 
   Call from a compact method: the layers become the caller's submodules.
   """
   x_BLD = nn.Dropout(cfg.dropout_rate)(x_BLD, deterministic=cfg.deterministic)
-  layer_class = _maybe_remat(EncoderLayer, cfg)
-  for i in range(cfg.num_encoder_layers):
-    x_BLD = layer_class(cfg, name=f"layer_{i}")(x_BLD, mask_B1LL, positions_BL)
+  x_BLD = run_layers(EncoderLayer, cfg, cfg.num_encoder_layers, x_BLD, mask_B1LL, positions_BL)
   if cfg.norm_position == "pre":
     x_BLD = layers.LayerNorm(cfg.layer_norm_epsilon, dtype=cfg.dtype, name="final_norm")(x_BLD)
   return constrain(x_BLD, ACT_BLD)
@@ -198,20 +238,21 @@ class Decoder(nn.Module):
     cfg = self.config
     y_BLD = add_positions(self, cfg, self.embed(decoder_inputs_BL), positions_BL)
     y_BLD = nn.Dropout(cfg.dropout_rate)(y_BLD, deterministic=cfg.deterministic)
-    layer_class = _maybe_remat(DecoderLayer, cfg)
-    for i in range(cfg.num_decoder_layers):
-      y_BLD = layer_class(cfg, name=f"layer_{i}")(y_BLD, encoded_BSD, self_mask_B1LL,
-                                                  cross_mask_B1LS, positions_BL)
+    y_BLD = run_layers(DecoderLayer, cfg, cfg.num_decoder_layers, y_BLD, encoded_BSD,
+                       self_mask_B1LL, cross_mask_B1LS, positions_BL)
     if cfg.norm_position == "pre":
       y_BLD = layers.LayerNorm(cfg.layer_norm_epsilon, dtype=cfg.dtype, name="final_norm")(y_BLD)
     if cfg.logits_via_embedding:
-      logits_BLV = self.embed.attend(y_BLD)
       if cfg.scale_tied_logits:
-        logits_BLV = logits_BLV / jnp.sqrt(cfg.emb_dim).astype(cfg.dtype)
+        # Scaled before the projection ([B, L, D]), not after it ([B, L, V]): one
+        # pass over the logits fewer each way. Exact when 1/sqrt(emb_dim) is a
+        # power of two (emb_dim 64, 256, 1024, ...).
+        y_BLD = y_BLD * (1.0 / jnp.sqrt(cfg.emb_dim)).astype(cfg.dtype)
+      logits_BLV = self.embed.attend(y_BLD)
     else:
       w = layers.param_with_names(self, "logits", nn.initializers.xavier_uniform(),
                                   (cfg.emb_dim, cfg.vocab_size), ("embed", "vocab"))
-      logits_BLV = jnp.einsum("BLD,DV->BLV", y_BLD, w.astype(cfg.dtype))
+      logits_BLV = layers.project(y_BLD, w.astype(cfg.dtype))
     return constrain(logits_BLV.astype(jnp.float32), ACT_BLV)
 
 

@@ -100,7 +100,8 @@ class TranslationTask(base.TaskBase):
     scores, signatures, examples = self.translate(run, params, pairs)
     if run.primary:
       print(f"Test set ({len(examples)} sentences, {decoder_name(c.decoding)}, "
-            f"{time.monotonic() - t0:.0f}s): BLEU {scores['bleu']:.2f}, chrF {scores['chrf']:.2f}",
+            f"{time.monotonic() - t0:.0f}s): BLEU {scores['bleu']:.2f}, chrF {scores['chrf']:.2f}, "
+            f"placeholders kept {scores['placeholders']:.1f}%",
             flush=True)
       print("  " + json.dumps(signatures), flush=True)
       for src, ref, hyp in examples[:c.num_example_translations]:
