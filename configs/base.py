@@ -1,9 +1,11 @@
 """The default job: English->German translation of program messages, on a CPU.
 
-A 7.6M-parameter encoder-decoder (3+3 layers, width 256, 4 heads, MLP 1024,
-joint 8k sentencepiece vocabulary) trained on the gettext catalogs installed
-on the machine. Sized for two CPU cores: 10-15 minutes in all, including
-corpus harvesting, tokenizer training and decoding the test split.
+A 5.6M-parameter encoder-decoder (3+3 layers, width 256, 4 heads, MLP 1024,
+joint 4k sentencepiece vocabulary, bfloat16 compute) trained on the gettext
+catalogs installed on the machine. Sized for two CPU cores: about 14 minutes in
+all, including corpus harvesting, tokenizer training and beam-decoding the test
+split. The recipe (vocabulary, batch, learning rate, depth) was chosen on the
+validation split: see the ablation table in BUILD_NOTES.md.
 
   python train.py --config=configs/base.py
 """
@@ -13,23 +15,33 @@ from transformer_jax.config import default_config
 
 def get_config():
   config = default_config()
-  config.num_train_steps = 480
-  config.log_every_steps = 20
-  config.eval_every_steps = 160
-  config.checkpoint_every_steps = 160
-  config.per_device_batch_size = 32
+  # Small batches, many steps: in a fixed quarter of an hour, 16-row batches learn
+  # more than 32-row ones (validation BLEU 19.9 vs 18.3 at equal time).
+  config.num_train_steps = 1600
+  config.per_device_batch_size = 16
   config.max_target_length = 64
-  config.learning_rate = 2e-3
+  config.learning_rate = 2e-3  # 3e-3 was worse (15.9), at 16 rows too.
   config.warmup_steps = 100
   config.lr_schedule = "cosine"
-  # BLEU as the Flax WMT example reports it: beam search, 4 beams, alpha 0.6;
-  # eval/bleu on 256 validation sentences at every evaluation.
+  config.log_every_steps = 50
+  # Two evaluations (the second at the end): validation loss, and BLEU on 256
+  # validation sentences with the test decoder. Decoding is the dear part of an
+  # evaluation; more of them would take the time from training.
+  config.eval_every_steps = 800
+  config.checkpoint_every_steps = 800
+  config.num_eval_bleu_examples = 256
+  # BLEU as the Flax WMT example reports it: beam search, 4 beams, alpha 0.6.
   config.decoding.method = "beam"
   config.decoding.beam_size = 4
   config.decoding.alpha = 0.6
-  config.num_eval_bleu_examples = 256
-  # About one pass over the data in 15 minutes: dropout would only slow the
-  # learning (and costs ~16% of the step time on this CPU).
+  # A 4k vocabulary: a quarter less work per step than 8k, and more learnt in the
+  # same time (validation BLEU 18.3 vs 16.0).
+  config.data.vocab_size = 4000
+  # bfloat16 matmuls and activations (parameters, optimizer and loss stay float32):
+  # 1.15-1.3x faster steps on an AVX-512 CPU with bf16.
+  config.model.dtype = "bfloat16"
+  # About one pass over the data: dropout would only slow the learning (and costs
+  # ~16% of the step time on this CPU).
   config.model.dropout_rate = 0.0
   config.model.attention_dropout_rate = 0.0
   return config
