@@ -71,11 +71,7 @@ def _xent(logits_BLV, targets_BL, label_smoothing):
   return _xent_fwd(logits_BLV, targets_BL, label_smoothing)[0]
 
 
-def _xent_fwd_rule(logits_BLV, targets_BL, label_smoothing):
-  return _xent_fwd(logits_BLV, targets_BL, label_smoothing)
-
-
-_xent.defvjp(_xent_fwd_rule, _xent_bwd)
+_xent.defvjp(_xent_fwd, _xent_bwd)
 
 
 def predicts_target(logits_BLV: jax.Array, targets_BL: jax.Array) -> jax.Array:
