@@ -30,10 +30,12 @@ def get_config():
   config.eval_every_steps = 800
   config.checkpoint_every_steps = 800
   config.num_eval_bleu_examples = 256
-  # BLEU as the Flax WMT example reports it: beam search, 4 beams, alpha 0.6.
+  # Beam search, 4 beams. Length penalty alpha 1.0: validation BLEU 21.0 / 21.4 / 21.5 /
+  # 21.5 / 16.7 at alpha 0.6 / 0.8 / 1.0 / 1.2 / 1.5 (the Flax WMT example's 0.6 cuts
+  # these short messages' translations short).
   config.decoding.method = "beam"
   config.decoding.beam_size = 4
-  config.decoding.alpha = 0.6
+  config.decoding.alpha = 1.0
   # A 4k vocabulary: a quarter less work per step than 8k, and more learnt in the
   # same time (validation BLEU 18.3 vs 16.0).
   config.data.vocab_size = 4000

@@ -50,7 +50,7 @@ def trained_run(tmp_path_factory):
                "--config.num_eval_bleu_examples=8", "--config.decoding.method=beam",
                "--config.decoding.beam_size=2"])
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "beam 2, alpha 0.6" in proc.stdout
+  assert "beam 2, alpha 1.0" in proc.stdout
   return workdir
 
 
