@@ -11,6 +11,11 @@ off the devices, and the disk write runs in the background. Kept: the last
 
 The data position is every row stream's state, gathered from all processes and
 keyed by global row, so a checkpoint restores onto any process split.
+
+A compressed checkpoint (the compress tool's, `save_compressed`) holds parameters
+only, as integers and scales or non-zeros and bitmasks (compressed.py), with the
+record of how in its metadata ("compression"); the tools and `config.init_from`
+read it as they read any checkpoint, and `train.py` fine-tunes from it.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
+from transformer_jax import compressed, quant
 from transformer_jax.checkpoint_layout import Layout, pack
 
 FORMAT_VERSION = 3  # 3: small arrays packed (checkpoint_layout.py); 2 is still read.
@@ -292,8 +298,14 @@ def load_params(source: str, step: int, params: Any, pattern: str = "") -> tuple
   try:
     step = _pick_step(manager, directory, step, f"config.init_from.workdir={source!r}",
                       "config.init_from.step")
-    layout = _layout(manager, step)
-    saved = _saved_param_shapes(manager, step, layout)
+    spec = _compression(manager, step)
+    if spec is not None:  # as floats: training starts from them.
+      got = {tuple(p.split("/")): quant.materialize(x)
+             for p, x in _decoded(manager, step, spec).items()}
+      saved = {p: tuple(np.shape(x)) for p, x in got.items()}
+    else:
+      layout = _layout(manager, step)
+      saved = _saved_param_shapes(manager, step, layout)
     regex = re.compile(pattern) if pattern else None
     wanted = {}
     for path, x in _flat(params).items():
@@ -303,7 +315,11 @@ def load_params(source: str, step: int, params: Any, pattern: str = "") -> tuple
     if not wanted:
       raise CheckpointError(f"config.init_from: no parameter of {directory} step {step} matches "
                             f"the model (pattern {pattern!r})")
-    got = _restore_params(manager, step, layout, wanted)
+    if spec is not None:
+      got = {p: jax.device_put(np.asarray(got[p], wanted[p].dtype), wanted[p].sharding)
+             for p in wanted}
+    else:
+      got = _restore_params(manager, step, layout, wanted)
   finally:
     manager.close()
   merged = jax.tree_util.tree_map_with_path(
@@ -317,12 +333,74 @@ def restore_params(workdir: str, step: int, abstract_params: Any) -> tuple[Any, 
   manager, directory = _open_run(workdir, "--workdir")
   try:
     step = _pick_step(manager, directory, step, f"--workdir={workdir!r}", "--step")
-    layout = _layout(manager, step)
-    saved = _saved_param_shapes(manager, step, layout)
+    spec = _compression(manager, step)
     want = _flat(abstract_params)
-    check_shapes(saved, want, f"checkpoint {os.path.join(directory, str(step))} does not "
-                 f"match the model of {workdir}/config.json")
-    got = _restore_params(manager, step, layout, {k: _abstract(v) for k, v in want.items()})
+    what = f"checkpoint {os.path.join(directory, str(step))} does not match the model of " \
+           f"{workdir}/config.json"
+    if spec is not None:
+      check_shapes(compressed.spec_shapes(spec), want, what)
+      decoded = _decoded(manager, step, spec)
+      got = {k: _place(decoded["/".join(k)], v) for k, v in want.items()}
+    else:
+      layout = _layout(manager, step)
+      check_shapes(_saved_param_shapes(manager, step, layout), want, what)
+      got = _restore_params(manager, step, layout, {k: _abstract(v) for k, v in want.items()})
   finally:
     manager.close()
   return _by_path(abstract_params, got), step
+
+
+# ------------------------------------------------------------- compressed checkpoints
+
+
+def save_compressed(directory: str, step: int, params: Any, names: Any,
+                    metadata: dict[str, Any]) -> dict:
+  """Writes `params` (floats and `quant.QTensor`s) compressed as checkpoint `step` in
+  `directory` (a run's checkpoints folder); returns the spec of how each was stored."""
+  arrays, spec = compressed.encode(jax.device_get(params), names)
+  manager = ocp.CheckpointManager(os.path.abspath(directory),
+                                  options=ocp.CheckpointManagerOptions(create=True),
+                                  item_handlers=_item_handlers(ocp.PyTreeCheckpointHandler()))
+  try:
+    manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.PyTreeSave(arrays), data=ocp.args.JsonSave({}),
+        metadata=ocp.args.JsonSave({"format_version": FORMAT_VERSION, "step": int(step),
+                                    "versions": package_versions(), "compression": spec,
+                                    **metadata})), force=True)
+    manager.wait_until_finished()
+  finally:
+    manager.close()
+  return spec
+
+
+def compression_spec(source: str, step: int) -> dict | None:
+  """How checkpoint `step` of `source` (a workdir or checkpoints folder) stores its
+  parameters (compressed.py's spec); None for an ordinary checkpoint."""
+  manager, _ = _open_run(source, "--workdir")
+  try:
+    return _compression(manager, step)
+  finally:
+    manager.close()
+
+
+
+def _compression(manager, step: int) -> dict | None:
+  return _read_metadata(manager, step).get("compression")
+
+
+def _decoded(manager, step: int, spec: dict) -> dict[str, Any]:
+  """{"a/b/kernel": numpy array or QTensor of numpy arrays} of a compressed checkpoint."""
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore()))
+  return compressed.decode(jax.device_get(restored["state"]), spec)
+
+
+def _place(x, abstract):
+  """A decoded parameter on `abstract`'s sharding (a QTensor's scale replicated)."""
+  if not isinstance(x, quant.QTensor):
+    return jax.device_put(np.asarray(x, abstract.dtype), abstract.sharding)
+  sharding = abstract.sharding
+  replicated = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec()) \
+      if isinstance(sharding, jax.sharding.NamedSharding) else sharding
+  same = tuple(np.shape(x.qvalue)) == tuple(abstract.shape)
+  return quant.QTensor(qvalue=jax.device_put(x.qvalue, sharding if same else replicated),
+                       scale=jax.device_put(x.scale, replicated), bits=x.bits, shape=x.shape)

@@ -93,6 +93,17 @@ def default_config() -> ml_collections.ConfigDict:
   c.weight_decay = 0.0
   c.grad_clip_norm = 1.0  # 0 disables clipping.
   c.label_smoothing = 0.1
+  # Compression (transformer_jax.compress, quant.py, sparsity.py). `quantization.bits`
+  # 8 or 4: the kernels are integers with one scale per output channel; training
+  # fake-quantizes them (quantization-aware training), evaluation and decoding use the
+  # integer values. `activation_bits` 8: matmul inputs rounded too, one scale per row.
+  c.quantization = ml_collections.ConfigDict({"bits": 0, "activation_bits": 0})
+  # Magnitude pruning of the kernels to `sparsity`, reached on a cubic schedule from
+  # `start_step` to `end_step` (equal: at once), masks recomputed every `update_every`
+  # steps; `scope` layer | global; `structure` none | groups (whole heads, MLP units).
+  c.pruning = ml_collections.ConfigDict({
+      "sparsity": 0.0, "start_step": 0, "end_step": 0, "update_every": 100,
+      "scope": "layer", "structure": "none"})
   # Parallelism. Within a slice, one of data / fsdp / tensor may be -1 (all
   # remaining devices). `dcn_data` is the number of slices (pods joined over the
   # data-centre network); the mesh's data axis then spans dcn_data * data devices.
@@ -245,6 +256,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
     if _get(config, f) < 0:
       _fail(f, _get(config, f), "must be >= 0")
   _check_decoding(config)
+  _check_compression(config)
   if config.num_eval_bleu_examples < 0:
     _fail("num_eval_bleu_examples", config.num_eval_bleu_examples, "must be >= 0 (0: off)")
   for f in ("num_eval_steps", "num_predict_examples"):
@@ -325,6 +337,24 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
   validate_distributed(config)
   if num_devices is not None:
     sharding.validate_devices(config, num_devices, num_processes)
+
+
+def _check_compression(config) -> None:
+  _one_of(config, "quantization.bits", (0, 4, 8))
+  _one_of(config, "quantization.activation_bits", (0, 8))
+  if config.quantization.activation_bits and not config.quantization.bits:
+    _fail("quantization.activation_bits", config.quantization.activation_bits,
+          "needs quantization.bits (weights quantized too)")
+  _fraction(config, "pruning.sparsity")
+  _one_of(config, "pruning.scope", ("layer", "global"))
+  _one_of(config, "pruning.structure", ("none", "groups"))
+  _positive_int(config, "pruning.update_every")
+  p = config.pruning
+  if p.start_step < 0 or p.end_step < p.start_step:
+    _fail("pruning.end_step", p.end_step,
+          f"must be >= pruning.start_step={p.start_step} >= 0")
+  if p.structure == "groups" and p.scope == "global":
+    _fail("pruning.scope", p.scope, "must be 'layer' with pruning.structure='groups'")
 
 
 def _check_best_metric(config, kind: kinds.ModelKind) -> None:

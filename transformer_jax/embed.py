@@ -45,7 +45,7 @@ def load_encoder(path: str):
   from transformer_jax import inference, pretrained  # pylint: disable=import-outside-toplevel
   from transformer_jax.data import hf_tokenizer  # pylint: disable=import-outside-toplevel
   if os.path.isdir(os.path.join(path, "checkpoints")):  # a train.py workdir.
-    run = inference.load_run(path, tool=None)
+    run = inference.load_run(path, tool=None, as_floats=True)
     if run.programs.kind.name != "encoder_classifier":
       raise pretrained.PretrainedError(f"--hf={path!r} holds a {run.programs.kind.name!r} "
                                        "run; embeddings come from an encoder_classifier")

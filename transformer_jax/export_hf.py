@@ -44,7 +44,7 @@ def export(workdir: str, output: str, fmt: str = "hf", step: int = -1) -> str:
   from transformer_jax.pretrained import export as export_lib  # pylint: disable=import-outside-toplevel
   from transformer_jax.tasks.base import read_labels  # pylint: disable=import-outside-toplevel
 
-  run = inference.load_run(workdir, tool=None, step=step)
+  run = inference.load_run(workdir, tool=None, step=step, as_floats=True)
   params = unstack_layers(jax.device_get(flax.linen.unbox(run.params)))
   flat = flax.traverse_util.flatten_dict(params, sep="/")
   cfg = run.programs.model_config

@@ -17,7 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from transformer_jax import checkpoint, kinds, sharding
+from transformer_jax import checkpoint, kinds, quant, sharding
 from transformer_jax import config as config_lib
 from transformer_jax import programs as programs_lib
 from transformer_jax.data import pipeline
@@ -42,7 +42,8 @@ class LoadedRun:
 
 def load_run(workdir: str, *, tool: str, step: int = -1,
              decoding: dict | None = None, batch_size: int = 0,
-             max_length: int = 0, seed: int | None = None) -> LoadedRun:
+             max_length: int = 0, seed: int | None = None,
+             as_floats: bool = False) -> LoadedRun:
   """Loads WORKDIR's config, tokenizer and checkpoint (`step` -1: the latest).
 
   `tool` ("translate" | "generate") must be the one that the run's model kind
@@ -50,7 +51,9 @@ def load_run(workdir: str, *, tool: str, step: int = -1,
   (embed, export_hf). `decoding` replaces fields of
   config.decoding; `batch_size` (0: the run's global batch) is rounded up to fill
   the mesh's batch axes; `max_length` (0: config.max_predict_length) caps the
-  decoded length. Errors name the field.
+  decoded length. Errors name the field. Integer weights of a compressed run stay
+  integers in memory (the programs turn them into floats in each call), unless
+  `as_floats`.
   """
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
@@ -94,7 +97,9 @@ def load_run(workdir: str, *, tool: str, step: int = -1,
   progs = programs_lib.build(config, sharding.make_mesh(config),
                              tokenizer.vocab_size if tokenizer else 0, num_classes)
   params, step = checkpoint.restore_params(workdir, step, progs.abstract_state.params)
-  return LoadedRun(config, tokenizer, progs, params, step)
+  if as_floats:
+    params = quant.materialize(params)
+  return LoadedRun(config, tokenizer, progs.for_params(params), params, step)
 
 
 def translate_lines(run: LoadedRun, lines: Sequence[str]) -> list[str]:

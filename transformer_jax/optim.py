@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from transformer_jax import sparsity
+
 
 def learning_rate_schedule(config) -> optax.Schedule:
   """Linear warmup to `learning_rate`, then the decay that `lr_schedule` names.
@@ -32,8 +34,21 @@ def learning_rate_schedule(config) -> optax.Schedule:
   return optax.join_schedules([warm, decay], [warmup])
 
 
-def make_optimizer(config) -> optax.GradientTransformation:
-  """AdamW with optional global-norm clipping; decay skips biases and norms."""
+def make_optimizer(config, param_names=None) -> optax.GradientTransformation:
+  """AdamW with optional global-norm clipping; decay skips biases and norms.
+
+  With config.pruning.sparsity, magnitude pruning goes last (`sparsity.prune`, which
+  needs the parameters' logical names).
+  """
+  tx = _adamw(config)
+  p = config.pruning
+  if p.sparsity > 0:
+    tx = optax.chain(tx, sparsity.prune(param_names, p.sparsity, p.start_step, p.end_step,
+                                        p.update_every, p.scope, p.structure))
+  return tx
+
+
+def _adamw(config) -> optax.GradientTransformation:
   schedule = learning_rate_schedule(config)
   adamw = optax.adamw(
       schedule, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps,

@@ -22,7 +22,8 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 
 from transformer_jax import config as config_lib
-from transformer_jax import decoding, flops, kinds, optim, sharding, steps
+from transformer_jax import decoding, flops, kinds, optim, quant, sharding, steps
+from transformer_jax.models import layers
 from transformer_jax.models.transformer import TransformerConfig
 
 
@@ -50,6 +51,12 @@ class Programs:
   rows: list[int]  # the global batch rows this process feeds.
   # Model FLOPs of one train step (flops.py); None for a kind without a formula.
   train_flops: float | None = None
+  # The unjitted eval and decode functions (params as stored: float, or with QTensors).
+  eval_fn: Callable | None = None
+  decode_fn: Callable | None = None
+  # PartitionSpecs of the parameters' logical names, like the params (when compressing;
+  # `logical_names()` computes them otherwise).
+  param_names: Any = None
 
   def context(self):
     """The mesh and logical axis rules that tracing needs (jax.set_mesh, NOTES.md)."""
@@ -79,6 +86,27 @@ class Programs:
     with self.context():
       return np.asarray(jax.device_get(self.decode(params, inputs, rng)))
 
+  def logical_names(self) -> Any:
+    if self.param_names is not None:
+      return self.param_names
+    return param_names(self.kind.model(self.model_config), self.kind, self.batch_shapes)
+
+  def for_params(self, params) -> Programs:
+    """These programs, or for parameters stored as integers (`quant.QTensor`, from the
+    compress tool) a copy whose eval and decode programs take them as they are: kept
+    as integers in memory, turned into floats inside each call."""
+    if not quant.has_quantized(params):
+      return self
+    replicated = sharding.replicated(self.mesh)
+    decode = None
+    if self.decode_fn is not None:
+      decode = jax.jit(self.decode_fn, in_shardings=(None, self.batch_sharding, replicated),
+                       out_shardings=replicated)
+    return dataclasses.replace(
+        self, decode=decode,
+        eval_step=jax.jit(self.eval_fn, in_shardings=(None, self.batch_sharding),
+                          out_shardings=replicated))
+
   def batch_specs(self) -> dict[str, jax.ShapeDtypeStruct]:
     """Abstract global batch (for lowering without data)."""
     return {k: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.batch_sharding)
@@ -99,32 +127,44 @@ def build(config: ml_collections.ConfigDict, mesh: Mesh, vocab_size: int,
   model = kind.model(model_config)
   eval_model = kind.model(model_config.replace(deterministic=True))
   rules = sharding.logical_axis_rules(config)
-  tx = optim.make_optimizer(config)
   global_batch_size = sharding.global_batch_size(config, mesh.size)
   shapes = kind.batch_shapes(config, global_batch_size)
+  compressing = bool(config.quantization.bits or config.pruning.sparsity)
+  names = param_names(model, kind, shapes) if compressing else None
+  tx = optim.make_optimizer(config, names)
   init_fn = functools.partial(steps.create_train_state, model, tx, batch_shapes=shapes,
                               kind=kind)
   abstract, state_shardings = sharding.state_shardings(
       init_fn, mesh, rules, jax.random.key(0))
   batch_sharding = sharding.batch_sharding(mesh, rules)
   replicated = sharding.replicated(mesh)
+  bits, act_bits = config.quantization.bits, config.quantization.activation_bits
+
+  def prepare(params):
+    """The weights the model computes with: stored integers as floats, and with
+    config.quantization.bits the float weights rounded as the integers would be."""
+    params = quant.materialize(params)
+    return quant.fake_quant_tree(params, names, bits) if bits else params
+
   train_step = jax.jit(
       functools.partial(steps.train_step, model=model, tx=tx,
                         label_smoothing=config.label_smoothing, kind=kind,
-                        accum_steps=config.gradient_accumulation_steps),
+                        accum_steps=config.gradient_accumulation_steps,
+                        prepare=prepare if bits else None, activation_bits=act_bits),
       in_shardings=(state_shardings, batch_sharding),
       out_shardings=(state_shardings, replicated), donate_argnums=(0,))
-  eval_step = jax.jit(functools.partial(steps.eval_step, model=eval_model, kind=kind),
-                      in_shardings=(state_shardings.params, batch_sharding),
+  eval_fn = functools.partial(steps.eval_step, model=eval_model, kind=kind, prepare=prepare,
+                              activation_bits=act_bits)
+  eval_step = jax.jit(eval_fn, in_shardings=(state_shardings.params, batch_sharding),
                       out_shardings=replicated)
-  decode = None
+  decode = decode_fn = None
   if kind.decode is not None:
-    decode = jax.jit(
-        functools.partial(kind.decode, config=model_config,
-                          options=decoding.DecodeOptions.from_config(config.decoding),
-                          max_length=config.max_predict_length, vocab_limit=vocab_size),
-        in_shardings=(state_shardings.params, batch_sharding, replicated),
-        out_shardings=replicated)
+    decode_fn = functools.partial(
+        _decode, decode=kind.decode, prepare=prepare, activation_bits=act_bits,
+        config=model_config, options=decoding.DecodeOptions.from_config(config.decoding),
+        max_length=config.max_predict_length, vocab_limit=vocab_size)
+    decode = jax.jit(decode_fn, in_shardings=(state_shardings.params, batch_sharding, replicated),
+                     out_shardings=replicated)
   return Programs(
       kind=kind, model_config=model_config, mesh=mesh, rules=rules,
       global_batch_size=global_batch_size, tx=tx, schedule=optim.learning_rate_schedule(config),
@@ -132,4 +172,21 @@ def build(config: ml_collections.ConfigDict, mesh: Mesh, vocab_size: int,
       state_shardings=state_shardings, batch_sharding=batch_sharding, train_step=train_step,
       eval_step=eval_step, decode=decode, batch_shapes=shapes,
       rows=sharding.process_batch_rows(batch_sharding, global_batch_size),
-      train_flops=flops.train_flops_per_step(kind.name, model_config, shapes))
+      train_flops=flops.train_flops_per_step(kind.name, model_config, shapes),
+      eval_fn=eval_fn, decode_fn=decode_fn, param_names=names)
+
+
+def _decode(params, ids, rng, *, decode, prepare, activation_bits, **options):
+  """The kind's decoder on the weights that `prepare` makes of `params`."""
+  with layers.activation_quantization(activation_bits):
+    return decode(prepare(params), ids, rng, **options)
+
+
+def param_names(model: nn.Module, kind: kinds.ModelKind,
+                shapes: dict[str, jax.ShapeDtypeStruct]) -> Any:
+  """The parameters' logical axis names (a tree of PartitionSpecs), from an abstract init."""
+  dummy = {k: jax.ShapeDtypeStruct(s.shape, s.dtype) for k, s in shapes.items()}
+  boxed = jax.eval_shape(
+      lambda rng, batch: model.init(rng, **kind.model_inputs(batch))["params"],
+      jax.random.key(0), dummy)
+  return nn.get_partition_spec(boxed)

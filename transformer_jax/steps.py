@@ -20,6 +20,7 @@ import optax
 
 from transformer_jax import evaluation
 from transformer_jax.kinds import ModelKind
+from transformer_jax.models import layers
 
 Batch = dict[str, jax.Array]
 
@@ -48,7 +49,7 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: 
 
 def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
                tx: optax.GradientTransformation, label_smoothing: float, kind: ModelKind,
-               accum_steps: int = 1):
+               accum_steps: int = 1, prepare=None, activation_bits: int = 0):
   """One optimizer step; dropout randomness comes from fold_in(state.rng, step).
 
   The loss is the kind's objective, normalised by its weight (real target
@@ -60,12 +61,17 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
   in a `lax.scan`; their summed losses and gradients are divided by the weight of
   the whole batch, so the update is the one-big-batch update, for 1/k of the
   activation memory.
+
+  `prepare` maps the parameters to the ones the model computes with (quantization-
+  aware training: `Programs` passes the fake-quantizer, whose gradient goes straight
+  through to the float parameters); `activation_bits` rounds the matmul inputs.
   """
   step_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
   def loss_sum_fn(params, micro_batch, rng):
-    logits = model.apply({"params": params}, **kind.model_inputs(micro_batch),
-                         rngs={"dropout": rng})
+    with layers.activation_quantization(activation_bits):
+      logits = model.apply({"params": prepare(params) if prepare else params},
+                           **kind.model_inputs(micro_batch), rngs={"dropout": rng})
     metrics = kind.objective(logits, micro_batch, label_smoothing)
     return metrics["loss_sum"], metrics
 
@@ -94,10 +100,13 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
   return new_state, metrics
 
 
-def eval_step(params: Any, batch: Batch, *, model: nn.Module, kind: ModelKind):
+def eval_step(params: Any, batch: Batch, *, model: nn.Module, kind: ModelKind, prepare=None,
+              activation_bits: int = 0):
   """The kind's eval sums over a batch (no dropout): NLL, correct predictions and
   weights; classifiers add the confusion matrix."""
-  logits = model.apply({"params": params}, **kind.model_inputs(batch))
+  with layers.activation_quantization(activation_bits):
+    logits = model.apply({"params": prepare(params) if prepare else params},
+                         **kind.model_inputs(batch))
   return kind.eval_sums(logits, batch)
 
 

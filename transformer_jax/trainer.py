@@ -192,8 +192,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     writer.close()
 
 
+def _is_compressed(ckpt, step: int) -> bool:
+  try:
+    return "compression" in ckpt.metadata(step)
+  except Exception:  # pylint: disable=broad-except
+    return False  # unreadable: restore_latest below names it and falls back.
+
+
 def _restore_or_init(config, run: Run, ckpt, writer, hf_folder=None):
-  """The latest readable checkpoint, or fresh (optionally config.init_from) parameters."""
+  """The latest readable checkpoint, or fresh (optionally config.init_from) parameters.
+
+  A compressed latest checkpoint (the compress tool's: parameters only) is fine-tuned
+  from: its parameters as floats, fresh optimizer state, the step counted on."""
+  latest = ckpt.latest_step()
+  if latest is not None and _is_compressed(ckpt, latest):
+    state = run.init_state()
+    params, _ = checkpoint_lib.load_params(ckpt.directory, latest, state.params)
+    run.train_iter = run.train_stream(config.seed + latest)  # no data position saved.
+    print(f"Fine-tuning from the compressed checkpoint at step {latest} in {ckpt.directory} "
+          "(parameters as floats, fresh optimizer state)", flush=True)
+    return state.replace(params=params, step=jax.numpy.asarray(latest, state.step.dtype))
   restored = ckpt.restore_latest(run.programs.abstract_state)
   if restored is not None:
     step, state, data_state, _ = restored

@@ -9,12 +9,16 @@ the embeddings) and rotary (applied to queries and keys inside attention).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from transformer_jax import quant
 
 Array = jax.Array
 Dtype = Any
@@ -42,6 +46,21 @@ def constrain(x: Array, names: tuple[str, ...]) -> Array:
   return nn.with_logical_constraint(x, names)
 
 
+# Bits of the matmul inputs (0: as they are), read when a model is traced: set it
+# around `model.apply` with `activation_quantization` (config.quantization).
+_ACTIVATION_BITS = contextvars.ContextVar("activation_bits", default=0)
+
+
+@contextlib.contextmanager
+def activation_quantization(bits: int):
+  """Within it, `project` rounds its input to `bits` (one scale per row); 0: off."""
+  token = _ACTIVATION_BITS.set(bits)
+  try:
+    yield
+  finally:
+    _ACTIVATION_BITS.reset(token)
+
+
 def project(x: Array, w: Array, n_in: int = 1) -> Array:
   """Contracts x's last `n_in` axes with w's first `n_in`: x [..., I...] @ w [I..., O...].
 
@@ -54,6 +73,8 @@ def project(x: Array, w: Array, n_in: int = 1) -> Array:
   """
   lead, inner = x.shape[:x.ndim - n_in], x.shape[x.ndim - n_in:]
   size = int(np.prod(inner))
+  if bits := _ACTIVATION_BITS.get():
+    x = quant.fake_quant_rows(x.reshape(*lead, size), bits)
   y = jnp.dot(x.reshape(-1, size), w.reshape(size, -1))
   return y.reshape(*lead, *w.shape[n_in:])
 
