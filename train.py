@@ -8,7 +8,6 @@ import time
 _STARTED = time.monotonic()  # before the heavy imports: time/startup counts them.
 
 import os  # noqa: E402
-import sys  # noqa: E402
 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
@@ -31,17 +30,26 @@ def main(argv):
   from transformer_jax.data.sources import CorpusError  # pylint: disable=import-outside-toplevel
   from transformer_jax.data.tokenizer import TokenizerError  # pylint: disable=import-outside-toplevel
 
+  from transformer_jax import cli  # pylint: disable=import-outside-toplevel
+
   config_path = flags.FLAGS["config"].config_filename
+  if not os.path.isfile(config_path.split(":", 1)[0]):
+    cli.fail(f"--config={config_path}: no such file")
+  try:
+    config = _CONFIG.value
+  except Exception as e:  # pylint: disable=broad-except
+    cli.fail(f"--config={config_path}: cannot load it: {type(e).__name__}: "
+             f"{str(e).splitlines()[-1] if str(e) else ''}")
   workdir = _WORKDIR.value or os.path.join(
       "runs", os.path.splitext(os.path.basename(config_path))[0])
   logging.set_verbosity(logging.WARNING)
   print(f"workdir: {workdir}", flush=True)
   try:
-    trainer.train_and_evaluate(_CONFIG.value, workdir, started=_STARTED)
+    trainer.train_and_evaluate(config, workdir, started=_STARTED)
   except (config_lib.ConfigError, CorpusError, TokenizerError, CheckpointError) as e:
-    print(f"error: {e}", file=sys.stderr, flush=True)
-    sys.exit(2)
+    cli.fail(str(e))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from transformer_jax import cli  # noqa: E402 (light: absl only)
+  app.run(main, flags_parser=cli.parse_flags)

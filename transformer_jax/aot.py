@@ -34,6 +34,7 @@ import ml_collections  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from transformer_jax import cli  # noqa: E402
 from transformer_jax import config as config_lib  # noqa: E402
 from transformer_jax import kinds, programs, sharding  # noqa: E402
 
@@ -270,4 +271,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config", "topology"])
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -22,7 +22,7 @@ import sys
 
 from absl import app, flags
 
-from transformer_jax import tool_flags
+from transformer_jax import cli, tool_flags
 
 _HF = flags.DEFINE_string("hf", None, "A Hugging Face folder or a train.py workdir.",
                           required=True)
@@ -111,4 +111,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -24,7 +24,7 @@ import numpy as np
 
 from absl import app, flags
 
-from transformer_jax import tool_flags
+from transformer_jax import cli, tool_flags
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The train.py workdir of the run.", required=True)
 _OUTPUT = flags.DEFINE_string("output", None, "The folder to write (must not exist, or be empty).",
@@ -92,4 +92,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

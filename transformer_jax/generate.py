@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
-from transformer_jax import tool_flags
+from transformer_jax import cli, tool_flags
 
 _PROMPT = flags.DEFINE_multi_string("prompt", [], "A prompt; repeat for several.")
 _INPUT = flags.DEFINE_string("input", None, "A file of prompts, one per line.")
@@ -40,4 +40,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

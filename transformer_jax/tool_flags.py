@@ -7,6 +7,8 @@ import sys
 
 from absl import flags, logging
 
+from transformer_jax import cli
+
 class BadInput(ValueError):
   """An input file or flag that cannot be used; the message names it."""
 
@@ -74,5 +76,4 @@ def tool_main():
   try:
     yield
   except (config_lib.ConfigError, CheckpointError, TokenizerError, BadInput) as e:
-    print(f"error: {e}", file=sys.stderr, flush=True)
-    sys.exit(2)
+    cli.fail(str(e))

@@ -18,7 +18,7 @@ import time
 
 from absl import app, flags
 
-from transformer_jax import tool_flags
+from transformer_jax import cli, tool_flags
 
 _INPUT = flags.DEFINE_string("input", None, "Source text, one sentence per line (default: stdin).")
 _OUTPUT = flags.DEFINE_string("output", None, "Where translations go (default: stdout).")
@@ -41,4 +41,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -21,7 +21,7 @@ import sys
 
 from absl import app, flags
 
-from transformer_jax import tool_flags
+from transformer_jax import cli, tool_flags
 
 _COMMANDS = ("quantize", "prune")
 _WORKDIR = flags.DEFINE_string("workdir", None, "The train.py workdir to compress.")
@@ -86,4 +86,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -1,0 +1,76 @@
+"""Command-line flags for train.py and the tools: a bad flag is one `error:` line, exit code 2.
+
+absl's own parser ends a mistyped `--config.field=value` override in a raw
+AttributeError traceback, and a value of the wrong type in a "FATAL Flags parsing
+error" with exit code 1. `parse_flags` (pass it to `app.run` as `flags_parser`)
+turns both, and every other flag error, into one line that names the flag and,
+for a config override, the nearest valid field names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import runpy
+import sys
+
+from absl import flags
+
+EXIT_BAD_INPUT = 2
+
+
+def fail(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr, flush=True)
+  sys.exit(EXIT_BAD_INPUT)
+
+
+def _fields(config, prefix: str = "") -> list[str]:
+  out = []
+  for key, value in config.items():
+    name = f"{prefix}{key}"
+    out.append(name)
+    if hasattr(value, "items"):
+      out.extend(_fields(value, name + "."))
+  return out
+
+
+def _config_file(argv: list[str], flag: str) -> str | None:
+  for arg in argv:
+    if arg.startswith(f"--{flag}="):
+      return arg.split("=", 1)[1]
+  return None
+
+
+def unknown_override(argv: list[str], flag: str = "config") -> str | None:
+  """The message for the first `--config.X=...` override that names no field of the config
+  file given by `--config=PATH`; None when all exist (or the file cannot be read here)."""
+  path = _config_file(argv, flag)
+  if path is None:
+    return None
+  try:
+    config = runpy.run_path(path.split(":", 1)[0])["get_config"]()
+  except Exception:  # pylint: disable=broad-except
+    return None  # absl reports an unreadable config file itself.
+  fields = _fields(config)
+  for arg in argv:
+    if not arg.startswith(f"--{flag}."):
+      continue
+    name = arg[len(flag) + 3:].split("=", 1)[0]
+    if name not in fields:
+      near = difflib.get_close_matches(name, fields, n=3, cutoff=0.6)
+      parent = name.rsplit(".", 1)[0] if "." in name else ""
+      if not near and parent in fields:
+        near = [f for f in fields if f.startswith(parent + ".")][:8]
+      hint = f"; did you mean {', '.join(near)}?" if near else ""
+      return f"--{flag}.{name}: no such config field{hint}"
+  return None
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with every failure reported by `fail` (exit code 2)."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    fail(unknown_override(argv) or str(e))
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    fail(unknown_override(argv) or f"bad flag: {str(e).splitlines()[0]}")
+  return []  # not reached.
