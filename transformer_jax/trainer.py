@@ -21,6 +21,7 @@ from transformer_jax import config as config_lib
 from transformer_jax import (cache_dirs, flops, kinds, metric_writers, preemption, pretrained,
                              sharding, steps, timing)
 from transformer_jax import programs as programs_lib
+from transformer_jax import workdir as workdir_lib
 
 
 def _is_ready(tree) -> bool:
@@ -164,7 +165,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   sharding.initialize_distributed(config)
   sharding.validate_devices(config, jax.device_count(), jax.process_count())
   primary = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
+  # Checked and locked (by the primary process) before anything in it is written.
+  lock = workdir_lib.prepare(workdir, primary)
+  try:
+    return _train_in(config, workdir, phases, primary, hf_folder)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _train_in(config, workdir: str, phases: timing.Phases, primary: bool, hf_folder):
   if primary:
     _write_config(config, workdir)
   run = Run(config, workdir, phases)
