@@ -1,34 +1,24 @@
-"""Config defaults, up-front validation, and the derived model config.
+"""Config defaults, the saved config of a run, and the derived model config.
 
 `default_config()` holds every field with its default, in one place; the files
 in `configs/` start from it and change what their job needs. `validate()`
-runs before anything is built or compiled, and names the bad field.
+(config_checks.py) runs before anything is built or compiled, and names the bad
+field.
 """
 
 from __future__ import annotations
 
 import json
-import re
 
-import jax.numpy as jnp
 import ml_collections
 
-from transformer_jax import kinds, sharding
-from transformer_jax.errors import ConfigError, fail as _fail
+from transformer_jax import sharding
+from transformer_jax.config_checks import DTYPES, LR_SCHEDULES, validate, validate_distributed
+from transformer_jax.errors import ConfigError
 from transformer_jax.models.transformer import TransformerConfig
 
-__all__ = ["ConfigError", "default_config", "from_json", "model_config", "validate",
-           "validate_distributed"]
-
-LR_SCHEDULES = ("rsqrt", "cosine", "linear", "constant")
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-NORM_POSITIONS = ("pre", "post")
-ACTIVATIONS = ("relu", "gelu", "gelu_exact", "silu")
-POSITIONS = ("sinusoidal", "learned", "rotary")
-ATTENTION = ("xla", "dot_product")
-POOLING = ("cls", "mean")
-REMAT = ("none", "full", "dots")
-DECODING_METHODS = ("greedy", "beam", "sample")
+__all__ = ["ConfigError", "DTYPES", "LR_SCHEDULES", "default_config", "from_json",
+           "model_config", "validate", "validate_distributed"]
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -92,6 +82,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.adam_eps = 1e-9
   c.weight_decay = 0.0
   c.grad_clip_norm = 1.0  # 0 disables clipping.
+  # A step whose loss or gradient is not finite stops the run (naming the last good
+  # checkpoint); with N > 0, up to N such steps are skipped instead (no update), counted
+  # as train/skipped_nonfinite_steps.
+  c.max_skipped_nonfinite_steps = 0
   c.label_smoothing = 0.1
   # Compression (transformer_jax.compress, quant.py, sparsity.py). `quantization.bits`
   # 8 or 4: the kernels are integers with one scale per output channel; training
@@ -208,189 +202,6 @@ def from_json(path: str) -> ml_collections.ConfigDict:
         node[key] = value
   overlay(config, saved, "")
   return config
-
-
-def _positive_int(config, field: str):
-  value = _get(config, field)
-  if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-    _fail(field, value, "must be a positive integer")
-
-
-def _get(config, field: str):
-  node = config
-  for part in field.split("."):
-    if part not in node:
-      raise ConfigError(f"config.{field} is missing")
-    node = node[part]
-  return node
-
-
-def _one_of(config, field: str, choices):
-  value = _get(config, field)
-  if value not in choices:
-    _fail(field, value, f"must be one of {tuple(choices)}")
-
-
-def _fraction(config, field: str, low_open: bool = False):
-  value = _get(config, field)
-  if not isinstance(value, (int, float)) or value < 0 or value >= 1 or (low_open and value == 0):
-    _fail(field, value, "must be a fraction in " + ("(0, 1)" if low_open else "[0, 1)"))
-
-
-def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
-             num_processes: int = 1) -> None:
-  """Checks the config; raises ConfigError naming the first bad field.
-
-  The generic fields are checked here; the model kind's record (`kinds.get`)
-  checks its data source and its own fields. With `num_devices`, the mesh and
-  the sharded sizes are checked against the devices too.
-  """
-  for f in ("num_train_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps",
-            "max_checkpoints_to_keep", "per_device_batch_size", "max_target_length",
-            "max_predict_length", "model.emb_dim", "model.num_heads", "model.qkv_dim",
-            "model.mlp_dim", "model.num_encoder_layers", "model.num_decoder_layers",
-            "data.vocab_size", "data.num_packing_bins", "gradient_accumulation_steps"):
-    _positive_int(config, f)
-  for f in ("warmup_steps", "checkpoint_every_seconds", "keep_best_checkpoints",
-            "global_batch_size"):
-    if _get(config, f) < 0:
-      _fail(f, _get(config, f), "must be >= 0")
-  _check_decoding(config)
-  _check_compression(config)
-  if config.num_eval_bleu_examples < 0:
-    _fail("num_eval_bleu_examples", config.num_eval_bleu_examples, "must be >= 0 (0: off)")
-  for f in ("num_eval_steps", "num_predict_examples"):
-    v = _get(config, f)
-    if v == 0 or v < -1:
-      _fail(f, v, "must be positive, or -1 for all")
-  if not config.learning_rate > 0:
-    _fail("learning_rate", config.learning_rate, "must be > 0")
-  if config.grad_clip_norm < 0:
-    _fail("grad_clip_norm", config.grad_clip_norm, "must be >= 0 (0 disables clipping)")
-  if config.weight_decay < 0:
-    _fail("weight_decay", config.weight_decay, "must be >= 0")
-  for f in ("label_smoothing", "adam_b1", "adam_b2", "model.dropout_rate",
-            "model.attention_dropout_rate"):
-    _fraction(config, f)
-  _one_of(config, "lr_schedule", LR_SCHEDULES)
-  _one_of(config, "model.dtype", DTYPES)
-  _one_of(config, "model.norm_position", NORM_POSITIONS)
-  _one_of(config, "model.activation", ACTIVATIONS)
-  kind = kinds.get(config.model.kind)  # an unknown kind: an error listing the registered ones.
-  _one_of(config, "data.source", kind.data_sources)
-  _one_of(config, "model.positions", POSITIONS)
-  _one_of(config, "model.attention", ATTENTION)
-  _one_of(config, "model.pooling", POOLING)
-  _positive_int(config, "model.patch_size")
-  _positive_int(config, "data.image_size")
-  _positive_int(config, "data.num_channels")
-  _positive_int(config, "model.num_token_types")
-  if config.model.max_length < 0:
-    _fail("model.max_length", config.model.max_length, "must be >= 0 (0: from the lengths)")
-  # Positions a batch row uses: max_target_length (plus a learned class vector), and
-  # max_predict_length for kinds that decode.
-  need = config.max_target_length + int(config.model.class_vector and not kind.decode)
-  if kind.decode is not None:
-    need = max(need, config.max_predict_length)
-  if config.model.positions == "learned" and 0 < config.model.max_length < need:
-    _fail("model.max_length", config.model.max_length,
-          f"the learned position table needs {need} rows for max_target_length="
-          f"{config.max_target_length}"
-          + (f" / max_predict_length={config.max_predict_length}" if kind.decode else ""))
-  if not 0 < config.model.layer_norm_epsilon < 1:
-    _fail("model.layer_norm_epsilon", config.model.layer_norm_epsilon, "must be in (0, 1)")
-  if config.model.num_classes < 0:
-    _fail("model.num_classes", config.model.num_classes, "must be >= 0 (0: from the data)")
-  if config.model.attention == "dot_product" and config.model.attention_dropout_rate > 0:
-    _fail("model.attention_dropout_rate", config.model.attention_dropout_rate,
-          "must be 0 with model.attention='dot_product' (it has no attention dropout)")
-  _one_of(config, "model.remat", REMAT)
-  _one_of(config, "best_checkpoint_mode", ("min", "max"))
-  _check_best_metric(config, kind)
-  if config.init_from.hf and config.model.scan_layers:
-    _fail("model.scan_layers", config.model.scan_layers,
-          "must be False with init_from.hf (Hugging Face weights load layer by layer)")
-  if config.init_from.hf and config.init_from.workdir:
-    _fail("init_from.hf", config.init_from.hf, "and init_from.workdir cannot both be set")
-  if config.init_from.params:
-    try:
-      re.compile(config.init_from.params)
-    except re.error as e:
-      _fail("init_from.params", config.init_from.params, f"is not a regex: {e}")
-  if config.model.qkv_dim % config.model.num_heads:
-    _fail("model.qkv_dim", config.model.qkv_dim,
-          f"must divide by model.num_heads={config.model.num_heads}")
-  _fraction(config, "data.validation_fraction")
-  _fraction(config, "data.test_fraction")
-  if config.data.validation_fraction + config.data.test_fraction >= 1:
-    _fail("data.test_fraction", config.data.test_fraction,
-          "validation_fraction + test_fraction must be < 1")
-  if config.data.source == "files" and not config.data.train_files:
-    _fail("data.train_files", config.data.train_files,
-          f"data.source='files' needs at least one file ({kind.file_format})")
-  if config.data.vocab_size < 300:
-    _fail("data.vocab_size", config.data.vocab_size,
-          "must be at least 300 (256 byte-fallback pieces + specials + words)")
-  kind.check_config(config)
-  _positive_int(config, "mesh.dcn_data")
-  sharding.check_rules(config)
-  validate_distributed(config)
-  if num_devices is not None:
-    sharding.validate_devices(config, num_devices, num_processes)
-
-
-def _check_compression(config) -> None:
-  _one_of(config, "quantization.bits", (0, 4, 8))
-  _one_of(config, "quantization.activation_bits", (0, 8))
-  if config.quantization.activation_bits and not config.quantization.bits:
-    _fail("quantization.activation_bits", config.quantization.activation_bits,
-          "needs quantization.bits (weights quantized too)")
-  _fraction(config, "pruning.sparsity")
-  _one_of(config, "pruning.scope", ("layer", "global"))
-  _one_of(config, "pruning.structure", ("none", "groups"))
-  _positive_int(config, "pruning.update_every")
-  p = config.pruning
-  if p.start_step < 0 or p.end_step < p.start_step:
-    _fail("pruning.end_step", p.end_step,
-          f"must be >= pruning.start_step={p.start_step} >= 0")
-  if p.structure == "groups" and p.scope == "global":
-    _fail("pruning.scope", p.scope, "must be 'layer' with pruning.structure='groups'")
-
-
-def _check_best_metric(config, kind: kinds.ModelKind) -> None:
-  """keep_best_checkpoints ranks by a metric the run logs at every evaluation."""
-  logged = tuple(f"eval/{name}" for name in kind.eval_metrics(config))
-  if config.best_checkpoint_metric not in logged:
-    _fail("best_checkpoint_metric", config.best_checkpoint_metric,
-          f"a {kind.name!r} run logs {logged} at each evaluation (keep_best_checkpoints ranks "
-          "checkpoints by one of them)")
-
-
-def _check_decoding(config) -> None:
-  d = config.decoding
-  _one_of(config, "decoding.method", DECODING_METHODS)
-  _positive_int(config, "decoding.beam_size")
-  if not d.alpha >= 0:
-    _fail("decoding.alpha", d.alpha, "must be >= 0")
-  if not d.temperature >= 0:
-    _fail("decoding.temperature", d.temperature, "must be >= 0 (0: greedy)")
-  if not isinstance(d.top_k, int) or d.top_k < 0:
-    _fail("decoding.top_k", d.top_k, "must be an integer >= 0 (0: off)")
-  if not 0 < d.top_p <= 1:
-    _fail("decoding.top_p", d.top_p, "must be in (0, 1] (1: off)")
-
-
-def validate_distributed(config) -> None:
-  """Checks config.distributed; runs before jax.distributed is initialised."""
-  d = config.distributed
-  if d.coordinator_address:
-    if ":" not in d.coordinator_address:
-      _fail("distributed.coordinator_address", d.coordinator_address, "must be HOST:PORT")
-    if not isinstance(d.num_processes, int) or d.num_processes < 1:
-      _fail("distributed.num_processes", d.num_processes, "must be a positive integer")
-    if not isinstance(d.process_id, int) or not 0 <= d.process_id < d.num_processes:
-      _fail("distributed.process_id", d.process_id,
-            f"must be in [0, distributed.num_processes={d.num_processes})")
 
 
 def model_config(config: ml_collections.ConfigDict, vocab_size: int,
