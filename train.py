@@ -29,6 +29,7 @@ def main(argv):
   from transformer_jax.checkpoint import CheckpointError  # pylint: disable=import-outside-toplevel
   from transformer_jax.data.sources import CorpusError  # pylint: disable=import-outside-toplevel
   from transformer_jax.data.tokenizer import TokenizerError  # pylint: disable=import-outside-toplevel
+  from transformer_jax.errors import NumericalError  # pylint: disable=import-outside-toplevel
 
   from transformer_jax import cli  # pylint: disable=import-outside-toplevel
 
@@ -46,7 +47,8 @@ def main(argv):
   print(f"workdir: {workdir}", flush=True)
   try:
     trainer.train_and_evaluate(config, workdir, started=_STARTED)
-  except (config_lib.ConfigError, CorpusError, TokenizerError, CheckpointError) as e:
+  except (config_lib.ConfigError, CorpusError, TokenizerError, CheckpointError,
+          NumericalError) as e:
     cli.fail(str(e))
 
 

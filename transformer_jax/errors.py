@@ -10,3 +10,8 @@ class ConfigError(ValueError):
 def fail(field: str, value, why: str):
   """Raises ConfigError("config.FIELD=VALUE: WHY")."""
   raise ConfigError(f"config.{field}={value!r}: {why}")
+
+
+class NumericalError(FloatingPointError):
+  """Training produced a non-finite loss or gradient; the message names the step, the last
+  good checkpoint and the likely causes."""

@@ -49,7 +49,8 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: 
 
 def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
                tx: optax.GradientTransformation, label_smoothing: float, kind: ModelKind,
-               accum_steps: int = 1, prepare=None, activation_bits: int = 0):
+               accum_steps: int = 1, prepare=None, activation_bits: int = 0,
+               skip_nonfinite: bool = False):
   """One optimizer step; dropout randomness comes from fold_in(state.rng, step).
 
   The loss is the kind's objective, normalised by its weight (real target
@@ -65,6 +66,9 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
   `prepare` maps the parameters to the ones the model computes with (quantization-
   aware training: `Programs` passes the fake-quantizer, whose gradient goes straight
   through to the float parameters); `activation_bits` rounds the matmul inputs.
+
+  `nonfinite_sum` is 1 when the loss or the gradient is not finite; with
+  `skip_nonfinite` such a step leaves parameters and optimizer state as they were.
   """
   step_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
@@ -95,6 +99,12 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics["grad_norm"] = optax.tree.norm(grads)
+  finite = jnp.isfinite(metrics["loss_sum"]) & jnp.isfinite(metrics["grad_norm"])
+  metrics["nonfinite_sum"] = 1.0 - finite.astype(jnp.float32)
+  if skip_nonfinite:
+    keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
+    params = jax.tree.map(keep, params, state.params)
+    opt_state = jax.tree.map(keep, opt_state, state.opt_state)
   metrics["units_sum"] = kind.count_units(batch)
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
   return new_state, metrics

@@ -21,6 +21,7 @@ from transformer_jax import config as config_lib
 from transformer_jax import (cache_dirs, flops, kinds, metric_writers, preemption, pretrained,
                              sharding, steps, timing)
 from transformer_jax import programs as programs_lib
+from transformer_jax.errors import NumericalError
 from transformer_jax import workdir as workdir_lib
 
 
@@ -260,6 +261,39 @@ def _train_loop(config, run: Run, state, start: int, writer, ckpt, primary: bool
   # runs steps synchronously (the CPU) that next step is then done too.
   clock, clock_step = time.monotonic(), start
   unit = run.kind.unit
+  skipped = 0  # steps skipped for a non-finite loss or gradient (this process's run).
+  checked_through = start  # steps up to here are known finite (checked before a save).
+
+  def check_finite(sums, first: int, last: int, count: bool = True) -> None:
+    """Counts non-finite steps among steps first..last (`count`: else only checks, for
+    steps that a later log counts); too many stop the run."""
+    nonlocal skipped, checked_through
+    bad = int(round(float(sums.get("nonfinite_sum", 0))))
+    if not bad:
+      if not count:
+        checked_through = last
+      return
+    first = max(first, checked_through + 1)  # steps a pre-save check found finite.
+    total = skipped + bad
+    if total <= config.max_skipped_nonfinite_steps:
+      if count:
+        skipped = total
+        print(f"warning: skipped {bad} step(s) with a non-finite loss or gradient between "
+              f"steps {first} and {last} ({total} of at most "
+              f"{config.max_skipped_nonfinite_steps})", flush=True)
+      return
+    ckpt.wait()
+    good = ckpt.latest_step()
+    kept = (f"The last good checkpoint is step {good} in {ckpt.directory} (kept; running the "
+            "same command resumes from it)" if good is not None else "No checkpoint was saved")
+    raise NumericalError(
+        f"the training loss or gradient became non-finite (NaN or inf) between steps {first} "
+        f"and {last}; stopped without saving it. {kept}. Likely causes: "
+        f"config.learning_rate={config.learning_rate} too high (try a third of it, or more "
+        "warmup_steps), "
+        + (f"model.dtype={config.model.dtype!r} overflowing (try float32), "
+           if config.model.dtype != "float32" else "")
+        + "or bad data. config.max_skipped_nonfinite_steps=N skips up to N such steps instead")
 
   def flush(entry, next_metrics=None):
     nonlocal clock, clock_step
@@ -272,13 +306,13 @@ def _train_loop(config, run: Run, state, start: int, writer, ckpt, primary: bool
     steps_timed, seconds = done_through - clock_step, now - clock
     clock, clock_step = now, done_through
     summary = steps.summarize(sums, num_steps=len(metrics_list))
-    if not np.isfinite(summary["loss"]):
-      raise FloatingPointError(f"train loss is {summary['loss']} at step {log_step}; "
-                               "lower config.learning_rate or check the data")
+    check_finite(sums, log_step - len(metrics_list) + 1, log_step)
     count = float(sums["units_sum"])
     record = {"train/loss": summary["loss"], "train/nll": summary["nll"],
               "train/accuracy": summary["accuracy"], "train/grad_norm": summary["grad_norm"],
               "train/learning_rate": float(run.programs.schedule(log_step - 1))}
+    if config.max_skipped_nonfinite_steps:
+      record["train/skipped_nonfinite_steps"] = skipped
     rate = None
     if steps_timed > 0 and seconds > 0:  # else no step finished in between: no figure.
       record["train/steps_per_sec"] = steps_timed / seconds
@@ -332,6 +366,9 @@ def _train_loop(config, run: Run, state, start: int, writer, ckpt, primary: bool
       if to_log is not None:
         flush(to_log)
         to_log = None
+      if pending:  # steps not logged yet: none of them may go into a checkpoint unchecked.
+        check_finite(_sum_metrics(jax.device_get(pending)), done - len(pending) + 1, done,
+                     count=False)
       eval_metrics = None
       if evaluate:
         with phases.time("eval"):
