@@ -44,12 +44,13 @@ def main(argv):
   workdir = _WORKDIR.value or os.path.join(
       "runs", os.path.splitext(os.path.basename(config_path))[0])
   logging.set_verbosity(logging.WARNING)
+  cli.quiet_orbax()
   print(f"workdir: {workdir}", flush=True)
   try:
     trainer.train_and_evaluate(config, workdir, started=_STARTED)
   except (config_lib.ConfigError, CorpusError, TokenizerError, CheckpointError,
           NumericalError) as e:
-    cli.fail(str(e))
+    cli.fail(str(e), hard=True)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import re
+import threading
 from typing import Any
 
 import jax
@@ -148,6 +149,11 @@ def _item_handlers(state_handler=None) -> dict[str, Any]:
           "metadata": ocp.JsonCheckpointHandler()}
 
 
+# The operating system's words for the disk troubles a save meets, found in Orbax's errors.
+_OS_ERRORS = ("No space left on device", "Read-only file system", "Permission denied",
+              "Input/output error", "Disk quota exceeded")
+
+
 class Checkpointer:
   """Saves and restores {state, data position, metadata} by step."""
 
@@ -167,6 +173,11 @@ class Checkpointer:
                                           item_handlers=_item_handlers())
     self.directory = directory
     self._best_metric = best_metric
+    # An asynchronous save is watched by a thread that waits for it; its failure is
+    # reported by the next `check()` (every step), not at the next save.
+    self._watcher: threading.Thread | None = None
+    self._failure: CheckpointError | None = None
+    self._reported = False
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -179,15 +190,54 @@ class Checkpointer:
     """Starts an asynchronous save; `metrics` (with the best-by metric) ranks it."""
     if metrics is not None and self._best_metric not in metrics:
       metrics = None
+    self._join_watcher()
+    self.check()
     tree, layout = pack(_flat(state))
-    return self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.PyTreeSave(tree),
-        data=ocp.args.JsonSave(data_state),
-        metadata=ocp.args.JsonSave({"format_version": FORMAT_VERSION,
-                                    "step": int(step),
-                                    "versions": package_versions(),
-                                    "state_layout": layout.to_json(), **metadata}),
-    ), metrics=metrics, force=True)
+    try:
+      saved = self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.PyTreeSave(tree),
+          data=ocp.args.JsonSave(data_state),
+          metadata=ocp.args.JsonSave({"format_version": FORMAT_VERSION,
+                                      "step": int(step),
+                                      "versions": package_versions(),
+                                      "state_layout": layout.to_json(), **metadata}),
+      ), metrics=metrics, force=True)
+    except Exception as e:  # pylint: disable=broad-except
+      self._failure = self._save_error(step, e)
+      self.check()
+    self._watcher = threading.Thread(target=self._watch, args=(step,), daemon=True)
+    self._watcher.start()
+    return saved
+
+  def _watch(self, step: int) -> None:
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      self._failure = self._save_error(step, e)
+
+  def _join_watcher(self) -> None:
+    if self._watcher is not None:
+      self._watcher.join()
+      self._watcher = None
+
+  def _save_error(self, step: int, error: Exception) -> CheckpointError:
+    text = str(error).strip()
+    known = [e for e in _OS_ERRORS if e in text]
+    reason = known[0] if known else (text.splitlines()[0][:300] if text else
+                                     type(error).__name__)
+    good = [int(d) for d in os.listdir(self.directory) if d.isdigit() and int(d) != step] \
+        if os.path.isdir(self.directory) else []
+    kept = (f"the last complete checkpoint, step {max(good)}, is kept and restorable"
+            if good else "no earlier checkpoint exists")
+    return CheckpointError(
+        f"saving checkpoint {step} in {self.directory} failed: {reason}. The run stopped; "
+        f"{kept}. Free disk space or fix the folder, then run the same command to resume")
+
+  def check(self) -> None:
+    """Raises the failure of an earlier asynchronous save (CheckpointError), once."""
+    if self._failure is not None and not self._reported:
+      self._reported = True
+      raise self._failure
 
   def metadata(self, step: int) -> dict:
     return _read_metadata(self._manager, step)
@@ -241,11 +291,21 @@ class Checkpointer:
     return None
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    """Waits for the save in flight; raises CheckpointError if it failed."""
+    self._join_watcher()
+    self.check()
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
-    self._manager.close()
+    """Waits for the save in flight (a failure already raised is not raised again)."""
+    self._join_watcher()
+    try:
+      self.check()
+    finally:
+      try:
+        self._manager.close()
+      except Exception:  # pylint: disable=broad-except
+        if not self._reported:
+          raise
 
 
 def _open_run(source: str, what: str):

@@ -10,16 +10,23 @@ for a config override, the nearest valid field names.
 from __future__ import annotations
 
 import difflib
+import os
 import runpy
 import sys
 
-from absl import flags
+from absl import flags, logging
 
 EXIT_BAD_INPUT = 2
 
 
-def fail(message: str) -> None:
+def fail(message: str, hard: bool = False) -> None:
+  """Prints `error: MESSAGE` and exits with code 2. `hard` skips the interpreter's
+  teardown, where the background threads of a failed asynchronous save (Orbax's) would
+  print tracebacks of their own into the middle of a clean report."""
   print(f"error: {message}", file=sys.stderr, flush=True)
+  if hard:
+    sys.stdout.flush()
+    os._exit(EXIT_BAD_INPUT)  # pylint: disable=protected-access
   sys.exit(EXIT_BAD_INPUT)
 
 
@@ -63,6 +70,16 @@ def unknown_override(argv: list[str], flag: str = "config") -> str | None:
       hint = f"; did you mean {', '.join(near)}?" if near else ""
       return f"--{flag}.{name}: no such config field{hint}"
   return None
+
+
+def quiet_orbax() -> None:
+  """Drops Orbax's own log lines (its background save threads log each failure with a
+  traceback): the checkpoint code reports what failed, in one line. Not at INFO level
+  and below (the library's logs are wanted then)."""
+  if logging.get_verbosity() >= logging.INFO:
+    return
+  logging.get_absl_handler().addFilter(
+      lambda record: "/orbax/" not in record.pathname.replace("\\", "/"))
 
 
 def parse_flags(argv: list[str]) -> list[str]:

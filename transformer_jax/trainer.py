@@ -353,6 +353,7 @@ def _train_loop(config, run: Run, state, start: int, writer, ckpt, primary: bool
       flush(to_log, next_metrics=metrics)
       to_log = None
     pending.append(metrics)
+    ckpt.check()  # a save that failed in the background stops the run now.
     done = step + 1
     is_last = done == total
     time_due = (config.checkpoint_every_seconds > 0 and
