@@ -68,3 +68,29 @@ def test_a_read_only_workdir_is_named(tmp_path):
       workdir.prepare(str(tmp_path))
   finally:
     os.chmod(tmp_path, 0o755)
+
+
+def _train(workdir, *extra):
+  return subprocess.run([sys.executable, "train.py", "--config=configs/base.py",
+                         f"--workdir={workdir}", *extra], capture_output=True, text=True,
+                        timeout=300, cwd=REPO)
+
+
+@pytest.mark.parametrize("name,content,words", [
+    ("config.json", '{"model": {"kind": "decoder_lm"}}\n', "holds a 'decoder_lm' run"),
+    ("config.json", '{"model": {"kind": "encoder_de', "is not valid JSON"),
+    ("tokenizer.model", "not a sentencepiece model", "is damaged or not a sentencepiece"),
+])
+def test_a_damaged_or_foreign_workdir_is_named_and_left_alone(tmp_path, tsv_corpus, name,
+                                                             content, words):
+  run = tmp_path / "run"
+  run.mkdir()
+  (run / name).write_text(content)
+  proc = _train(run, "--config.data.source=files", f"--config.data.train_files=('{tsv_corpus}',)",
+                "--config.data.vocab_size=400")
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1 and words in errors[0], proc.stderr[-2000:]
+  assert "Traceback" not in proc.stderr
+  assert (run / name).read_text() == content
+  assert sorted(os.listdir(run)) == sorted([name, ".lock"])

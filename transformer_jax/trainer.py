@@ -33,11 +33,6 @@ def _sum_metrics(metrics_list):
   return jax.tree.map(lambda *xs: sum(xs), *metrics_list)
 
 
-def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
-
-
 class Run:
   """Everything built once per run: mesh, the kind's task, compiled programs.
 
@@ -176,8 +171,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
 
 def _train_in(config, workdir: str, phases: timing.Phases, primary: bool, hf_folder):
-  if primary:
-    _write_config(config, workdir)
+  workdir_lib.check_saved_config(config, workdir)
   run = Run(config, workdir, phases)
   writer = metric_writers.MetricWriter(workdir, enabled=primary)
   ckpt = checkpoint_lib.Checkpointer(
@@ -188,6 +182,8 @@ def _train_in(config, workdir: str, phases: timing.Phases, primary: bool, hf_fol
     with run.programs.context():
       with phases.time("init"):
         state = _restore_or_init(config, run, ckpt, writer, hf_folder)
+      if primary:  # only now: a run that cannot restore leaves the workdir's record alone.
+        workdir_lib.write_config(config, workdir)
       num_params = sum(x.size for x in jax.tree.leaves(state.params))
       start = int(jax.device_get(state.step))
       if primary:

@@ -1,10 +1,15 @@
-"""The run's workdir, checked and locked before anything is built.
+"""The run's workdir: checked and locked before anything is built; its config.json.
 
 `prepare` fails with a ConfigError naming the path when the workdir cannot hold a
 run (a file is in the way, it is not writable, the disk is full) and when another
 run holds it. The lock is an `flock` on WORKDIR/.lock, held for the whole run: the
 operating system drops it when its process ends, however it ends, so a killed run
 never leaves a stale lock; the file only records who held it last.
+
+`check_saved_config` refuses a workdir whose config.json is damaged or belongs to
+another model kind; train.py writes its own config.json (`write_config`) only once
+the run's state is restored or initialised, so a run that cannot use the workdir
+leaves it as it was.
 """
 
 from __future__ import annotations
@@ -15,6 +20,9 @@ import shutil
 import socket
 import time
 
+import ml_collections
+
+from transformer_jax import config as config_lib
 from transformer_jax.errors import ConfigError
 
 LOCK_NAME = ".lock"
@@ -74,3 +82,21 @@ def prepare(workdir: str, primary: bool = True) -> Lock | None:
   """Checks the workdir; the primary process locks it (the others share the run)."""
   check(workdir)
   return lock(workdir) if primary else None
+
+
+def check_saved_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """A workdir's config.json must be readable and of this config's model kind."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return
+  saved = config_lib.from_json(path)  # a damaged one: ConfigError naming it.
+  if saved.model.kind != config.model.kind:
+    raise ConfigError(
+        f"--workdir={workdir!r} holds a {saved.model.kind!r} run ({path}), and this config "
+        f"trains {config.model.kind!r}; give another --workdir")
+
+
+def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """WORKDIR/config.json: the run's full config, as the tools and `from_json` read it."""
+  with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")

@@ -51,8 +51,17 @@ class Tokenizer:
 
   @classmethod
   def load(cls, path: str) -> "Tokenizer":
-    with open(path, "rb") as f:
-      return cls(f.read())
+    """The sentencepiece model at `path`; TokenizerError naming the file if it is unreadable
+    or damaged (it is left as it is)."""
+    try:
+      with open(path, "rb") as f:
+        return cls(f.read())
+    except OSError as e:
+      raise TokenizerError(f"cannot read the tokenizer {path}: {e.strerror}") from e
+    except (RuntimeError, ValueError) as e:
+      raise TokenizerError(f"the tokenizer {path} is damaged or not a sentencepiece model "
+                           f"({str(e).splitlines()[0][:200]}); restore it, or start a new "
+                           "workdir") from e
 
   @property
   def vocab_size(self) -> int:
