@@ -260,15 +260,19 @@ def test_labelled_files_tsv_and_jsonl(tmp_path):
   assert sorted(given.test) == sorted((t, given.labels.index(l)) for t, l in examples[30:])
 
 
-def test_labelled_file_errors_name_file_and_line(tmp_path):
+def test_labelled_files_skip_bad_lines_and_name_the_first(tmp_path, capsys):
   bad = tmp_path / "bad.tsv"
   bad.write_text("good\tx\nno label here\n", encoding="utf-8")
-  with pytest.raises(CorpusError, match=r"bad.tsv:2"):
-    lt.read_labelled_file(str(bad))
+  assert lt.read_labelled_file(str(bad)) == [("good", "x")]
+  assert "skipped 1 of 2 lines" in capsys.readouterr().out
   bad_json = tmp_path / "bad.jsonl"
-  bad_json.write_text('{"text": "a", "label": "x"}\n{"text": "b"}\n', encoding="utf-8")
-  with pytest.raises(CorpusError, match=r"bad.jsonl:2"):
-    lt.read_labelled_file(str(bad_json))
+  bad_json.write_text('{"text": "a", "label": 3}\n{"text": "b"}\n[1]\n', encoding="utf-8")
+  assert lt.read_labelled_file(str(bad_json)) == [("a", "3")]
+  note = capsys.readouterr().out
+  assert f"{bad_json}: skipped 2 of 3 lines" in note and "the first at line 2" in note
+  (tmp_path / "none.jsonl").write_text('{"text": "b"}\n', encoding="utf-8")
+  with pytest.raises(CorpusError, match=r"none.jsonl: no usable labelled data line"):
+    lt.read_labelled_file(str(tmp_path / "none.jsonl"))
 
 
 DUMP = """Package: foo

@@ -182,11 +182,21 @@ def test_tsv_and_jsonl_files(tmp_path):
   assert ("Hello", "Hallo") in pairs and EN_DE[0] in pairs and len(pairs) == 5
 
 
-def test_bad_files_name_the_file_and_line(tmp_path):
+def test_bad_lines_are_skipped_and_counted_naming_the_file_and_line(tmp_path, capsys):
   bad = tmp_path / "bad.tsv"
-  bad.write_text("ok\tgut\nonly one field\n", encoding="utf-8")
-  with pytest.raises(sources.CorpusError, match=r"bad.tsv:2"):
-    sources.read_parallel_file(str(bad))
+  bad.write_bytes(b"ok\tgut\nonly one field\n\xff\xfe\tnot utf-8\n\nja\tyes\n")
+  assert sources.read_parallel_file(str(bad)) == [("ok", "gut"), ("ja", "yes")]
+  note = capsys.readouterr().out
+  assert f"note: {bad}: skipped 2 of 4 lines" in note
+  assert "1 not UTF-8" in note and "1 not 2 tab-separated fields" in note
+  assert "the first at line 2" in note
+  # Nothing usable: an error naming the file.
+  (tmp_path / "none.tsv").write_text("one\nfield\n", encoding="utf-8")
+  with pytest.raises(sources.CorpusError, match=r"none.tsv: no usable parallel data line"):
+    sources.read_parallel_file(str(tmp_path / "none.tsv"))
+  (tmp_path / "empty.tsv").write_text("", encoding="utf-8")
+  with pytest.raises(sources.CorpusError, match=r"empty.tsv: .*the file is empty"):
+    sources.read_parallel_file(str(tmp_path / "empty.tsv"))
   with pytest.raises(sources.CorpusError, match="not found"):
     sources.read_parallel_file(str(tmp_path / "missing.tsv"))
 

@@ -120,11 +120,7 @@ def read_apt_cache() -> str:
 def read_labelled_file(path: str) -> list[tuple[str, str]]:
   """Reads TSV (`text<TAB>label`) or JSONL (`{"text", "label"}`) examples."""
   examples = []
-  for lineno, text, label in read_two_field_file(path, ("text", "label"), "labelled data"):
-    if not isinstance(text, str) or isinstance(label, (dict, list)) or label is None:
-      raise CorpusError(f"{path}:{lineno}: 'text' must be a string and 'label' a "
-                        f"string or number, got {type(text).__name__} and "
-                        f"{type(label).__name__}")
+  for _, text, label in read_two_field_file(path, ("text", "label"), "labelled data"):
     text, label = normalize(text), str(label).strip()
     if text and label:
       examples.append((text, label))
