@@ -29,7 +29,8 @@ def table(rows: list[tuple[str, dict]]) -> str:
              _mib(r["checkpoint_folder_bytes"]),
              f"{r['tokens_per_sec']:,.0f}" if "tokens_per_sec" in r else "-",
              f"{r['seconds']:.1f} s"]
-    cells += [f"{r[k]:.2f}" if k in r else "-" for k in quality]
+    cells += [("-" if k not in r else f"{r[k]:.4f}" if abs(r[k]) <= 1 else f"{r[k]:.2f}")
+              for k in quality]
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
