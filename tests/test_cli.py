@@ -42,3 +42,12 @@ def test_tools_report_a_bad_flag_value_the_same_way(tmp_path):
   proc = _run("-m", "transformer_jax.translate", f"--workdir={tmp_path}", "--beam_size=four")
   assert proc.returncode == 2 and "Traceback" not in proc.stderr
   assert "error: " in proc.stderr and "--beam_size=four" in proc.stderr
+
+
+def test_quiet_orbax_drops_only_the_closed_event_loop_errors():
+  code = ("import sys; from absl import logging; logging.set_verbosity(logging.WARNING); "
+          "from transformer_jax import cli; cli.quiet_orbax(); "
+          "sys.excepthook(RuntimeError, RuntimeError('Event loop is closed'), None); "
+          "sys.excepthook(RuntimeError, RuntimeError('a real bug'), None)")
+  proc = _run("-c", code)
+  assert "Event loop is closed" not in proc.stderr and "a real bug" in proc.stderr

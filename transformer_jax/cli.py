@@ -80,6 +80,16 @@ def quiet_orbax() -> None:
     return
   logging.get_absl_handler().addFilter(
       lambda record: "/orbax/" not in record.pathname.replace("\\", "/"))
+  # A failed save's writer callbacks can still fire on Orbax's closed event loop; Python
+  # prints such an error from a foreign thread through sys.excepthook. Those, and only
+  # those, are dropped: the failure itself is reported by the checkpoint code.
+  default = sys.excepthook
+
+  def hook(kind, value, tb):
+    if not (kind is RuntimeError and str(value) == "Event loop is closed"):
+      default(kind, value, tb)
+
+  sys.excepthook = hook
 
 
 def parse_flags(argv: list[str]) -> list[str]:
