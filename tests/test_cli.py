@@ -48,6 +48,9 @@ def test_quiet_orbax_drops_only_the_closed_event_loop_errors():
   code = ("import sys; from absl import logging; logging.set_verbosity(logging.WARNING); "
           "from transformer_jax import cli; cli.quiet_orbax(); "
           "sys.excepthook(RuntimeError, RuntimeError('Event loop is closed'), None); "
+          "import types; sys.unraisablehook(types.SimpleNamespace(exc_type=RuntimeError, "
+          "exc_value=RuntimeError('Event loop is closed'), exc_traceback=None, err_msg=None, "
+          "object=None)); "
           "sys.excepthook(RuntimeError, RuntimeError('a real bug'), None)")
   proc = _run("-c", code)
   assert "Event loop is closed" not in proc.stderr and "a real bug" in proc.stderr

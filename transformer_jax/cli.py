@@ -81,15 +81,23 @@ def quiet_orbax() -> None:
   logging.get_absl_handler().addFilter(
       lambda record: "/orbax/" not in record.pathname.replace("\\", "/"))
   # A failed save's writer callbacks can still fire on Orbax's closed event loop; Python
-  # prints such an error from a foreign thread through sys.excepthook. Those, and only
-  # those, are dropped: the failure itself is reported by the checkpoint code.
-  default = sys.excepthook
+  # reports such an error from a foreign thread through sys.unraisablehook (or
+  # sys.excepthook). Those, and only those, are dropped: the failure itself is reported
+  # by the checkpoint code.
+  default_except, default_unraisable = sys.excepthook, sys.unraisablehook
 
-  def hook(kind, value, tb):
-    if not (kind is RuntimeError and str(value) == "Event loop is closed"):
-      default(kind, value, tb)
+  def closed_loop(kind, value) -> bool:
+    return kind is RuntimeError and str(value) == "Event loop is closed"
 
-  sys.excepthook = hook
+  def except_hook(kind, value, tb):
+    if not closed_loop(kind, value):
+      default_except(kind, value, tb)
+
+  def unraisable_hook(unraisable):
+    if not closed_loop(unraisable.exc_type, unraisable.exc_value):
+      default_unraisable(unraisable)
+
+  sys.excepthook, sys.unraisablehook = except_hook, unraisable_hook
 
 
 def parse_flags(argv: list[str]) -> list[str]:
