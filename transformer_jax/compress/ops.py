@@ -9,7 +9,6 @@ compressed checkpoint (integers and scales, non-zeros and bitmasks; see
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 
@@ -21,6 +20,8 @@ from transformer_jax import checkpoint, quant, sparsity, trainer
 from transformer_jax import config as config_lib
 from transformer_jax import programs as programs_lib
 from transformer_jax import sharding
+from transformer_jax import workdir as workdir_lib
+from transformer_jax.tasks.base import read_labels
 
 SIDE_FILES = ("tokenizer.model", "tokenizer.json", "labels.json")  # copied along when present.
 FINETUNE_DIR = "finetune"  # OUTPUT/finetune: the fine-tune's own run, removed when it ends.
@@ -58,8 +59,7 @@ def _write_output(workdir: str, output: str, config, step: int, params, names,
     if os.path.isfile(os.path.join(workdir, name)):
       shutil.copyfile(os.path.join(workdir, name), os.path.join(output, name))
   config.num_train_steps = max(config.num_train_steps, step)
-  with open(os.path.join(output, "config.json"), "w", encoding="utf-8") as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+  workdir_lib.write_config(config, output)
   spec = checkpoint.save_compressed(os.path.join(output, "checkpoints"), step, params, names,
                                     {"compressed_from": os.path.abspath(workdir), **what})
   return spec
@@ -84,9 +84,9 @@ def _vocab_size(workdir: str, config) -> int:
 
 
 def _num_classes(workdir: str, config) -> None:
-  if config.model.num_classes == 0 and os.path.isfile(os.path.join(workdir, "labels.json")):
-    with open(os.path.join(workdir, "labels.json"), encoding="utf-8") as f:
-      config.model.num_classes = len(json.load(f))
+  labels = read_labels(workdir) if config.model.num_classes == 0 else None
+  if labels is not None:
+    config.model.num_classes = len(labels)
 
 
 def quantize(workdir: str, output: str, bits: int, activation_bits: int = 0,
