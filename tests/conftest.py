@@ -10,7 +10,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import tempfile  # noqa: E402
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="transformer_jax_tests_")
 
+import json  # noqa: E402
 import struct  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -121,3 +124,52 @@ def skip_without(reason: str):
   if os.environ.get("TRANSFORMER_JAX_REQUIRE_REFERENCE"):
     pytest.fail(f"required by TRANSFORMER_JAX_REQUIRE_REFERENCE, but {reason}")
   pytest.skip(reason)
+
+
+# ------------------------------------------------------------ train.py as users run it
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = [
+    # float32: these runs compare losses and scores across device layouts, processes
+    # and tools; configs/base.py computes in bfloat16.
+    "--config.model.dtype=float32",
+    "--config.model.emb_dim=32", "--config.model.num_heads=2", "--config.model.qkv_dim=32",
+    "--config.model.mlp_dim=64", "--config.model.num_encoder_layers=1",
+    "--config.model.num_decoder_layers=1", "--config.per_device_batch_size=2",
+    "--config.max_target_length=32", "--config.max_predict_length=16",
+    "--config.num_predict_examples=20", "--config.num_eval_steps=2",
+    "--config.data.vocab_size=1000", "--config.data.num_packing_bins=4",
+    "--config.log_every_steps=3", "--config.eval_every_steps=4",
+    "--config.checkpoint_every_steps=4", "--config.warmup_steps=2",
+    "--config.num_train_steps=8", "--config.learning_rate=0.01",
+]
+
+
+def _run(args, stdin=None, timeout=600):
+  return subprocess.run([sys.executable, *args], input=stdin, capture_output=True, text=True,
+                        timeout=timeout, env=dict(os.environ), cwd=REPO)
+
+
+def _metrics(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+    return [json.loads(line) for line in f]
+
+
+def train_tiny(workdir, tsv, *extra):
+  """train.py on configs/base.py with the TINY model, on the parallel TSV file `tsv`."""
+  return _run(["train.py", f"--config={REPO}/configs/base.py", f"--workdir={workdir}", *TINY,
+               "--config.data.source=files", f"--config.data.train_files=('{tsv}',)", *extra])
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+  """A tiny encoder-decoder run trained by train.py, decoding with beam search (shared by
+  the tools' and the report's tests)."""
+  tmp = tmp_path_factory.mktemp("translate")
+  tsv = write_parallel_tsv(tmp / "corpus.tsv", repeats=40)
+  workdir = str(tmp / "run")
+  proc = train_tiny(workdir, tsv, "--config.num_eval_bleu_examples=8",
+                    "--config.decoding.method=beam", "--config.decoding.beam_size=2")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "beam 2, alpha 1.0" in proc.stdout
+  return workdir

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import excerpt, write_parallel_tsv
-from test_tools import REPO, TINY, _run
+from conftest import REPO, TINY, _run
 from transformer_jax import checkpoint, inference, quant, sparsity
 
 pytestmark = pytest.mark.slow

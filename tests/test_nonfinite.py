@@ -6,17 +6,14 @@ import os
 
 import pytest
 
-from conftest import excerpt, write_parallel_tsv
-from test_tools import REPO, TINY, _run
+from conftest import excerpt, train_tiny, write_parallel_tsv
 
 pytestmark = pytest.mark.slow
 
 
 def _train(workdir, tsv, *extra):
-  return _run(["train.py", f"--config={REPO}/configs/base.py", f"--workdir={workdir}", *TINY,
-               "--config.data.source=files", f"--config.data.train_files=('{tsv}',)",
-               "--config.checkpoint_every_steps=2", "--config.eval_every_steps=100",
-               "--config.num_predict_examples=2", *extra])
+  return train_tiny(workdir, tsv, "--config.checkpoint_every_steps=2",
+                    "--config.eval_every_steps=100", "--config.num_predict_examples=2", *extra)
 
 
 def _digest(folder):

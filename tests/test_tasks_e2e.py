@@ -106,3 +106,25 @@ def test_a_source_of_another_kind_is_rejected_before_anything_runs(tmp_path):
   proc = _train("vit.py", [f"--workdir={tmp_path / 'run'}", "--config.data.source=gettext"])
   assert proc.returncode == 2
   assert "config.data.source='gettext': must be one of ('mnist', 'files')" in proc.stderr
+
+
+_PIXELS = np.random.default_rng(0).integers(0, 256, (40, 64), dtype=np.uint8)  # 40 distinct.
+
+
+@pytest.mark.parametrize("images,message", [
+    (_PIXELS.reshape(40, 8, 8) / 255.0, "'images' must be uint8 pixels 0-255, found float64 "
+                                        "(floats in [0, 1]: save"),
+    (_PIXELS[:, :48].reshape(40, 8, 6), "config.data.image_size=8"),
+    (_PIXELS, "must be [N, H, W] or [N, H, W, C]"),
+])
+def test_image_files_of_the_wrong_dtype_or_shape_are_named(tmp_path, images, message):
+  path = tmp_path / "images.npz"
+  np.savez(path, images=images, labels=np.zeros(len(images), np.int64))
+  proc = _train("vit.py", [f"--workdir={tmp_path / 'run'}", "--config.data.source=files",
+                           f"--config.data.train_files=('{path}',)",
+                           "--config.data.image_size=8", "--config.model.patch_size=4"])
+  assert proc.returncode == 2, excerpt(proc.stderr)
+  assert "Traceback" not in proc.stderr
+  error = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+  assert len(error) == 1 and message in error[0] and "images.npz" in error[0], error
+  assert not os.path.exists(tmp_path / "run" / "checkpoints")

@@ -2,56 +2,13 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-from conftest import EN_DE, write_parallel_tsv
+from conftest import EN_DE, REPO, TINY, _metrics, _run
 from transformer_jax import config as config_lib
 from transformer_jax import evaluation
 from transformer_jax.data import sources
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = [
-    # float32: these runs compare losses and scores across device layouts, processes
-    # and tools; configs/base.py computes in bfloat16.
-    "--config.model.dtype=float32",
-    "--config.model.emb_dim=32", "--config.model.num_heads=2", "--config.model.qkv_dim=32",
-    "--config.model.mlp_dim=64", "--config.model.num_encoder_layers=1",
-    "--config.model.num_decoder_layers=1", "--config.per_device_batch_size=2",
-    "--config.max_target_length=32", "--config.max_predict_length=16",
-    "--config.num_predict_examples=20", "--config.num_eval_steps=2",
-    "--config.data.vocab_size=1000", "--config.data.num_packing_bins=4",
-    "--config.log_every_steps=3", "--config.eval_every_steps=4",
-    "--config.checkpoint_every_steps=4", "--config.warmup_steps=2",
-    "--config.num_train_steps=8", "--config.learning_rate=0.01",
-]
-
-
-def _run(args, stdin=None, timeout=600):
-  return subprocess.run([sys.executable, *args], input=stdin, capture_output=True, text=True,
-                        timeout=timeout, env=dict(os.environ), cwd=REPO)
-
-
-def _metrics(workdir):
-  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
-    return [json.loads(line) for line in f]
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-  """A tiny encoder-decoder run trained by train.py, decoding with beam search."""
-  tmp = tmp_path_factory.mktemp("translate")
-  tsv = write_parallel_tsv(tmp / "corpus.tsv", repeats=40)
-  workdir = str(tmp / "run")
-  proc = _run(["train.py", f"--config={REPO}/configs/base.py", f"--workdir={workdir}", *TINY,
-               "--config.data.source=files", f"--config.data.train_files=('{tsv}',)",
-               "--config.num_eval_bleu_examples=8", "--config.decoding.method=beam",
-               "--config.decoding.beam_size=2"])
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "beam 2, alpha 1.0" in proc.stdout
-  return workdir
 
 
 def test_trainer_logs_validation_and_test_bleu(trained_run):
@@ -95,8 +52,13 @@ def test_translate_tool_matches_the_trainers_test_bleu(trained_run, tmp_path):
     (["--step=5"], "--step=5"),
     (["--beam_size=0", "--method=beam"], "config.decoding.beam_size=0"),
     (["--input=/nonexistent/file.txt"], "--input='/nonexistent/file.txt'"),
+    (["--input={tmp}/latin1.txt"], "latin1.txt': line 2 is not UTF-8 text (byte 0xfc)"),
+    (["--output={tmp}"], "is a folder; give a file name"),
+    (["--output={tmp}/no/such/folder.txt"], "no/such/folder.txt': no folder"),
 ])
-def test_translate_tool_rejects_bad_input(trained_run, args, message):
+def test_translate_tool_rejects_bad_input(trained_run, tmp_path, args, message):
+  (tmp_path / "latin1.txt").write_bytes("File not found\nF\u00fcr\n".encode("latin-1"))
+  args = [a.replace("{tmp}", str(tmp_path)) for a in args]
   if not any(a.startswith("--workdir") for a in args):
     args = [f"--workdir={trained_run}", *args]
   proc = _run(["-m", "transformer_jax.translate", *args], stdin="")
@@ -176,5 +138,5 @@ def test_the_run_reports_where_its_time_went(trained_run):
   parts = sum(phases[k] for k in timing.PHASES) + phases["other"]
   assert abs(parts - phases["total"]) < 1e-6 * max(phases["total"], 1) + 1e-6
   assert phases["train"] > 0 and phases["first_step"] > 0 and phases["eval"] > 0
-  training = phases["first_step"] + phases["train"]
+  training = phases["compile"] + phases["first_step"] + phases["train"]
   assert abs(phases["train_fraction"] - training / phases["total"]) < 1e-9

@@ -36,7 +36,7 @@ from ml_collections import config_flags  # noqa: E402
 
 from transformer_jax import cli  # noqa: E402
 from transformer_jax import config as config_lib  # noqa: E402
-from transformer_jax import kinds, programs, sharding  # noqa: E402
+from transformer_jax import kinds, memory, programs, sharding  # noqa: E402
 
 GiB = 1024**3
 
@@ -147,12 +147,6 @@ def topology_devices(topology: Topology, num_slices: int = 1) -> list:
   return list(desc.devices)
 
 
-def _per_chip_bytes(tree) -> int:
-  """Bytes one chip holds of a tree of ShapeDtypeStructs carrying shardings."""
-  return sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize
-             for x in jax.tree.leaves(tree))
-
-
 def compile_for_topology(config: ml_collections.ConfigDict, topology: Topology,
                          num_slices: int = 1) -> dict:
   """Compiles config's train step for the topology; returns the per-chip figures.
@@ -195,23 +189,21 @@ def compile_for_topology(config: ml_collections.ConfigDict, topology: Topology,
               "chips": num_devices, "fits": False, "compiler_message": str(e).strip(),
               "hbm_bytes": topology.hbm_bytes}
   seconds = time.monotonic() - t0
-  mem = compiled.memory_analysis()
+  mem = memory.Footprint.of(compiled)
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  peak = (mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes +
-          mem.temp_size_in_bytes + mem.generated_code_size_in_bytes)
   state = progs.abstract_state
   return {
       "topology": topology.libtpu_name, "num_slices": num_slices, "chips": num_devices,
       "mesh": dict(mesh.shape), "global_batch": progs.global_batch_size,
       "length": config.max_target_length,
       "num_params": sum(math.prod(x.shape) for x in jax.tree.leaves(state.params)),
-      "params_bytes": _per_chip_bytes(state.params),
-      "opt_state_bytes": _per_chip_bytes(state.opt_state),
-      "argument_bytes": mem.argument_size_in_bytes, "output_bytes": mem.output_size_in_bytes,
-      "alias_bytes": mem.alias_size_in_bytes, "temp_bytes": mem.temp_size_in_bytes,
-      "code_bytes": mem.generated_code_size_in_bytes, "total_bytes": peak,
-      "hbm_bytes": topology.hbm_bytes, "fits": peak <= topology.hbm_bytes,
+      "params_bytes": memory.per_device_bytes(state.params),
+      "opt_state_bytes": memory.per_device_bytes(state.opt_state),
+      "argument_bytes": mem.arguments, "output_bytes": mem.outputs,
+      "alias_bytes": mem.aliased, "temp_bytes": mem.temporaries,
+      "code_bytes": mem.code, "total_bytes": mem.total,
+      "hbm_bytes": topology.hbm_bytes, "fits": mem.total <= topology.hbm_bytes,
       "flops": float(cost.get("flops", 0.0)), "compile_seconds": seconds,
   }
 
@@ -262,8 +254,7 @@ def main(argv):
       raise TopologyError(f"--num_slices={_NUM_SLICES.value}: must be at least 1")
     report = compile_for_topology(_CONFIG.value, topology, _NUM_SLICES.value)
   except (config_lib.ConfigError, TopologyError, MissingLibtpu) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    cli.fail(str(e))
   print(format_report(report), flush=True)
   if not report["fits"]:
     sys.exit(3)

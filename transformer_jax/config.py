@@ -53,6 +53,10 @@ def default_config() -> ml_collections.ConfigDict:
   # Split each global batch into this many micro-batches, run one after another and
   # summed into one update (the same update, for less activation memory).
   c.gradient_accumulation_steps = 1
+  # MiB of memory one device may use; the train step is compiled first and a step that
+  # needs more stops the run with the figures. 0: the device's own (a GPU's or TPU's
+  # limit; on a CPU the machine's RAM shared by its devices).
+  c.memory_limit_mib = 0
   # Tokens of a batch row, every kind: the packed length of source and target
   # (translation) or of LM text; the cut length of a classifier's text.
   c.max_target_length = 64
@@ -86,6 +90,10 @@ def default_config() -> ml_collections.ConfigDict:
   # checkpoint); with N > 0, up to N such steps are skipped instead (no update), counted
   # as train/skipped_nonfinite_steps.
   c.max_skipped_nonfinite_steps = 0
+  # (start, stop): a jax.profiler trace of the train steps range(start, stop) (0-based)
+  # into WORKDIR/plugins/profile/ (TensorBoard's profile tab, XProf) with a
+  # .trace.json.gz beside it that ui.perfetto.dev opens. (): off.
+  c.profile_steps = ()
   c.label_smoothing = 0.1
   # Compression (transformer_jax.compress, quant.py, sparsity.py). `quantization.bits`
   # 8 or 4: the kernels are integers with one scale per output channel; training

@@ -53,6 +53,17 @@ def _fraction(config, field: str, low_open: bool = False):
     _fail(field, value, "must be a fraction in " + ("(0, 1)" if low_open else "[0, 1)"))
 
 
+def _check_profile(config) -> None:
+  steps = config.profile_steps
+  if isinstance(steps, (tuple, list)) and not steps:
+    return
+  if (not isinstance(steps, (tuple, list)) or len(steps) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) for s in steps)
+      or not 0 <= steps[0] < steps[1]):
+    _fail("profile_steps", config.profile_steps,
+          "must be () (off) or (start, stop) with 0 <= start < stop: the steps "
+          "range(start, stop)")
+
+
 def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
              num_processes: int = 1) -> None:
   """Checks the config; raises ConfigError naming the first bad field.
@@ -68,10 +79,11 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
             "data.vocab_size", "data.num_packing_bins", "gradient_accumulation_steps"):
     _positive_int(config, f)
   for f in ("warmup_steps", "checkpoint_every_seconds", "keep_best_checkpoints",
-            "global_batch_size", "max_skipped_nonfinite_steps"):
+            "global_batch_size", "max_skipped_nonfinite_steps", "memory_limit_mib"):
     if _get(config, f) < 0:
       _fail(f, _get(config, f), "must be >= 0")
   _check_decoding(config)
+  _check_profile(config)
   _check_compression(config)
   if config.num_eval_bleu_examples < 0:
     _fail("num_eval_bleu_examples", config.num_eval_bleu_examples, "must be >= 0 (0: off)")

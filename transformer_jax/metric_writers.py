@@ -47,6 +47,20 @@ class MetricWriter:
         self._tb.add_scalar(k, v, int(step))
     self._tb.flush()
 
+  def write_examples(self, step: int, examples: list[dict]) -> None:
+    """`{"step": N, "examples": [{field: text, ...}, ...]}`: a run's example outputs (the
+    report shows them), and a TensorBoard text summary."""
+    if not self.enabled or not examples:
+      return
+    with open(self.path, "a", encoding="utf-8") as f:
+      f.write(json.dumps({"step": int(step), "examples": examples}, ensure_ascii=False) + "\n")
+    fields = list(examples[0])
+    table = ["| " + " | ".join(fields) + " |", "|" + " --- |" * len(fields)]
+    table += ["| " + " | ".join(str(e.get(k, "")).replace("|", "\\|") for k in fields) + " |"
+              for e in examples]
+    self._tb.add_text("examples", "\n".join(table), int(step))
+    self._tb.flush()
+
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 
 from absl import flags, logging
@@ -45,13 +46,35 @@ def load_args() -> dict:
 
 
 def read_lines(path: str | None) -> list[str]:
-  if path is None:
-    return sys.stdin.read().splitlines()
+  """The lines of --input (stdin without it), which must be UTF-8 text."""
+  name = "standard input" if path is None else f"--input={path!r}"
   try:
-    with open(path, encoding="utf-8") as fh:
-      return fh.read().splitlines()
+    if path is None:
+      data = sys.stdin.buffer.read()
+    else:
+      with open(path, "rb") as fh:
+        data = fh.read()
   except OSError as e:
-    raise BadInput(f"--input={path!r}: {e.strerror}") from e
+    raise BadInput(f"{name}: {e.strerror}") from e
+  try:
+    return data.decode("utf-8").splitlines()
+  except UnicodeDecodeError as e:
+    line = data[:e.start].count(b"\n") + 1
+    raise BadInput(f"{name}: line {line} is not UTF-8 text (byte {data[e.start]:#04x}); "
+                   "convert it, e.g. with iconv -t UTF-8") from e
+
+
+def check_output(path: str | None) -> None:
+  """--output must be a file that can be written: checked before any work is done."""
+  if path is None:
+    return
+  folder = os.path.dirname(os.path.abspath(path))
+  if os.path.isdir(path):
+    raise BadInput(f"--output={path!r} is a folder; give a file name")
+  if not os.path.isdir(folder):
+    raise BadInput(f"--output={path!r}: no folder {folder}")
+  if not os.access(path if os.path.exists(path) else folder, os.W_OK):
+    raise BadInput(f"--output={path!r}: not writable")
 
 
 def write_lines(path: str | None, lines) -> None:
@@ -60,8 +83,11 @@ def write_lines(path: str | None, lines) -> None:
     sys.stdout.write(text)
     sys.stdout.flush()
     return
-  with open(path, "w", encoding="utf-8") as fh:
-    fh.write(text)
+  try:
+    with open(path, "w", encoding="utf-8") as fh:
+      fh.write(text)
+  except OSError as e:
+    raise BadInput(f"--output={path!r}: {e.strerror}") from e
 
 
 @contextlib.contextmanager

@@ -13,139 +13,19 @@ import time
 
 import jax
 import ml_collections
-import numpy as np
-from jax.experimental import multihost_utils
 
 from transformer_jax import checkpoint as checkpoint_lib
 from transformer_jax import config as config_lib
-from transformer_jax import (cache_dirs, flops, kinds, metric_writers, preemption, pretrained,
-                             sharding, steps, timing)
-from transformer_jax import programs as programs_lib
+from transformer_jax import (cache_dirs, memory, metric_writers, preemption, pretrained,
+                             profiling, sharding, steps, timing)
+from transformer_jax import summary as summary_lib
+from transformer_jax.run import Run, sum_metrics
 from transformer_jax.errors import NumericalError
 from transformer_jax import workdir as workdir_lib
 
 
 def _is_ready(tree) -> bool:
   return all(x.is_ready() for x in jax.tree.leaves(tree))
-
-
-def _sum_metrics(metrics_list):
-  return jax.tree.map(lambda *xs: sum(xs), *metrics_list)
-
-
-class Run:
-  """Everything built once per run: mesh, the kind's task, compiled programs.
-
-  It is the `tasks.base.Evaluator` that the task sees: eval sums, decoding,
-  batch sizes and whether this process prints.
-  """
-
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str,
-               phases: timing.Phases | None = None):
-    self.config, self.workdir = config, workdir
-    self.kind = kinds.get(config.model.kind)
-    self.primary = jax.process_index() == 0
-    self.mesh = sharding.make_mesh(config)
-    phases = phases or timing.Phases()
-    with phases.time("data"):
-      self.task = self.kind.task(config, workdir, self.primary)
-    with phases.time("build"):
-      self.programs = programs_lib.build(config, self.mesh, self.task.vocab_size,
-                                         self.task.num_classes)
-    p = self.programs
-    self.global_batch_size = p.global_batch_size
-    self.local_batch_size = len(p.rows)
-    with phases.time("data"):
-      self.train_iter = self.train_stream(config.seed)
-      self.eval_batches = self.task.eval_batches(
-          batch_size=self.local_batch_size, process_index=jax.process_index(),
-          process_count=jax.process_count())
-    if config.num_eval_steps > 0:
-      self.eval_batches = self.eval_batches[:config.num_eval_steps]
-    self.init_rng = jax.random.key(config.seed)
-    # train/mfu: model FLOPs per second over the chips' peak (on a CPU, its measured
-    # f32 matmul rate); None where either is unknown.
-    with phases.time("build"):
-      peak = flops.peak_flops() if self.programs.train_flops else None
-    self.peak_flops = peak[0] if peak else None
-
-  def train_stream(self, seed: int):
-    return self.task.train_stream(global_batch_size=self.global_batch_size,
-                                  rows=self.programs.rows, seed=seed)
-
-  def even_out(self, batches: list) -> list:
-    """Every process must run the same number of eval steps (collectives): the ones
-    with fewer batches add all-padding batches, which weigh nothing."""
-    n = len(batches)
-    if jax.process_count() > 1:
-      n = int(multihost_utils.process_allgather(np.array(n)).max())
-    return batches + [self.programs.empty_batch()] * (n - len(batches))
-
-  def restore_data(self, data_state: dict, step: int) -> None:
-    """Continues the saved streams; with another global batch size, starts fresh ones."""
-    try:
-      self.train_iter.set_state(data_state)
-    except ValueError as e:
-      print(f"warning: {e}: the data streams restart in a new order (seed {self.config.seed} "
-            f"+ step {step}); examples of the interrupted epoch may repeat or be skipped",
-            flush=True)
-      self.train_iter = self.train_stream(self.config.seed + step)
-
-  def global_batch(self, local_batch):
-    return self.programs.global_batch(local_batch)
-
-  def init_state(self):
-    return self.programs.init_state(self.init_rng)
-
-  def metadata(self) -> dict:
-    return {"model": {"kind": self.kind.name,
-                      **{k: str(v) for k, v in vars(self.programs.model_config).items()}},
-            "mesh": dict(self.mesh.shape), "process_count": jax.process_count(),
-            "global_batch_size": self.global_batch_size}
-
-  # ------------------------------------------------------------- tasks.base.Evaluator
-
-  def eval_sums(self, params, local_batches) -> dict:
-    """Summed eval-step metrics over local batches (evened out across processes)."""
-    sums = None
-    for batch in self.even_out(list(local_batches)):
-      m = self.programs.eval_step(params, self.global_batch(batch))
-      sums = m if sums is None else _sum_metrics([sums, m])
-    return jax.device_get(sums) if sums is not None else {}
-
-  def decode(self, params, ids_BL: np.ndarray, rng: jax.Array) -> np.ndarray:
-    return self.programs.decode_ids(params, ids_BL, rng)
-
-  # -------------------------------------------------------------
-
-  def evaluate(self, params) -> dict[str, float]:
-    """The eval/* metrics that the kind's record lists, over the validation batches."""
-    sums = self.eval_sums(params, self.eval_batches)
-    if not sums:
-      return {}
-    names = self.kind.eval_metrics(self.config)
-    summary = steps.summarize(sums)
-    out = {k: summary[k] for k in names if k in summary}
-    out.update(self.task.extra_eval(self, params))
-    # The record's list is a promise (config validation checks best_checkpoint_metric
-    # against it): what is logged must be exactly what it lists.
-    if set(out) != set(names):
-      raise RuntimeError(
-          f"the {self.kind.name!r} run logs eval metrics {sorted(out)}, but its record's "
-          f"eval_metrics lists {sorted(names)}")
-    return out
-
-  def describe(self, num_params: int) -> str:
-    """One line: kind, size, batch and mesh."""
-    sizes = (f"{self.task.num_classes} classes" if self.kind.uses_classes else
-             f"vocabulary {self.task.vocab_size}")
-    shapes: dict[str, list[str]] = {}  # a row's shape -> the features of that shape.
-    for k, s in self.programs.batch_shapes.items():
-      if s.shape[1:] and not k.endswith(("_segment_ids", "_positions")):
-        shapes.setdefault("x".join(map(str, s.shape[1:])), []).append(k)
-    rows = "; ".join(f"{shape} ({', '.join(keys)})" for shape, keys in shapes.items())
-    return (f"Model ({self.kind.name}): {num_params:,} parameters; {sizes}; global batch "
-            f"{self.global_batch_size} x {rows}; mesh {dict(self.mesh.shape)}")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -155,6 +35,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   `started` (time.monotonic() at process start) makes `time/total` and `time/startup`
   count the imports too."""
   phases = timing.Phases(started)
+  profiling.listen_for_compiles()
   hf_folder = pretrained.apply_to_config(config)  # the folder's architecture, checked.
   config_lib.validate(config)  # the fields alone, before any device is touched.
   cache_dirs.enable_compilation_cache(config.compilation_cache_dir)
@@ -180,6 +61,8 @@ def _train_in(config, workdir: str, phases: timing.Phases, primary: bool, hf_fol
       best_mode=config.best_checkpoint_mode)
   try:
     with run.programs.context():
+      with phases.time("compile"):
+        run.compile_train_step()
       with phases.time("init"):
         state = _restore_or_init(config, run, ckpt, writer, hf_folder)
       if primary:  # only now: a run that cannot restore leaves the workdir's record alone.
@@ -188,6 +71,9 @@ def _train_in(config, workdir: str, phases: timing.Phases, primary: bool, hf_fol
       start = int(jax.device_get(state.step))
       if primary:
         print(run.describe(num_params), flush=True)
+        print(summary_lib.console_table(run.programs), flush=True)
+        with open(os.path.join(workdir, "model.md"), "w", encoding="utf-8") as f:
+          f.write(summary_lib.model_markdown(run.programs))
       if start >= config.num_train_steps:
         print(f"The run in {workdir} is complete at step {start}; raise "
               "config.num_train_steps to train longer.", flush=True)
@@ -296,7 +182,7 @@ def _train_loop(config, run: Run, state, start: int, writer, ckpt, primary: bool
     log_step, metrics_list = entry
     # Fetched first (waits for step `log_step`), then summed on the host: one
     # transfer per step instead of a chain of small device additions.
-    sums = _sum_metrics(jax.device_get(metrics_list))
+    sums = sum_metrics(jax.device_get(metrics_list))
     now = time.monotonic()
     done_through = log_step + int(next_metrics is not None and _is_ready(next_metrics))
     steps_timed, seconds = done_through - clock_step, now - clock
@@ -323,13 +209,16 @@ def _train_loop(config, run: Run, state, start: int, writer, ckpt, primary: bool
 
   def end_loop() -> None:
     """The loop's time not spent in its first step, evaluating or saving is training."""
+    profiler.stop()
     loop = time.monotonic() - loop_start
     elsewhere = sum(phases.seconds[k] - before[k] for k in before)
     phases.seconds["train"] += max(loop - elsewhere, 0.0)
 
   def report_time(step: int, record: dict) -> None:
-    """Writes `record` with the time split (the run's last line of metrics.jsonl)."""
-    record = {**record, **phases.record()}
+    """Writes `record` with the time split (the run's last lines of metrics.jsonl: the
+    task's `examples`, if any, go on a line of their own)."""
+    writer.write_examples(step, record.pop("examples", None) or [])
+    record = {**record, **phases.record(), **profiling.compile_seconds()}
     writer.write(step, record)
     final.update(record)
     if primary:
@@ -337,14 +226,22 @@ def _train_loop(config, run: Run, state, start: int, writer, ckpt, primary: bool
 
   last_save = loop_start = time.monotonic()
   before = {k: phases.seconds[k] for k in ("eval", "checkpoint", "first_step")}
+  profiler = profiling.StepProfiler(config.profile_steps, run.workdir, enabled=primary)
   for step in range(start, total):
     batch = run.global_batch(next(run.train_iter))
+    profiler.before(step)
     if step == start:  # its compile, timed apart (one wait for its result).
       with phases.time("first_step"):
-        state, metrics = run.programs.train_step(state, batch)
-        jax.block_until_ready(metrics)
+        try:
+          state, metrics = run.train_step(state, batch)
+          jax.block_until_ready(metrics)
+        except Exception as e:  # pylint: disable=broad-except
+          if memory.is_out_of_memory(e):  # an allocator that finds less than XLA counted.
+            raise memory.from_xla(e, config) from None
+          raise
     else:
-      state, metrics = run.programs.train_step(state, batch)
+      state, metrics = run.train_step(state, batch)
+    profiler.after(step, metrics)
     if to_log is not None:  # step n's metrics, read after step n+1 was dispatched.
       flush(to_log, next_metrics=metrics)
       to_log = None
@@ -364,7 +261,7 @@ def _train_loop(config, run: Run, state, start: int, writer, ckpt, primary: bool
         flush(to_log)
         to_log = None
       if pending:  # steps not logged yet: none of them may go into a checkpoint unchecked.
-        check_finite(_sum_metrics(jax.device_get(pending)), done - len(pending) + 1, done,
+        check_finite(sum_metrics(jax.device_get(pending)), done - len(pending) + 1, done,
                      count=False)
       eval_metrics = None
       if evaluate:

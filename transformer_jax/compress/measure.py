@@ -17,7 +17,7 @@ import numpy as np
 
 from transformer_jax import checkpoint, quant
 from transformer_jax import config as config_lib
-from transformer_jax import trainer
+from transformer_jax import run as run_lib
 
 
 def folder_bytes(path: str) -> int:
@@ -27,7 +27,7 @@ def folder_bytes(path: str) -> int:
   return total
 
 
-def _warm_up(run: trainer.Run, params) -> None:
+def _warm_up(run: run_lib.Run, params) -> None:
   """Compiles the eval program, and the decoder at the batch shape that tasks decode."""
   p = run.programs
   jax.block_until_ready(p.eval_step(params, p.global_batch(p.empty_batch())))
@@ -41,7 +41,7 @@ def measure(workdir: str, step: int = -1) -> dict:
   "seconds", "tokens_per_sec" (decoding kinds), "test/...": the task's figures}."""
   config = config_lib.from_json(os.path.join(workdir, "config.json"))
   config.distributed.coordinator_address = ""
-  run = trainer.Run(config, workdir)
+  run = run_lib.Run(config, workdir)
   with run.programs.context():
     params, step = checkpoint.restore_params(workdir, step, run.programs.abstract_state.params)
     run.programs = run.programs.for_params(params)

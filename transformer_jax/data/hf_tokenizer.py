@@ -102,6 +102,18 @@ class HfTokenizer:
   def pieces(self, text: str) -> list[str]:
     return self._tok.encode(text, add_special_tokens=False).tokens
 
+  def id_pieces(self, ids: Sequence[int] | np.ndarray) -> list[str]:
+    """The token of each id (`<pad>`, `</s>` for the ids the shifted layout adds)."""
+    out = []
+    for i in np.asarray(ids).tolist():
+      if self.offset and i == PAD_ID:
+        out.append("<pad>")
+      elif self.offset and i == EOS_ID:
+        out.append("</s>")
+      else:
+        out.append(self._tok.id_to_token(i - self.offset) or f"<{i}>")
+    return out
+
 
 def is_hf(path: str) -> bool:
   return path.startswith(PREFIX)

@@ -83,7 +83,10 @@ def read_mnist(path: str) -> Images:
 
 def _check_images(path: str, images: np.ndarray, labels: np.ndarray) -> Images:
   if images.dtype != np.uint8:
-    raise CorpusError(f"{path}: 'images' must be uint8, found {images.dtype}")
+    hint = (" (floats in [0, 1]: save (images * 255).round().astype(np.uint8))"
+            if np.issubdtype(images.dtype, np.floating) else "")
+    raise CorpusError(f"{path}: 'images' must be uint8 pixels 0-255, found {images.dtype}"
+                      + hint)
   if images.ndim == 3:
     images = images[..., None]
   if images.ndim != 4:

@@ -91,6 +91,12 @@ class Tokenizer:
   def pieces(self, text: str) -> list[str]:
     return self._sp.encode(text, out_type=str)
 
+  def id_pieces(self, ids: Sequence[int] | np.ndarray) -> list[str]:
+    """The piece of each id (`<pad>`, `</s>` for the special ids)."""
+    size = self.vocab_size
+    return [self._sp.id_to_piece(i) if 0 <= i < size else f"<{i}>"
+            for i in np.asarray(ids).tolist()]
+
 
 # keep_whitespace: code keeps its layout. Newlines and runs of spaces are pieces
 # (sentencepiece otherwise normalises all whitespace to single spaces).

@@ -327,6 +327,8 @@ class MultiHeadAttention(nn.Module):
     if self.decode:
       k_BSHK, v_BSHK, mask_B1LS = self._update_cache(k_BSHK, v_BSHK, mask_B1LS)
 
+    if self.is_mutable_collection("intermediates"):  # attention maps (the report tool).
+      self.sow("intermediates", "attention_weights", self._probs(q_BLHK, k_BSHK, mask_B1LS))
     if self.attention == "xla":
       out_BLHK = self._xla_attention(q_BLHK, k_BSHK, v_BSHK, mask_B1LS)
     elif self.attention == "dot_product":
@@ -340,7 +342,9 @@ class MultiHeadAttention(nn.Module):
                                            ("embed",)).astype(self.dtype)
     return constrain(out_BLD, ACT_BLD)
 
-  def _xla_attention(self, q_BLHK, k_BSHK, v_BSHK, mask_B1LS):
+  def _probs(self, q_BLHK, k_BSHK, mask_B1LS):
+    """Attention weights [B, H, L, S] in float32: each query's softmax over the keys it
+    may see; zeros for a query that sees none (padding)."""
     q_BLHK = q_BLHK / jnp.sqrt(self.head_dim).astype(self.dtype)
     logits_BHLS = jnp.einsum("BLHK,BSHK->BHLS", q_BLHK, k_BSHK).astype(jnp.float32)
     if mask_B1LS is not None:
@@ -348,6 +352,10 @@ class MultiHeadAttention(nn.Module):
     probs_BHLS = jax.nn.softmax(logits_BHLS, axis=-1)
     if mask_B1LS is not None:  # rows with no visible key (padding) give zeros, not NaN.
       probs_BHLS = jnp.where(mask_B1LS, probs_BHLS, 0.0)
+    return probs_BHLS
+
+  def _xla_attention(self, q_BLHK, k_BSHK, v_BSHK, mask_B1LS):
+    probs_BHLS = self._probs(q_BLHK, k_BSHK, mask_B1LS)
     probs_BHLS = nn.Dropout(self.dropout_rate)(probs_BHLS, deterministic=self.deterministic)
     return jnp.einsum("BHLS,BSHK->BLHK", probs_BHLS.astype(self.dtype), v_BSHK)
 

@@ -65,7 +65,9 @@ class Task(Protocol):
     kind's record lists them in eval_metrics."""
 
   def final_test(self, run: Evaluator, params: Any, step: int) -> dict[str, float]:
-    """The test-split figures logged at the end (test/...)."""
+    """The test-split figures logged at the end (test/...); optionally "examples", a
+    list of {field: text} dicts (translations, samples) that metrics.jsonl keeps for
+    the report."""
 
 
 class TaskBase:

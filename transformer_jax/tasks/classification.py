@@ -48,6 +48,10 @@ class _Classification(base.TaskBase):
               f"recall {c['recall']:.3f}, F1 {c['f1']:.3f}", flush=True)
       if len(ranked) > 10:
         print(f"  ... and {len(ranked) - 10} smaller classes", flush=True)
+    record["examples"] = [
+        {"label": c["label"], "support": c["support"], "precision": round(c["precision"], 3),
+         "recall": round(c["recall"], 3), "f1": round(c["f1"], 3)}
+        for c in sorted(scores["per_class"], key=lambda c: -c["support"])[:10]]
     return record
 
 
@@ -94,14 +98,16 @@ class ImageClassificationTask(_Classification):
     self.data = images_lib.load_images(config.data)
     self.num_classes = self.data.num_classes
     self.labels = [str(i) for i in range(self.num_classes)]
-    self.save_labels(workdir, is_writer)
     images = self.data.train[0]
     want = (config.data.image_size, config.data.image_size, config.data.num_channels)
     if images.shape[1:] != want:
+      where = (", ".join(config.data.train_files) if config.data.source == "files"
+               else f"config.data.source={config.data.source!r}")
       raise CorpusError(
-          f"the images are {images.shape[1:]} (height, width, channels) but "
+          f"{where}: the images are {images.shape[1:]} (height, width, channels) but "
           f"config.data.image_size={config.data.image_size} and "
           f"config.data.num_channels={config.data.num_channels} say {want}")
+    self.save_labels(workdir, is_writer)
     logging.info("images: %d train, %d validation, %d test, %d classes", len(images),
                  len(self.data.validation[0]), len(self.data.test[0]), self.num_classes)
     self.majority_accuracy = images_lib.majority_baseline(self.data.train[1], self.data.test[1])

@@ -81,4 +81,5 @@ class LanguageModelTask(base.TaskBase):
             f" next-token accuracy {record['test/accuracy']:.3f}", flush=True)
       for prompt, text in samples:
         print(f"  prompt: {prompt!r}\n  sample: {text!r}", flush=True)
+    record["examples"] = [{"prompt": prompt, "sample": text} for prompt, text in samples]
     return record

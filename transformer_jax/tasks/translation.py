@@ -106,4 +106,6 @@ class TranslationTask(base.TaskBase):
       print("  " + json.dumps(signatures), flush=True)
       for src, ref, hyp in examples[:c.num_example_translations]:
         print(f"  source:     {src}\n  reference:  {ref}\n  prediction: {hyp}", flush=True)
-    return {f"test/{k}": v for k, v in scores.items()}
+    return {**{f"test/{k}": v for k, v in scores.items()},
+            "examples": [{"source": src, "reference": ref, "prediction": hyp}
+                         for src, ref, hyp in examples[:c.num_example_translations]]}
