@@ -92,7 +92,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.max_skipped_nonfinite_steps = 0
   # (start, stop): a jax.profiler trace of the train steps range(start, stop) (0-based)
   # into WORKDIR/plugins/profile/ (TensorBoard's profile tab, XProf) with a
-  # .trace.json.gz beside it that ui.perfetto.dev opens. (): off.
+  # perfetto_trace.json.gz beside it that ui.perfetto.dev opens. (): off.
   c.profile_steps = ()
   c.label_smoothing = 0.1
   # Compression (transformer_jax.compress, quant.py, sparsity.py). `quantization.bits`

@@ -3,7 +3,7 @@
 `StepProfiler` captures a `jax.profiler` trace of the train steps
 range(start, stop) (config.profile_steps) into WORKDIR/plugins/profile/, where
 TensorBoard's profile tab (and XProf) find it next to the run's event files; a
-.trace.json.gz beside it opens in ui.perfetto.dev. `compile_seconds` sums XLA's
+perfetto_trace.json.gz beside it opens in ui.perfetto.dev. `compile_seconds` sums XLA's
 compile time per jitted program, as JAX reports it, for `compile/<program>`.
 """
 
@@ -89,5 +89,5 @@ class StepProfiler:
     traces = sorted(glob.glob(os.path.join(self.workdir, "plugins", "profile", "*")))
     where = traces[-1] if traces else os.path.join(self.workdir, "plugins", "profile")
     print(f"Profile of steps {self.range[0]}-{self.range[1] - 1} in {where} (tensorboard "
-          f"--logdir={self.workdir}, profile tab; or the .trace.json.gz in ui.perfetto.dev)",
+          f"--logdir={self.workdir}, profile tab; or perfetto_trace.json.gz in ui.perfetto.dev)",
           flush=True)
