@@ -49,7 +49,7 @@ def report_markdown(runs: list[RunRecords], pictures: list[str], command: str = 
     seen = r.units_seen()
     overview.append([r.name, r.config.get("model", {}).get("kind", "-"), str(steps),
                      str(r.config.get("num_train_steps", "-")),
-                     _num(seen) + (f" {r.unit}" if seen is not None else ""),
+                     f"{seen:,.0f} {r.unit}" if seen is not None else "-",
                      _duration(r.last("time/total")),
                      "done" if r.last("time/total") is not None else "running or stopped"])
   out += ["## Runs", ""]

@@ -1,0 +1,91 @@
+"""Speech data: sentences, voices, espeak-ng synthesis, the Asterisk prompts, the user's files."""
+
+import gzip
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import write_mo
+from transformer_jax.data import audio, speech
+from transformer_jax.data.sources import CorpusError
+
+
+def test_transcripts_are_compared_in_one_normal_form():
+  assert speech.normalize("Please enter your PIN, then press #.") == \
+      "please enter your pin then press"
+  assert speech.normalize("It's  the 'end' & more!") == "it's the end and more"
+  assert speech.normalize(" [beep] ") == "beep" and speech.normalize("...") == ""
+
+
+def test_sentences_are_speakable_messages_of_the_catalogs(tmp_path):
+  folder = tmp_path / "de" / "LC_MESSAGES"
+  folder.mkdir(parents=True)
+  write_mo(folder / "app.mo", {
+      "Could not open the file.": "x", "Open %s": "x", "Save": "x",
+      "Show _hidden files": "x", "Delete 3 items": "x", "<b>Bold</b> text": "x",
+      "could not open the file": "x", "Print the document now?": "x"})
+  assert speech.english_sentences([str(tmp_path)]) == [
+      "Could not open the file.", "Print the document now?"]
+
+
+def test_voices_are_fixed_by_the_text_and_the_test_voice_is_held_out():
+  voices = speech.training_voices(["espeak-ng", "flite"])
+  assert len(voices) == len(speech.ESPEAK_ACCENTS) * len(speech.ESPEAK_VARIANTS) + 3
+  held = speech.parse_voice(speech.HELD_OUT_VOICE)
+  accent, variant = held.name.split("+")
+  assert all(accent not in v.split(":")[1].split("+")[0] for v in voices)
+  assert all(not v.endswith("+" + variant) for v in voices)
+  a, b = speech.voice_for("Save the file", voices), speech.voice_for("Save the file", voices)
+  assert a == b and a.label in voices
+  chosen = {speech.voice_for(f"sentence {i}", voices).label for i in range(200)}
+  assert len(chosen) > 30  # spread over the voices.
+  with pytest.raises(CorpusError, match="expected 'espeak-ng:<voice>"):
+    speech.parse_voice("festival:kal")
+
+
+def test_espeak_speaks_a_sentence_at_its_rate():
+  if not shutil.which("espeak-ng"):
+    pytest.skip(f"espeak-ng is not installed ({speech.TTS_INSTALL}; .ci/run installs it)")
+  voice = speech.Voice("espeak-ng", "en-us+m3", speed=170, pitch=50)
+  samples, rate = speech.synthesize("Could not open the file", voice)
+  assert rate == 22_050 and 0.8 < len(samples) / rate < 4.0
+  assert np.abs(samples).max() > 0.05  # not silence.
+  features = audio.log_mel(samples, rate)
+  assert features.shape[1] == 80 and abs(len(features) - 100 * len(samples) / rate) <= 2
+  noisy = speech.add_noise(samples, 20.0, seed=1)
+  snr = 10 * np.log10(np.mean(samples ** 2) / np.mean((noisy - samples) ** 2))
+  assert abs(snr - 20.0) < 0.5
+
+
+def test_missing_synthesisers_and_recordings_name_the_install_line(tmp_path, monkeypatch):
+  monkeypatch.setenv("PATH", str(tmp_path))  # a PATH without espeak-ng or flite.
+  with pytest.raises(CorpusError, match="apt-get install espeak-ng flite"):
+    speech.check_engines()
+  with pytest.raises(CorpusError, match="apt-get install asterisk-core-sounds-en-wav"):
+    speech.asterisk_prompts(str(tmp_path / "none"), str(tmp_path / "none.txt.gz"))
+
+
+def test_the_asterisk_prompt_list_keeps_speech_with_audio(tmp_path):
+  for name in ("hello", "beep", "goodbye"):
+    audio.write_wav(str(tmp_path / f"{name}.wav"), np.zeros(800, np.float32), 8000)
+  with gzip.open(tmp_path / "t.txt.gz", "wt", encoding="utf-8") as f:
+    f.write("; a comment\nhello: Hello, world.\nbeep: [beep]\ngoodbye: Goodbye [pause] now.\n"
+            "missing: No audio for this one.\n")
+  assert speech.asterisk_prompts(str(tmp_path), str(tmp_path / "t.txt.gz")) == [
+      (str(tmp_path / "goodbye.wav"), "Goodbye now."),
+      (str(tmp_path / "hello.wav"), "Hello, world.")]
+
+
+def test_speech_files_read_paths_and_name_what_is_wrong(tmp_path, capsys):
+  audio.write_wav(str(tmp_path / "a.wav"), np.zeros(1600, np.float32), 16000)
+  (tmp_path / "list.tsv").write_text("a.wav\tOpen the file\na.wav\t...\n", encoding="utf-8")
+  assert speech.read_speech_file(str(tmp_path / "list.tsv")) == [
+      (str(tmp_path / "a.wav"), "Open the file")]
+  assert "skipped 1 row(s) with an empty transcript" in capsys.readouterr().out
+  (tmp_path / "bad.tsv").write_text("b.wav\tHello\n", encoding="utf-8")
+  with pytest.raises(CorpusError, match=r"bad.tsv:1: audio file not found: .*b.wav"):
+    speech.read_speech_file(str(tmp_path / "bad.tsv"))
+  (tmp_path / "empty.tsv").write_text("a.wav\t  \n", encoding="utf-8")
+  with pytest.raises(CorpusError, match="no row with a transcript"):
+    speech.read_speech_file(str(tmp_path / "empty.tsv"))

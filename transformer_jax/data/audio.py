@@ -1,0 +1,133 @@
+"""Audio in, log-mel features out: WAV files read with the standard library, numpy only.
+
+The features are Whisper's: 16 kHz mono, frames of 25 ms (400 samples) every 10 ms
+(160 samples) with a periodic Hann window, the power spectrum of each frame, 80
+triangular mel filters (Slaney's mel scale and area normalisation, 0-8 kHz, as
+librosa's defaults), log10, a floor 8 decades below the loudest value, and
+(x + 4) / 4 so that speech sits around [-1, 1]. Audio at another rate (8 kHz
+telephone prompts, 22.05 kHz synthesised speech) is resampled first, band-limited
+through the FFT.
+"""
+
+from __future__ import annotations
+
+import functools
+import wave
+
+import numpy as np
+
+SAMPLE_RATE = 16_000
+N_FFT = 400  # 25 ms at 16 kHz.
+HOP = 160  # 10 ms.
+N_MELS = 80
+_SAMPLE_WIDTHS = {1: "8-bit", 2: "16-bit", 4: "32-bit"}
+
+
+class AudioError(ValueError):
+  """An audio file that cannot be used; the message names it and why."""
+
+
+def read_wav(path: str) -> tuple[np.ndarray, int]:
+  """(mono float32 samples in [-1, 1], sample rate) of a PCM WAV file."""
+  try:
+    with wave.open(path, "rb") as f:
+      channels, width, rate, frames = (f.getnchannels(), f.getsampwidth(), f.getframerate(),
+                                       f.getnframes())
+      data = f.readframes(frames)
+  except FileNotFoundError as e:
+    raise AudioError(f"{path}: no such file") from e
+  except (wave.Error, EOFError, OSError) as e:
+    raise AudioError(f"{path}: not a readable PCM WAV file ({e})") from e
+  if width not in _SAMPLE_WIDTHS:
+    raise AudioError(f"{path}: {8 * width}-bit samples; PCM WAV of "
+                     f"{', '.join(_SAMPLE_WIDTHS.values())} samples is read (convert it, e.g. "
+                     "sox IN -b 16 OUT.wav)")
+  if rate <= 0 or channels <= 0:
+    raise AudioError(f"{path}: a header of {channels} channel(s) at {rate} Hz")
+  usable = len(data) // (width * channels) * width * channels
+  if width == 1:  # unsigned, centred on 128.
+    samples = (np.frombuffer(data[:usable], np.uint8).astype(np.float32) - 128.0) / 128.0
+  else:
+    kind = {2: np.int16, 4: np.int32}[width]
+    samples = np.frombuffer(data[:usable], f"<{np.dtype(kind).char}").astype(np.float32)
+    samples /= float(2 ** (8 * width - 1))
+  samples = samples.reshape(-1, channels).mean(axis=1)
+  if not len(samples):
+    raise AudioError(f"{path}: no samples")
+  return samples.astype(np.float32), rate
+
+
+def write_wav(path: str, samples: np.ndarray, rate: int) -> None:
+  """16-bit mono PCM WAV of float samples in [-1, 1] (clipped)."""
+  pcm = np.clip(np.round(np.asarray(samples, np.float64) * 32767), -32768, 32767)
+  with wave.open(path, "wb") as f:
+    f.setnchannels(1)
+    f.setsampwidth(2)
+    f.setframerate(rate)
+    f.writeframes(pcm.astype("<i2").tobytes())
+
+
+def resample(samples: np.ndarray, rate: int, to: int = SAMPLE_RATE) -> np.ndarray:
+  """`samples` at `rate` Hz -> `to` Hz, band-limited: the spectrum is cut (or padded
+  with zeros) at the lower Nyquist frequency and transformed back."""
+  if rate == to:
+    return np.asarray(samples, np.float32)
+  n = len(samples)
+  m = max(int(round(n * to / rate)), 1)
+  short = min(n, m)  # the shorter signal's band is what both share.
+  out = np.zeros(m // 2 + 1, np.complex128)
+  out[:short // 2 + 1] = np.fft.rfft(samples)[:short // 2 + 1]
+  if short % 2 == 0:  # that band's Nyquist bin stands for two (+f and -f) components:
+    out[short // 2] *= 2.0 if m < n else 0.5  # folded into one, or split in two.
+  return (np.fft.irfft(out, m) * (m / n)).astype(np.float32)
+
+
+def hz_to_mel(hz):
+  """Slaney's mel scale: linear to 1 kHz (3 mels per 200 Hz), logarithmic above."""
+  hz = np.asarray(hz, np.float64)
+  logstep = np.log(6.4) / 27.0
+  return np.where(hz < 1000.0, hz / (200.0 / 3), 15.0 + np.log(np.maximum(hz, 1e-9) / 1000.0)
+                  / logstep)
+
+
+def mel_to_hz(mel):
+  mel = np.asarray(mel, np.float64)
+  logstep = np.log(6.4) / 27.0
+  return np.where(mel < 15.0, mel * (200.0 / 3), 1000.0 * np.exp(logstep * (mel - 15.0)))
+
+
+@functools.lru_cache(maxsize=4)
+def mel_filters(n_mels: int = N_MELS, n_fft: int = N_FFT, rate: int = SAMPLE_RATE) -> np.ndarray:
+  """[n_mels, n_fft // 2 + 1] triangular filters between mel-spaced edges from 0 Hz to
+  rate / 2, each scaled to unit area over frequency (Slaney)."""
+  bins = np.linspace(0.0, rate / 2, n_fft // 2 + 1)
+  edges = mel_to_hz(np.linspace(hz_to_mel(0.0), hz_to_mel(rate / 2), n_mels + 2))
+  lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+  rising = (bins - lower) / (centre - lower)
+  falling = (upper - bins) / (upper - centre)
+  weights = np.maximum(0.0, np.minimum(rising, falling))
+  return (weights * (2.0 / (upper - lower))).astype(np.float32)
+
+
+def frames(samples: np.ndarray, n_fft: int = N_FFT, hop: int = HOP) -> np.ndarray:
+  """[1 + len // hop, n_fft] windows centred on every hop (the signal reflected at its
+  ends, as librosa's center=True)."""
+  pad = n_fft // 2
+  x = np.asarray(samples, np.float32)
+  if len(x) <= pad:
+    x = np.pad(x, (0, pad + 1 - len(x)))
+  x = np.pad(x, (pad, pad), mode="reflect")
+  count = 1 + (len(x) - n_fft) // hop
+  index = np.arange(n_fft)[None, :] + hop * np.arange(count)[:, None]
+  return x[index]
+
+
+def log_mel(samples: np.ndarray, rate: int = SAMPLE_RATE) -> np.ndarray:
+  """[frames, 80] float32 log-mel features of mono samples at `rate` Hz."""
+  x = resample(samples, rate) if rate != SAMPLE_RATE else np.asarray(samples, np.float32)
+  window = np.hanning(N_FFT + 1)[:-1].astype(np.float32)  # periodic Hann.
+  power = np.abs(np.fft.rfft(frames(x) * window, axis=-1)) ** 2
+  mel = power @ mel_filters().T
+  logs = np.log10(np.maximum(mel, 1e-10))
+  logs = np.maximum(logs, logs.max() - 8.0)
+  return ((logs + 4.0) / 4.0).astype(np.float32)
