@@ -36,9 +36,8 @@ _BEAM = flags.DEFINE_integer("beam_size", 4, "Beams of the beam-search variant (
 def _decode_fn(model_config, *, cached: bool, beam: int, length: int):
   def run(params, inputs_BS):
     b = inputs_BS.shape[0]
-    encoded = decoding.encode(model_config, params, inputs_BS)
     k = max(beam, 1)
-    source = (jnp.repeat(encoded, k, axis=0), jnp.repeat(inputs_BS, k, axis=0))
+    source = decoding.encode(model_config, params, inputs_BS).repeat(k)
     step_fn, cache = decoding.start_state(
         model_config, params, b * k, length, source, cached)
     if beam:  # eos_id=-1: never stop early.

@@ -16,7 +16,7 @@ vocabulary is padded) and the padding id are never produced.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -25,9 +25,23 @@ import jax.numpy as jnp
 from transformer_jax import beam_search as beam_lib
 from transformer_jax.data.tokenizer import EOS_ID, PAD_ID
 from transformer_jax.models.decoder_lm import DecoderLM
+from transformer_jax.models.speech import SpeechToText
 from transformer_jax.models.transformer import EncoderDecoder, TransformerConfig, unstack_layers
 
 Array = jax.Array
+
+
+class Source(NamedTuple):
+  """What an encoder-decoder's decoder attends to: the encoder's output, which of its
+  positions count (> 0), and the model class (EncoderDecoder, SpeechToText)."""
+  encoded_BSD: Array
+  valid_BS: Array
+  model_type: type = EncoderDecoder
+
+  def repeat(self, k: int) -> "Source":
+    """Each row k times (beam search)."""
+    return Source(jnp.repeat(self.encoded_BSD, k, axis=0), jnp.repeat(self.valid_BS, k, axis=0),
+                  self.model_type)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,19 +141,18 @@ def init_cache(model: nn.Module, batch_size: int, max_length: int, source_length
   """A zeroed key/value cache for `max_length` target positions."""
   def init():
     targets = jnp.ones((batch_size, max_length), jnp.int32)
-    if isinstance(model, EncoderDecoder):
-      return model.init(jax.random.key(0), jnp.ones((batch_size, source_length), jnp.int32),
-                        targets)["cache"]
+    if hasattr(model, "dummy_source"):  # an encoder-decoder: its inputs, of this length.
+      source = model.dummy_source(batch_size, source_length, model.config)
+      return model.init(jax.random.key(0), source, targets)["cache"]
     return model.init(jax.random.key(0), targets)["cache"]
   return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(init))
 
 
 def _model_logits(model: nn.Module, variables, tokens_BL, positions_BL, source, mutable):
-  """Decoder logits for the model kind; `source` is (encoded, inputs) or None."""
-  if isinstance(model, EncoderDecoder):
-    encoded_BSD, inputs_BS = source
-    return model.apply(variables, encoded_BSD, inputs_BS, tokens_BL, positions_BL,
-                       method=EncoderDecoder.decode, mutable=mutable)
+  """Decoder logits for the model kind; `source` is a Source or None (a decoder-only LM)."""
+  if source is not None:
+    return model.apply(variables, source.encoded_BSD, source.valid_BS, tokens_BL, positions_BL,
+                       method=source.model_type.decode, mutable=mutable)
   return model.apply(variables, tokens_BL, positions_BL, method=DecoderLM.logits,
                      mutable=mutable)
 
@@ -168,20 +181,23 @@ def uncached_step_fn(config: TransformerConfig, params, source=None):
 
 
 def type_for(source) -> type:
-  return EncoderDecoder if source is not None else DecoderLM
+  return source.model_type if source is not None else DecoderLM
 
 
-def encode(config: TransformerConfig, params, inputs_BS: Array) -> Array:
-  model = EncoderDecoder(_decode_mode(config, cached=False))
-  return model.apply({"params": params}, inputs_BS, method=EncoderDecoder.encode)
+def encode(config: TransformerConfig, params, inputs: Array,
+           model_type: type = EncoderDecoder) -> Source:
+  """The encoder's output for `inputs` (source ids, or speech features) as a Source."""
+  model = model_type(_decode_mode(config, cached=False))
+  encoded_BSD = model.apply({"params": params}, inputs, method=model_type.encode)
+  return Source(encoded_BSD, model_type.source_valid(inputs, config), model_type)
 
 
 def start_state(config: TransformerConfig, params, batch_size: int, max_length: int, source,
                 cached: bool):
-  """(step_fn, its initial cache) for `batch_size` rows; `source` is (encoded, inputs) or None."""
+  """(step_fn, its initial cache) for `batch_size` rows; `source` is a Source or None."""
   if cached:
     step_fn, model = cached_step_fn(config, params, source)
-    source_length = source[1].shape[1] if source is not None else 0
+    source_length = source.valid_BS.shape[1] if source is not None else 0
     return step_fn, init_cache(model, batch_size, max_length, source_length)
   step_fn, _ = uncached_step_fn(config, params, source)
   return step_fn, jnp.zeros((batch_size, max_length), jnp.int32)
@@ -202,19 +218,37 @@ def translate(params, inputs_BS: Array, rng: Array | None, *, config: Transforme
               options: DecodeOptions, max_length: int, vocab_limit: int | None = None,
               cached: bool = True) -> Array:
   """Target ids [B, max_length] for source ids [B, S] (zero-padded); jit-able."""
+  return _encode_decode(EncoderDecoder, params, inputs_BS, rng, config=config,
+                        options=options, max_length=max_length, vocab_limit=vocab_limit,
+                        cached=cached)
+
+
+def transcribe(params, features_BTF: Array, rng: Array | None, *, config: TransformerConfig,
+               options: DecodeOptions, max_length: int, vocab_limit: int | None = None,
+               cached: bool = True) -> Array:
+  """Transcript ids [B, max_length] for speech features with their frame mask
+  [B, T, F + 1] (models/speech.py); jit-able."""
+  return _encode_decode(SpeechToText, params, features_BTF, rng, config=config,
+                        options=options, max_length=max_length, vocab_limit=vocab_limit,
+                        cached=cached)
+
+
+def _encode_decode(model_type: type, params, inputs: Array, rng: Array | None, *,
+                   config: TransformerConfig, options: DecodeOptions, max_length: int,
+                   vocab_limit: int | None, cached: bool) -> Array:
+  """An encoder-decoder's output ids: the encoder once, then the decoder's loop."""
   config, params = unscanned(config, params)
-  b = inputs_BS.shape[0]
-  encoded_BSD = encode(config, params, inputs_BS)
+  b = inputs.shape[0]
+  source = encode(config, params, inputs, model_type)
   mask = vocab_mask(vocab_limit)
   if options.method == "beam":
     k = options.beam_size
-    source = (jnp.repeat(encoded_BSD, k, axis=0), jnp.repeat(inputs_BS, k, axis=0))
-    step_fn, cache = start_state(config, params, b * k, max_length, source, cached)
+    step_fn, cache = start_state(config, params, b * k, max_length, source.repeat(k), cached)
     seqs_BKL, _ = beam_lib.beam_search(step_fn, cache, batch_size=b, beam_size=k,
                                        max_length=max_length, alpha=options.alpha,
                                        eos_id=EOS_ID, mask_logits=mask)
     return seqs_BKL[:, 0]
-  step_fn, cache = start_state(config, params, b, max_length, (encoded_BSD, inputs_BS), cached)
+  step_fn, cache = start_state(config, params, b, max_length, source, cached)
   return sample_loop(step_fn, cache, batch_size=b, max_length=max_length, rng=rng,
                      mask_logits=mask, **_sampling_args(options))
 

@@ -64,12 +64,15 @@ class TransformerConfig:
   class_vector: bool = True
   embedding_norm: bool = False  # classifier: LayerNorm over the summed embeddings (BERT).
   patch_size: int = 4  # ViT: square patches of patch_size x patch_size pixels.
+  num_mel_bins: int = 80  # speech: log-mel features per frame.
+  subsample: int = 2  # speech: the front-end's time reduction (2 or 4).
 
   def __post_init__(self):
     for field, allowed in (("positions", POSITIONS), ("attention", ATTENTIONS),
                            ("pooling", POOLINGS), ("norm_position", ("pre", "post")),
                            ("remat", ("none", *REMAT_POLICIES)),
-                           ("activation", tuple(layers.ACTIVATIONS))):
+                           ("activation", tuple(layers.ACTIVATIONS)),
+                           ("subsample", (2, 4))):
       if getattr(self, field) not in allowed:
         raise ValueError(f"TransformerConfig.{field} must be one of {allowed}, "
                          f"got {getattr(self, field)!r}")
@@ -292,6 +295,22 @@ def decoder_self_mask(cfg: TransformerConfig, decoder_inputs_BL: Array,
   return mask, valid_BL
 
 
+def cross_decode(cfg: TransformerConfig, decoder: Decoder, encoded_BSD: Array,
+                 src_valid_BS: Array, decoder_inputs_BL: Array,
+                 targets_positions_BL: Array | None = None,
+                 inputs_segment_ids_BS: Array | None = None,
+                 targets_segment_ids_BL: Array | None = None) -> Array:
+  """`decoder`'s logits [B, L, V] over `encoded_BSD` (its valid positions
+  `src_valid_BS`): causal self-attention, cross-attention to the source."""
+  self_mask, tgt_valid_BL = decoder_self_mask(cfg, decoder_inputs_BL, targets_segment_ids_BL)
+  cross_mask = layers.padding_mask(tgt_valid_BL, src_valid_BS)
+  if targets_segment_ids_BL is not None and inputs_segment_ids_BS is not None:
+    cross_mask = cross_mask & layers.segment_mask(targets_segment_ids_BL, inputs_segment_ids_BS)
+  if targets_positions_BL is None:
+    targets_positions_BL = default_positions(decoder_inputs_BL)
+  return decoder(decoder_inputs_BL, targets_positions_BL, encoded_BSD, self_mask, cross_mask)
+
+
 class EncoderDecoder(nn.Module):
   """Source ids -> target logits. Packed batches pass segment ids and positions."""
   config: TransformerConfig
@@ -316,18 +335,23 @@ class EncoderDecoder(nn.Module):
              targets_positions_BL: Array | None = None,
              inputs_segment_ids_BS: Array | None = None,
              targets_segment_ids_BL: Array | None = None) -> Array:
-    """Target logits [B, L, V] (float32). In decode mode L is 1 and the KV cache is used."""
-    src_valid_BS = inputs_BS > 0
-    self_mask, tgt_valid_BL = decoder_self_mask(self.config, decoder_inputs_BL,
-                                                targets_segment_ids_BL)
-    cross_mask = layers.padding_mask(tgt_valid_BL, src_valid_BS)
-    if targets_segment_ids_BL is not None and inputs_segment_ids_BS is not None:
-      cross_mask = cross_mask & layers.segment_mask(targets_segment_ids_BL,
-                                                    inputs_segment_ids_BS)
-    if targets_positions_BL is None:
-      targets_positions_BL = default_positions(decoder_inputs_BL)
-    return self.decoder(decoder_inputs_BL, targets_positions_BL, encoded_BSD, self_mask,
-                        cross_mask)
+    """Target logits [B, L, V] (float32). In decode mode L is 1 and the KV cache is used.
+    `inputs_BS` marks the source positions that count (> 0)."""
+    return cross_decode(self.config, self.decoder, encoded_BSD, inputs_BS > 0,
+                        decoder_inputs_BL, targets_positions_BL, inputs_segment_ids_BS,
+                        targets_segment_ids_BL)
+
+  @staticmethod
+  def source_valid(inputs_BS: Array, cfg: TransformerConfig) -> Array:
+    """What `decode` takes as `inputs_BS` for these encoder inputs: the ids themselves."""
+    del cfg
+    return inputs_BS
+
+  @staticmethod
+  def dummy_source(batch_size: int, length: int, cfg: TransformerConfig) -> Array:
+    """Encoder inputs of this shape, for tracing (decoding's cache shapes)."""
+    del cfg
+    return jnp.ones((batch_size, length), jnp.int32)
 
   def __call__(self, inputs_BS: Array, targets_BL: Array,
                inputs_positions_BS: Array | None = None,

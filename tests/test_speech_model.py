@@ -1,0 +1,76 @@
+"""The speech-to-text model: its front-end, its frame mask, and decoding over its KV cache."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from transformer_jax import decoding
+from transformer_jax.models import speech
+from transformer_jax.models.transformer import TransformerConfig
+
+CFG = TransformerConfig(vocab_size=48, emb_dim=32, num_heads=2, head_dim=16, mlp_dim=64,
+                        num_encoder_layers=2, num_decoder_layers=2, dropout_rate=0.0,
+                        attention_dropout_rate=0.0, deterministic=True, num_mel_bins=8)
+
+
+def _features(rng, batch, frames, valid_frames):
+  """[B, T, F + 1]: random features, the last channel 1 on each row's valid frames."""
+  x = rng.standard_normal((batch, frames, CFG.num_mel_bins + 1)).astype(np.float32)
+  x[..., -1] = (np.arange(frames)[None, :] < np.asarray(valid_frames)[:, None])
+  return jnp.asarray(x)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_the_front_end_convolution_is_xlas(stride):
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((2, 9, 5)), jnp.float32)
+  w = jnp.asarray(rng.standard_normal((3, 5, 4)), jnp.float32)
+  ref = jax.lax.conv_general_dilated(x, w, (stride,), [(1, 1)],
+                                     dimension_numbers=("NWC", "WIO", "NWC"))
+  np.testing.assert_allclose(speech.conv1d(x, w, stride), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("subsample", [2, 4])
+def test_padding_frames_change_nothing(subsample):
+  cfg = CFG.replace(subsample=subsample)
+  model = speech.SpeechToText(cfg)
+  rng = np.random.default_rng(1)
+  short = _features(rng, 1, 24, [24])
+  padded = jnp.concatenate([short, _features(rng, 1, 16, [0])], axis=1)  # 16 padding frames.
+  targets = jnp.asarray([[5, 9, 2, 1, 0, 0]], jnp.int32)
+  params = model.init(jax.random.key(0), padded, targets)["params"]
+  np.testing.assert_allclose(model.apply({"params": params}, short, targets),
+                             model.apply({"params": params}, padded, targets), atol=2e-5)
+  valid = speech.SpeechToText.source_valid(padded, cfg)
+  assert valid.shape == (1, 40 // subsample) and int(valid.sum()) == 24 // subsample
+  names = nn.get_partition_spec(
+      jax.eval_shape(lambda: model.init(jax.random.key(0), padded, targets)["params"]))
+  encoder = names["encoder"]
+  assert tuple(encoder["conv_0"]) == ("conv_window", "mel", "embed")
+  assert all(len(spec) == leaf.ndim for spec, leaf in zip(
+      jax.tree.leaves(names, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec)),
+      jax.tree.leaves(params)))
+
+
+@pytest.mark.parametrize("method", ["greedy", "beam"])
+def test_cached_decoding_equals_recomputing(method):
+  model = speech.SpeechToText(CFG)
+  rng = np.random.default_rng(2)
+  features = _features(rng, 3, 20, [20, 13, 6])
+  params = model.init(jax.random.key(3), features, jnp.ones((3, 7), jnp.int32))["params"]
+  options = decoding.DecodeOptions(method=method, beam_size=3)
+  out = {cached: np.asarray(jax.jit(lambda p, f, c=cached: decoding.transcribe(
+      p, f, None, config=CFG, options=options, max_length=7, vocab_limit=40, cached=c))(
+          params, features)) for cached in (True, False)}
+  np.testing.assert_array_equal(out[True], out[False])
+  assert out[True].shape == (3, 7) and (out[True] < 40).all()
+  # Greedy is the argmax of the model's own logits (over ids 1..39: never padding, never
+  # beyond the vocabulary), fed back token by token.
+  if method == "greedy":
+    ids = out[True][:1]
+    logits = model.apply({"params": params}, features[:1], jnp.asarray(ids))
+    first_eos = list(ids[0]).index(1) if 1 in ids[0] else ids.shape[1] - 1
+    np.testing.assert_array_equal(
+        1 + np.argmax(np.asarray(logits[0, :first_eos + 1, 1:40]), -1), ids[0, :first_eos + 1])
