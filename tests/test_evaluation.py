@@ -57,3 +57,18 @@ def test_placeholder_match_counts_sentences_that_keep_their_placeholders_exactly
   assert evaluation.placeholder_match(["x"], ["kein"]) == 100.0
   scores = evaluation.translation_scores(hyps, refs)
   assert scores["placeholders"] == pytest.approx(100 / 3)
+
+
+def test_word_and_character_error_rates_by_hand():
+  # "open the file" -> "open a file": 1 substitution; "close it" -> "close it now": 1
+  # insertion: 2 errors over 5 reference words. Characters (spaces included): the -> a is
+  # 1 substitution + 2 deletions, " now" 4 insertions: 7 over 13 + 8 = 21.
+  scores = evaluation.transcription_scores(["Open a file.", "close it, NOW"],
+                                           ["open the file", "Close it."])
+  assert scores["wer"] == pytest.approx(40.0)
+  assert scores["cer"] == pytest.approx(100 * 7 / 21)
+  assert evaluation.transcription_scores(["a b"], ["a b"]) == {"wer": 0.0, "cer": 0.0}
+  with pytest.raises(ValueError, match=r"reference 1 \('\.\.\.'\) has no words"):
+    evaluation.transcription_scores(["a", "b"], ["a", "..."])
+  with pytest.raises(ValueError, match="2 hypotheses but 1 references"):
+    evaluation.transcription_scores(["a", "b"], ["a"])

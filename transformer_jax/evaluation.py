@@ -1,16 +1,44 @@
-"""Scores: translation quality with sacrebleu on detokenized text; classifier accuracy,
-precision, recall and F1 from a confusion matrix."""
+"""Scores: translation quality with sacrebleu on detokenized text; transcription word and
+character error rates with jiwer; classifier accuracy, precision, recall and F1 from a
+confusion matrix."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import collections
+import re
 
+import jiwer
 import numpy as np
 import sacrebleu
 
 from transformer_jax.data.tokenizer import PLACEHOLDER_RE
+
+
+def normalize_transcript(text: str) -> str:
+  """The form transcripts are scored in: lower case; letters, digits and apostrophes;
+  everything else a space; single spaces."""
+  text = text.lower().replace("&", " and ")
+  text = re.sub(r"[^a-z0-9']+", " ", text)
+  return " ".join(w.strip("'") for w in text.split() if w.strip("'"))
+
+
+def transcription_scores(hypotheses: Sequence[str], references: Sequence[str]) -> dict:
+  """Corpus word and character error rates in % (jiwer: substitutions, deletions and
+  insertions over the reference's words or characters, summed over all sentences), on
+  normalized text. A reference that normalizes to nothing is an error (it has no
+  words to get wrong)."""
+  if len(hypotheses) != len(references):
+    raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
+  if not hypotheses:
+    raise ValueError("no hypotheses to score")
+  refs = [normalize_transcript(r) for r in references]
+  hyps = [normalize_transcript(h) for h in hypotheses]
+  empty = [i for i, r in enumerate(refs) if not r]
+  if empty:
+    raise ValueError(f"reference {empty[0]} ({references[empty[0]]!r}) has no words")
+  return {"wer": 100.0 * jiwer.wer(refs, hyps), "cer": 100.0 * jiwer.cer(refs, hyps)}
 
 
 def translation_scores(hypotheses: Sequence[str], references: Sequence[str],

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from transformer_jax.data import audio
+from transformer_jax.evaluation import normalize_transcript
 from transformer_jax.data.sources import CorpusError, find_catalogs, read_catalog
 
 TTS_INSTALL = "apt-get install espeak-ng flite"
@@ -43,12 +44,8 @@ FLITE_VOICES = ("kal", "awb", "rms")
 HELD_OUT_VOICE = "espeak-ng:en-029+f4"
 
 
-def normalize(text: str) -> str:
-  """The form transcripts are scored in: lower case; letters, digits and apostrophes;
-  everything else a space; single spaces."""
-  text = text.lower().replace("&", " and ")
-  text = re.sub(r"[^a-z0-9']+", " ", text)
-  return " ".join(w.strip("'") for w in text.split() if w.strip("'"))
+# The form transcripts are compared in (lower case; letters, digits, apostrophes).
+normalize = normalize_transcript
 
 
 _SPEAKABLE = re.compile(r"^[A-Za-z][A-Za-z' ,.?!-]*$")

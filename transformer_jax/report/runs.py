@@ -12,7 +12,7 @@ import math
 import os
 
 # The task's quality figures, in the order a report shows them (those a run logs).
-QUALITY = ("bleu", "chrf", "placeholders", "perplexity", "accuracy", "f1")
+QUALITY = ("bleu", "chrf", "placeholders", "wer", "cer", "perplexity", "accuracy", "f1")
 
 
 class ReportError(ValueError):
