@@ -83,9 +83,9 @@ def _axes(names: tuple) -> str:
                    for n in names) or "-"
 
 
-def totals(programs) -> dict:
-  """The run's headline figures (numbers, for model.md and the report)."""
-  rows = param_rows(programs)
+def totals(programs, rows: list[ParamRow]) -> dict:
+  """The run's headline figures (numbers, for model.md and the report); `rows` are
+  param_rows(programs)."""
   units, unit = tokens_per_step(programs)
   out = {"kind": programs.kind.name, "params": sum(r.count for r in rows),
          "param_arrays": len(rows),
@@ -127,7 +127,7 @@ def _headline(t: dict) -> list[str]:
 def model_markdown(programs) -> str:
   """WORKDIR/model.md: totals, blocks, every parameter."""
   rows = param_rows(programs)
-  t = totals(programs)
+  t = totals(programs, rows)
   out = [f"# Model: {t['kind']}", "", *_headline(t), "", "## Blocks", "",
          "| block | arrays | parameters | share | bytes per device |",
          "| --- | ---: | ---: | ---: | ---: |"]
@@ -147,7 +147,7 @@ def model_markdown(programs) -> str:
 def console_table(programs) -> str:
   """The blocks and totals, aligned for a terminal."""
   rows = param_rows(programs)
-  t = totals(programs)
+  t = totals(programs, rows)
   blocks = _blocks(rows)
   width = max(len(b[0]) for b in blocks)
   lines = [f"  {'parameters of':<{width}}  {'arrays':>6}  {'parameters':>12}  {'share':>6}"]
