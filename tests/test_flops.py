@@ -15,6 +15,9 @@ KINDS = [
     ("encoder_classifier", 2000, 5, {"model.kind": "encoder_classifier"}),
     ("vit", 0, 10, {"model.kind": "vit", "model.positions": "learned",
                     "data.image_size": 16, "model.patch_size": 4}),
+    ("speech_to_text", 2000, 0, {"model.kind": "speech_to_text", "data.source": "tts",
+                                 "data.max_frames": 128, "model.subsample": 4,
+                                 "model.ctc_weight": 0.3}),
 ]
 
 

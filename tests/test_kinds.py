@@ -72,7 +72,8 @@ def test_a_name_taken_by_another_file_is_refused():
   assert kinds.register(vit) is vit  # the same record again is fine.
 
 
-@pytest.mark.parametrize("name", ["encoder_decoder", "decoder_lm", "encoder_classifier", "vit"])
+@pytest.mark.parametrize("name", ["encoder_decoder", "decoder_lm", "encoder_classifier", "vit",
+                                  "speech_to_text"])
 def test_every_built_in_record_is_complete(name):
   kind = kinds.get(name)
   c = config_lib.default_config()
@@ -93,7 +94,7 @@ def test_every_built_in_record_is_complete(name):
 
 # The modules that run every kind: none of them may name one (they ask the record).
 GENERIC = ["trainer.py", "programs.py", "steps.py", "aot.py", "inference.py", "translate.py",
-           "generate.py", "checkpoint.py", "sharding.py", "objectives.py", "tasks/base.py",
+           "generate.py", "transcribe.py", "checkpoint.py", "sharding.py", "objectives.py", "tasks/base.py",
            "tasks/__init__.py"]
 
 

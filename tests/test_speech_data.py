@@ -89,3 +89,11 @@ def test_speech_files_read_paths_and_name_what_is_wrong(tmp_path, capsys):
   (tmp_path / "empty.tsv").write_text("a.wav\t  \n", encoding="utf-8")
   with pytest.raises(CorpusError, match="no row with a transcript"):
     speech.read_speech_file(str(tmp_path / "empty.tsv"))
+
+
+def test_a_common_word_vocabulary_keeps_the_sentences_made_of_it():
+  sentences = ["Open the file", "Close the file", "Open the window", "Defenestrate the file",
+               "Open it"]
+  # Counts: the 5, file 3, open 3, close 1, window 1, defenestrate 1, it 1.
+  assert speech.common_word_sentences(sentences, 4) == ["Open the file", "Close the file"]
+  assert speech.common_word_sentences(sentences, 0) == sentences

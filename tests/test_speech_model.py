@@ -4,9 +4,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from transformer_jax import decoding
+from transformer_jax import decoding, kinds
 from transformer_jax.models import speech
 from transformer_jax.models.transformer import TransformerConfig
 
@@ -74,3 +75,49 @@ def test_cached_decoding_equals_recomputing(method):
     first_eos = list(ids[0]).index(1) if 1 in ids[0] else ids.shape[1] - 1
     np.testing.assert_array_equal(
         1 + np.argmax(np.asarray(logits[0, :first_eos + 1, 1:40]), -1), ids[0, :first_eos + 1])
+
+
+def test_a_packed_row_scores_each_utterance_as_if_alone():
+  cfg = CFG.replace(subsample=4)
+  model = speech.SpeechToText(cfg)
+  rng = np.random.default_rng(4)
+  a, b = _features(rng, 1, 12, [12]), _features(rng, 1, 16, [16])
+  ta, tb = np.asarray([[5, 9, 1]], np.int32), np.asarray([[7, 3, 8, 1]], np.int32)
+  # One row: a (segment 1), b (segment 2), 4 padding frames; transcripts likewise.
+  packed = jnp.concatenate([a, b.at[..., -1].set(2.0), jnp.zeros((1, 4, CFG.num_mel_bins + 1))],
+                           axis=1)
+  targets = np.concatenate([ta, tb, [[0]]], axis=1)
+  segments = np.asarray([[1, 1, 1, 2, 2, 2, 2, 0]], np.int32)
+  positions = np.asarray([[0, 1, 2, 0, 1, 2, 3, 0]], np.int32)
+  params = model.init(jax.random.key(0), packed, jnp.asarray(targets))["params"]
+  logits = model.apply({"params": params}, packed, jnp.asarray(targets), jnp.asarray(positions),
+                       jnp.asarray(segments))
+  alone_a = model.apply({"params": params}, a, jnp.asarray(ta))
+  alone_b = model.apply({"params": params}, b, jnp.asarray(tb))
+  np.testing.assert_allclose(logits[:, :3], alone_a, atol=2e-5)
+  np.testing.assert_allclose(logits[:, 3:7], alone_b, atol=2e-5)
+  np.testing.assert_array_equal(speech.segment_positions(jnp.asarray([[1, 1, 2, 2, 2, 0]])),
+                                [[0, 1, 0, 1, 2, 0]])
+
+
+def test_the_ctc_head_adds_its_weighted_loss_and_changes_no_logit():
+  cfg = CFG.replace(subsample=4, ctc_weight=0.3)
+  model = speech.SpeechToText(cfg)
+  rng = np.random.default_rng(5)
+  features = _features(rng, 2, 32, [32, 0])  # the second row is padding.
+  targets = jnp.asarray([[5, 9, 2, 1], [0, 0, 0, 0]], jnp.int32)
+  params = model.init(jax.random.key(0), features, targets)["params"]
+  out = model.apply({"params": params}, features, targets)
+  plain = speech.SpeechToText(CFG.replace(subsample=4)).apply(
+      {"params": {k: v for k, v in params.items() if k != "ctc_head"}}, features, targets)
+  np.testing.assert_allclose(out["logits"], plain, atol=1e-6)
+  encoded = model.apply({"params": params}, features, method=speech.SpeechToText.encode)
+  logits = np.asarray(encoded[:1]) @ np.asarray(nn.meta.unbox(params["ctc_head"]))
+  expected = optax.ctc_loss(logits, np.zeros((1, 8)), targets[:1], np.zeros((1, 4)))[0]
+  np.testing.assert_allclose(out["ctc_sum"], expected, rtol=1e-5)
+  np.testing.assert_allclose(out["aux_loss_sum"], 0.3 * expected, rtol=1e-5)
+  kind = kinds.get("speech_to_text")
+  batch = {"targets": targets}
+  sums = kind.objective(out, batch, 0.0)
+  base = kind.eval_sums(out, batch)
+  np.testing.assert_allclose(sums["loss_sum"], base["loss_sum"] + 0.3 * expected, rtol=1e-5)

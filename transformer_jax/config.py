@@ -65,9 +65,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.num_eval_steps = -1  # validation batches per evaluation; -1: the whole split.
   # Evaluation subsets are taken in a fixed hash order of each split, so that
   # they represent it (not the alphabetically first examples).
-  c.num_predict_examples = -1  # translation: test sentences decoded at the end; -1: all.
-  # Translation: validation sentences translated at every evaluation for eval/bleu
-  # and eval/chrf; 0: off.
+  # Translation / speech: test sentences decoded at the end; -1: all.
+  c.num_predict_examples = -1
+  # Translation / speech: validation sentences decoded at every evaluation for
+  # eval/bleu and eval/chrf (speech: eval/wer and eval/cer); 0: off.
   c.num_eval_bleu_examples = 0
   # The decoder of eval/bleu, test/bleu, the LM's samples and the translate /
   # generate tools:
@@ -123,7 +124,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()
   # A registered model kind (transformer_jax/kinds/): encoder_decoder (translation) |
   # decoder_lm (GPT-style LM) | encoder_classifier (BERT-style text classifier) |
-  # vit (Vision Transformer); a config file may register its own (see README).
+  # vit (Vision Transformer) | speech_to_text (log-mel speech recognition); a config
+  # file may register its own (see README).
   c.model.kind = "encoder_decoder"
   c.model.emb_dim = 256
   c.model.num_heads = 4
@@ -159,11 +161,14 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.embedding_norm = False
   # Rows of a learned position table; 0: max(max_target_length, max_predict_length) + 1.
   c.model.max_length = 0
+  c.model.subsample = 2  # speech_to_text: the front-end's time reduction, 2 or 4.
+  # speech_to_text: weight of a CTC loss on the encoder beside the decoder's (0: none).
+  c.model.ctc_weight = 0.0
   # Data.
   c.data = ml_collections.ConfigDict()
   # One of the kind's sources (its record's data_sources); "files": your own files.
   # encoder_decoder: gettext | files; decoder_lm: python_stdlib | files;
-  # encoder_classifier: debian | files; vit: mnist | files.
+  # encoder_classifier: debian | files; vit: mnist | files; speech_to_text: tts | files.
   c.data.source = "gettext"
   c.data.source_lang = "en"  # gettext / translation files.
   c.data.target_lang = "de"
@@ -182,6 +187,29 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.min_class_examples = 100  # encoder_classifier: rarer labels are dropped.
   c.data.image_size = 28  # vit: images are image_size x image_size x num_channels.
   c.data.num_channels = 1
+  # speech_to_text (data/speech_splits.py, data/speech_pipeline.py). Rows hold up to
+  # max_frames 10 ms frames (longer utterances are left out of training); `tts` speaks
+  # up to max_utterances training sentences (0: all) and up to max_eval_utterances
+  # validation and test sentences (0: all). real_speech: off | test (the Asterisk
+  # prompts' test split gives test/real_wer) | train_test (their training split also
+  # trains, real_train_repeats times); real_test_fraction of them are the test split.
+  c.data.max_frames = 512
+  # tts: only sentences whose words are all among the N most frequent words of the
+  # catalog sentences (a command-and-message vocabulary); 0: every sentence.
+  c.data.common_words = 0
+  # Decoded utterances (eval/wer, test/wer, test/real_wer) up to this many frames;
+  # longer ones are left out and counted.
+  c.data.max_decode_frames = 1024
+  c.data.max_utterances = 0
+  c.data.max_eval_utterances = 0
+  c.data.real_speech = "test"
+  c.data.real_test_fraction = 0.3
+  c.data.real_train_repeats = 1
+  # Training augmentation (speech_pipeline.Augment): level, telephone band, noise and
+  # SpecAugment's frequency and time masks; zeros switch a part off.
+  c.data.augment = ml_collections.ConfigDict({
+      "gain_db": 0.0, "telephone_prob": 0.0, "noise_prob": 0.0, "snr_db": (10.0, 40.0),
+      "freq_masks": 0, "freq_width": 0, "time_masks": 0, "time_width": 0})
   return c
 
 
@@ -250,4 +278,6 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int,
       dtype=DTYPES[m.dtype],
       remat=m.remat,
       scan_layers=m.scan_layers,
+      subsample=m.subsample,
+      ctc_weight=m.ctc_weight,
   )

@@ -24,6 +24,10 @@ width, V the vocabulary, C the classes:
                     (cls pooling) and the head D x C.
   vit:              the patch projection (P = patch_size**2 * channels) on N patches,
                     encoder layers on N (+1 with a class token), the head.
+  speech_to_text:   two width-3 convolutions (80 mel bins -> D at the first stride's
+                    T0 frames, D -> D at the S encoder positions), encoder layers on S,
+                    the CTC head D x V on S (with model.ctc_weight > 0), decoder layers
+                    on the transcript (cross-attention over S), logits.
 
 `tests/test_flops.py` checks the formula against XLA's own count of the
 compiled step (`cost_analysis()`), which adds the elementwise work.
@@ -47,6 +51,7 @@ import jax
 import jax.numpy as jnp
 
 from transformer_jax import cache_dirs
+from transformer_jax.models.speech import SUBSAMPLING as SPEECH_STRIDES
 
 __all__ = ["CHIP_PEAK_TFLOPS", "attention_flops", "chip_peak_flops", "cpu_matmul_flops", "mlp_flops",
            "peak_flops", "train_flops_per_step"]
@@ -144,11 +149,24 @@ def _vit(cfg, shapes) -> float:
           + 2 * b * cfg.emb_dim * cfg.num_classes)
 
 
+def _speech_to_text(cfg, shapes) -> float:
+  b, frames, mels = shapes["inputs"].shape
+  length = shapes["targets"].shape[1]
+  (s0, s1), d = SPEECH_STRIDES[cfg.subsample], cfg.emb_dim
+  t0 = -(-frames // s0)
+  positions = -(-t0 // s1)
+  convs = 2 * b * 3 * ((mels - 1) * d * t0 + d * d * positions)  # two width-3 convolutions.
+  ctc_head = _logits(cfg, b, positions) if cfg.ctc_weight > 0 else 0
+  return (convs + _encoder_layers(cfg, b, positions) + ctc_head
+          + _decoder_layers(cfg, b, length, positions) + _logits(cfg, b, length))
+
+
 FORWARD = {
     "encoder_decoder": _encoder_decoder,
     "decoder_lm": _decoder_lm,
     "encoder_classifier": _encoder_classifier,
     "vit": _vit,
+    "speech_to_text": _speech_to_text,
 }
 
 

@@ -1,6 +1,6 @@
 """A trained run loaded for decoding: config, tokenizer, parameters and the decode program.
 
-The `translate` and `generate` tools use it. The run's own config.json (written
+The `translate`, `generate` and `transcribe` tools use it. The run's own config.json (written
 by train.py) rebuilds the model; the tools' options replace `config.decoding`.
 The run's mesh is kept when it fits the devices here; otherwise decoding runs
 data-parallel over all of them.
@@ -46,7 +46,7 @@ def load_run(workdir: str, *, tool: str, step: int = -1,
              as_floats: bool = False) -> LoadedRun:
   """Loads WORKDIR's config, tokenizer and checkpoint (`step` -1: the latest).
 
-  `tool` ("translate" | "generate") must be the one that the run's model kind
+  `tool` ("translate" | "generate" | "transcribe") must be the one that the run's model kind
   names as its decoder (kinds: `decode_tool`); None loads a run of any kind
   (embed, export_hf). `decoding` replaces fields of
   config.decoding; `batch_size` (0: the run's global batch) is rounded up to fill
@@ -131,3 +131,11 @@ def generate_texts(run: LoadedRun, prompts: Sequence[str]) -> list[str]:
     result = run.decode(prompt_batch(chunk, batch, length), n)
     out.extend(run.tokenizer.decode(result[row]) for row in range(len(chunk)))
   return out
+
+
+def transcribe_audio(run: LoadedRun, samples: Sequence[np.ndarray]) -> list[str]:
+  """One transcript per utterance (int16 samples at 16 kHz), in order."""
+  from transformer_jax.data import speech_pipeline, speech_splits  # pylint: disable=import-outside-toplevel
+  utts = speech_splits.Utterances(list(samples), [""] * len(samples))
+  return speech_pipeline.decode_in_batches(utts, batch_size=run.programs.global_batch_size,
+                                           decode_batch=run.decode, tokenizer=run.tokenizer)

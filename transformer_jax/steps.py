@@ -131,6 +131,8 @@ def summarize(metric_sums: dict[str, float], num_steps: int = 1) -> dict[str, fl
     out["perplexity"] = float(jnp.exp(jnp.minimum(out["nll"], 50.0)))
   if "correct_sum" in metric_sums:
     out["accuracy"] = float(metric_sums["correct_sum"]) / w
+  if "ctc_sum" in metric_sums:  # speech with a CTC head: its loss per target token.
+    out["ctc"] = float(metric_sums["ctc_sum"]) / w
   if "confusion_sum" in metric_sums:
     scores = evaluation.classification_scores(np.asarray(metric_sums["confusion_sum"]))
     out.update({k: scores[k] for k in ("precision", "recall", "f1")})

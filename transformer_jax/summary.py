@@ -63,11 +63,14 @@ def param_rows(programs) -> list[ParamRow]:
 
 def tokens_per_step(programs) -> tuple[int, str]:
   """(units of one global batch, unit): token positions of the text arrays (`inputs`,
-  `targets`) for token kinds, else rows."""
+  `targets`) for token kinds, frame positions for speech ([B, frames, features]
+  inputs), else rows."""
   shapes = programs.batch_shapes
   if programs.kind.unit == "tokens":
     return sum(math.prod(shapes[k].shape) for k in ("inputs", "targets")
                if k in shapes and len(shapes[k].shape) == 2), "tokens"
+  if programs.kind.unit == "frames":
+    return math.prod(shapes["inputs"].shape[:2]), "frames"
   return programs.global_batch_size, programs.kind.unit
 
 

@@ -193,6 +193,8 @@ def _train_loop(config, run: Run, state, start: int, writer, ckpt, primary: bool
     record = {"train/loss": summary["loss"], "train/nll": summary["nll"],
               "train/accuracy": summary["accuracy"], "train/grad_norm": summary["grad_norm"],
               "train/learning_rate": float(run.programs.schedule(log_step - 1))}
+    if "ctc" in summary:  # a speech model's CTC head.
+      record["train/ctc"] = summary["ctc"]
     if config.max_skipped_nonfinite_steps:
       record["train/skipped_nonfinite_steps"] = skipped
     rate = None

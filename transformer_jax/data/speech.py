@@ -72,6 +72,19 @@ def english_sentences(locale_dirs: Sequence[str], lang: str = "de", min_words: i
   return sorted(seen.values())
 
 
+def common_word_sentences(sentences: Sequence[str], num_words: int) -> list[str]:
+  """The sentences all of whose words (normal form) are among the `num_words` most
+  frequent words of all `sentences` (ties broken alphabetically); 0 keeps every one."""
+  if num_words <= 0:
+    return list(sentences)
+  counts: dict[str, int] = {}
+  for text in sentences:
+    for word in normalize(text).split():
+      counts[word] = counts.get(word, 0) + 1
+  common = set(sorted(counts, key=lambda w: (-counts[w], w))[:num_words])
+  return [t for t in sentences if all(w in common for w in normalize(t).split())]
+
+
 # --------------------------------------------------------------------------- synthesis
 
 

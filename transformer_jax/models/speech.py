@@ -2,13 +2,23 @@
 our decoder with cross-attention (the Speech-Transformer / Whisper layout).
 
 The encoder input is one array [B, T, F + 1]: F log-mel bins per 10 ms frame and,
-last, 1 for a real frame and 0 for padding. Keeping the mask inside the features
-keeps a single input array, so decoding (greedy, beam, sampling, the key/value
-cache) is the translation decoder's with this module in its place. Two 1-D
-convolutions of width 3 (GELU) bring the frames to the model width and subsample
-time by `config.subsample` (2: strides 1 and 2, as Whisper; 4: strides 2 and 2);
-sinusoidal positions follow. The decoder and its tied output projection are the
-translation model's.
+last, the frame's segment: 0 for padding, 1 for the (only) utterance of a row, or
+1, 2, ... for the utterances packed into one training row. Keeping the mask inside
+the features keeps a single input array, so decoding (greedy, beam, sampling, the
+key/value cache) is the translation decoder's with this module in its place. Two
+1-D convolutions of width 3 (GELU) bring the frames to the model width and
+subsample time by `config.subsample` (2: strides 1 and 2, as Whisper; 4: strides 2
+and 2); a window never reaches into another utterance, so a packed utterance is
+encoded exactly as it would be alone. Sinusoidal positions (restarting at each
+utterance) follow. The decoder and its tied output projection are the translation
+model's; packed transcripts attend only to their own utterance.
+
+With `config.ctc_weight` > 0 a linear head on the encoder is trained with CTC
+(blank: id 0, the padding id, never a target) next to the decoder's loss (hybrid
+CTC/attention training, Watanabe et al. 2017): the monotonic alignment it forces
+on the encoder is what the cross-attention then learns quickly. Training then
+returns {"logits", "aux_loss_sum" (ctc_weight x the summed CTC loss), "ctc_sum"};
+decoding uses the decoder only.
 """
 
 from __future__ import annotations
@@ -16,33 +26,49 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
 
 from transformer_jax.models import layers
 from transformer_jax.models.layers import ACT_BLD, Array, constrain
 from transformer_jax.models.transformer import (Decoder, TransformerConfig, add_positions,
-                                                cross_decode, default_positions, encoder_stack,
-                                                shift_right)
+                                                cross_decode, encoder_stack, shift_right)
 
 SUBSAMPLING = {2: (1, 2), 4: (2, 2)}  # config.subsample -> the two convolutions' strides.
 
 
-def conv1d(x_BTC: Array, w_KCD: Array, stride: int) -> Array:
+def _windows(x_BT_, k: int, stride: int) -> Array:
+  """[B, ceil(T/s), k, ...]: the k frames around every stride-th frame (zeros outside)."""
+  pad = [(0, 0), (k // 2, k // 2)] + [(0, 0)] * (x_BT_.ndim - 2)
+  x = jnp.pad(x_BT_, pad)
+  t_out = -(-x_BT_.shape[1] // stride)
+  return jnp.stack([x[:, i:i + stride * (t_out - 1) + 1:stride] for i in range(k)], axis=2)
+
+
+def conv1d(x_BTC: Array, w_KCD: Array, stride: int, segments_BT: Array | None = None) -> Array:
   """A 'same'-padded 1-D convolution over time: [B, T, C] x [K, C, D] -> [B, ceil(T/s), D],
-  output frame j centred on input frame j * stride; one 2-D matmul (layers.project)."""
+  output frame j centred on input frame j * stride; one 2-D matmul (layers.project).
+  With `segments_BT`, a window sees only frames of its centre frame's segment."""
   k = w_KCD.shape[0]
-  x = jnp.pad(x_BTC, ((0, 0), (k // 2, k // 2), (0, 0)))
-  t_out = -(-x_BTC.shape[1] // stride)
-  windows_BTKC = jnp.stack(
-      [x[:, i:i + stride * (t_out - 1) + 1:stride] for i in range(k)], axis=2)
+  windows_BTKC = _windows(x_BTC, k, stride)
+  if segments_BT is not None:
+    same_BTK = _windows(segments_BT, k, stride) == segments_BT[:, ::stride, None]
+    windows_BTKC = windows_BTKC * same_BTK[..., None].astype(windows_BTKC.dtype)
   return layers.project(windows_BTKC, w_KCD, n_in=2)
 
 
-def subsampled_valid(valid_BT: Array, subsample: int) -> Array:
-  """Which encoder positions are real frames: the validity of the input frame each
-  output frame is centred on."""
+def segment_positions(segments_BT: Array) -> Array:
+  """Each frame's index within its segment (0 at every segment's first frame)."""
+  t = jnp.arange(segments_BT.shape[1])
+  starts = jnp.concatenate([jnp.ones_like(segments_BT[:, :1], bool),
+                            segments_BT[:, 1:] != segments_BT[:, :-1]], axis=1)
+  return t - jax.lax.cummax(jnp.where(starts, t, 0), axis=1)
+
+
+def subsampled_segments(segments_BT: Array, subsample: int) -> Array:
+  """The segment of each encoder position: that of the input frame it is centred on."""
   for stride in SUBSAMPLING[subsample]:
-    valid_BT = valid_BT[:, ::stride]
-  return valid_BT
+    segments_BT = segments_BT[:, ::stride]
+  return segments_BT
 
 
 class SpeechEncoder(nn.Module):
@@ -51,25 +77,27 @@ class SpeechEncoder(nn.Module):
   @nn.compact
   def __call__(self, inputs_BTF: Array) -> Array:
     cfg = self.config
-    valid_BT = inputs_BTF[..., -1]
-    x = (inputs_BTF[..., :-1] * valid_BT[..., None]).astype(cfg.dtype)
+    segments_BT = jnp.round(inputs_BTF[..., -1]).astype(jnp.int32)
+    x = (inputs_BTF[..., :-1] * (segments_BT > 0)[..., None]).astype(cfg.dtype)
     init = nn.initializers.lecun_normal(in_axis=(0, 1), out_axis=2)
     for i, stride in enumerate(SUBSAMPLING[cfg.subsample]):
       w = layers.param_with_names(self, f"conv_{i}", init, (3, x.shape[-1], cfg.emb_dim),
                                   ("conv_window", "mel" if i == 0 else "conv_in", "embed"))
       b = layers.param_with_names(self, f"conv_{i}_bias", nn.initializers.zeros,
                                   (cfg.emb_dim,), ("embed",))
-      x = jax.nn.gelu(conv1d(x, w.astype(cfg.dtype), stride) + b.astype(cfg.dtype))
-      valid_BT = valid_BT[:, ::stride]
+      x = jax.nn.gelu(conv1d(x, w.astype(cfg.dtype), stride, segments_BT) + b.astype(cfg.dtype))
+      segments_BT = segments_BT[:, ::stride]
     x = constrain(x, ACT_BLD)
-    positions_BT = default_positions(valid_BT)
+    positions_BT = segment_positions(segments_BT)
     x = add_positions(self, cfg, x, positions_BT)
-    valid = valid_BT > 0
-    return encoder_stack(cfg, x, layers.padding_mask(valid, valid), positions_BT)
+    valid = segments_BT > 0
+    mask = layers.padding_mask(valid, valid) & layers.segment_mask(segments_BT, segments_BT)
+    return encoder_stack(cfg, x, mask, positions_BT)
 
 
 class SpeechToText(nn.Module):
-  """Features with their frame mask [B, T, F + 1] -> transcript logits [B, L, V]."""
+  """Features with their frame segments [B, T, F + 1] -> transcript logits [B, L, V];
+  packed rows pass the transcripts' segment ids and positions."""
   config: TransformerConfig
 
   def setup(self):
@@ -77,6 +105,10 @@ class SpeechToText(nn.Module):
     self.embedding = layers.Embed(cfg.vocab_size, cfg.emb_dim, dtype=cfg.dtype)
     self.encoder = SpeechEncoder(cfg)
     self.decoder = Decoder(cfg, self.embedding)
+    if cfg.ctc_weight > 0:
+      self.ctc_head = layers.param_with_names(
+          self, "ctc_head", nn.initializers.lecun_normal(), (cfg.emb_dim, cfg.vocab_size),
+          ("embed", "vocab"))
 
   def encode(self, inputs_BTF: Array) -> Array:
     return self.encoder(inputs_BTF)
@@ -92,18 +124,35 @@ class SpeechToText(nn.Module):
 
   @staticmethod
   def source_valid(inputs_BTF: Array, cfg: TransformerConfig) -> Array:
-    """The encoder positions that are real frames, as int32 (decode's `src_valid_BS`)."""
-    return subsampled_valid(inputs_BTF[..., -1], cfg.subsample).astype(jnp.int32)
+    """The segment of every encoder position, int32 (decode's `src_valid_BS`: > 0 where
+    it is a real frame)."""
+    return subsampled_segments(jnp.round(inputs_BTF[..., -1]).astype(jnp.int32), cfg.subsample)
 
   @staticmethod
   def dummy_source(batch_size: int, length: int, cfg: TransformerConfig) -> Array:
     """Inputs of `length` encoder positions, for tracing (decoding's cache shapes)."""
     return jnp.ones((batch_size, length * cfg.subsample, cfg.num_mel_bins + 1), jnp.float32)
 
+  def ctc_loss(self, encoded_BSD: Array, segments_BS: Array, targets_BL: Array) -> Array:
+    """[B] CTC loss of each row's transcripts (all of a packed row's, in order) against the
+    encoder head's frame-wise logits; 0 for rows without one."""
+    logits_BSV = layers.project(encoded_BSD, self.ctc_head.astype(encoded_BSD.dtype))
+    loss_B = optax.ctc_loss(logits_BSV.astype(jnp.float32),
+                            (segments_BS == 0).astype(jnp.float32), targets_BL,
+                            (targets_BL == 0).astype(jnp.float32))
+    return jnp.where((targets_BL > 0).any(axis=1), loss_B, 0.0)
+
   def __call__(self, inputs_BTF: Array, targets_BL: Array,
                targets_positions_BL: Array | None = None,
-               targets_segment_ids_BL: Array | None = None) -> Array:
+               targets_segment_ids_BL: Array | None = None):
     encoded_BSD = self.encode(inputs_BTF)
     decoder_inputs_BL = shift_right(targets_BL, targets_segment_ids_BL)
-    return self.decode(encoded_BSD, self.source_valid(inputs_BTF, self.config),
-                       decoder_inputs_BL, targets_positions_BL, None, targets_segment_ids_BL)
+    segments_BS = self.source_valid(inputs_BTF, self.config)
+    logits = self.decode(encoded_BSD, segments_BS, decoder_inputs_BL, targets_positions_BL,
+                         segments_BS if targets_segment_ids_BL is not None else None,
+                         targets_segment_ids_BL)
+    if self.config.ctc_weight <= 0:
+      return logits
+    ctc_sum = self.ctc_loss(encoded_BSD, segments_BS, targets_BL).sum()
+    return {"logits": logits, "aux_loss_sum": self.config.ctc_weight * ctc_sum,
+            "ctc_sum": ctc_sum}

@@ -66,6 +66,9 @@ class TransformerConfig:
   patch_size: int = 4  # ViT: square patches of patch_size x patch_size pixels.
   num_mel_bins: int = 80  # speech: log-mel features per frame.
   subsample: int = 2  # speech: the front-end's time reduction (2 or 4).
+  # speech: weight of the CTC loss of a linear head on the encoder (hybrid CTC/attention
+  # training); 0: no head.
+  ctc_weight: float = 0.0
 
   def __post_init__(self):
     for field, allowed in (("positions", POSITIONS), ("attention", ATTENTIONS),

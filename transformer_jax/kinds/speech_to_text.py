@@ -1,0 +1,106 @@
+"""speech_to_text: a Transformer that listens (Speech-Transformer / Whisper layout).
+
+Log-mel frames with their segments ([B, T, 80 + 1], models/speech.py; training
+rows pack several utterances) in,
+transcript token ids out; the next-token loss on the transcript; greedy, beam
+or sampled decoding over the key/value cache as for translation; WER and CER
+on decoded validation (eval/wer) and test (test/wer, test/real_wer) utterances.
+Its built-in data (`tts`) speaks catalog sentences with espeak-ng and flite:
+apt-get install espeak-ng flite.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from transformer_jax import decoding, objectives
+from transformer_jax.data import audio
+from transformer_jax.errors import fail
+from transformer_jax.kinds.base import ModelKind, register
+from transformer_jax.models.speech import SUBSAMPLING, SpeechToText
+
+
+def _task(config, workdir: str, is_writer: bool):
+  from transformer_jax.tasks.speech import SpeechTask  # pylint: disable=import-outside-toplevel
+  return SpeechTask(config, workdir, is_writer)
+
+
+TARGETS = ("targets", "targets_segment_ids", "targets_positions")
+
+
+def _batch_shapes(config, global_batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
+  ids = jax.ShapeDtypeStruct((global_batch_size, config.max_target_length), jnp.int32)
+  return {"inputs": jax.ShapeDtypeStruct(
+              (global_batch_size, config.data.max_frames, audio.N_MELS + 1), jnp.float32),
+          **{k: ids for k in TARGETS}}
+
+
+def _model_inputs(batch):
+  return {"inputs_BTF": batch["inputs"], "targets_BL": batch["targets"],
+          "targets_segment_ids_BL": batch["targets_segment_ids"],
+          "targets_positions_BL": batch["targets_positions"]}
+
+
+def _eval_metrics(config) -> tuple[str, ...]:
+  wer = ("wer", "cer") if config.num_eval_bleu_examples > 0 else ()
+  return ("loss", "perplexity", "accuracy") + wer
+
+
+def _objective(out, batch, label_smoothing: float):
+  """The transcript's next-token loss, plus the model's weighted CTC loss where it has a
+  CTC head (model.ctc_weight > 0; logged as train/ctc, per target token)."""
+  if not isinstance(out, dict):
+    return objectives.next_token_objective(out, batch, label_smoothing)
+  sums = objectives.next_token_objective(out["logits"], batch, label_smoothing)
+  return {**sums, "loss_sum": sums["loss_sum"] + out["aux_loss_sum"], "ctc_sum": out["ctc_sum"]}
+
+
+def _eval_sums(out, batch):
+  return objectives.next_token_eval(out["logits"] if isinstance(out, dict) else out, batch)
+
+
+def _check(config) -> None:
+  d, m = config.data, config.model
+  if m.subsample not in SUBSAMPLING:
+    fail("model.subsample", m.subsample, f"must be one of {tuple(SUBSAMPLING)}")
+  if d.max_frames <= 0 or d.max_frames % m.subsample:
+    fail("data.max_frames", d.max_frames,
+         f"must be a positive multiple of model.subsample={m.subsample}")
+  if d.source == "tts" and (d.validation_fraction <= 0 or d.test_fraction <= 0):
+    fail("data.validation_fraction", d.validation_fraction,
+         "tts needs validation_fraction and test_fraction > 0")
+  if d.real_speech not in ("off", "test", "train_test"):
+    fail("data.real_speech", d.real_speech, "must be 'off', 'test' or 'train_test'")
+  if not 0.0 <= m.ctc_weight <= 1.0:
+    fail("model.ctc_weight", m.ctc_weight, "must be in [0, 1]")
+  if not 0.0 < d.real_test_fraction < 1.0:
+    fail("data.real_test_fraction", d.real_test_fraction, "must be in (0, 1)")
+  a = d.augment
+  if len(a.snr_db) != 2 or a.snr_db[0] > a.snr_db[1]:
+    fail("data.augment.snr_db", tuple(a.snr_db), "must be (low, high) decibels")
+  for name in ("telephone_prob", "noise_prob"):
+    if not 0.0 <= a[name] <= 1.0:
+      fail(f"data.augment.{name}", a[name], "must be a probability in [0, 1]")
+  if a.freq_width > audio.N_MELS:
+    fail("data.augment.freq_width", a.freq_width, f"must be at most {audio.N_MELS} mel bins")
+
+
+KIND = register(ModelKind(
+    name="speech_to_text",
+    description="speech recognition: log-mel encoder-decoder Transformer, WER/CER",
+    model=SpeechToText,
+    batch_shapes=_batch_shapes,
+    model_inputs=_model_inputs,
+    objective=_objective,
+    eval_sums=_eval_sums,
+    eval_metrics=_eval_metrics,
+    task=_task,
+    data_sources=("tts", "files"),
+    file_format='TSV audio.wav<TAB>transcript or JSONL {"audio": ..., "text": ...}',
+    unit="frames",  # 10 ms feature frames of real audio.
+    count_units=lambda batch: (batch["inputs"][..., -1] > 0).sum().astype(jnp.float32),
+    decode=decoding.transcribe,
+    decode_tool="transcribe",
+    check_config=_check,
+))

@@ -1,0 +1,56 @@
+"""Transcribes WAV files with a trained speech_to_text run.
+
+  python -m transformer_jax.transcribe --workdir=runs/speech a.wav b.wav ...
+      [--output=out.txt] [--step=N] [--method=greedy|beam|sample] [--beam_size=4]
+      [--alpha=0.6] [--batch_size=N] [--max_length=N]
+
+Loads the run's config, tokenizer and latest (or --step) checkpoint, reads every
+file first (PCM WAV of 8, 16 or 32 bits, any rate, mono or averaged to mono), and
+writes one transcript per file to --output (default: stdout), in the files' order.
+Decoding options default to the run's config.decoding. Exit code 2 on a bad
+workdir, step, option or audio file (named, before the model loads).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from absl import app, flags
+
+from transformer_jax import cli, tool_flags
+
+_OUTPUT = flags.DEFINE_string("output", None, "Where transcripts go (default: stdout).")
+tool_flags.define_common(beam=True)
+
+
+def main(argv):
+  with tool_flags.tool_main():
+    paths = argv[1:]
+    if not paths:
+      raise tool_flags.BadInput("give one or more WAV files after the flags")
+    tool_flags.check_output(_OUTPUT.value)
+    from transformer_jax.data import audio, speech_splits  # pylint: disable=import-outside-toplevel
+    try:
+      samples = [speech_splits.read_audio(p) for p in paths]
+    except audio.AudioError as e:
+      raise tool_flags.BadInput(str(e)) from e
+    from transformer_jax import inference  # pylint: disable=import-outside-toplevel
+    run = inference.load_run(tool="transcribe", **tool_flags.load_args())
+    longest = max(len(s) for s in samples) / audio.SAMPLE_RATE
+    trained = run.config.data.max_frames * audio.HOP / audio.SAMPLE_RATE
+    if longest > 2 * trained:
+      print(f"note: the longest file lasts {longest:.1f}s; the run trained on utterances of up "
+            f"to {trained:.1f}s, so long files transcribe worse (cut them at pauses)",
+            file=sys.stderr)
+    t0 = time.perf_counter()
+    texts = inference.transcribe_audio(run, samples)
+    seconds = time.perf_counter() - t0
+    tool_flags.write_lines(_OUTPUT.value, texts)
+    print(f"transcribed {len(paths)} files ({sum(len(s) for s in samples) / audio.SAMPLE_RATE:.1f}s "
+          f"of audio) with step {run.step} ({run.config.decoding.method}) in {seconds:.1f}s",
+          file=sys.stderr)
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=cli.parse_flags)
