@@ -88,6 +88,10 @@ def test_a_tiny_speech_run_learns_tests_resumes_and_transcribes(tmp_path, speech
   assert sum(line.strip(" .").lower() == word for line, word in zip(lines, expected)) >= 5, \
       (lines, expected)
   assert "transcribed 8 files" in tool.stderr
+  maps = subprocess.run([sys.executable, "-m", "transformer_jax.report", "attention",
+                         f"--workdir={workdir}", "--text=alpha", f"--output={tmp_path}"],
+                        cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert maps.returncode == 2 and "reads 81-channel frames" in maps.stderr, excerpt(maps.stderr)
 
 
 @pytest.mark.parametrize("make,message", [

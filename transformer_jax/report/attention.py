@@ -55,6 +55,9 @@ def _batch(run: inference.LoadedRun, text: str) -> tuple[dict, dict[str, list[st
   tok, config, kind = run.tokenizer, run.config, run.programs.kind
   length = config.max_target_length
   shapes = kind.batch_shapes(config, 1)
+  if "inputs" in shapes and len(shapes["inputs"].shape) != 2:  # e.g. speech: frames.
+    raise BadInput(f"attention maps are drawn for text: a {kind.name!r} run reads "
+                   f"{shapes['inputs'].shape[-1]}-channel frames")
   if "targets" in shapes and "inputs" in shapes:  # translation: the model's own output.
     translation = inference.translate_lines(run, [text])[0]
     src, tgt = tok.encode(text, max_length=length), tok.encode(translation, max_length=length)
