@@ -3,8 +3,8 @@
 Validation: eval/loss on the validation utterances and, with
 config.num_eval_bleu_examples > 0, eval/wer and eval/cer on that many decoded ones.
 Test: test/wer and test/cer (synthetic speech: the held-out voice), test/real_wer and
-test/real_cer on the real recordings where they are asked for, next to the WER of
-always answering the training split's most frequent transcript.
+test/real_cer on the real recordings where they are asked for, each next to the WER of
+the best constant answer (`constant_wer`).
 """
 
 from __future__ import annotations
