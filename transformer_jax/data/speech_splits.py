@@ -52,6 +52,10 @@ class Utterances:
   def seconds(self) -> float:
     return sum(len(s) for s in self.samples) / audio.SAMPLE_RATE
 
+  def take(self, indices) -> "Utterances":
+    """The utterances at `indices`, in that order."""
+    return Utterances([self.samples[i] for i in indices], [self.texts[i] for i in indices])
+
   def __add__(self, other: "Utterances") -> "Utterances":
     return Utterances(self.samples + other.samples, self.texts + other.texts)
 
@@ -73,6 +77,11 @@ def to_int16(samples: np.ndarray, rate: int) -> np.ndarray:
 def read_audio(path: str) -> np.ndarray:
   """A WAV file as int16 samples at 16 kHz (AudioError names a bad file)."""
   return to_int16(*audio.read_wav(path))
+
+
+def read_rows(rows) -> Utterances:
+  """(wav path, transcript) rows, read and resampled."""
+  return Utterances([read_audio(path) for path, _ in rows], [t for _, t in rows])
 
 
 # --------------------------------------------------------------------------- the cache
@@ -128,8 +137,7 @@ def _files_splits(d) -> dict[str, Utterances]:
     return [row for p in paths for row in speech.read_speech_file(p)]
 
   def build(parts):
-    return {name: Utterances([read_audio(path) for path, _ in rows], [t for _, t in rows])
-            for name, rows in parts.items()}
+    return {name: read_rows(rows) for name, rows in parts.items()}
   return load_splits(d, builtin={}, read_files=read,
                      identities=lambda rows: [speech.normalize(t) for _, t in rows],
                      build=build, reader="a speech_to_text model", noun="utterances",
@@ -173,10 +181,8 @@ def _real_splits(d, cache_dir: str) -> tuple[Utterances, Utterances]:
   """(train, test) of the Asterisk prompts."""
   prompts = [(path, spell_digits(text)) for path, text in speech.asterisk_prompts()]
   parts = split_by_hash(prompts, lambda p: speech.normalize(p[1]), 0.0, d.real_test_fraction)
-
-  def read(rows):
-    return lambda: Utterances([read_audio(path) for path, _ in rows], [t for _, t in rows])
-  return tuple(cached(cache_dir, f"real-{name}", {"rows": parts[name]}, read(parts[name]))
+  return tuple(cached(cache_dir, f"real-{name}", {"rows": parts[name]},
+                      lambda rows=parts[name]: read_rows(rows))
                for name in ("train", "test"))
 
 

@@ -87,7 +87,7 @@ class SpeechTask(base.TaskBase):
 
   @staticmethod
   def _first(utts: speech_splits.Utterances, n: int) -> speech_splits.Utterances:
-    return utts if n <= 0 else speech_splits.Utterances(utts.samples[:n], utts.texts[:n])
+    return utts if n <= 0 else utts.take(range(min(n, len(utts))))
 
   def _decodable(self, split: str, utts: speech_splits.Utterances,
                  say: bool) -> speech_splits.Utterances:
@@ -100,8 +100,7 @@ class SpeechTask(base.TaskBase):
       base.say_dropped(split, len(utts) - len(keep), len(utts), "utterances are",
                        f"longer than data.max_decode_frames={c.data.max_decode_frames} frames "
                        f"or max_predict_length={c.max_predict_length} tokens: left out")
-    return speech_splits.Utterances([utts.samples[i] for i in keep],
-                                    [utts.texts[i] for i in keep])
+    return utts.take(keep)
 
   def extra_eval(self, run: base.Evaluator, params) -> dict[str, float]:
     n = self.config.num_eval_bleu_examples
