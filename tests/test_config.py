@@ -30,8 +30,10 @@ def test_default_and_base_configs_are_valid():
     ("data.source", "web", "config.data.source='web'"),
     ("data.test_fraction", 0.99, "config.data.test_fraction=0.99"),
     ("data.vocab_size", 50, "config.data.vocab_size=50"),
+    ("data.tokenizer_type", "bpe", "config.data.tokenizer_type='bpe'"),
     ("logical_axis_rules", "zero", "config.logical_axis_rules='zero'"),
     ("decoding.method", "nucleus", "config.decoding.method='nucleus'"),
+    ("decoding.method", "ctc", "config.decoding.method='ctc': is not offered for encoder_decoder"),
     ("decoding.beam_size", 0, "config.decoding.beam_size=0"),
     ("decoding.alpha", -0.5, "config.decoding.alpha=-0.5"),
     ("decoding.top_p", 0.0, "config.decoding.top_p=0.0"),
@@ -40,6 +42,17 @@ def test_default_and_base_configs_are_valid():
 ])
 def test_bad_fields_are_named(field, value, expected):
   assert expected in _error(**{field: value})
+
+
+@pytest.mark.parametrize("field,value,expected", [
+    ("decoding.method", "ctc", "config.decoding.method='ctc': needs the CTC head"),
+    ("model.subsample", 3, "config.model.subsample=3"),
+    ("data.real_speech", "all", "config.data.real_speech='all'"),
+])
+def test_bad_speech_fields_are_named(field, value, expected):
+  overrides = {"model.kind": "speech_to_text", "data.source": "tts", "model.ctc_weight": 0.0,
+               field: value}
+  assert expected in _error(**overrides)
 
 
 def test_mesh_is_checked_against_devices():

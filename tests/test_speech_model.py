@@ -121,3 +121,44 @@ def test_the_ctc_head_adds_its_weighted_loss_and_changes_no_logit():
   sums = kind.objective(out, batch, 0.0)
   base = kind.eval_sums(out, batch)
   np.testing.assert_allclose(sums["loss_sum"], base["loss_sum"] + 0.3 * expected, rtol=1e-5)
+
+
+def test_ctc_leaves_out_rows_that_no_alignment_fits():
+  # 2 encoder positions: [5, 9] fits; [5, 5] needs a blank between the repeats (3); [5, 9, 2] is
+  # longer than the row; an empty row has nothing to align.
+  segments = jnp.asarray([[1, 1, 0], [1, 1, 0], [1, 1, 0], [1, 1, 0]], jnp.int32)
+  targets = jnp.asarray([[5, 9, 0], [5, 5, 0], [5, 9, 2], [0, 0, 0]], jnp.int32)
+  np.testing.assert_array_equal(speech.ctc_fits(segments, targets), [True, False, False, False])
+  model = speech.SpeechToText(CFG.replace(subsample=2, ctc_weight=0.5))
+  features = _features(np.random.default_rng(6), 4, 4, [4, 4, 4, 4])
+  params = model.init(jax.random.key(0), features, targets)["params"]
+  encoded = model.apply({"params": params}, features, method=speech.SpeechToText.encode)
+  loss = model.apply({"params": params}, encoded, segments[:, :2], targets,
+                     method=speech.SpeechToText.ctc_loss)
+  assert np.isfinite(loss).all() and loss[0] > 0
+  np.testing.assert_array_equal(loss[1:], 0.0)
+
+
+def test_ctc_decoding_merges_repeats_then_drops_blanks():
+  cfg = CFG.replace(subsample=2, ctc_weight=0.5)
+  model = speech.SpeechToText(cfg)
+  rng = np.random.default_rng(7)
+  features = _features(rng, 3, 24, [24, 13, 4])
+  params = model.init(jax.random.key(0), features, jnp.ones((3, 4), jnp.int32))["params"]
+  # A head that favours blank less, so that the random encoder emits some ids.
+  params = {**params, "ctc_head": nn.meta.unbox(params["ctc_head"]) * 4.0}
+  encoded = model.apply({"params": params}, features, method=speech.SpeechToText.encode)
+  logits = np.asarray(model.apply({"params": params}, encoded,
+                                  method=speech.SpeechToText.ctc_logits))
+  limit, max_length = 40, 9
+  out = np.asarray(jax.jit(lambda p, f: decoding.transcribe(
+      p, f, None, config=cfg.replace(deterministic=True),
+      options=decoding.DecodeOptions(method="ctc"), max_length=max_length,
+      vocab_limit=limit))(params, features))
+  for row, valid in enumerate([12, 7, 2]):  # encoder positions of 24, 13 and 4 frames.
+    best = logits[row, :valid, :limit].argmax(-1)
+    merged = [int(t) for i, t in enumerate(best) if i == 0 or t != best[i - 1]]
+    ids = [t for t in merged if t != 0][:max_length]
+    expected = ids + [1] * (len(ids) < max_length) + [0] * (max_length - len(ids) - 1)
+    np.testing.assert_array_equal(out[row], expected[:max_length])
+  assert (out[0] > 0).sum() > 3  # the case is not trivial.

@@ -67,3 +67,16 @@ def test_keep_whitespace_round_trips_code_layout():
   assert "\n" in kept.pieces(code)
   plain = tok.Tokenizer(tok.train_tokenizer(lines, 600))
   assert plain.decode(plain.encode(code)) == "def f(x): if x: return 1 return 2"
+
+
+def test_a_char_model_has_one_piece_per_character():
+  texts = ["press the pound key", "your call is important to us", "goodbye"] * 5
+  t = tok.Tokenizer(tok.train_tokenizer(texts, vocab_size=512, model_type="char"))
+  alphabet = set("".join(texts).replace(" ", ""))
+  assert t.vocab_size == 3 + 1 + len(alphabet)  # pad, eos, unk, the word boundary, letters.
+  ids = t.encode("press any key")
+  assert len(ids) == len("press any key") + 1 + 1  # a leading boundary, then EOS.
+  assert t.decode(t.encode("goodbye to us")) == "goodbye to us"
+  assert tok.UNK_ID in t.encode("zebra")  # no byte fallback: an unseen letter is unknown.
+  with pytest.raises(tok.TokenizerError, match="tokenizer_type='bpe'"):
+    tok.train_tokenizer(texts, vocab_size=512, model_type="bpe")

@@ -183,6 +183,9 @@ def default_config() -> ml_collections.ConfigDict:
   # Empty: WORKDIR/tokenizer.model (sentencepiece, trained on first use); "hf:FOLDER":
   # a Hugging Face tokenizer.json (its padding token must be id 0, as BERT's is).
   c.data.tokenizer_path = ""
+  # The sentencepiece model trained on first use: "unigram" (subwords, vocab_size pieces)
+  # or "char" (one piece per character; vocab_size is then only an upper bound).
+  c.data.tokenizer_type = "unigram"
   c.data.num_packing_bins = 64
   c.data.min_class_examples = 100  # encoder_classifier: rarer labels are dropped.
   c.data.image_size = 28  # vit: images are image_size x image_size x num_channels.

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from transformer_jax import kinds, sharding
+from transformer_jax.data.tokenizer import MODEL_TYPES as TOKENIZER_TYPES
 from transformer_jax.errors import ConfigError, fail as _fail
 
 LR_SCHEDULES = ("rsqrt", "cosine", "linear", "constant")
@@ -23,7 +24,7 @@ POSITIONS = ("sinusoidal", "learned", "rotary")
 ATTENTION = ("xla", "dot_product")
 POOLING = ("cls", "mean")
 REMAT = ("none", "full", "dots")
-DECODING_METHODS = ("greedy", "beam", "sample")
+DECODING_METHODS = ("greedy", "beam", "sample", "ctc")  # ctc: speech_to_text's CTC head.
 
 
 def _positive_int(config, field: str):
@@ -156,9 +157,13 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
   if config.data.source == "files" and not config.data.train_files:
     _fail("data.train_files", config.data.train_files,
           f"data.source='files' needs at least one file ({kind.file_format})")
-  if config.data.vocab_size < 300:
+  _one_of(config, "data.tokenizer_type", TOKENIZER_TYPES)
+  if config.data.vocab_size < 300 and config.data.tokenizer_type == "unigram":
     _fail("data.vocab_size", config.data.vocab_size,
           "must be at least 300 (256 byte-fallback pieces + specials + words)")
+  if config.decoding.method not in kind.decode_methods:
+    _fail("decoding.method", config.decoding.method,
+          f"is not offered for {kind.name} models (one of {kind.decode_methods})")
   kind.check_config(config)
   _positive_int(config, "mesh.dcn_data")
   sharding.check_rules(config)

@@ -47,7 +47,7 @@ class Source(NamedTuple):
 @dataclasses.dataclass(frozen=True)
 class DecodeOptions:
   """How to pick tokens; `config.decoding` holds the same fields."""
-  method: str = "greedy"  # greedy | beam | sample.
+  method: str = "greedy"  # greedy | beam | sample | ctc (speech_to_text's CTC head).
   beam_size: int = 4
   alpha: float = 0.6  # beam search length penalty ((5 + len) / 6) ** alpha.
   temperature: float = 1.0  # sampling: logits / temperature.
@@ -227,10 +227,42 @@ def transcribe(params, features_BTF: Array, rng: Array | None, *, config: Transf
                options: DecodeOptions, max_length: int, vocab_limit: int | None = None,
                cached: bool = True) -> Array:
   """Transcript ids [B, max_length] for speech features with their frame mask
-  [B, T, F + 1] (models/speech.py); jit-able."""
+  [B, T, F + 1] (models/speech.py); jit-able. Method "ctc" reads the encoder's CTC
+  head (ctc_greedy); the others run the decoder."""
+  if options.method == "ctc":
+    return ctc_greedy(params, features_BTF, config=config, max_length=max_length,
+                      vocab_limit=vocab_limit)
   return _encode_decode(SpeechToText, params, features_BTF, rng, config=config,
                         options=options, max_length=max_length, vocab_limit=vocab_limit,
                         cached=cached)
+
+
+def ctc_greedy(params, features_BTF: Array, *, config: TransformerConfig, max_length: int,
+               vocab_limit: int | None = None) -> Array:
+  """Greedy CTC decoding: the most likely id at every encoder position, repeats merged,
+  then blanks (id 0) dropped; [B, max_length] ids, EOS after the last (where it fits).
+  One encoder pass, no decoder loop."""
+  config, params = unscanned(config, params)
+  model = SpeechToText(_decode_mode(config, cached=False))
+  logits_BSV = model.apply({"params": params}, features_BTF,
+                           method=lambda m, x: m.ctc_logits(m.encode(x)))
+  if vocab_limit is not None:
+    logits_BSV = jnp.where(jnp.arange(logits_BSV.shape[-1]) >= vocab_limit,
+                           beam_lib.NEG_INF, logits_BSV)
+  best_BS = jnp.argmax(logits_BSV, axis=-1).astype(jnp.int32)
+  valid_BS = SpeechToText.source_valid(features_BTF, config) > 0
+  previous_BS = jnp.pad(best_BS[:, :-1], ((0, 0), (1, 0)))
+  keep_BS = valid_BS & (best_BS != PAD_ID) & (best_BS != previous_BS)
+  # Each kept id's place in the output; the rest (and any past max_length) go to a last
+  # column that is dropped.
+  slot_BS = jnp.where(keep_BS, jnp.minimum(jnp.cumsum(keep_BS, axis=1) - 1, max_length),
+                      max_length)
+  rows_B1 = jnp.arange(best_BS.shape[0])[:, None]
+  out_BL = jnp.zeros((best_BS.shape[0], max_length + 1), jnp.int32)
+  out_BL = out_BL.at[rows_B1, slot_BS].set(jnp.where(keep_BS, best_BS, 0))
+  end_B = jnp.minimum(keep_BS.sum(axis=1), max_length)  # max_length: no room for EOS.
+  out_BL = out_BL.at[rows_B1[:, 0], end_B].set(EOS_ID)
+  return out_BL[:, :max_length]
 
 
 def _encode_decode(model_type: type, params, inputs: Array, rng: Array | None, *,

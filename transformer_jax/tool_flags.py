@@ -17,11 +17,13 @@ class BadInput(ValueError):
 _DECODING_FLAGS = ("method", "beam_size", "alpha", "temperature", "top_k", "top_p")
 
 
-def define_common(beam: bool) -> None:
+def define_common(beam: bool, ctc: bool = False) -> None:
   flags.DEFINE_string("workdir", None, "The train.py workdir of the run.", required=True)
   flags.DEFINE_integer("step", -1, "Checkpoint step to load (-1: the latest).")
-  flags.DEFINE_enum("method", None, ["greedy", "beam", "sample"] if beam else ["greedy", "sample"],
-                    "Decoder (default: the run's config.decoding.method).")
+  methods = ["greedy", "beam", "sample"] if beam else ["greedy", "sample"]
+  flags.DEFINE_enum("method", None, methods + ["ctc"] if ctc else methods,
+                    "Decoder (default: the run's config.decoding.method"
+                    + ("; ctc: the CTC head, for runs trained with one)." if ctc else ")."))
   if beam:
     flags.DEFINE_integer("beam_size", None, "Beams (method=beam).")
     flags.DEFINE_float("alpha", None, "Length penalty ((5 + len) / 6) ** alpha (method=beam).")

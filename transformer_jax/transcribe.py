@@ -1,7 +1,7 @@
 """Transcribes WAV files with a trained speech_to_text run.
 
   python -m transformer_jax.transcribe --workdir=runs/speech a.wav b.wav ...
-      [--output=out.txt] [--step=N] [--method=greedy|beam|sample] [--beam_size=4]
+      [--output=out.txt] [--step=N] [--method=greedy|beam|sample|ctc] [--beam_size=4]
       [--alpha=0.6] [--batch_size=N] [--max_length=N]
 
 Loads the run's config, tokenizer and latest (or --step) checkpoint, reads every
@@ -21,7 +21,7 @@ from absl import app, flags
 from transformer_jax import cli, tool_flags
 
 _OUTPUT = flags.DEFINE_string("output", None, "Where transcripts go (default: stdout).")
-tool_flags.define_common(beam=True)
+tool_flags.define_common(beam=True, ctc=True)
 
 
 def main(argv):

@@ -1,5 +1,9 @@
 """A joint sentencepiece vocabulary: trained on first use, then loaded.
 
+Two model types: `unigram` (subword pieces, with byte fallback, so any text
+encodes) and `char` (one piece per character seen in training, unknown characters
+become `<unk>`; for speech, whose encoder learns letters far sooner than subwords).
+
 Ids: 0 = padding (also the decoder's start token), 1 = end of sentence, 2 = unknown.
 Program messages carry printf/format placeholders (`%s`, `%1$d`, `%(name)s`,
 `{0}`) that a translation must copy verbatim; the frequent ones become
@@ -103,20 +107,31 @@ class Tokenizer:
 LAYOUT_SYMBOLS = ("\n", "    ", "        ")
 
 
+MODEL_TYPES = ("unigram", "char")
+
+
 def train_tokenizer(texts: Sequence[str], vocab_size: int, *,
                     max_sentences: int = 1_000_000, seed_symbols: Sequence[str] = (),
-                    character_coverage: float = 0.9999, keep_whitespace: bool = False) -> bytes:
-  """Trains a unigram sentencepiece model on `texts`; returns the model proto.
+                    character_coverage: float = 0.9999, keep_whitespace: bool = False,
+                    model_type: str = "unigram") -> bytes:
+  """Trains a sentencepiece model of `model_type` (MODEL_TYPES) on `texts`; returns the
+  model proto. A `char` model has every character of `texts` (vocab_size is its upper
+  bound) and no byte fallback.
 
   With `keep_whitespace`, text is not normalised: newlines, indentation and
   runs of spaces survive an encode/decode round trip (for code).
   """
+  if model_type not in MODEL_TYPES:
+    raise TokenizerError(f"config.data.tokenizer_type={model_type!r} must be one of "
+                         f"{MODEL_TYPES}")
   model = io.BytesIO()
   if keep_whitespace:
     seed_symbols = list(LAYOUT_SYMBOLS) + list(seed_symbols)
+  if model_type == "char":
+    character_coverage = 1.0
   try:
     _train(texts, model, vocab_size, max_sentences, seed_symbols, character_coverage,
-           keep_whitespace)
+           keep_whitespace, model_type)
   except RuntimeError as e:
     if "Vocabulary size" in str(e):
       raise TokenizerError(
@@ -127,7 +142,7 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int, *,
 
 
 def _train(texts, model, vocab_size, max_sentences, seed_symbols, character_coverage,
-           keep_whitespace):
+           keep_whitespace, model_type):
   layout = ({"normalization_rule_name": "identity", "remove_extra_whitespaces": False,
              "allow_whitespace_only_pieces": True} if keep_whitespace else {})
   spm.SentencePieceTrainer.train(
@@ -135,14 +150,14 @@ def _train(texts, model, vocab_size, max_sentences, seed_symbols, character_cove
       sentence_iterator=iter(texts),
       model_writer=model,
       vocab_size=vocab_size,
-      model_type="unigram",
+      model_type=model_type,
       character_coverage=character_coverage,
       input_sentence_size=max_sentences,
       shuffle_input_sentence=True,
       pad_id=PAD_ID, eos_id=EOS_ID, unk_id=UNK_ID, bos_id=-1,
       user_defined_symbols=list(seed_symbols),
       split_digits=True,
-      byte_fallback=True,
+      byte_fallback=model_type == "unigram",
       hard_vocab_limit=False,
       minloglevel=2,
       num_threads=max(1, min(4, os.cpu_count() or 1)),
@@ -151,7 +166,7 @@ def _train(texts, model, vocab_size, max_sentences, seed_symbols, character_cove
 
 def load_or_train(path: str, texts_fn, vocab_size: int, *, is_writer: bool,
                   timeout_s: float = 600.0, use_placeholders: bool = True,
-                  keep_whitespace: bool = False) -> Tokenizer:
+                  keep_whitespace: bool = False, model_type: str = "unigram") -> Tokenizer:
   """Loads the tokenizer at `path`, training it first if it is missing.
 
   Only the writer process trains and writes (atomically, via a rename); the
@@ -161,11 +176,11 @@ def load_or_train(path: str, texts_fn, vocab_size: int, *, is_writer: bool,
     if is_writer:
       texts = list(texts_fn())
       symbols = placeholders(texts, min_count=5, max_symbols=200) if use_placeholders else []
-      logging.info("training a %d-piece sentencepiece model on %d texts "
-                   "(%d placeholder symbols) -> %s", vocab_size, len(texts),
+      logging.info("training a %d-piece %s sentencepiece model on %d texts "
+                   "(%d placeholder symbols) -> %s", vocab_size, model_type, len(texts),
                    len(symbols), path)
       proto = train_tokenizer(texts, vocab_size, seed_symbols=symbols,
-                              keep_whitespace=keep_whitespace)
+                              keep_whitespace=keep_whitespace, model_type=model_type)
       os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
       tmp = f"{path}.tmp.{os.getpid()}"
       with open(tmp, "wb") as f:

@@ -59,6 +59,8 @@ class ModelKind:
   # vocab_limit) -> ids [B, max_length], jit-able (decoding.py).
   decode: Callable[..., jax.Array] | None = None
   decode_tool: str = ""  # the tool that decodes it: "translate" | "generate" | "".
+  # The config.decoding.method values its `decode` takes.
+  decode_methods: tuple[str, ...] = ("greedy", "beam", "sample")
   uses_vocab: bool = True  # the model's vocabulary comes from a tokenizer.
   uses_classes: bool = False  # the model's head size comes from the data's labels.
   padding: Mapping[str, int] = dataclasses.field(default_factory=dict)  # fill of padding rows.

@@ -74,6 +74,8 @@ def _check(config) -> None:
     fail("data.real_speech", d.real_speech, "must be 'off', 'test' or 'train_test'")
   if not 0.0 <= m.ctc_weight <= 1.0:
     fail("model.ctc_weight", m.ctc_weight, "must be in [0, 1]")
+  if config.decoding.method == "ctc" and m.ctc_weight <= 0:
+    fail("decoding.method", "ctc", "needs the CTC head: set model.ctc_weight > 0")
   if not 0.0 < d.real_test_fraction < 1.0:
     fail("data.real_test_fraction", d.real_test_fraction, "must be in (0, 1)")
   a = d.augment
@@ -102,5 +104,6 @@ KIND = register(ModelKind(
     count_units=lambda batch: (batch["inputs"][..., -1] > 0).sum().astype(jnp.float32),
     decode=decoding.transcribe,
     decode_tool="transcribe",
+    decode_methods=("greedy", "beam", "sample", "ctc"),
     check_config=_check,
 ))

@@ -71,6 +71,14 @@ def subsampled_segments(segments_BT: Array, subsample: int) -> Array:
   return segments_BT
 
 
+def ctc_fits(segments_BS: Array, targets_BL: Array) -> Array:
+  """[B] bool: the row has labels and a CTC alignment of them fits its encoder positions
+  (each label one position, each repeat of a label one blank more)."""
+  labels = (targets_BL > 0).sum(axis=1)
+  repeats = ((targets_BL[:, 1:] == targets_BL[:, :-1]) & (targets_BL[:, 1:] > 0)).sum(axis=1)
+  return (labels > 0) & (labels + repeats <= (segments_BS > 0).sum(axis=1))
+
+
 class SpeechEncoder(nn.Module):
   config: TransformerConfig
 
@@ -133,14 +141,19 @@ class SpeechToText(nn.Module):
     """Inputs of `length` encoder positions, for tracing (decoding's cache shapes)."""
     return jnp.ones((batch_size, length * cfg.subsample, cfg.num_mel_bins + 1), jnp.float32)
 
+  def ctc_logits(self, encoded_BSD: Array) -> Array:
+    """The CTC head's logits [B, S, V] at every encoder position (id 0: blank)."""
+    return layers.project(encoded_BSD, self.ctc_head.astype(encoded_BSD.dtype))
+
   def ctc_loss(self, encoded_BSD: Array, segments_BS: Array, targets_BL: Array) -> Array:
     """[B] CTC loss of each row's transcripts (all of a packed row's, in order) against the
-    encoder head's frame-wise logits; 0 for rows without one."""
-    logits_BSV = layers.project(encoded_BSD, self.ctc_head.astype(encoded_BSD.dtype))
+    encoder head's frame-wise logits; 0 for rows without one, and for rows that no
+    alignment fits (more labels, plus a blank between repeats, than encoder positions)."""
+    logits_BSV = self.ctc_logits(encoded_BSD)
     loss_B = optax.ctc_loss(logits_BSV.astype(jnp.float32),
                             (segments_BS == 0).astype(jnp.float32), targets_BL,
                             (targets_BL == 0).astype(jnp.float32))
-    return jnp.where((targets_BL > 0).any(axis=1), loss_B, 0.0)
+    return jnp.where(ctc_fits(segments_BS, targets_BL), loss_B, 0.0)
 
   def __call__(self, inputs_BTF: Array, targets_BL: Array,
                targets_positions_BL: Array | None = None,

@@ -114,7 +114,8 @@ def load_tokenizer(config, workdir: str, texts_fn, is_writer: bool,
     return tok
   tok = tokenizer_lib.load_or_train(path, texts_fn, config.data.vocab_size, is_writer=is_writer,
                                     use_placeholders=use_placeholders,
-                                    keep_whitespace=keep_whitespace)
+                                    keep_whitespace=keep_whitespace,
+                                    model_type=config.data.tokenizer_type)
   if is_writer:
     print(f"tokenizer: {path}", flush=True)
   return tok

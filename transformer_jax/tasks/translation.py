@@ -18,6 +18,8 @@ def decoder_name(d) -> str:
     return f"beam {d.beam_size}, alpha {d.alpha}"
   if d.method == "sample":
     return f"sampling, temperature {d.temperature}, top-k {d.top_k}, top-p {d.top_p}"
+  if d.method == "ctc":
+    return "greedy CTC"
   return "greedy"
 
 
