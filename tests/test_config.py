@@ -48,6 +48,7 @@ def test_bad_fields_are_named(field, value, expected):
     ("decoding.method", "ctc", "config.decoding.method='ctc': needs the CTC head"),
     ("model.subsample", 3, "config.model.subsample=3"),
     ("data.real_speech", "all", "config.data.real_speech='all'"),
+    ("data.augment.speed", (1.2, 0.9), "config.data.augment.speed=(1.2, 0.9)"),
 ])
 def test_bad_speech_fields_are_named(field, value, expected):
   overrides = {"model.kind": "speech_to_text", "data.source": "tts", "model.ctc_weight": 0.0,

@@ -46,8 +46,8 @@ def _args(folder, workdir, steps):
           f"--config.data.validation_files=('{folder / 'validation.tsv'}',)",
           f"--config.data.test_files=('{folder / 'test.tsv'}',)",
           "--config.data.real_speech=off", "--config.data.vocab_size=300",
-          "--config.data.max_frames=64", "--config.max_target_length=8",
-          "--config.max_predict_length=8", "--config.num_eval_bleu_examples=8",
+          "--config.data.max_frames=64", "--config.max_target_length=12",
+          "--config.max_predict_length=12", "--config.num_eval_bleu_examples=8",
           "--config.learning_rate=5e-3", "--config.lr_schedule=constant",
           f"--config.num_train_steps={steps}", "--config.model.num_encoder_layers=2"]
 
@@ -88,6 +88,9 @@ def test_a_tiny_speech_run_learns_tests_resumes_and_transcribes(tmp_path, speech
   assert sum(line.strip(" .").lower() == word for line, word in zip(lines, expected)) >= 5, \
       (lines, expected)
   assert "transcribed 8 files" in tool.stderr
+  ctc = _transcribe(workdir, "--method=ctc", *files)  # the CTC head alone.
+  assert ctc.returncode == 0 and "(ctc)" in ctc.stderr, excerpt(ctc.stderr)
+  assert len(ctc.stdout.splitlines()) == len(files)
   maps = subprocess.run([sys.executable, "-m", "transformer_jax.report", "attention",
                          f"--workdir={workdir}", "--text=alpha", f"--output={tmp_path}"],
                         cwd=REPO, capture_output=True, text=True, timeout=300)

@@ -54,6 +54,22 @@ def _segments(batch, tokenizer):
   return out
 
 
+def test_speed_changes_tempo_and_pitch_but_never_outgrows_a_row():
+  t = np.arange(16000) / 16000
+  tone = np.sin(2 * np.pi * 1000 * t).astype(np.float32)  # 1 s at 1 kHz.
+  rng = np.random.default_rng(0)
+  faster = speech_pipeline.change_speed(tone, speech_pipeline.Augment(speed=(1.25, 1.25)), rng,
+                                        max_frames=200)
+  assert abs(len(faster) - 16000 / 1.25) <= 1
+  peak = np.argmax(np.abs(np.fft.rfft(faster))) * 16000 / len(faster)
+  assert abs(peak - 1250) < 5, peak
+  slower = speech_pipeline.change_speed(tone, speech_pipeline.Augment(speed=(0.5, 0.9)), rng,
+                                        max_frames=120)  # 1.6 s would not fit 120 frames.
+  assert len(audio.log_mel(slower)) <= 120 and len(slower) > 16000
+  same = speech_pipeline.change_speed(tone, speech_pipeline.Augment(), rng, max_frames=120)
+  assert same is tone
+
+
 def test_rows_pack_utterances_with_their_segments_and_transcripts(utts, tokenizer):
   stream = speech_pipeline.SpeechTrainStream(
       utts, range(8), tokenizer, global_batch_size=2, rows=range(2), max_frames=96,

@@ -208,11 +208,13 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.real_speech = "test"
   c.data.real_test_fraction = 0.3
   c.data.real_train_repeats = 1
-  # Training augmentation (speech_pipeline.Augment): level, telephone band, noise and
-  # SpecAugment's frequency and time masks; zeros switch a part off.
+  # Training augmentation (speech_pipeline.Augment): speed (tempo and pitch), level,
+  # telephone band, noise and SpecAugment's frequency and time masks; zeros (speed:
+  # (1.0, 1.0)) switch a part off.
   c.data.augment = ml_collections.ConfigDict({
-      "gain_db": 0.0, "telephone_prob": 0.0, "noise_prob": 0.0, "snr_db": (10.0, 40.0),
-      "freq_masks": 0, "freq_width": 0, "time_masks": 0, "time_width": 0})
+      "speed": (1.0, 1.0), "gain_db": 0.0, "telephone_prob": 0.0, "noise_prob": 0.0,
+      "snr_db": (10.0, 40.0), "freq_masks": 0, "freq_width": 0, "time_masks": 0,
+      "time_width": 0})
   return c
 
 

@@ -79,6 +79,8 @@ def _check(config) -> None:
   if not 0.0 < d.real_test_fraction < 1.0:
     fail("data.real_test_fraction", d.real_test_fraction, "must be in (0, 1)")
   a = d.augment
+  if len(a.speed) != 2 or not 0 < a.speed[0] <= a.speed[1]:
+    fail("data.augment.speed", tuple(a.speed), "must be (low, high) factors, 0 < low <= high")
   if len(a.snr_db) != 2 or a.snr_db[0] > a.snr_db[1]:
     fail("data.augment.snr_db", tuple(a.snr_db), "must be (low, high) decibels")
   for name in ("telephone_prob", "noise_prob"):

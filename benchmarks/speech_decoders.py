@@ -1,0 +1,53 @@
+"""WER and CER of a trained speech run's splits, decoded by each method in turn.
+
+  python benchmarks/speech_decoders.py --workdir=runs/speech --method=greedy --method=ctc \
+      --method=beam [--alpha=1.0] [--beam_size=4]
+
+Loads the workdir as the transcribe tool does (`inference.load_run`, the decoding
+fields replaced), reads its splits from the workdir's synthesis cache
+(`speech_splits.load_speech`; the real-recording test split where the run has one), keeps the
+utterances up to data.max_decode_frames, and prints one line per method and split.
+Method `ctc` needs a run trained with a CTC head (model.ctc_weight > 0).
+"""
+
+import os
+import time
+
+from absl import app, flags
+
+from transformer_jax import evaluation, inference
+from transformer_jax.data import speech_splits
+from transformer_jax.tasks.speech import CACHE_DIR
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A speech_to_text train.py workdir.",
+                               required=True)
+_METHODS = flags.DEFINE_multi_enum("method", ["greedy"], ["greedy", "beam", "sample", "ctc"],
+                                   "Decoding methods, each in turn.")
+_BEAM = flags.DEFINE_integer("beam_size", 4, "Beams (method=beam).")
+_ALPHA = flags.DEFINE_float("alpha", 1.0, "Length penalty (method=beam).")
+
+
+def main(argv):
+  del argv
+  for method in _METHODS.value:
+    decoding = {"method": method}
+    if method == "beam":
+      decoding.update(beam_size=_BEAM.value, alpha=_ALPHA.value)
+    run = inference.load_run(_WORKDIR.value, tool="transcribe", decoding=decoding)
+    data = speech_splits.load_speech(run.config.data, os.path.join(_WORKDIR.value, CACHE_DIR))
+    for name, utts in (("validation", data.validation), ("test", data.test),
+                       ("real_test", data.real_test)):
+      if utts is None:
+        continue
+      frames = utts.frames()
+      utts = utts.take([i for i in range(len(utts))
+                        if frames[i] <= run.config.data.max_decode_frames])
+      t0 = time.monotonic()
+      scores = evaluation.transcription_scores(
+          inference.transcribe_audio(run, utts.samples), utts.texts)
+      print(f"{method:6s} {name:10s} {len(utts):4d} utterances: WER {scores['wer']:6.2f}%  "
+            f"CER {scores['cer']:6.2f}%  ({time.monotonic() - t0:.0f}s)", flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
