@@ -140,6 +140,13 @@ def test_best_checkpoint_metric_must_be_one_the_kind_logs():
   assert "config.best_checkpoint_metric='eval/f1'" in message
 
 
+def test_each_kind_offers_its_own_decoding_methods():
+  lm = {"model.kind": "decoder_lm", "data.source": "python_stdlib"}
+  assert "config.decoding.method='beam': is not offered for decoder_lm" in _error(
+      **lm, **{"decoding.method": "beam"})
+  config_lib.validate(tiny_config(**lm, **{"decoding.method": "sample"}), 8)
+
+
 def test_kind_specific_fields_are_checked_by_the_kind():
   vit = {"model.kind": "vit", "data.source": "mnist", "data.image_size": 28}
   assert "config.model.positions='sinusoidal'" in _error(**vit)

@@ -33,4 +33,5 @@ KIND = register(ModelKind(
     count_units=objectives.count_tokens("targets"),
     decode=decoding.generate,
     decode_tool="generate",
+    decode_methods=("greedy", "sample"),  # no beam search for LMs (decoding.generate).
 ))
