@@ -6,7 +6,8 @@
 Loads the workdir as the transcribe tool does (`inference.load_run`, the decoding
 fields replaced), reads its splits from the workdir's synthesis cache
 (`speech_splits.load_speech`; the real-recording test split where the run has one), keeps the
-utterances up to data.max_decode_frames, and prints one line per method and split.
+utterances that the run's test decodes (data.max_decode_frames, max_predict_length), and
+prints one line per method and split.
 Method `ctc` needs a run trained with a CTC head (model.ctc_weight > 0).
 """
 
@@ -16,7 +17,7 @@ import time
 from absl import app, flags
 
 from transformer_jax import evaluation, inference
-from transformer_jax.data import speech_splits
+from transformer_jax.data import speech_pipeline, speech_splits
 from transformer_jax.tasks.speech import CACHE_DIR
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A speech_to_text train.py workdir.",
@@ -39,9 +40,8 @@ def main(argv):
                        ("real_test", data.real_test)):
       if utts is None:
         continue
-      frames = utts.frames()
-      utts = utts.take([i for i in range(len(utts))
-                        if frames[i] <= run.config.data.max_decode_frames])
+      utts = utts.take(speech_pipeline.fits(utts, run.tokenizer, run.config.data.max_decode_frames,
+                                            run.config.max_predict_length))
       t0 = time.monotonic()
       scores = evaluation.transcription_scores(
           inference.transcribe_audio(run, utts.samples), utts.texts)
