@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from transformer_jax.models import layers
+from transformer_jax.models.dropout import Dropout
 from transformer_jax.models.layers import ACT_BC, ACT_BD, Array, constrain
 from transformer_jax.models.transformer import (TransformerConfig, add_positions,
                                                 default_positions, encoder_stack)
@@ -36,7 +37,7 @@ def prepend_class_vector(module: nn.Module, x_BLD: Array) -> Array:
 
 def classification_head(cfg: TransformerConfig, pooled_BD: Array) -> Array:
   """Dropout, then Dense "head" [D, C] -> float32 logits [B, C]."""
-  pooled_BD = nn.Dropout(cfg.dropout_rate)(pooled_BD, deterministic=cfg.deterministic)
+  pooled_BD = Dropout(cfg.dropout_rate)(pooled_BD, deterministic=cfg.deterministic)
   logits_BC = layers.Dense(cfg.num_classes, ("embed", "classes"), dtype=cfg.dtype,
                            name="head")(pooled_BD)
   return constrain(logits_BC.astype(jnp.float32), ACT_BC)

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from transformer_jax import quant
+from transformer_jax.models.dropout import Dropout
 
 Array = jax.Array
 Dtype = Any
@@ -266,7 +267,7 @@ class Mlp(nn.Module):
     h_BLF = project(x_BLD, wi.astype(self.dtype)) + bi.astype(self.dtype)
     h_BLF = ACTIVATIONS[self.activation](h_BLF)
     h_BLF = constrain(h_BLF, ACT_BLF)
-    h_BLF = nn.Dropout(self.dropout_rate)(h_BLF, deterministic=self.deterministic)
+    h_BLF = Dropout(self.dropout_rate)(h_BLF, deterministic=self.deterministic)
     y_BLD = project(h_BLF, wo.astype(self.dtype)) + bo.astype(self.dtype)
     return constrain(y_BLD, ACT_BLD)
 
@@ -356,7 +357,7 @@ class MultiHeadAttention(nn.Module):
 
   def _xla_attention(self, q_BLHK, k_BSHK, v_BSHK, mask_B1LS):
     probs_BHLS = self._probs(q_BLHK, k_BSHK, mask_B1LS)
-    probs_BHLS = nn.Dropout(self.dropout_rate)(probs_BHLS, deterministic=self.deterministic)
+    probs_BHLS = Dropout(self.dropout_rate)(probs_BHLS, deterministic=self.deterministic)
     return jnp.einsum("BHLS,BSHK->BLHK", probs_BHLS.astype(self.dtype), v_BSHK)
 
   def _dot_product_attention(self, q_BLHK, k_BSHK, v_BSHK, mask_B1LS):

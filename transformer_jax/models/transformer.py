@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from transformer_jax.models import layers
+from transformer_jax.models.dropout import Dropout
 from transformer_jax.models.layers import ACT_BLD, ACT_BLV, Array, constrain
 
 
@@ -93,7 +94,7 @@ class _Residual(nn.Module):
     cfg = self.config
     norm = layers.LayerNorm(cfg.layer_norm_epsilon, dtype=cfg.dtype, name="norm")
     y_BLD = sublayer(norm(x_BLD) if cfg.norm_position == "pre" else x_BLD)
-    y_BLD = nn.Dropout(cfg.dropout_rate)(y_BLD, deterministic=cfg.deterministic)
+    y_BLD = Dropout(cfg.dropout_rate)(y_BLD, deterministic=cfg.deterministic)
     out_BLD = x_BLD + y_BLD
     return out_BLD if cfg.norm_position == "pre" else norm(out_BLD)
 
@@ -216,7 +217,7 @@ def encoder_stack(cfg: TransformerConfig, x_BLD: Array, mask_B1LL: Array | None,
 
   Call from a compact method: the layers become the caller's submodules.
   """
-  x_BLD = nn.Dropout(cfg.dropout_rate)(x_BLD, deterministic=cfg.deterministic)
+  x_BLD = Dropout(cfg.dropout_rate)(x_BLD, deterministic=cfg.deterministic)
   x_BLD = run_layers(EncoderLayer, cfg, cfg.num_encoder_layers, x_BLD, mask_B1LL, positions_BL)
   if cfg.norm_position == "pre":
     x_BLD = layers.LayerNorm(cfg.layer_norm_epsilon, dtype=cfg.dtype, name="final_norm")(x_BLD)
@@ -243,7 +244,7 @@ class Decoder(nn.Module):
                self_mask_B1LL: Array | None, cross_mask_B1LS: Array | None) -> Array:
     cfg = self.config
     y_BLD = add_positions(self, cfg, self.embed(decoder_inputs_BL), positions_BL)
-    y_BLD = nn.Dropout(cfg.dropout_rate)(y_BLD, deterministic=cfg.deterministic)
+    y_BLD = Dropout(cfg.dropout_rate)(y_BLD, deterministic=cfg.deterministic)
     y_BLD = run_layers(DecoderLayer, cfg, cfg.num_decoder_layers, y_BLD, encoded_BSD,
                        self_mask_B1LL, cross_mask_B1LS, positions_BL)
     if cfg.norm_position == "pre":
