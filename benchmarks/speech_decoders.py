@@ -1,14 +1,15 @@
 """WER and CER of a trained speech run's splits, decoded by each method in turn.
 
   python benchmarks/speech_decoders.py --workdir=runs/speech --method=greedy --method=ctc \
-      --method=beam [--alpha=1.0] [--beam_size=4]
+      --method=beam [--alpha=1.0] [--beam_size=4] [--ctc_weight=0 --ctc_weight=0.3 ...]
 
 Loads the workdir as the transcribe tool does (`inference.load_run`, the decoding
 fields replaced), reads its splits from the workdir's synthesis cache
 (`speech_splits.load_speech`; the real-recording test split where the run has one), keeps the
 utterances that the run's test decodes (data.max_decode_frames, max_predict_length), and
 prints one line per method and split.
-Method `ctc` needs a run trained with a CTC head (model.ctc_weight > 0).
+Method `ctc`, and beam with --ctc_weight > 0 (joint CTC/attention scores, one line per
+weight), need a run trained with a CTC head (model.ctc_weight > 0).
 """
 
 import os
@@ -26,14 +27,20 @@ _METHODS = flags.DEFINE_multi_enum("method", ["greedy"], ["greedy", "beam", "sam
                                    "Decoding methods, each in turn.")
 _BEAM = flags.DEFINE_integer("beam_size", 4, "Beams (method=beam).")
 _ALPHA = flags.DEFINE_float("alpha", 1.0, "Length penalty (method=beam).")
+_CTC_WEIGHTS = flags.DEFINE_multi_float(
+    "ctc_weight", [0.0], "Weights of the CTC prefix scores (method=beam), each in turn.")
 
 
 def main(argv):
   del argv
+  variants = []
   for method in _METHODS.value:
-    decoding = {"method": method}
-    if method == "beam":
-      decoding.update(beam_size=_BEAM.value, alpha=_ALPHA.value)
+    if method != "beam":
+      variants.append((method, {"method": method}))
+    for weight in _CTC_WEIGHTS.value if method == "beam" else ():
+      variants.append((f"beam w{weight:g}", {"method": method, "beam_size": _BEAM.value,
+                                             "alpha": _ALPHA.value, "ctc_weight": weight}))
+  for method, decoding in variants:
     run = inference.load_run(_WORKDIR.value, tool="transcribe", decoding=decoding)
     data = speech_splits.load_speech(run.config.data, os.path.join(_WORKDIR.value, CACHE_DIR))
     for name, utts in (("validation", data.validation), ("test", data.test),
@@ -45,7 +52,7 @@ def main(argv):
       t0 = time.monotonic()
       scores = evaluation.transcription_scores(
           inference.transcribe_audio(run, utts.samples), utts.texts)
-      print(f"{method:6s} {name:10s} {len(utts):4d} utterances: WER {scores['wer']:6.2f}%  "
+      print(f"{method:10s} {name:10s} {len(utts):4d} utterances: WER {scores['wer']:6.2f}%  "
             f"CER {scores['cer']:6.2f}%  ({time.monotonic() - t0:.0f}s)", flush=True)
 
 

@@ -38,6 +38,9 @@ def test_default_and_base_configs_are_valid():
     ("decoding.alpha", -0.5, "config.decoding.alpha=-0.5"),
     ("decoding.top_p", 0.0, "config.decoding.top_p=0.0"),
     ("decoding.top_k", -1, "config.decoding.top_k=-1"),
+    ("decoding.ctc_weight", 1.0, "config.decoding.ctc_weight=1.0: must be in [0, 1)"),
+    ("decoding.ctc_weight", 0.3,
+     "config.decoding.ctc_weight=0.3: encoder_decoder models have no CTC head"),
     ("num_eval_bleu_examples", -5, "config.num_eval_bleu_examples=-5"),
 ])
 def test_bad_fields_are_named(field, value, expected):
@@ -47,6 +50,7 @@ def test_bad_fields_are_named(field, value, expected):
 @pytest.mark.parametrize("field,value,expected", [
     ("decoding.method", "ctc", "config.decoding.method='ctc': needs the CTC head"),
     ("model.subsample", 3, "config.model.subsample=3"),
+    ("decoding.ctc_weight", 0.3, "config.decoding.ctc_weight=0.3: needs the CTC head"),
     ("data.real_speech", "all", "config.data.real_speech='all'"),
     ("data.augment.speed", (1.2, 0.9), "config.data.augment.speed=(1.2, 0.9)"),
 ])
@@ -54,6 +58,14 @@ def test_bad_speech_fields_are_named(field, value, expected):
   overrides = {"model.kind": "speech_to_text", "data.source": "tts", "model.ctc_weight": 0.0,
                field: value}
   assert expected in _error(**overrides)
+
+
+def test_joint_ctc_scores_are_for_the_beam():
+  overrides = {"model.kind": "speech_to_text", "data.source": "tts", "model.ctc_weight": 0.5,
+               "decoding.ctc_weight": 0.3}
+  assert "config.decoding.ctc_weight=0.3: joint CTC/attention scores are for " \
+         "decoding.method='beam', not 'greedy'" in _error(**overrides)
+  config_lib.validate(tiny_config(**overrides, **{"decoding.method": "beam"}), 8)
 
 
 def test_mesh_is_checked_against_devices():

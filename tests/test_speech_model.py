@@ -162,3 +162,22 @@ def test_ctc_decoding_merges_repeats_then_drops_blanks():
     expected = ids + [1] * (len(ids) < max_length) + [0] * (max_length - len(ids) - 1)
     np.testing.assert_array_equal(out[row], expected[:max_length])
   assert (out[0] > 0).sum() > 3  # the case is not trivial.
+
+
+def test_joint_ctc_attention_beam_decodes_cached_as_uncached_and_uses_the_head():
+  cfg = CFG.replace(subsample=2, ctc_weight=0.5)
+  model = speech.SpeechToText(cfg)
+  features = _features(np.random.default_rng(8), 3, 24, [24, 13, 6])
+  params = model.init(jax.random.key(1), features, jnp.ones((3, 6), jnp.int32))["params"]
+  params = {**params, "ctc_head": nn.meta.unbox(params["ctc_head"]) * 4.0}
+
+  def run(weight, cached):
+    options = decoding.DecodeOptions(method="beam", beam_size=3, ctc_weight=weight)
+    return np.asarray(jax.jit(lambda p, f: decoding.transcribe(
+        p, f, None, config=cfg.replace(deterministic=True), options=options, max_length=8,
+        vocab_limit=40, cached=cached))(params, features))
+
+  joint = run(0.5, True)
+  np.testing.assert_array_equal(joint, run(0.5, False))
+  assert (joint < 40).all()
+  assert not np.array_equal(joint, run(0.0, True))  # the CTC head's scores changed the beam

@@ -60,8 +60,12 @@ def _take(x_BN, idx_BK):
 
 def beam_search(step_fn: StepFn, cache: Any, *, batch_size: int, beam_size: int,
                 max_length: int, alpha: float, eos_id: int,
-                mask_logits: Callable[[Array], Array] = lambda x: x) -> tuple[Array, Array]:
+                mask_logits: Callable[[Array], Array] = lambda x: x,
+                normalized: bool = False) -> tuple[Array, Array]:
   """Returns (sequences [B, K, max_length], scores [B, K]), best first.
+
+  `normalized`: step_fn returns log-scores to add as they are (ctc_prefix's joint
+  scores), not logits to turn into log-probabilities.
 
   Sequences hold the generated tokens, EOS included, then zeros. A row with no
   finished hypothesis returns its alive ones, scored at full length. With
@@ -73,7 +77,10 @@ def beam_search(step_fn: StepFn, cache: Any, *, batch_size: int, beam_size: int,
   def step(carry):
     i, cache, last_BK, alive_BKL, alive_logp_BK, fin_BKL, fin_score_BK, fin_flag_BK = carry
     logits, cache = step_fn(last_BK.reshape(b * k), i, cache)
-    logp_BKV = jax.nn.log_softmax(mask_logits(logits.astype(jnp.float32))).reshape(b, k, -1)
+    logp_BKV = mask_logits(logits.astype(jnp.float32))
+    if not normalized:
+      logp_BKV = jax.nn.log_softmax(logp_BKV)
+    logp_BKV = logp_BKV.reshape(b, k, -1)
     vocab = logp_BKV.shape[-1]
     cand_BN = (alive_logp_BK[:, :, None] + logp_BKV).reshape(b, k * vocab)
     top_logp_B2K, top_idx_B2K = jax.lax.top_k(cand_BN, 2 * k)

@@ -73,10 +73,11 @@ def default_config() -> ml_collections.ConfigDict:
   # The decoder of eval/bleu, test/bleu, the LM's samples and the translate /
   # generate tools:
   # greedy | beam (beam_size, alpha: GNMT length penalty) | sample (temperature,
-  # top_k (0: off), top_p (1: off)).
+  # top_k (0: off), top_p (1: off)); speech with a CTC head: ctc (the head alone), and
+  # ctc_weight > 0 with beam: joint CTC/attention scores (0: the decoder alone).
   c.decoding = ml_collections.ConfigDict({
       "method": "greedy", "beam_size": 4, "alpha": 0.6, "temperature": 1.0, "top_k": 0,
-      "top_p": 1.0})
+      "top_p": 1.0, "ctc_weight": 0.0})
   c.num_example_translations = 5  # translation: test examples printed at the end.
   # Optimizer and schedule.
   c.learning_rate = 2e-3

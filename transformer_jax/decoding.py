@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from transformer_jax import beam_search as beam_lib
+from transformer_jax import ctc_prefix
 from transformer_jax.data.tokenizer import EOS_ID, PAD_ID
 from transformer_jax.models.decoder_lm import DecoderLM
 from transformer_jax.models.speech import SpeechToText
@@ -53,6 +54,8 @@ class DecodeOptions:
   temperature: float = 1.0  # sampling: logits / temperature.
   top_k: int = 0  # sampling: keep the k most likely tokens (0: all).
   top_p: float = 1.0  # sampling: keep the smallest set with this much probability.
+  ctc_weight: float = 0.0  # beam search of a speech model with a CTC head: the weight of
+  # its prefix scores against the decoder's (ctc_prefix.py); 0: the decoder alone.
 
   @classmethod
   def from_config(cls, decoding) -> "DecodeOptions":
@@ -276,13 +279,31 @@ def _encode_decode(model_type: type, params, inputs: Array, rng: Array | None, *
   if options.method == "beam":
     k = options.beam_size
     step_fn, cache = start_state(config, params, b * k, max_length, source.repeat(k), cached)
+    normalized = options.ctc_weight > 0
+    if normalized:
+      step_fn, cache = _joint_ctc(step_fn, cache, config, params, source.repeat(k), options,
+                                  mask)
     seqs_BKL, _ = beam_lib.beam_search(step_fn, cache, batch_size=b, beam_size=k,
                                        max_length=max_length, alpha=options.alpha,
-                                       eos_id=EOS_ID, mask_logits=mask)
+                                       eos_id=EOS_ID, mask_logits=mask, normalized=normalized)
     return seqs_BKL[:, 0]
   step_fn, cache = start_state(config, params, b, max_length, source, cached)
   return sample_loop(step_fn, cache, batch_size=b, max_length=max_length, rng=rng,
                      mask_logits=mask, **_sampling_args(options))
+
+
+def _joint_ctc(step_fn, cache, config: TransformerConfig, params, source: Source,
+               options: DecodeOptions, mask):
+  """The beam step and cache of joint CTC/attention decoding (ctc_prefix.py), with the CTC
+  head's prefix scores weighted by options.ctc_weight; pre-beam: the decoder's 2K best."""
+  model = SpeechToText(_decode_mode(config, cached=False))
+  ctc_logits_NSV = model.apply({"params": params}, source.encoded_BSD, method=model.ctc_logits)
+  pre_beam = min(2 * options.beam_size, ctc_logits_NSV.shape[-1])
+  joint = ctc_prefix.joint_step_fn(step_fn, ctc_logits_NSV, source.valid_BS > 0,
+                                   weight=options.ctc_weight, pre_beam=pre_beam, eos_id=EOS_ID,
+                                   mask_logits=mask)
+  n, s = source.valid_BS.shape
+  return joint, (cache, ctc_prefix.init_state(n, pre_beam, s))
 
 
 def generate(params, prompt_BL: Array, rng: Array | None, *, config: TransformerConfig,

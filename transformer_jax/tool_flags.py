@@ -14,7 +14,8 @@ class BadInput(ValueError):
   """An input file or flag that cannot be used; the message names it."""
 
 
-_DECODING_FLAGS = ("method", "beam_size", "alpha", "temperature", "top_k", "top_p")
+_DECODING_FLAGS = ("method", "beam_size", "alpha", "temperature", "top_k", "top_p",
+                   "ctc_weight")
 
 
 def define_common(beam: bool, ctc: bool = False) -> None:
@@ -27,6 +28,9 @@ def define_common(beam: bool, ctc: bool = False) -> None:
   if beam:
     flags.DEFINE_integer("beam_size", None, "Beams (method=beam).")
     flags.DEFINE_float("alpha", None, "Length penalty ((5 + len) / 6) ** alpha (method=beam).")
+  if beam and ctc:
+    flags.DEFINE_float("ctc_weight", None, "Weight of the CTC head's prefix scores in the beam "
+                       "(method=beam; 0: the decoder alone).")
   flags.DEFINE_float("temperature", None, "Sampling temperature (method=sample).")
   flags.DEFINE_integer("top_k", None, "Sample from the k most likely tokens (0: all).")
   flags.DEFINE_float("top_p", None, "Sample from the smallest set with this probability (1: all).")
