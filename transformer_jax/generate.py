@@ -20,7 +20,7 @@ from transformer_jax import cli, tool_flags
 _PROMPT = flags.DEFINE_multi_string("prompt", [], "A prompt; repeat for several.")
 _INPUT = flags.DEFINE_string("input", None, "A file of prompts, one per line.")
 _OUTPUT = flags.DEFINE_string("output", None, "Where the texts go (default: stdout).")
-tool_flags.define_common(beam=False)
+tool_flags.define_common("generate")
 
 
 def main(argv):

@@ -8,7 +8,7 @@ import sys
 
 from absl import flags, logging
 
-from transformer_jax import cli
+from transformer_jax import cli, kinds
 
 class BadInput(ValueError):
   """An input file or flag that cannot be used; the message names it."""
@@ -18,17 +18,21 @@ _DECODING_FLAGS = ("method", "beam_size", "alpha", "temperature", "top_k", "top_
                    "ctc_weight")
 
 
-def define_common(beam: bool, ctc: bool = False) -> None:
+def define_common(tool: str) -> None:
+  """The flags every decoding tool shares; --method offers what the kinds that `tool`
+  decodes offer (kinds' decode_methods), and their flags."""
+  methods = list(dict.fromkeys(m for name in kinds.names() if kinds.get(name).decode_tool == tool
+                               for m in kinds.get(name).decode_methods))
   flags.DEFINE_string("workdir", None, "The train.py workdir of the run.", required=True)
   flags.DEFINE_integer("step", -1, "Checkpoint step to load (-1: the latest).")
-  methods = ["greedy", "beam", "sample"] if beam else ["greedy", "sample"]
-  flags.DEFINE_enum("method", None, methods + ["ctc"] if ctc else methods,
+  flags.DEFINE_enum("method", None, methods,
                     "Decoder (default: the run's config.decoding.method"
-                    + ("; ctc: the CTC head, for runs trained with one)." if ctc else ")."))
-  if beam:
+                    + ("; ctc: the CTC head, for runs trained with one)." if "ctc" in methods
+                       else ")."))
+  if "beam" in methods:
     flags.DEFINE_integer("beam_size", None, "Beams (method=beam).")
     flags.DEFINE_float("alpha", None, "Length penalty ((5 + len) / 6) ** alpha (method=beam).")
-  if beam and ctc:
+  if "beam" in methods and "ctc" in methods:
     flags.DEFINE_float("ctc_weight", None, "Weight of the CTC head's prefix scores in the beam "
                        "(method=beam; 0: the decoder alone).")
   flags.DEFINE_float("temperature", None, "Sampling temperature (method=sample).")

@@ -22,7 +22,7 @@ from absl import app, flags
 from transformer_jax import cli, tool_flags
 
 _OUTPUT = flags.DEFINE_string("output", None, "Where transcripts go (default: stdout).")
-tool_flags.define_common(beam=True, ctc=True)
+tool_flags.define_common("transcribe")
 
 
 def main(argv):

@@ -22,7 +22,7 @@ from transformer_jax import cli, tool_flags
 
 _INPUT = flags.DEFINE_string("input", None, "Source text, one sentence per line (default: stdin).")
 _OUTPUT = flags.DEFINE_string("output", None, "Where translations go (default: stdout).")
-tool_flags.define_common(beam=True)
+tool_flags.define_common("translate")
 
 
 def main(argv):
