@@ -41,6 +41,9 @@ def test_default_and_base_configs_are_valid():
     ("decoding.ctc_weight", 1.0, "config.decoding.ctc_weight=1.0: must be in [0, 1)"),
     ("decoding.ctc_weight", 0.3,
      "config.decoding.ctc_weight=0.3: encoder_decoder models have no CTC head"),
+    ("decoding.oov_penalty", -1.0, "config.decoding.oov_penalty=-1.0: must be >= 0"),
+    ("decoding.oov_penalty", 2.0,
+     "config.decoding.oov_penalty=2.0: the word list is the speech kind's"),
     ("num_eval_bleu_examples", -5, "config.num_eval_bleu_examples=-5"),
 ])
 def test_bad_fields_are_named(field, value, expected):
@@ -51,6 +54,8 @@ def test_bad_fields_are_named(field, value, expected):
     ("decoding.method", "ctc", "config.decoding.method='ctc': needs the CTC head"),
     ("model.subsample", 3, "config.model.subsample=3"),
     ("decoding.ctc_weight", 0.3, "config.decoding.ctc_weight=0.3: needs the CTC head"),
+    ("decoding.oov_penalty", 2.0,
+     "config.decoding.oov_penalty=2.0: the word list is for beam search of a letter model"),
     ("data.real_speech", "all", "config.data.real_speech='all'"),
     ("data.augment.speed", (1.2, 0.9), "config.data.augment.speed=(1.2, 0.9)"),
 ])

@@ -164,6 +164,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
   if config.decoding.method not in kind.decode_methods:
     _fail("decoding.method", config.decoding.method,
           f"is not offered for {kind.name} models (one of {kind.decode_methods})")
+  if config.decoding.oov_penalty > 0 and kind.name != "speech_to_text":
+    _fail("decoding.oov_penalty", config.decoding.oov_penalty,
+          f"the word list is the speech kind's (its transcripts), not {kind.name}'s")
   if config.decoding.ctc_weight > 0 and "ctc" not in kind.decode_methods:
     _fail("decoding.ctc_weight", config.decoding.ctc_weight,
           f"{kind.name} models have no CTC head to weigh (0: the decoder alone)")
@@ -216,6 +219,8 @@ def _check_decoding(config) -> None:
     _fail("decoding.top_p", d.top_p, "must be in (0, 1] (1: off)")
   if not 0 <= d.ctc_weight < 1:
     _fail("decoding.ctc_weight", d.ctc_weight, "must be in [0, 1) (0: the decoder alone)")
+  if not d.oov_penalty >= 0:
+    _fail("decoding.oov_penalty", d.oov_penalty, "must be >= 0 (0: no word list)")
 
 
 def validate_distributed(config) -> None:

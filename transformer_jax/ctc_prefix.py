@@ -41,6 +41,10 @@ import jax.numpy as jnp
 
 Array = jax.Array
 FLOOR = -1.0e10  # log(0), finite: differences of impossible scores stay NaN-free.
+# The most a step's CTC term may cost: an extension the frames cannot produce, or one
+# outside the pre-beam. Far below any real score, and far above the -1e9 that masks
+# ids decoding never produces (decoding.vocab_mask), so those stay last.
+MAX_COST = 1.0e5
 
 
 class CtcState(NamedTuple):
@@ -93,7 +97,7 @@ def joint_step_fn(step_fn, ctc_logits_NTV: Array, valid_NT: Array, *, weight: fl
   `ctc_logits_NTV` the CTC head's, `valid_NT` its real frames (rows beam-minor, as
   the decoder's). The returned step takes and gives (decoder cache, CtcState) and
   returns log-scores, not logits: labels outside the decoder's `pre_beam` best
-  score about weight * FLOOR."""
+  cost weight * MAX_COST."""
   logp_NTV = jax.nn.log_softmax(ctc_logits_NTV.astype(jnp.float32), axis=-1)
   n, _, vocab = logp_NTV.shape
   blank_cum_NT = jnp.where(valid_NT, jnp.cumsum(logp_NTV[..., 0], axis=-1), FLOOR)
@@ -117,7 +121,7 @@ def joint_step_fn(step_fn, ctc_logits_NTV: Array, valid_NT: Array, *, weight: fl
     at_end = (rows_N[:, None], slots_P[None, :], last_frame_N[:, None])
     psi = jnp.where(cand_NP == eos_id, jnp.logaddexp(r_n[at_end], r_b[at_end]), psi)
     ctc_NV = jnp.full((n, vocab), FLOOR).at[rows_N[:, None], cand_NP].set(psi - psi_N[:, None])
-    scores_NV = (1.0 - weight) * att_NV + weight * jnp.maximum(ctc_NV, FLOOR)
+    scores_NV = (1.0 - weight) * att_NV + weight * jnp.maximum(ctc_NV, -MAX_COST)
     return scores_NV, (att_cache, CtcState(cand_NP, r_n, r_b, psi))
 
   return step

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 from transformer_jax import beam_search as beam_lib
 from transformer_jax import ctc_prefix
+from transformer_jax import lexicon as lexicon_lib
 from transformer_jax.data.tokenizer import EOS_ID, PAD_ID
 from transformer_jax.models.decoder_lm import DecoderLM
 from transformer_jax.models.speech import SpeechToText
@@ -56,6 +57,8 @@ class DecodeOptions:
   top_p: float = 1.0  # sampling: keep the smallest set with this much probability.
   ctc_weight: float = 0.0  # beam search of a speech model with a CTC head: the weight of
   # its prefix scores against the decoder's (ctc_prefix.py); 0: the decoder alone.
+  oov_penalty: float = 0.0  # beam search of a letter model: the cost of a word outside
+  # the run's word list (lexicon.py); 0: no list.
 
   @classmethod
   def from_config(cls, decoding) -> "DecodeOptions":
@@ -228,16 +231,17 @@ def translate(params, inputs_BS: Array, rng: Array | None, *, config: Transforme
 
 def transcribe(params, features_BTF: Array, rng: Array | None, *, config: TransformerConfig,
                options: DecodeOptions, max_length: int, vocab_limit: int | None = None,
-               cached: bool = True) -> Array:
+               cached: bool = True, lexicon: lexicon_lib.Tables | None = None) -> Array:
   """Transcript ids [B, max_length] for speech features with their frame mask
   [B, T, F + 1] (models/speech.py); jit-able. Method "ctc" reads the encoder's CTC
-  head (ctc_greedy); the others run the decoder."""
+  head (ctc_greedy); the others run the decoder. `lexicon`: the word trie that beam
+  search charges options.oov_penalty against (lexicon.py)."""
   if options.method == "ctc":
     return ctc_greedy(params, features_BTF, config=config, max_length=max_length,
                       vocab_limit=vocab_limit)
   return _encode_decode(SpeechToText, params, features_BTF, rng, config=config,
                         options=options, max_length=max_length, vocab_limit=vocab_limit,
-                        cached=cached)
+                        cached=cached, lexicon=lexicon)
 
 
 def ctc_greedy(params, features_BTF: Array, *, config: TransformerConfig, max_length: int,
@@ -270,7 +274,8 @@ def ctc_greedy(params, features_BTF: Array, *, config: TransformerConfig, max_le
 
 def _encode_decode(model_type: type, params, inputs: Array, rng: Array | None, *,
                    config: TransformerConfig, options: DecodeOptions, max_length: int,
-                   vocab_limit: int | None, cached: bool) -> Array:
+                   vocab_limit: int | None, cached: bool,
+                   lexicon: lexicon_lib.Tables | None = None) -> Array:
   """An encoder-decoder's output ids: the encoder once, then the decoder's loop."""
   config, params = unscanned(config, params)
   b = inputs.shape[0]
@@ -279,10 +284,14 @@ def _encode_decode(model_type: type, params, inputs: Array, rng: Array | None, *
   if options.method == "beam":
     k = options.beam_size
     step_fn, cache = start_state(config, params, b * k, max_length, source.repeat(k), cached)
-    normalized = options.ctc_weight > 0
-    if normalized:
+    normalized = options.ctc_weight > 0 or lexicon is not None
+    if options.ctc_weight > 0:
       step_fn, cache = _joint_ctc(step_fn, cache, config, params, source.repeat(k), options,
                                   mask)
+    elif lexicon is not None:
+      step_fn = lexicon_lib.log_scores(step_fn, mask)
+    if lexicon is not None:
+      step_fn, cache = lexicon_lib.step_fn(step_fn, lexicon), (cache, jnp.zeros(b * k, jnp.int32))
     seqs_BKL, _ = beam_lib.beam_search(step_fn, cache, batch_size=b, beam_size=k,
                                        max_length=max_length, alpha=options.alpha,
                                        eos_id=EOS_ID, mask_logits=mask, normalized=normalized)

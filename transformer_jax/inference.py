@@ -17,12 +17,12 @@ import jax
 import ml_collections
 import numpy as np
 
-from transformer_jax import checkpoint, kinds, quant, sharding
+from transformer_jax import checkpoint, kinds, lexicon, quant, sharding
 from transformer_jax import config as config_lib
 from transformer_jax import programs as programs_lib
 from transformer_jax.data import pipeline
 from transformer_jax.data.hf_tokenizer import open_tokenizer
-from transformer_jax.data.tokenizer import Tokenizer
+from transformer_jax.data.tokenizer import EOS_ID, Tokenizer
 from transformer_jax.tasks.base import prompt_batch, read_labels
 
 
@@ -94,8 +94,18 @@ def load_run(workdir: str, *, tool: str, step: int = -1,
       raise config_lib.ConfigError(f"--workdir={workdir!r}: no labels.json, so the number of "
                                    "classes is unknown (set config.model.num_classes)")
     num_classes = len(labels)
+  decode_kwargs = {}
+  if config.decoding.oov_penalty > 0:  # a letter model's beam with the run's word list
+    try:
+      words = lexicon.read_words(workdir)
+    except FileNotFoundError as e:
+      raise config_lib.ConfigError(str(e)) from e
+    decode_kwargs["lexicon"] = lexicon.for_tokenizer(
+        words, tokenizer, EOS_ID,
+        config_lib.model_config(config, tokenizer.vocab_size).vocab_size,
+        config.decoding.oov_penalty)
   progs = programs_lib.build(config, sharding.make_mesh(config),
-                             tokenizer.vocab_size if tokenizer else 0, num_classes)
+                             tokenizer.vocab_size if tokenizer else 0, num_classes, decode_kwargs)
   params, step = checkpoint.restore_params(workdir, step, progs.abstract_state.params)
   if as_floats:
     params = quant.materialize(params)

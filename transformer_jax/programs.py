@@ -114,13 +114,14 @@ class Programs:
 
 
 def build(config: ml_collections.ConfigDict, mesh: Mesh, vocab_size: int,
-          num_classes: int = 0) -> Programs:
+          num_classes: int = 0, decode_kwargs: dict | None = None) -> Programs:
   """Model, optimizer, state shardings and jitted steps for `config` on `mesh`.
 
   The model kind's record (`kinds.get(config.model.kind)`) supplies the model,
   the batch, the objective and the decoder. `vocab_size` is the tokenizer's (0
   for kinds without one); `num_classes` the data's labels (classifiers; 0 takes
-  config.model.num_classes).
+  config.model.num_classes); `decode_kwargs` go to the kind's decoder as they are
+  (the task's `decode_kwargs()`: speech's word list).
   """
   kind = kinds.get(config.model.kind)
   model_config = config_lib.model_config(config, vocab_size, num_classes)
@@ -163,7 +164,7 @@ def build(config: ml_collections.ConfigDict, mesh: Mesh, vocab_size: int,
     decode_fn = functools.partial(
         _decode, decode=kind.decode, prepare=prepare, activation_bits=act_bits,
         config=model_config, options=decoding.DecodeOptions.from_config(config.decoding),
-        max_length=config.max_predict_length, vocab_limit=vocab_size)
+        max_length=config.max_predict_length, vocab_limit=vocab_size, **(decode_kwargs or {}))
     decode = jax.jit(decode_fn, in_shardings=(state_shardings.params, batch_sharding, replicated),
                      out_shardings=replicated)
   return Programs(

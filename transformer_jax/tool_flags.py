@@ -15,7 +15,7 @@ class BadInput(ValueError):
 
 
 _DECODING_FLAGS = ("method", "beam_size", "alpha", "temperature", "top_k", "top_p",
-                   "ctc_weight")
+                   "ctc_weight", "oov_penalty")
 
 
 def define_common(tool: str) -> None:
@@ -35,6 +35,8 @@ def define_common(tool: str) -> None:
   if "beam" in methods and "ctc" in methods:
     flags.DEFINE_float("ctc_weight", None, "Weight of the CTC head's prefix scores in the beam "
                        "(method=beam; 0: the decoder alone).")
+    flags.DEFINE_float("oov_penalty", None, "Cost in the beam of each word outside the run's "
+                       "lexicon.txt (method=beam, letter models; 0: no word list).")
   flags.DEFINE_float("temperature", None, "Sampling temperature (method=sample).")
   flags.DEFINE_integer("top_k", None, "Sample from the k most likely tokens (0: all).")
   flags.DEFINE_float("top_p", None, "Sample from the smallest set with this probability (1: all).")

@@ -2,14 +2,16 @@
 
   python -m transformer_jax.transcribe --workdir=runs/speech a.wav b.wav ...
       [--output=out.txt] [--step=N] [--method=greedy|beam|sample|ctc] [--beam_size=4]
-      [--alpha=0.6] [--ctc_weight=0.3] [--batch_size=N] [--max_length=N]
+      [--alpha=0.6] [--ctc_weight=0.3] [--oov_penalty=2] [--batch_size=N] [--max_length=N]
 
 Loads the run's config, tokenizer and latest (or --step) checkpoint, reads every
 file first (PCM WAV of 8, 16 or 32 bits, any rate, mono or averaged to mono), and
 writes one transcript per file to --output (default: stdout), in the files' order.
 Decoding options default to the run's config.decoding; --ctc_weight > 0 (with
---method=beam) adds the CTC head's prefix scores to the beam (joint CTC/attention). Exit code 2 on a bad
-workdir, step, option or audio file (named, before the model loads).
+--method=beam) adds the CTC head's prefix scores to the beam (joint CTC/attention), and
+--oov_penalty > 0 charges each word outside the run's lexicon.txt (letter models).
+Exit code 2 on a bad workdir, step, option or audio file (named, before the model
+loads).
 """
 
 from __future__ import annotations

@@ -76,6 +76,11 @@ def _check(config) -> None:
     fail("model.ctc_weight", m.ctc_weight, "must be in [0, 1]")
   if config.decoding.method == "ctc" and m.ctc_weight <= 0:
     fail("decoding.method", "ctc", "needs the CTC head: set model.ctc_weight > 0")
+  if config.decoding.oov_penalty > 0 and (config.decoding.method != "beam"
+                                          or d.tokenizer_type != "char"):
+    fail("decoding.oov_penalty", config.decoding.oov_penalty,
+         "the word list is for beam search of a letter model (decoding.method='beam', "
+         "data.tokenizer_type='char')")
   if config.decoding.ctc_weight > 0 and m.ctc_weight <= 0:
     fail("decoding.ctc_weight", config.decoding.ctc_weight,
          "needs the CTC head: set model.ctc_weight > 0, or decoding.ctc_weight=0")

@@ -79,6 +79,10 @@ class TaskBase:
     del run, params
     return {}
 
+  def decode_kwargs(self) -> dict[str, Any]:
+    """Constants the kind's decoder takes beyond the config (speech: its word list)."""
+    return {}
+
 
 LABELS_FILE = "labels.json"  # a classifier run's class names by id, in its workdir.
 

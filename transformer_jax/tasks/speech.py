@@ -15,9 +15,11 @@ import time
 
 import jax
 
-from transformer_jax import evaluation
+from transformer_jax import config as config_lib
+from transformer_jax import evaluation, lexicon
 from transformer_jax.data import speech_pipeline, speech_splits
 from transformer_jax.data.speech import normalize
+from transformer_jax.data.tokenizer import EOS_ID
 from transformer_jax.tasks import base
 from transformer_jax.tasks.translation import decoder_name
 
@@ -48,6 +50,10 @@ class SpeechTask(base.TaskBase):
                                          lambda: (normalize(t) for t in d.train.texts),
                                          is_writer, use_placeholders=False)
     self.vocab_size = self.tokenizer.vocab_size
+    # The training transcripts' words: the transcribe tool's copy in WORKDIR/lexicon.txt.
+    self.words = sorted({w for t in d.train.texts for w in normalize(t).split()})
+    if is_writer:
+      lexicon.write_words(workdir, self.words)
     self._length = (c.data.max_frames, c.max_target_length)
     self.train_use = speech_pipeline.fits(d.train, self.tokenizer, *self._length)
     self.validation_use = speech_pipeline.fits(d.validation, self.tokenizer, *self._length)
@@ -76,6 +82,14 @@ class SpeechTask(base.TaskBase):
         self.data.validation, self.validation_use, self.tokenizer, batch_size=batch_size,
         max_frames=self._length[0], max_length=self._length[1], process_index=process_index,
         process_count=process_count)
+
+  def decode_kwargs(self) -> dict:
+    """The word list's trie where beam search charges decoding.oov_penalty (lexicon.py)."""
+    penalty = self.config.decoding.oov_penalty
+    if penalty <= 0:
+      return {}
+    vocab = config_lib.model_config(self.config, self.vocab_size).vocab_size
+    return {"lexicon": lexicon.for_tokenizer(self.words, self.tokenizer, EOS_ID, vocab, penalty)}
 
   def transcribe(self, run: base.Evaluator, params, utts: speech_splits.Utterances):
     """(WER/CER scores, [(reference, transcript)]) of `utts` decoded with config.decoding."""
