@@ -55,7 +55,8 @@ def test_bad_fields_are_named(field, value, expected):
     ("model.subsample", 3, "config.model.subsample=3"),
     ("decoding.ctc_weight", 0.3, "config.decoding.ctc_weight=0.3: needs the CTC head"),
     ("decoding.oov_penalty", 2.0,
-     "config.decoding.oov_penalty=2.0: the word list is for beam search of a letter model"),
+     "config.decoding.oov_penalty=2.0: the word list is for letter models "
+     "(data.tokenizer_type='char', not 'unigram')"),
     ("data.real_speech", "all", "config.data.real_speech='all'"),
     ("data.augment.speed", (1.2, 0.9), "config.data.augment.speed=(1.2, 0.9)"),
 ])
@@ -65,12 +66,12 @@ def test_bad_speech_fields_are_named(field, value, expected):
   assert expected in _error(**overrides)
 
 
-def test_joint_ctc_scores_are_for_the_beam():
+def test_the_beams_speech_options_leave_other_methods_alone():
   overrides = {"model.kind": "speech_to_text", "data.source": "tts", "model.ctc_weight": 0.5,
-               "decoding.ctc_weight": 0.3}
-  assert "config.decoding.ctc_weight=0.3: joint CTC/attention scores are for " \
-         "decoding.method='beam', not 'greedy'" in _error(**overrides)
-  config_lib.validate(tiny_config(**overrides, **{"decoding.method": "beam"}), 8)
+               "data.tokenizer_type": "char", "decoding.ctc_weight": 0.3,
+               "decoding.oov_penalty": 2.0}
+  for method in ("beam", "greedy", "ctc"):  # like beam_size and alpha, ignored off the beam
+    config_lib.validate(tiny_config(**overrides, **{"decoding.method": method}), 8)
 
 
 def test_mesh_is_checked_against_devices():

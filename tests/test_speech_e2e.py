@@ -95,8 +95,8 @@ def test_a_tiny_speech_run_learns_tests_resumes_and_transcribes(tmp_path, speech
   # run writes subwords, so the tool refuses the option before loading the model.
   assert (workdir / "lexicon.txt").read_text().split() == sorted(WORDS)
   oov = _transcribe(workdir, "--method=beam", "--oov_penalty=5", *files)
-  assert oov.returncode == 2 and "config.decoding.oov_penalty=5.0: the word list is for beam " \
-      "search of a letter model" in oov.stderr, excerpt(oov.stderr)
+  assert oov.returncode == 2 and "config.decoding.oov_penalty=5.0: the word list is for " \
+      "letter models" in oov.stderr, excerpt(oov.stderr)
   maps = subprocess.run([sys.executable, "-m", "transformer_jax.report", "attention",
                          f"--workdir={workdir}", "--text=alpha", f"--output={tmp_path}"],
                         cwd=REPO, capture_output=True, text=True, timeout=300)

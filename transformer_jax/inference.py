@@ -95,7 +95,7 @@ def load_run(workdir: str, *, tool: str, step: int = -1,
                                    "classes is unknown (set config.model.num_classes)")
     num_classes = len(labels)
   decode_kwargs = {}
-  if config.decoding.oov_penalty > 0:  # a letter model's beam with the run's word list
+  if config.decoding.oov_penalty > 0 and config.decoding.method == "beam":  # the word list
     try:
       words = lexicon.read_words(workdir)
     except FileNotFoundError as e:

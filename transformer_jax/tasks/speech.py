@@ -86,7 +86,7 @@ class SpeechTask(base.TaskBase):
   def decode_kwargs(self) -> dict:
     """The word list's trie where beam search charges decoding.oov_penalty (lexicon.py)."""
     penalty = self.config.decoding.oov_penalty
-    if penalty <= 0:
+    if penalty <= 0 or self.config.decoding.method != "beam":
       return {}
     vocab = config_lib.model_config(self.config, self.vocab_size).vocab_size
     return {"lexicon": lexicon.for_tokenizer(self.words, self.tokenizer, EOS_ID, vocab, penalty)}
