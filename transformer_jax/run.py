@@ -37,7 +37,8 @@ class Run:
       self.task = self.kind.task(config, workdir, self.primary)
     with phases.time("build"):
       self.programs = programs_lib.build(config, self.mesh, self.task.vocab_size,
-                                         self.task.num_classes, self.task.decode_kwargs())
+                                         self.task.num_classes,
+                                         getattr(self.task, "decode_kwargs", dict)())
     p = self.programs
     self.global_batch_size = p.global_batch_size
     self.local_batch_size = len(p.rows)

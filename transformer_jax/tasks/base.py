@@ -69,6 +69,9 @@ class Task(Protocol):
     list of {field: text} dicts (translations, samples) that metrics.jsonl keeps for
     the report."""
 
+  # Optional: `decode_kwargs() -> dict`, constants the kind's decoder takes beyond the
+  # config (speech: its word list); a task without it gives none (TaskBase's default).
+
 
 class TaskBase:
   """Defaults for the optional parts of `Task`."""
