@@ -286,8 +286,7 @@ def _encode_decode(model_type: type, params, inputs: Array, rng: Array | None, *
     step_fn, cache = start_state(config, params, b * k, max_length, source.repeat(k), cached)
     normalized = options.ctc_weight > 0 or lexicon is not None
     if options.ctc_weight > 0:
-      step_fn, cache = _joint_ctc(step_fn, cache, config, params, source.repeat(k), options,
-                                  mask)
+      step_fn, cache = _joint_ctc(step_fn, cache, config, params, source, options, mask)
     elif lexicon is not None:
       step_fn = lexicon_lib.log_scores(step_fn, mask)
     if lexicon is not None:
@@ -304,15 +303,18 @@ def _encode_decode(model_type: type, params, inputs: Array, rng: Array | None, *
 def _joint_ctc(step_fn, cache, config: TransformerConfig, params, source: Source,
                options: DecodeOptions, mask):
   """The beam step and cache of joint CTC/attention decoding (ctc_prefix.py), with the CTC
-  head's prefix scores weighted by options.ctc_weight; pre-beam: the decoder's 2K best."""
+  head's prefix scores weighted by options.ctc_weight; pre-beam: the decoder's 2K best.
+  `source` is one row per utterance: the head runs once, its logits repeat for the beams."""
+  k = options.beam_size
   model = SpeechToText(_decode_mode(config, cached=False))
-  ctc_logits_NSV = model.apply({"params": params}, source.encoded_BSD, method=model.ctc_logits)
-  pre_beam = min(2 * options.beam_size, ctc_logits_NSV.shape[-1])
-  joint = ctc_prefix.joint_step_fn(step_fn, ctc_logits_NSV, source.valid_BS > 0,
+  ctc_logits_BSV = model.apply({"params": params}, source.encoded_BSD, method=model.ctc_logits)
+  pre_beam = min(2 * k, ctc_logits_BSV.shape[-1])
+  joint = ctc_prefix.joint_step_fn(step_fn, jnp.repeat(ctc_logits_BSV, k, axis=0),
+                                   jnp.repeat(source.valid_BS > 0, k, axis=0),
                                    weight=options.ctc_weight, pre_beam=pre_beam, eos_id=EOS_ID,
                                    mask_logits=mask)
-  n, s = source.valid_BS.shape
-  return joint, (cache, ctc_prefix.init_state(n, pre_beam, s))
+  b, s = source.valid_BS.shape
+  return joint, (cache, ctc_prefix.init_state(b * k, pre_beam, s))
 
 
 def generate(params, prompt_BL: Array, rng: Array | None, *, config: TransformerConfig,
