@@ -29,6 +29,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.compilation_cache_dir = "auto"
   # Loop (names as in the Flax examples).
   c.num_train_steps = 1000
+  # Train for a wall-clock budget: > 0 trains as many steps as fit in this many
+  # seconds on this machine (timed at the start of a fresh run, at most
+  # num_train_steps), fixed in WORKDIR/train_budget.json so a resume stays exact
+  # (budget.py). 0: exactly num_train_steps.
+  c.train_budget_seconds = 0.0
   c.log_every_steps = 50
   c.eval_every_steps = 500
   c.checkpoint_every_steps = 500

@@ -16,7 +16,7 @@ import ml_collections
 
 from transformer_jax import checkpoint as checkpoint_lib
 from transformer_jax import config as config_lib
-from transformer_jax import (cache_dirs, memory, metric_writers, preemption, pretrained,
+from transformer_jax import (budget, cache_dirs, memory, metric_writers, preemption, pretrained,
                              profiling, sharding, steps, timing)
 from transformer_jax import summary as summary_lib
 from transformer_jax.run import Run, sum_metrics
@@ -61,6 +61,7 @@ def _train_in(config, workdir: str, phases: timing.Phases, primary: bool, hf_fol
       best_mode=config.best_checkpoint_mode)
   try:
     with run.programs.context():
+      _fit_budget(config, run, workdir, primary, phases)
       with phases.time("compile"):
         run.compile_train_step()
       with phases.time("init"):
@@ -83,6 +84,35 @@ def _train_in(config, workdir: str, phases: timing.Phases, primary: bool, hf_fol
   finally:
     ckpt.close()
     writer.close()
+
+
+def _fit_budget(config, run: Run, workdir: str, primary: bool, phases: timing.Phases) -> None:
+  """config.train_budget_seconds > 0: sets config.num_train_steps to the steps that fit
+  (the workdir's record of them, or timed now) and rebuilds the programs for it."""
+  if config.train_budget_seconds <= 0:
+    return
+  fit = budget.recorded_steps(config, workdir)
+  how = f"fixed by {budget.RECORD}"
+  if fit is None:
+    with phases.time("compile"):
+      run.compile_train_step()
+    with phases.time("calibrate"):
+      step_seconds = budget.time_step(run)
+    fit = budget.fit_steps(config.train_budget_seconds, step_seconds)
+    how = f"{step_seconds * 1e3:.1f} ms per step, timed now"
+    if primary:
+      budget.write_record(config, workdir, step_seconds, fit)
+  steps = min(fit, config.num_train_steps)
+  if primary:
+    cap = (f"; capped at config.num_train_steps={config.num_train_steps}"
+           if steps < fit else "")
+    print(f"Training budget {config.train_budget_seconds:g} s: {fit} steps fit ({how}){cap}",
+          flush=True)
+  if steps != config.num_train_steps:
+    with config.unlocked():
+      config.num_train_steps = steps
+    with phases.time("build"):
+      run.rebuild_programs()
 
 
 def _is_compressed(ckpt, step: int) -> bool:
