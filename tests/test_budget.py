@@ -1,7 +1,8 @@
 """config.train_budget_seconds: the steps that fit are timed once and fixed in the workdir.
 
-Runs tests/toy_kind.py's throwaway kind through train.py (a small, fast model), so
-the timing is real and the runs take seconds.
+Real timings through train.py: the tiny encoder-decoder of conftest.TINY (the count
+then rebuilds its sharded programs), and tests/toy_kind.py's throwaway kind (a
+model fast enough that a timing would show).
 """
 
 import json
@@ -11,7 +12,7 @@ import sys
 
 import pytest
 
-from conftest import excerpt
+from conftest import excerpt, train_tiny, write_parallel_tsv
 from transformer_jax import budget
 from transformer_jax import config as config_lib
 from transformer_jax.errors import ConfigError
@@ -40,8 +41,9 @@ def _record(workdir) -> dict:
 
 def test_a_fresh_run_times_its_steps_once_and_a_rerun_keeps_the_count(tmp_path):
   workdir = str(tmp_path / "run")
-  first = _train(workdir, "--config.train_budget_seconds=1.5",
-                 "--config.num_train_steps=1000000")
+  tsv = write_parallel_tsv(tmp_path / "corpus.tsv", repeats=40)
+  args = [*QUIET, "--config.train_budget_seconds=1.5", "--config.num_train_steps=1000000"]
+  first = train_tiny(workdir, tsv, *args)
   assert first.returncode == 0, excerpt(first.stderr)
   record = _record(workdir)
   fit = record["fit_steps"]
@@ -55,8 +57,7 @@ def test_a_fresh_run_times_its_steps_once_and_a_rerun_keeps_the_count(tmp_path):
     times = [json.loads(line) for line in f if "time/calibrate" in line]
   assert times and times[-1]["time/calibrate"] > 0
 
-  again = _train(workdir, "--config.train_budget_seconds=1.5",
-                 "--config.num_train_steps=1000000")
+  again = train_tiny(workdir, tsv, *args)
   assert again.returncode == 0, excerpt(again.stderr)
   assert f"{fit} steps fit (fixed by {budget.RECORD})" in again.stdout
   assert f"complete at step {fit}" in again.stdout  # nothing timed again, nothing trained.

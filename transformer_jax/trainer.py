@@ -60,8 +60,8 @@ def _train_in(config, workdir: str, phases: timing.Phases, primary: bool, hf_fol
       keep_best=config.keep_best_checkpoints, best_metric=config.best_checkpoint_metric,
       best_mode=config.best_checkpoint_mode)
   try:
+    _fit_budget(config, run, workdir, primary, phases)
     with run.programs.context():
-      _fit_budget(config, run, workdir, primary, phases)
       with phases.time("compile"):
         run.compile_train_step()
       with phases.time("init"):
@@ -94,10 +94,11 @@ def _fit_budget(config, run: Run, workdir: str, primary: bool, phases: timing.Ph
   fit = budget.recorded_steps(config, workdir)
   how = f"fixed by {budget.RECORD}"
   if fit is None:
-    with phases.time("compile"):
-      run.compile_train_step()
-    with phases.time("calibrate"):
-      step_seconds = budget.time_step(run)
+    with run.programs.context():
+      with phases.time("compile"):
+        run.compile_train_step()
+      with phases.time("calibrate"):
+        step_seconds = budget.time_step(run)
     fit = budget.fit_steps(config.train_budget_seconds, step_seconds)
     how = f"{step_seconds * 1e3:.1f} ms per step, timed now"
     if primary:
@@ -108,7 +109,7 @@ def _fit_budget(config, run: Run, workdir: str, primary: bool, phases: timing.Ph
            if steps < fit else "")
     print(f"Training budget {config.train_budget_seconds:g} s: {fit} steps fit ({how}){cap}",
           flush=True)
-  if steps != config.num_train_steps:
+  if steps != config.num_train_steps:  # built anew, outside the old programs' context.
     with config.unlocked():
       config.num_train_steps = steps
     with phases.time("build"):
