@@ -3,8 +3,8 @@
 A 6.6M-parameter encoder-decoder (3+3 layers, width 256, 4 heads, MLP 1024,
 joint 4k sentencepiece vocabulary, bfloat16 compute) trained on the gettext
 catalogs installed on the machine, for as many steps as fit in 680 seconds of
-training on this machine (timed at the start; about 2,500 steps on a 2-core
-AVX-512 CPU, 1,400 on an AVX2 one). About 13.5-14.5 minutes in all on two cores,
+training on this machine (timed at the start; 2,000-2,800 steps on a 2-core
+AVX-512 CPU whose speed drifts, about 1,400 on an AVX2 one). 11-15 minutes in all,
 including corpus harvesting, tokenizer training and beam-decoding the test
 split. The recipe (vocabulary, batch, learning rate, depth) was chosen on the
 validation split: see the ablation table in BUILD_NOTES.md.
