@@ -79,8 +79,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
             "model.mlp_dim", "model.num_encoder_layers", "model.num_decoder_layers",
             "data.vocab_size", "data.num_packing_bins", "gradient_accumulation_steps"):
     _positive_int(config, f)
-  for f in ("warmup_steps", "checkpoint_every_seconds", "train_budget_seconds", "keep_best_checkpoints",
-            "global_batch_size", "max_skipped_nonfinite_steps", "memory_limit_mib"):
+  for f in ("warmup_steps", "checkpoint_every_seconds", "train_budget_seconds",
+            "keep_best_checkpoints", "global_batch_size", "max_skipped_nonfinite_steps",
+            "memory_limit_mib"):
     if _get(config, f) < 0:
       _fail(f, _get(config, f), "must be >= 0")
   _check_decoding(config)
