@@ -78,7 +78,7 @@ def fit_steps(budget_seconds: float, step_seconds: float) -> int:
 
 def write_record(config, workdir: str, step_seconds: float, steps: int) -> None:
   record = {"train_budget_seconds": float(config.train_budget_seconds),
-            "step_seconds": round(step_seconds, 6), "fit_steps": steps,
+            "step_seconds": step_seconds, "fit_steps": steps,
             "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
             "note": "the step count that config.train_budget_seconds fixed for this run; "
                     "a resumed run keeps it"}
