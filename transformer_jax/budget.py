@@ -1,25 +1,30 @@
-"""Training for a wall-clock budget: as many steps as fit, fixed once per run.
+"""Training for a wall-clock budget: as many steps as fit, fitted while training.
 
-With `config.train_budget_seconds > 0`, a fresh run times a few train steps right
-after compiling and trains `floor(budget / step time)` steps (at most
-`config.num_train_steps`, which stays the cap). The count is fixed before the
-first real step, because the learning-rate schedule decays to 0 at it, and is
-written to WORKDIR/train_budget.json: a resumed run reads it back instead of
-timing again, so the schedule, and with it the run, stays exactly the same
-whatever the machine does on the second day. Another budget in the config times
-the steps again.
+With `config.train_budget_seconds > 0` the run's step count is not fixed up front.
+Every REFIT_EVERY steps the loop tells a `Fitter` how many steps are done and how
+many seconds training has taken (evaluation, saving and the first step's compile
+left out); the fitter times the recent steps (the last WINDOW of them) and sets the
+count to the steps done plus the steps that fit in the rest of the budget, at most
+`config.num_train_steps`. The count is where the learning-rate schedule ends
+(cosine and linear decay reach 0 there): a number in the optimizer state that the
+host sets (`optim.with_horizon`), so nothing is compiled again. A machine that
+slows down or speeds up in the middle of the run moves the end with it.
 
-The budget counts training steps only: corpus, tokenizer, compiles,
-evaluations and the final test decode come on top (the run's `Time:` line
-shows each).
+Once FREEZE of the budget is spent, the count is fixed and written to
+WORKDIR/train_budget.json: a resumed run reads it back, so from there on the
+schedule, and with it the run, stays exactly the same whatever the machine does.
+A run stopped before that resumes fitting, the seconds it had spent (kept in each
+checkpoint's metadata) counted. Another budget fits anew.
+
+The budget counts training steps only: corpus, tokenizer, compiles, evaluations
+and the final test decode come on top (the run's `Time:` line shows each).
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import os
-import statistics
-import time
 
 import jax
 import numpy as np
@@ -28,8 +33,11 @@ from jax.experimental import multihost_utils
 from transformer_jax.errors import ConfigError
 
 RECORD = "train_budget.json"
-WARMUP_STEPS = 2  # untimed: the first runs of a compiled program are slower.
-TIMED_STEPS = 8
+REFIT_EVERY = 10  # steps between two fits.
+WINDOW = 120  # the steps whose time gives the step time (about half a minute at 0.3 s).
+FREEZE = 0.9  # the share of the budget after which the count is fixed and recorded.
+SPENT_KEY = "train_budget_spent_seconds"  # in a checkpoint's metadata, with:
+STEP_KEY = "train_budget_step_seconds"  # the step time of the last fit.
 
 
 def recorded_steps(config, workdir: str) -> int | None:
@@ -45,43 +53,63 @@ def recorded_steps(config, workdir: str) -> int | None:
   except (OSError, ValueError, KeyError, TypeError) as e:
     raise ConfigError(f"{path} is unreadable ({type(e).__name__}: {e}); it fixes the step "
                       "count of a run trained for config.train_budget_seconds: delete it to "
-                      "time the steps again (the schedule then changes)") from None
+                      "fit the count again (the schedule then changes)") from None
   if budget != float(config.train_budget_seconds) or steps < 1:
     return None
   return steps
 
 
-def time_step(run) -> float:
-  """Median seconds of one train step, on a throwaway state and a batch of a second
-  stream (the run's own stream and parameters are not touched). Every process gets
-  the primary's figure, so all agree on the step count."""
-  state = run.init_state()
-  batch = run.global_batch(next(run.train_stream(run.config.seed + 1)))
-  seconds = []
-  for i in range(WARMUP_STEPS + TIMED_STEPS):
-    t0 = time.perf_counter()
-    state, metrics = run.train_step(state, batch)
-    jax.block_until_ready(metrics)
-    if i >= WARMUP_STEPS:
-      seconds.append(time.perf_counter() - t0)
-  del state
-  step = statistics.median(seconds)
-  if jax.process_count() > 1:
-    step = float(multihost_utils.broadcast_one_to_all(np.float64(step)))
-  return step
+def is_refit_step(done: int, start: int) -> bool:
+  """Whether the loop fits after `done` steps (the same steps on every process)."""
+  return done > start and (done - start - 1) % REFIT_EVERY == 0
 
 
-def fit_steps(budget_seconds: float, step_seconds: float) -> int:
-  """Steps of `step_seconds` that fit in `budget_seconds` (at least one)."""
-  return max(int(budget_seconds / step_seconds), 1)
+class Fitter:
+  """The steps that fit in a budget, from the time the recent steps took."""
+
+  def __init__(self, budget_seconds: float, cap: int, step_seconds: float | None = None):
+    """`step_seconds`: a resumed run's last figure, used until its own steps are timed."""
+    self.budget, self.cap = float(budget_seconds), int(cap)
+    self._points: collections.deque = collections.deque(maxlen=WINDOW // REFIT_EVERY + 1)
+    self.step_seconds = step_seconds
+
+  def fit(self, done: int, spent: float) -> tuple[int | None, bool]:
+    """(the step count, or None while no step has been timed; whether it is final)
+    after `done` steps and `spent` seconds of training."""
+    self._points.append((done, spent))
+    final = spent >= FREEZE * self.budget
+    (d0, s0), (d1, s1) = self._points[0], self._points[-1]
+    if d1 > d0 and s1 > s0:
+      self.step_seconds = (s1 - s0) / (d1 - d0)
+    if self.step_seconds is None:
+      return (min(done + 1, self.cap) if final else None), final
+    return self.count(done, spent), final
+
+  def count(self, done: int, spent: float) -> int:
+    """`done` and the steps of `step_seconds` that fit in the rest of the budget (at
+    least one more, at most the cap; the cap while no step has been timed)."""
+    if self.step_seconds is None:
+      return self.cap
+    fit = done + int(max(self.budget - spent, 0.0) / self.step_seconds)
+    return min(max(fit, done + 1), self.cap)
 
 
-def write_record(config, workdir: str, step_seconds: float, steps: int) -> None:
-  record = {"train_budget_seconds": float(config.train_budget_seconds),
-            "step_seconds": step_seconds, "fit_steps": steps,
+def agree(steps: int | None, final: bool) -> tuple[int | None, bool]:
+  """The primary process's count and verdict, on every process."""
+  if jax.process_count() == 1:
+    return steps, final
+  got = multihost_utils.broadcast_one_to_all(
+      np.array([-1 if steps is None else steps, int(final)], np.int64))
+  return (None if int(got[0]) < 0 else int(got[0])), bool(got[1])
+
+
+def write_record(config, workdir: str, steps: int, step_seconds: float | None,
+                 spent: float) -> None:
+  record = {"train_budget_seconds": float(config.train_budget_seconds), "fit_steps": steps,
+            "step_seconds": step_seconds, "spent_seconds": round(spent, 3),
             "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
-            "note": "the step count that config.train_budget_seconds fixed for this run; "
-                    "a resumed run keeps it"}
+            "note": "the step count fitted to config.train_budget_seconds while training, "
+                    "fixed once 90% of it was spent; a resumed run keeps it"}
   path = os.path.join(workdir, RECORD)
   tmp = path + ".tmp"
   with open(tmp, "w", encoding="utf-8") as f:

@@ -30,9 +30,10 @@ def default_config() -> ml_collections.ConfigDict:
   # Loop (names as in the Flax examples).
   c.num_train_steps = 1000
   # Train for a wall-clock budget: > 0 trains as many steps as fit in this many
-  # seconds on this machine (timed at the start of a fresh run, at most
-  # num_train_steps), fixed in WORKDIR/train_budget.json so a resume stays exact
-  # (budget.py). 0: exactly num_train_steps.
+  # seconds of training on this machine (at most num_train_steps), the count fitted
+  # to the recent steps' time while training and fixed in WORKDIR/train_budget.json
+  # once 90% is spent, so a resume from there is exact (budget.py). 0: exactly
+  # num_train_steps.
   c.train_budget_seconds = 0.0
   c.log_every_steps = 50
   c.eval_every_steps = 500

@@ -36,7 +36,7 @@ class Programs:
   rules: tuple
   global_batch_size: int
   tx: optax.GradientTransformation
-  schedule: optax.Schedule
+  schedule: Callable  # (step, horizon=num_train_steps) -> learning rate (optim.py).
   init_fn: Callable[[jax.Array], Any]  # rng -> TrainState with boxed params.
   abstract_state: steps.TrainState  # ShapeDtypeStructs carrying their shardings.
   state_shardings: steps.TrainState

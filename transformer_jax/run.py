@@ -61,18 +61,10 @@ class Run:
                               self.task.num_classes,
                               getattr(self.task, "decode_kwargs", dict)())
 
-  def rebuild_programs(self) -> None:
-    """The programs again, for a config whose num_train_steps changed (the schedule is
-    part of the compiled train step); call compile_train_step after."""
-    self.programs = self._build_programs()
-    self.train_step, self.footprint = self.programs.train_step, None
-
   def compile_train_step(self) -> None:
     """Compiles the train step before any state exists and checks that it fits in a
     device's memory (memory.py); the loop then runs this compiled program."""
     p, config = self.programs, self.config
-    if self.footprint is not None:  # compiled already (for the budget's timing).
-      return
     try:
       compiled = p.train_step.lower(p.abstract_state, p.batch_specs()).compile()
     except Exception as e:  # pylint: disable=broad-except

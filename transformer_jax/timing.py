@@ -20,7 +20,6 @@ PHASES = {
     "build": "model, optimizer and shardings; the programs are traced lazily",
     "init": "fresh or restored parameters (and pretrained weights)",
     "compile": "the train step's compile (checked against the device's memory)",
-    "calibrate": "timing steps to fit config.train_budget_seconds (a fresh run only)",
     "first_step": "the first train step",
     "train": "every later train step, logging included",
     "eval": "interim evaluations (and their compiles)",

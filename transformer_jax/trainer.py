@@ -16,8 +16,8 @@ import ml_collections
 
 from transformer_jax import checkpoint as checkpoint_lib
 from transformer_jax import config as config_lib
-from transformer_jax import (budget, cache_dirs, memory, metric_writers, preemption, pretrained,
-                             profiling, sharding, steps, timing)
+from transformer_jax import (budget, cache_dirs, memory, metric_writers, optim, preemption,
+                             pretrained, profiling, sharding, steps, timing)
 from transformer_jax import summary as summary_lib
 from transformer_jax.run import Run, sum_metrics
 from transformer_jax.errors import NumericalError
@@ -60,12 +60,12 @@ def _train_in(config, workdir: str, phases: timing.Phases, primary: bool, hf_fol
       keep_best=config.keep_best_checkpoints, best_metric=config.best_checkpoint_metric,
       best_mode=config.best_checkpoint_mode)
   try:
-    _fit_budget(config, run, workdir, primary, phases)
+    fixed = _recorded_budget(config, workdir, primary)
     with run.programs.context():
       with phases.time("compile"):
         run.compile_train_step()
       with phases.time("init"):
-        state = _restore_or_init(config, run, ckpt, writer, hf_folder)
+        state, restored_metadata = _restore_or_init(config, run, ckpt, writer, hf_folder)
       if primary:  # only now: a run that cannot restore leaves the workdir's record alone.
         workdir_lib.write_config(config, workdir)
       num_params = sum(x.size for x in jax.tree.leaves(state.params))
@@ -75,45 +75,45 @@ def _train_in(config, workdir: str, phases: timing.Phases, primary: bool, hf_fol
         print(summary_lib.console_table(run.programs), flush=True)
         with open(os.path.join(workdir, "model.md"), "w", encoding="utf-8") as f:
           f.write(summary_lib.model_markdown(run.programs))
-      if start >= config.num_train_steps:
+      total = config.num_train_steps if fixed is None else min(fixed, config.num_train_steps)
+      if start >= total:
         print(f"The run in {workdir} is complete at step {start}; raise "
               "config.num_train_steps to train longer.", flush=True)
         return {}
+      fitter, spent = None, 0.0
+      if config.train_budget_seconds > 0 and fixed is None:  # the count is fitted as it goes,
+        # from where a checkpoint left it: the seconds spent, the last step time.
+        spent = float(restored_metadata.get(budget.SPENT_KEY, 0.0))
+        fitter = budget.Fitter(config.train_budget_seconds, config.num_train_steps,
+                               restored_metadata.get(budget.STEP_KEY))
+        total = fitter.count(start, spent)
+      # The schedule ends at `total` (a raised num_train_steps moves it on a resume).
+      if optim.horizon_of(state.opt_state) != total:
+        state = state.replace(opt_state=optim.with_horizon(state.opt_state, total))
       with preemption.StopRequest() as stop:
-        return _train_loop(config, run, state, start, writer, ckpt, primary, stop, phases)
+        return _train_loop(config, run, state, start, total, writer, ckpt, primary, stop,
+                           phases, fitter, spent)
   finally:
     ckpt.close()
     writer.close()
 
 
-def _fit_budget(config, run: Run, workdir: str, primary: bool, phases: timing.Phases) -> None:
-  """config.train_budget_seconds > 0: sets config.num_train_steps to the steps that fit
-  (the workdir's record of them, or timed now) and rebuilds the programs for it."""
+def _recorded_budget(config, workdir: str, primary: bool) -> int | None:
+  """With config.train_budget_seconds > 0: the step count that the workdir's record
+  fixed for it, or None while it is still to be fitted (printed either way)."""
   if config.train_budget_seconds <= 0:
-    return
+    return None
   fit = budget.recorded_steps(config, workdir)
-  how = f"fixed by {budget.RECORD}"
-  if fit is None:
-    with run.programs.context():
-      with phases.time("compile"):
-        run.compile_train_step()
-      with phases.time("calibrate"):
-        step_seconds = budget.time_step(run)
-    fit = budget.fit_steps(config.train_budget_seconds, step_seconds)
-    how = f"{step_seconds * 1e3:.1f} ms per step, timed now"
-    if primary:
-      budget.write_record(config, workdir, step_seconds, fit)
-  steps = min(fit, config.num_train_steps)
   if primary:
-    cap = (f"; capped at config.num_train_steps={config.num_train_steps}"
-           if steps < fit else "")
-    print(f"Training budget {config.train_budget_seconds:g} s: {fit} steps fit ({how}){cap}",
-          flush=True)
-  if steps != config.num_train_steps:  # built anew, outside the old programs' context.
-    with config.unlocked():
-      config.num_train_steps = steps
-    with phases.time("build"):
-      run.rebuild_programs()
+    head = f"Training budget {config.train_budget_seconds:g} s: "
+    if fit is None:
+      print(head + "the step count is fitted while training (at most "
+            f"config.num_train_steps={config.num_train_steps})", flush=True)
+    else:
+      cap = (f"; capped at config.num_train_steps={config.num_train_steps}"
+             if config.num_train_steps < fit else "")
+      print(head + f"{fit} steps fit (fixed by {budget.RECORD}){cap}", flush=True)
+  return fit
 
 
 def _is_compressed(ckpt, step: int) -> bool:
@@ -124,7 +124,8 @@ def _is_compressed(ckpt, step: int) -> bool:
 
 
 def _restore_or_init(config, run: Run, ckpt, writer, hf_folder=None):
-  """The latest readable checkpoint, or fresh (optionally config.init_from) parameters.
+  """(state, its checkpoint's metadata): the latest readable checkpoint, or fresh
+  (optionally config.init_from) parameters and no metadata.
 
   A compressed latest checkpoint (the compress tool's: parameters only) is fine-tuned
   from: its parameters as floats, fresh optimizer state, the step counted on."""
@@ -135,14 +136,14 @@ def _restore_or_init(config, run: Run, ckpt, writer, hf_folder=None):
     run.train_iter = run.train_stream(config.seed + latest)  # no data position saved.
     print(f"Fine-tuning from the compressed checkpoint at step {latest} in {ckpt.directory} "
           "(parameters as floats, fresh optimizer state)", flush=True)
-    return state.replace(params=params, step=jax.numpy.asarray(latest, state.step.dtype))
+    return state.replace(params=params, step=jax.numpy.asarray(latest, state.step.dtype)), {}
   restored = ckpt.restore_latest(run.programs.abstract_state)
   if restored is not None:
-    step, state, data_state, _ = restored
+    step, state, data_state, metadata = restored
     run.restore_data(data_state, step)
     writer.truncate_after(step)  # steps logged after the checkpoint will be logged again.
     print(f"Resuming from checkpoint at step {step} in {ckpt.directory}", flush=True)
-    return state
+    return state, metadata
   state = run.init_state()
   source = config.init_from.workdir
   if source:
@@ -159,12 +160,14 @@ def _restore_or_init(config, run: Run, ckpt, writer, hf_folder=None):
     print(f"Initialised {len(taken)} of {len(taken) + len(fresh)} parameter arrays from "
           f"{hf_folder.path}"
           + (f"; fresh: {', '.join(fresh)}" if fresh else ""), flush=True)
-  return state
+  return state, {}
 
 
-def _train_loop(config, run: Run, state, start: int, writer, ckpt, primary: bool,
-                stop: preemption.StopRequest, phases: timing.Phases):
-  total = config.num_train_steps
+def _train_loop(config, run: Run, state, start: int, total: int, writer, ckpt, primary: bool,
+                stop: preemption.StopRequest, phases: timing.Phases,
+                fitter: budget.Fitter | None, spent_before: float):
+  """Steps `start` .. `total` - 1; with a `fitter`, `total` follows the budget (budget.py)
+  and `spent_before` is the budget's seconds spent before this process's run."""
   progress = metric_writers.Progress(total, start, enabled=primary)
   final: dict[str, float] = {}
   pending = []
@@ -187,12 +190,12 @@ def _train_loop(config, run: Run, state, start: int, writer, ckpt, primary: bool
         checked_through = last
       return
     first = max(first, checked_through + 1)  # steps a pre-save check found finite.
-    total = skipped + bad
-    if total <= config.max_skipped_nonfinite_steps:
+    so_far = skipped + bad
+    if so_far <= config.max_skipped_nonfinite_steps:
       if count:
-        skipped = total
+        skipped = so_far
         print(f"warning: skipped {bad} step(s) with a non-finite loss or gradient between "
-              f"steps {first} and {last} ({total} of at most "
+              f"steps {first} and {last} ({so_far} of at most "
               f"{config.max_skipped_nonfinite_steps})", flush=True)
       return
     ckpt.wait()
@@ -223,7 +226,7 @@ def _train_loop(config, run: Run, state, start: int, writer, ckpt, primary: bool
     count = float(sums["units_sum"])
     record = {"train/loss": summary["loss"], "train/nll": summary["nll"],
               "train/accuracy": summary["accuracy"], "train/grad_norm": summary["grad_norm"],
-              "train/learning_rate": float(run.programs.schedule(log_step - 1))}
+              "train/learning_rate": float(run.programs.schedule(log_step - 1, total))}
     if "ctc" in summary:  # a speech model's CTC head.
       record["train/ctc"] = summary["ctc"]
     if config.max_skipped_nonfinite_steps:
@@ -240,12 +243,42 @@ def _train_loop(config, run: Run, state, start: int, writer, ckpt, primary: bool
     progress.update(log_step, summary["loss"], rate, unit)
     final.update(record)
 
-  def end_loop() -> None:
-    """The loop's time not spent in its first step, evaluating or saving is training."""
-    profiler.stop()
-    loop = time.monotonic() - loop_start
+  def train_seconds() -> float:
+    """The loop's time so far not spent in its first step, evaluating or saving."""
     elsewhere = sum(phases.seconds[k] - before[k] for k in before)
-    phases.seconds["train"] += max(loop - elsewhere, 0.0)
+    return max(time.monotonic() - loop_start - elsewhere, 0.0)
+
+  def end_loop() -> None:
+    profiler.stop()
+    phases.seconds["train"] += train_seconds()
+
+  def fit_budget(done: int) -> None:
+    """Moves `total`, and the schedule's end with it, to the steps that fit."""
+    nonlocal total, state, fitter
+    spent = spent_before + train_seconds()
+    count, final = budget.agree(*fitter.fit(done, spent))
+    if count is not None and count != total:
+      total = progress.total = count
+      state = state.replace(opt_state=optim.with_horizon(state.opt_state, total))
+    if final:
+      fix_count(spent)
+
+  def fix_count(spent: float) -> None:
+    """Records the count: from here on a resume is exact."""
+    nonlocal fitter
+    if primary:
+      budget.write_record(config, run.workdir, total, fitter.step_seconds, spent)
+      timed = (f"{fitter.step_seconds * 1e3:.1f} ms per step lately"
+               if fitter.step_seconds else "no step timed")
+      print(f"Training budget {config.train_budget_seconds:g} s: {total} steps fit ({timed}; "
+            f"fixed in {budget.RECORD})", flush=True)
+    fitter = None
+
+  def metadata() -> dict:
+    if config.train_budget_seconds <= 0:
+      return run.metadata()
+    return {**run.metadata(), budget.SPENT_KEY: spent_before + train_seconds(),
+            budget.STEP_KEY: fitter.step_seconds if fitter is not None else None}
 
   def report_time(step: int, record: dict) -> None:
     """Writes `record` with the time split (the run's last lines of metrics.jsonl: the
@@ -260,7 +293,8 @@ def _train_loop(config, run: Run, state, start: int, writer, ckpt, primary: bool
   last_save = loop_start = time.monotonic()
   before = {k: phases.seconds[k] for k in ("eval", "checkpoint", "first_step")}
   profiler = profiling.StepProfiler(config.profile_steps, run.workdir, enabled=primary)
-  for step in range(start, total):
+  step = start
+  while step < total:
     batch = run.global_batch(next(run.train_iter))
     profiler.before(step)
     if step == start:  # its compile, timed apart (one wait for its result).
@@ -281,6 +315,8 @@ def _train_loop(config, run: Run, state, start: int, writer, ckpt, primary: bool
     pending.append(metrics)
     ckpt.check()  # a save that failed in the background stops the run now.
     done = step + 1
+    if fitter is not None and budget.is_refit_step(done, start):
+      fit_budget(done)
     is_last = done == total
     time_due = (config.checkpoint_every_seconds > 0 and
                 time.monotonic() - last_save >= config.checkpoint_every_seconds)
@@ -308,7 +344,7 @@ def _train_loop(config, run: Run, state, start: int, writer, ckpt, primary: bool
       if save:
         with phases.time("checkpoint"):
           ckpt.save(done, state, checkpoint_lib.global_data_state(run.train_iter),
-                    run.metadata(), metrics=eval_metrics)
+                    metadata(), metrics=eval_metrics)
         last_save = time.monotonic()
       clock, clock_step = time.monotonic(), done  # eval and saving are not training time.
     if stopping:
@@ -321,9 +357,14 @@ def _train_loop(config, run: Run, state, start: int, writer, ckpt, primary: bool
               f"checkpoint saved in {ckpt.directory}. Run the same command to resume.",
               flush=True)
       return final
+    step = done
   if to_log is not None:
     flush(to_log)
   end_loop()
+  if fitter is not None and total < config.num_train_steps:
+    # The count reached before the record was due (a machine that sped up): fixed now,
+    # so the same command finds the run complete. (At the cap it stays open to a raise.)
+    fix_count(spent_before + train_seconds())
 
   with phases.time("checkpoint"):
     ckpt.wait()
