@@ -72,6 +72,7 @@ class Fitter:
     self.budget, self.cap = float(budget_seconds), int(cap)
     self._points: collections.deque = collections.deque(maxlen=WINDOW // REFIT_EVERY + 1)
     self.step_seconds = step_seconds
+    self.fixed = False  # set once the count is recorded: no more fits.
 
   def fit(self, done: int, spent: float) -> tuple[int | None, bool]:
     """(the step count, or None while no step has been timed; whether it is final)

@@ -80,16 +80,8 @@ def _train_in(config, workdir: str, phases: timing.Phases, primary: bool, hf_fol
         print(f"The run in {workdir} is complete at step {start}; raise "
               "config.num_train_steps to train longer.", flush=True)
         return {}
-      fitter, spent = None, 0.0
-      if config.train_budget_seconds > 0 and fixed is None:  # the count is fitted as it goes,
-        # from where a checkpoint left it: the seconds spent, the last step time.
-        spent = float(restored_metadata.get(budget.SPENT_KEY, 0.0))
-        fitter = budget.Fitter(config.train_budget_seconds, config.num_train_steps,
-                               restored_metadata.get(budget.STEP_KEY))
-        total = fitter.count(start, spent)
-      # The schedule ends at `total` (a raised num_train_steps moves it on a resume).
-      if optim.horizon_of(state.opt_state) != total:
-        state = state.replace(opt_state=optim.with_horizon(state.opt_state, total))
+      state, total, fitter, spent = _schedule_end(config, state, start, total, fixed,
+                                                  restored_metadata)
       with preemption.StopRequest() as stop:
         return _train_loop(config, run, state, start, total, writer, ckpt, primary, stop,
                            phases, fitter, spent)
@@ -114,6 +106,24 @@ def _recorded_budget(config, workdir: str, primary: bool) -> int | None:
              if config.num_train_steps < fit else "")
       print(head + f"{fit} steps fit (fixed by {budget.RECORD}){cap}", flush=True)
   return fit
+
+
+def _schedule_end(config, state, start: int, total: int, fixed: int | None, metadata: dict):
+  """(state with the schedule ending at the run's step count, that count, the budget's
+  Fitter or None, the budget's seconds spent before). Without a budget the count is
+  num_train_steps (a raised one moves the end on a resume); with one, the recorded
+  count, or one fitted from where a checkpoint left it (seconds spent, step time)."""
+  fitter, spent = None, float(metadata.get(budget.SPENT_KEY, 0.0))
+  if config.train_budget_seconds > 0:
+    fitter = budget.Fitter(config.train_budget_seconds, config.num_train_steps,
+                           metadata.get(budget.STEP_KEY))
+    if fixed is None:
+      total = fitter.count(start, spent)
+    else:
+      fitter.fixed = True
+  if optim.horizon_of(state.opt_state) != total:
+    state = state.replace(opt_state=optim.with_horizon(state.opt_state, total))
+  return state, total, fitter, spent
 
 
 def _is_compressed(ckpt, step: int) -> bool:
@@ -254,7 +264,7 @@ def _train_loop(config, run: Run, state, start: int, total: int, writer, ckpt, p
 
   def fit_budget(done: int) -> None:
     """Moves `total`, and the schedule's end with it, to the steps that fit."""
-    nonlocal total, state, fitter
+    nonlocal total, state
     spent = spent_before + train_seconds()
     count, final = budget.agree(*fitter.fit(done, spent))
     if count is not None and count != total:
@@ -265,16 +275,17 @@ def _train_loop(config, run: Run, state, start: int, total: int, writer, ckpt, p
 
   def fix_count(spent: float) -> None:
     """Records the count: from here on a resume is exact."""
-    nonlocal fitter
     if primary:
       budget.write_record(config, run.workdir, total, fitter.step_seconds, spent)
       timed = (f"{fitter.step_seconds * 1e3:.1f} ms per step lately"
                if fitter.step_seconds else "no step timed")
       print(f"Training budget {config.train_budget_seconds:g} s: {total} steps fit ({timed}; "
             f"fixed in {budget.RECORD})", flush=True)
-    fitter = None
+    fitter.fixed = True
 
   def metadata() -> dict:
+    """The run's, and with a budget its seconds spent and the last step time (which
+    outlives the fit: another budget on a resume starts from it)."""
     if config.train_budget_seconds <= 0:
       return run.metadata()
     return {**run.metadata(), budget.SPENT_KEY: spent_before + train_seconds(),
@@ -315,7 +326,7 @@ def _train_loop(config, run: Run, state, start: int, total: int, writer, ckpt, p
     pending.append(metrics)
     ckpt.check()  # a save that failed in the background stops the run now.
     done = step + 1
-    if fitter is not None and budget.is_refit_step(done, start):
+    if fitter is not None and not fitter.fixed and budget.is_refit_step(done, start):
       fit_budget(done)
     is_last = done == total
     time_due = (config.checkpoint_every_seconds > 0 and
@@ -361,7 +372,7 @@ def _train_loop(config, run: Run, state, start: int, total: int, writer, ckpt, p
   if to_log is not None:
     flush(to_log)
   end_loop()
-  if fitter is not None and total < config.num_train_steps:
+  if fitter is not None and not fitter.fixed and total < config.num_train_steps:
     # The count reached before the record was due (a machine that sped up): fixed now,
     # so the same command finds the run complete. (At the cap it stays open to a raise.)
     fix_count(spent_before + train_seconds())
