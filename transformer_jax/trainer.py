@@ -262,9 +262,12 @@ def _train_loop(config, run: Run, state, start: int, total: int, writer, ckpt, p
     profiler.stop()
     phases.seconds["train"] += train_seconds()
 
-  def fit_budget(done: int) -> None:
-    """Moves `total`, and the schedule's end with it, to the steps that fit."""
+  def fit_budget(done: int, metrics) -> None:
+    """Moves `total`, and the schedule's end with it, to the steps that fit. Waits for
+    step `done` first: dispatch runs ahead of the device (on a CPU too), and the time
+    must count the steps done, not the steps dispatched."""
     nonlocal total, state
+    jax.block_until_ready(metrics)
     spent = spent_before + train_seconds()
     count, final = budget.agree(*fitter.fit(done, spent))
     if count is not None and count != total:
@@ -327,7 +330,7 @@ def _train_loop(config, run: Run, state, start: int, total: int, writer, ckpt, p
     ckpt.check()  # a save that failed in the background stops the run now.
     done = step + 1
     if fitter is not None and not fitter.fixed and budget.is_refit_step(done, start):
-      fit_budget(done)
+      fit_budget(done, metrics)
     is_last = done == total
     time_due = (config.checkpoint_every_seconds > 0 and
                 time.monotonic() - last_save >= config.checkpoint_every_seconds)
