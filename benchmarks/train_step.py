@@ -13,6 +13,10 @@ times a grid of global batch sizes and model sizes of the config's kind.
 import itertools
 import time
 
+from transformer_jax import hugepages
+
+hugepages.reexec()  # as train.py does (TRANSFORMER_JAX_HUGEPAGES=0: without).
+
 import jax
 import numpy as np
 from absl import app, flags
