@@ -3,9 +3,9 @@
 A 6.6M-parameter encoder-decoder (3+3 layers, width 256, 4 heads, MLP 1024,
 joint 4k sentencepiece vocabulary, bfloat16 compute) trained on the gettext
 catalogs installed on the machine, for as many steps as fit in 740 seconds of
-training on this machine (fitted while training; about 2,500 steps on a 2-core
-AVX-512 CPU, about 1,500 on an AVX2 one). About 14 minutes in all, including
-corpus harvesting, tokenizer training and beam-decoding the test split. The recipe (vocabulary, batch, learning rate, depth) was chosen on the
+training on this machine (fitted while training; 2,600-3,200 steps on a 2-core
+AVX-512 CPU). About 13.5 minutes in all, including corpus harvesting, tokenizer
+training and beam-decoding the test split. The recipe (vocabulary, batch, learning rate, depth) was chosen on the
 validation split: see the ablation table in BUILD_NOTES.md.
 
   python train.py --config=configs/base.py
