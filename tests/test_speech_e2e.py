@@ -49,7 +49,8 @@ def _args(folder, workdir, steps):
           "--config.data.max_frames=64", "--config.max_target_length=12",
           "--config.max_predict_length=12", "--config.num_eval_bleu_examples=8",
           "--config.learning_rate=5e-3", "--config.lr_schedule=constant",
-          f"--config.num_train_steps={steps}", "--config.model.num_encoder_layers=2"]
+          f"--config.num_train_steps={steps}", "--config.train_budget_seconds=0",
+          "--config.model.num_encoder_layers=2"]
 
 
 def _transcribe(workdir, *paths):
