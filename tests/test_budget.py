@@ -73,6 +73,7 @@ def test_a_fresh_run_fits_its_count_to_the_budget_and_a_rerun_keeps_it(tmp_path)
   assert again.returncode == 0, excerpt(again.stderr)
   assert f"{fit} steps fit (fixed by {budget.RECORD})" in again.stdout
   assert f"complete at step {fit}" in again.stdout  # nothing fitted again, nothing trained.
+  assert "raise config.train_budget_seconds to train longer" in again.stdout
   assert _record(workdir) == record
 
 
@@ -111,6 +112,7 @@ def test_num_train_steps_caps_the_count_and_a_resume_goes_on_fitting(tmp_path):
   assert fewer.returncode == 0, excerpt(fewer.stderr)
   assert f"{fit} steps fit (fixed by train_budget.json); capped at config.num_train_steps=20" \
       in fewer.stdout and f"complete at step {fit}" in fewer.stdout
+  assert "raise config.num_train_steps to train longer" in fewer.stdout
 
 
 def test_the_fit_follows_the_recent_steps_and_fixes_the_count_late():

@@ -77,8 +77,11 @@ def _train_in(config, workdir: str, phases: timing.Phases, primary: bool, hf_fol
           f.write(summary_lib.model_markdown(run.programs))
       total = config.num_train_steps if fixed is None else min(fixed, config.num_train_steps)
       if start >= total:
-        print(f"The run in {workdir} is complete at step {start}; raise "
-              "config.num_train_steps to train longer.", flush=True)
+        # What stopped it: the budget's recorded count, or the step count (the cap).
+        longer = ("config.train_budget_seconds" if fixed is not None
+                  and fixed <= config.num_train_steps else "config.num_train_steps")
+        print(f"The run in {workdir} is complete at step {start}; raise {longer} to train "
+              "longer.", flush=True)
         return {}
       state, total, fitter, spent = _schedule_end(config, state, start, total, fixed,
                                                   restored_metadata)
@@ -269,11 +272,11 @@ def _train_loop(config, run: Run, state, start: int, total: int, writer, ckpt, p
     nonlocal total, state
     jax.block_until_ready(metrics)
     spent = spent_before + train_seconds()
-    count, final = budget.agree(*fitter.fit(done, spent))
+    count, due = budget.agree(*fitter.fit(done, spent))
     if count is not None and count != total:
       total = progress.total = count
       state = state.replace(opt_state=optim.with_horizon(state.opt_state, total))
-    if final:
+    if due:  # the count is fixed now.
       fix_count(spent)
 
   def fix_count(spent: float) -> None:
