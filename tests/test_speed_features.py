@@ -167,3 +167,30 @@ def test_tied_projection_backward_matches_autodiff():
   np.testing.assert_allclose(ours(x, table), plain(x, table), rtol=1e-6)
   for a, b in zip(jax.grad(ours, (0, 1))(x, table), jax.grad(plain, (0, 1))(x, table)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_bias_backward_matches_autodiff(dtype):
+  from transformer_jax.models import layers
+  rng = np.random.default_rng(0)
+  y = jnp.asarray(rng.normal(size=(3, 5, 7)), dtype)
+  b = jnp.asarray(rng.normal(size=(7,)), jnp.float32)
+  cot = jnp.asarray(rng.normal(size=(3, 5, 7)), dtype)
+
+  def ours(y, b):
+    out = layers.add_bias(y, b)
+    assert out.dtype == y.dtype
+    return (out.astype(jnp.float32) * cot.astype(jnp.float32)).sum()
+
+  def plain(y, b):
+    return ((y + b.astype(y.dtype)).astype(jnp.float32) * cot.astype(jnp.float32)).sum()
+
+  np.testing.assert_allclose(ours(y, b), plain(y, b), rtol=1e-6)
+  (dy, db), (dy_ref, db_ref) = jax.grad(ours, (0, 1))(y, b), jax.grad(plain, (0, 1))(y, b)
+  assert dy.dtype == y.dtype and db.dtype == b.dtype
+  np.testing.assert_array_equal(np.asarray(dy, np.float32), np.asarray(dy_ref, np.float32))
+  # The bias gradient sums all 15 rows (in float32 either way).
+  np.testing.assert_allclose(db, np.asarray(cot, np.float32).sum((0, 1)), rtol=1e-5, atol=1e-5)
+  # Autodiff's sum ends in y's dtype: bf16 rounds it (to about 3 significant digits).
+  tol = 2e-2 if dtype == "bfloat16" else 1e-5
+  np.testing.assert_allclose(db, db_ref, rtol=tol, atol=tol)
