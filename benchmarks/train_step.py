@@ -8,6 +8,10 @@ position of the batch, no padding), model FLOP/s (transformer_jax/flops.py,
 3x the forward matrix products) and MFU against the peak: the chip's data-sheet
 bf16 rate, or on a CPU the float32 matmul rate measured in this run. `--sweep`
 times a grid of global batch sizes and model sizes of the config's kind.
+On a CPU the matmul rate is measured in this run, just before and just after each
+variant (the machine's speed drifts when it is shared), and each variant's MFU is
+taken against the mean of its two measurements; the cached rate that `train.py`
+logs against is printed beside it.
 """
 
 import itertools
@@ -79,11 +83,22 @@ def time_step(config, vocab_size: int, steps: int) -> dict:
           "flops": progs.train_flops, "batch": progs.global_batch_size}
 
 
+def _timed(config, vocab_size: int, steps: int, on_cpu: bool) -> dict:
+  """time_step, with the CPU's matmul rate measured just before and after it."""
+  before = flops.measure_cpu_matmul() if on_cpu else None
+  r = time_step(config, vocab_size, steps)
+  if on_cpu:
+    r["peak"] = (before + flops.measure_cpu_matmul()) / 2
+  return r
+
+
 def _row(label: str, r: dict, peak: float | None) -> str:
+  peak = r.get("peak", peak)
   flop_rate = r["flops"] / r["step_s"] if r["flops"] else None
   cells = [label, f"{r['batch']}", f"{r['compile_s']:.1f} s", f"{r['step_s'] * 1e3:.1f} ms",
            f"{r['slots'] / r['step_s']:,.0f}",
            f"{flop_rate / 1e9:,.1f}" if flop_rate else "-",
+           f"{peak / 1e9:,.0f}" if peak else "-",
            f"{flop_rate / peak:.3f}" if flop_rate and peak else "-"]
   return "| " + " | ".join(cells) + " |"
 
@@ -96,12 +111,17 @@ def main(_):
   print(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind} | "
         f"dtype {config.model.dtype} | length {config.max_target_length} | "
         f"vocabulary {vocab_size}")
+  on_cpu = jax.devices()[0].platform == "cpu"
   if peak_rate:
-    print(f"peak: {peak_rate / 1e9:,.0f} GFLOP/s ({peak_name})")
-  print("| variant | global batch | compile | step | token slots/s | model GFLOP/s | MFU |")
-  print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(f"peak: {peak_rate / 1e9:,.0f} GFLOP/s ({peak_name}"
+          + ("; cached, as train.py's train/mfu: the rows' peak is measured beside each"
+             if on_cpu else "") + ")")
+  print("| variant | global batch | compile | step | token slots/s | model GFLOP/s "
+        "| peak GFLOP/s | MFU |")
+  print("| --- | --- | --- | --- | --- | --- | --- | --- |")
   if not _SWEEP.value:
-    print(_row("config", time_step(config, vocab_size, _STEPS.value), peak_rate), flush=True)
+    print(_row("config", _timed(config, vocab_size, _STEPS.value, on_cpu), peak_rate),
+          flush=True)
     return
   for model, batch in itertools.product(_SWEEP_MODELS.value, _SWEEP_BATCH.value):
     width, mlp, enc, dec = (int(x) for x in model.split(":"))
@@ -110,8 +130,8 @@ def main(_):
     c.model.num_heads = max(width // 64, 1)
     c.model.num_encoder_layers, c.model.num_decoder_layers = enc, dec
     c.global_batch_size = int(batch)
-    print(_row(f"{width}/{mlp}, {enc}+{dec} layers", time_step(c, vocab_size, _STEPS.value),
-               peak_rate), flush=True)
+    print(_row(f"{width}/{mlp}, {enc}+{dec} layers",
+               _timed(c, vocab_size, _STEPS.value, on_cpu), peak_rate), flush=True)
 
 
 if __name__ == "__main__":
