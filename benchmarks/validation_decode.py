@@ -17,7 +17,7 @@ import jax
 import sacrebleu
 from absl import app, flags
 
-from transformer_jax import checkpoint, inference
+from transformer_jax import checkpoint_params, inference
 from transformer_jax import config as config_lib
 from transformer_jax.data import sources
 
@@ -47,7 +47,7 @@ def main(argv):
       used = steps[-int(arg or 1):]
       if len(used) > 1:
         with run.programs.context():
-          each = [checkpoint.restore_params(wd, s, run.programs.abstract_state.params)[0]
+          each = [checkpoint_params.restore_params(wd, s, run.programs.abstract_state.params)[0]
                   for s in used]
         run.params = jax.tree.map(lambda *xs: sum(xs) / len(xs), *each)
     else:

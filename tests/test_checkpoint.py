@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import EN_DE, tiny_config
-from transformer_jax import checkpoint, programs, sharding
+from transformer_jax import checkpoint, checkpoint_params, programs, sharding
 from transformer_jax.data import pipeline
 from transformer_jax.data import tokenizer as tok
 
@@ -121,7 +121,7 @@ def test_load_params_takes_matching_subtrees(tmp_path):
   # A model with a wider MLP: everything but the MLP weights can be taken.
   target = _programs(**{"model.mlp_dim": 128})
   fresh = target.init_state(jax.random.key(1))
-  params, taken = checkpoint.load_params(str(tmp_path / "run"), -1, fresh.params,
+  params, taken = checkpoint_params.load_params(str(tmp_path / "run"), -1, fresh.params,
                                          pattern="encoder/.*")
   assert taken and all(p.startswith("encoder/") for p in taken)
   assert not any("/mlp/w" in p for p in taken)  # shapes differ: left fresh.
@@ -135,7 +135,7 @@ def test_load_params_takes_matching_subtrees(tmp_path):
   np.testing.assert_array_equal(q, saved.params["encoder"]["layer_0"]["self_attention"]["query"])
   assert q.sharding == fresh.params["encoder"]["layer_0"]["self_attention"]["query"].sharding
   with pytest.raises(checkpoint.CheckpointError, match="config.init_from.workdir"):
-    checkpoint.load_params(str(tmp_path / "nowhere"), -1, fresh.params)
+    checkpoint_params.load_params(str(tmp_path / "nowhere"), -1, fresh.params)
 
 
 def test_small_arrays_are_packed_and_restore_onto_another_mesh(tmp_path, monkeypatch):
@@ -170,7 +170,7 @@ def test_reads_format_2_checkpoints_without_packing(tmp_path):
   state = progs.init_state(jax.random.key(0))
   state = state.replace(step=state.step + 4)
   manager = ocp.CheckpointManager(str(tmp_path / "run" / "checkpoints"),
-                                  item_handlers=checkpoint._item_handlers())  # pylint: disable=protected-access
+                                  item_handlers=checkpoint.item_handlers())
   manager.save(4, args=ocp.args.Composite(
       state=ocp.args.PyTreeSave(state), data=ocp.args.JsonSave({"global_batch_size": 1, "rows": {}}),
       metadata=ocp.args.JsonSave({"format_version": 2, "step": 4})))
@@ -181,6 +181,6 @@ def test_reads_format_2_checkpoints_without_packing(tmp_path):
   assert step == 4 and meta["format_version"] == 2
   for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  params, _ = checkpoint.restore_params(str(tmp_path / "run"), -1, progs.abstract_state.params)
+  params, _ = checkpoint_params.restore_params(str(tmp_path / "run"), -1, progs.abstract_state.params)
   for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

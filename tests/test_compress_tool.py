@@ -10,7 +10,7 @@ import pytest
 
 from conftest import excerpt, write_parallel_tsv
 from conftest import REPO, TINY, _run
-from transformer_jax import checkpoint, inference, quant, sparsity
+from transformer_jax import checkpoint_params, inference, quant, sparsity
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +52,7 @@ def test_int8_run_is_a_quarter_of_the_bytes_decodes_as_rounded_and_fine_tunes(so
   assert 0 <= after["test/bleu"] <= 100 and "test/bleu" in report["source"]
   assert os.path.isfile(os.path.join(out, "compression.md"))
   # Stored as integers: every kernel int8 with its scales, nothing else float but 1-D.
-  spec = checkpoint.compression_spec(out, 8)["params"]
+  spec = checkpoint_params.compression_spec(out, 8)["params"]
   assert {h["encoding"] for h in spec.values() if len(h["shape"]) >= 2} == {"int8"}
   assert {h["encoding"] for h in spec.values() if len(h["shape"]) < 2} == {"dense"}
   # Loaded for decoding, the weights stay int8 in memory, and decode exactly as the
@@ -80,7 +80,7 @@ def test_pruned_run_is_half_zeros_stored_compactly_after_a_fine_tune(source, tmp
   assert proc.returncode == 0, excerpt(proc.stderr)
   assert not os.path.exists(os.path.join(out, "finetune"))  # its float checkpoints are gone.
   assert os.path.isfile(os.path.join(out, "finetune_metrics.jsonl"))
-  spec = checkpoint.compression_spec(out, 10)["params"]  # 8 steps + 2 of fine-tuning.
+  spec = checkpoint_params.compression_spec(out, 10)["params"]  # 8 steps + 2 of fine-tuning.
   sparse = [p for p, h in spec.items() if h["sparse"]]
   assert sparse and all("embedding" not in p for p in sparse)
   run = inference.load_run(out, tool="translate")

@@ -94,8 +94,8 @@ def test_every_built_in_record_is_complete(name):
 
 # The modules that run every kind: none of them may name one (they ask the record).
 GENERIC = ["trainer.py", "programs.py", "steps.py", "aot.py", "inference.py", "translate.py",
-           "generate.py", "transcribe.py", "checkpoint.py", "sharding.py", "objectives.py", "tasks/base.py",
-           "tasks/__init__.py"]
+           "generate.py", "transcribe.py", "checkpoint.py", "checkpoint_params.py", "sharding.py",
+           "objectives.py", "tasks/base.py", "tasks/__init__.py"]
 
 
 @pytest.mark.parametrize("path", GENERIC)

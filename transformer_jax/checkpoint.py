@@ -12,10 +12,8 @@ off the devices, and the disk write runs in the background. Kept: the last
 The data position is every row stream's state, gathered from all processes and
 keyed by global row, so a checkpoint restores onto any process split.
 
-A compressed checkpoint (the compress tool's, `save_compressed`) holds parameters
-only, as integers and scales or non-zeros and bitmasks (compressed.py), with the
-record of how in its metadata ("compression"); the tools and `config.init_from`
-read it as they read any checkpoint, and `train.py` fine-tunes from it.
+Parameters alone, read from another run's checkpoints (`config.init_from`, the
+tools) or written compressed, are checkpoint_params.py's job.
 """
 
 from __future__ import annotations
@@ -25,7 +23,6 @@ import importlib.metadata
 import json
 import logging
 import os
-import re
 import threading
 from typing import Any
 
@@ -35,7 +32,6 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
-from transformer_jax import compressed, quant
 from transformer_jax.checkpoint_layout import Layout, pack
 
 FORMAT_VERSION = 3  # 3: small arrays packed (checkpoint_layout.py); 2 is still read.
@@ -78,7 +74,7 @@ def global_data_state(stream) -> dict:
   return {"global_batch_size": states[0]["global_batch_size"], "rows": rows}
 
 
-def _key_name(k) -> str:
+def key_name(k) -> str:
   """A pytree key as a plain name: dict keys, dataclass fields and sequence indices alike."""
   for attr in ("key", "name", "idx"):
     if hasattr(k, attr):
@@ -86,35 +82,35 @@ def _key_name(k) -> str:
   return str(k)
 
 
-def _flat(tree) -> dict[tuple[str, ...], Any]:
-  return {tuple(_key_name(k) for k in path): x
+def flat(tree) -> dict[tuple[str, ...], Any]:
+  return {tuple(key_name(k) for k in path): x
           for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-def _by_path(abstract, got: dict[tuple[str, ...], Any]) -> Any:
+def by_path(abstract, got: dict[tuple[str, ...], Any]) -> Any:
   """`abstract`'s tree with each leaf replaced by `got[its path]`."""
   return jax.tree_util.tree_map_with_path(
-      lambda p, _: got[tuple(_key_name(k) for k in p)], abstract)
+      lambda p, _: got[tuple(key_name(k) for k in p)], abstract)
 
 
-def _read_metadata(manager, step: int) -> dict:
+def read_metadata(manager, step: int) -> dict:
   return manager.restore(step, args=ocp.args.Composite(
       metadata=ocp.args.JsonRestore()))["metadata"]
 
 
-def _layout(manager, step: int) -> Layout:
-  return Layout.from_json(_read_metadata(manager, step).get("state_layout"))
+def saved_layout(manager, step: int) -> Layout:
+  return Layout.from_json(read_metadata(manager, step).get("state_layout"))
 
 
-def _saved_shapes(manager, step: int, layout: Layout) -> dict[tuple[str, ...], tuple]:
+def saved_shapes(manager, step: int, layout: Layout) -> dict[tuple[str, ...], tuple]:
   """The shape of every array of the state saved at `step`."""
   saved = manager.item_metadata(step)["state"]
   if saved is None:
     raise OSError(f"cannot read the array metadata of checkpoint {step}")
-  return layout.saved_shapes({k: tuple(v.shape) for k, v in _flat(saved).items()})
+  return layout.saved_shapes({k: tuple(v.shape) for k, v in flat(saved).items()})
 
 
-def _restore_arrays(manager, step: int, layout: Layout, wanted: dict[tuple[str, ...], Any],
+def restore_arrays(manager, step: int, layout: Layout, wanted: dict[tuple[str, ...], Any],
                     **other_items) -> tuple[dict[tuple[str, ...], Any], dict]:
   """The `wanted` arrays ({path: abstract array}) of the state saved at `step`, and the other
   items asked for (`name=ocp.args...Restore()`)."""
@@ -142,7 +138,7 @@ def check_shapes(saved: dict[tuple[str, ...], tuple], want: dict[tuple[str, ...]
                           + advice)
 
 
-def _item_handlers(state_handler=None) -> dict[str, Any]:
+def item_handlers(state_handler=None) -> dict[str, Any]:
   """Known up front, so a fresh process can read a checkpoint's metadata before restoring."""
   return {"state": state_handler or ocp.PyTreeCheckpointHandler(use_compression=False),
           "data": ocp.JsonCheckpointHandler(),
@@ -170,7 +166,7 @@ class Checkpointer:
         create=True, enable_async_checkpointing=async_save,
         preservation_policy=pp.AnyPreservationPolicy(policies))
     self._manager = ocp.CheckpointManager(directory, options=options,
-                                          item_handlers=_item_handlers())
+                                          item_handlers=item_handlers())
     self.directory = directory
     self._best_metric = best_metric
     # An asynchronous save is watched by a thread that waits for it; its failure is
@@ -192,7 +188,7 @@ class Checkpointer:
       metrics = None
     self._join_watcher()
     self.check()
-    tree, layout = pack(_flat(state))
+    tree, layout = pack(flat(state))
     try:
       saved = self._manager.save(step, args=ocp.args.Composite(
           state=ocp.args.PyTreeSave(tree),
@@ -240,24 +236,24 @@ class Checkpointer:
       raise self._failure
 
   def metadata(self, step: int) -> dict:
-    return _read_metadata(self._manager, step)
+    return read_metadata(self._manager, step)
 
   def check_shapes(self, step: int, abstract_state: Any, layout: Layout) -> None:
     """Raises CheckpointError naming the arrays whose saved shape differs from the model's."""
-    check_shapes(_saved_shapes(self._manager, step, layout), _flat(abstract_state),
+    check_shapes(saved_shapes(self._manager, step, layout), flat(abstract_state),
                  f"checkpoint {os.path.join(self.directory, str(step))} does not match the model",
                  ". Change the config back, or start a new workdir (config.init_from can "
                  "take the matching parameters)", extra_is_error=True)
 
   def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict, dict]:
     """Restores (state onto the shardings in `abstract_state`, data state, metadata)."""
-    layout = _layout(self._manager, step)
+    layout = saved_layout(self._manager, step)
     self.check_shapes(step, abstract_state, layout)
     others = {"data": ocp.args.JsonRestore(), "metadata": ocp.args.JsonRestore()}
     if layout.arrays_key:
-      got, restored = _restore_arrays(self._manager, step, layout, _flat(abstract_state),
+      got, restored = restore_arrays(self._manager, step, layout, flat(abstract_state),
                                       **others)
-      state = _by_path(abstract_state, got)
+      state = by_path(abstract_state, got)
     else:  # format 2: the state's own tree, tuples saved as lists.
       restored = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.PyTreeRestore(
@@ -306,161 +302,3 @@ class Checkpointer:
       except Exception:  # pylint: disable=broad-except
         if not self._reported:
           raise
-
-
-def _open_run(source: str, what: str):
-  """A read-only manager over a run's checkpoints (`source`: its workdir or checkpoints dir)."""
-  directory = source
-  if os.path.isdir(os.path.join(source, "checkpoints")):
-    directory = os.path.join(source, "checkpoints")
-  if not os.path.isdir(directory):
-    raise CheckpointError(f"{what}={source!r}: no such directory")
-  manager = ocp.CheckpointManager(os.path.abspath(directory),
-                                  options=ocp.CheckpointManagerOptions(read_only=True),
-                                  item_handlers=_item_handlers(ocp.PyTreeCheckpointHandler()))
-  return manager, directory
-
-
-def _pick_step(manager, directory: str, step: int, what: str, step_what: str) -> int:
-  steps = sorted(manager.all_steps())
-  if not steps:
-    raise CheckpointError(f"{what}: no checkpoint in {directory}")
-  if step < 0:
-    return steps[-1]
-  if step not in steps:
-    raise CheckpointError(f"{step_what}={step}: {directory} holds steps {steps}")
-  return step
-
-
-def _saved_param_shapes(manager, step: int, layout: Layout) -> dict[tuple[str, ...], tuple]:
-  return {k[1:]: v for k, v in _saved_shapes(manager, step, layout).items() if k[0] == "params"}
-
-
-def _restore_params(manager, step: int, layout: Layout,
-                    wanted: dict[tuple[str, ...], Any]) -> dict[tuple[str, ...], Any]:
-  """{path within params: array} for the `wanted` parameters."""
-  got, _ = _restore_arrays(manager, step, layout, {("params",) + k: v for k, v in wanted.items()})
-  return {k[1:]: v for k, v in got.items()}
-
-
-def _abstract(x) -> jax.ShapeDtypeStruct:
-  return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
-
-
-def load_params(source: str, step: int, params: Any, pattern: str = "") -> tuple[Any, list[str]]:
-  """`params` with the entries of another run's checkpoint put in (for config.init_from).
-
-  Takes every parameter whose "/"-joined path matches `pattern` (all when
-  empty) and whose saved shape equals the model's; the others stay as they are.
-  Returns (params, the paths taken). Errors name the directory or the pattern.
-  """
-  manager, directory = _open_run(source, "config.init_from.workdir")
-  try:
-    step = _pick_step(manager, directory, step, f"config.init_from.workdir={source!r}",
-                      "config.init_from.step")
-    spec = _compression(manager, step)
-    if spec is not None:  # as floats: training starts from them.
-      got = {tuple(p.split("/")): quant.materialize(x)
-             for p, x in _decoded(manager, step, spec).items()}
-      saved = {p: tuple(np.shape(x)) for p, x in got.items()}
-    else:
-      layout = _layout(manager, step)
-      saved = _saved_param_shapes(manager, step, layout)
-    regex = re.compile(pattern) if pattern else None
-    wanted = {}
-    for path, x in _flat(params).items():
-      name = "/".join(path)
-      if (regex is None or regex.fullmatch(name)) and saved.get(path) == tuple(x.shape):
-        wanted[path] = _abstract(x)
-    if not wanted:
-      raise CheckpointError(f"config.init_from: no parameter of {directory} step {step} matches "
-                            f"the model (pattern {pattern!r})")
-    if spec is not None:
-      got = {p: jax.device_put(np.asarray(got[p], wanted[p].dtype), wanted[p].sharding)
-             for p in wanted}
-    else:
-      got = _restore_params(manager, step, layout, wanted)
-  finally:
-    manager.close()
-  merged = jax.tree_util.tree_map_with_path(
-      lambda p, x: got.get(tuple(_key_name(k) for k in p), x), params)
-  return merged, sorted("/".join(p) for p in got)
-
-
-def restore_params(workdir: str, step: int, abstract_params: Any) -> tuple[Any, int]:
-  """Every parameter of a run's checkpoint (`step` -1: the latest), placed on the shardings
-  of `abstract_params`; returns (params, step). For the translate and generate tools."""
-  manager, directory = _open_run(workdir, "--workdir")
-  try:
-    step = _pick_step(manager, directory, step, f"--workdir={workdir!r}", "--step")
-    spec = _compression(manager, step)
-    want = _flat(abstract_params)
-    what = f"checkpoint {os.path.join(directory, str(step))} does not match the model of " \
-           f"{workdir}/config.json"
-    if spec is not None:
-      check_shapes(compressed.spec_shapes(spec), want, what)
-      decoded = _decoded(manager, step, spec)
-      got = {k: _place(decoded["/".join(k)], v) for k, v in want.items()}
-    else:
-      layout = _layout(manager, step)
-      check_shapes(_saved_param_shapes(manager, step, layout), want, what)
-      got = _restore_params(manager, step, layout, {k: _abstract(v) for k, v in want.items()})
-  finally:
-    manager.close()
-  return _by_path(abstract_params, got), step
-
-
-# ------------------------------------------------------------- compressed checkpoints
-
-
-def save_compressed(directory: str, step: int, params: Any, names: Any,
-                    metadata: dict[str, Any]) -> dict:
-  """Writes `params` (floats and `quant.QTensor`s) compressed as checkpoint `step` in
-  `directory` (a run's checkpoints folder); returns the spec of how each was stored."""
-  arrays, spec = compressed.encode(jax.device_get(params), names)
-  manager = ocp.CheckpointManager(os.path.abspath(directory),
-                                  options=ocp.CheckpointManagerOptions(create=True),
-                                  item_handlers=_item_handlers(ocp.PyTreeCheckpointHandler()))
-  try:
-    manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.PyTreeSave(arrays), data=ocp.args.JsonSave({}),
-        metadata=ocp.args.JsonSave({"format_version": FORMAT_VERSION, "step": int(step),
-                                    "versions": package_versions(), "compression": spec,
-                                    **metadata})), force=True)
-    manager.wait_until_finished()
-  finally:
-    manager.close()
-  return spec
-
-
-def compression_spec(source: str, step: int) -> dict | None:
-  """How checkpoint `step` of `source` (a workdir or checkpoints folder) stores its
-  parameters (compressed.py's spec); None for an ordinary checkpoint."""
-  manager, _ = _open_run(source, "--workdir")
-  try:
-    return _compression(manager, step)
-  finally:
-    manager.close()
-
-
-
-def _compression(manager, step: int) -> dict | None:
-  return _read_metadata(manager, step).get("compression")
-
-
-def _decoded(manager, step: int, spec: dict) -> dict[str, Any]:
-  """{"a/b/kernel": numpy array or QTensor of numpy arrays} of a compressed checkpoint."""
-  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore()))
-  return compressed.decode(jax.device_get(restored["state"]), spec)
-
-
-def _place(x, abstract):
-  """A decoded parameter on `abstract`'s sharding (a QTensor's scale replicated)."""
-  if not isinstance(x, quant.QTensor):
-    return jax.device_put(np.asarray(x, abstract.dtype), abstract.sharding)
-  sharding = abstract.sharding
-  replicated = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec()) \
-      if isinstance(sharding, jax.sharding.NamedSharding) else sharding
-  same = tuple(np.shape(x.qvalue)) == tuple(abstract.shape)
-  return quant.QTensor(qvalue=jax.device_put(x.qvalue, sharding if same else replicated),
-                       scale=jax.device_put(x.scale, replicated), bits=x.bits, shape=x.shape)

@@ -17,7 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from transformer_jax import checkpoint, kinds, lexicon, quant, sharding
+from transformer_jax import checkpoint_params, kinds, lexicon, quant, sharding
 from transformer_jax import config as config_lib
 from transformer_jax import programs as programs_lib
 from transformer_jax.data import pipeline
@@ -106,7 +106,7 @@ def load_run(workdir: str, *, tool: str, step: int = -1,
         config.decoding.oov_penalty)
   progs = programs_lib.build(config, sharding.make_mesh(config),
                              tokenizer.vocab_size if tokenizer else 0, num_classes, decode_kwargs)
-  params, step = checkpoint.restore_params(workdir, step, progs.abstract_state.params)
+  params, step = checkpoint_params.restore_params(workdir, step, progs.abstract_state.params)
   if as_floats:
     params = quant.materialize(params)
   return LoadedRun(config, tokenizer, progs.for_params(params), params, step)

@@ -15,6 +15,7 @@ import jax
 import ml_collections
 
 from transformer_jax import checkpoint as checkpoint_lib
+from transformer_jax import checkpoint_params
 from transformer_jax import config as config_lib
 from transformer_jax import (budget, cache_dirs, memory, metric_writers, optim, preemption,
                              pretrained, profiling, sharding, steps, timing)
@@ -145,7 +146,7 @@ def _restore_or_init(config, run: Run, ckpt, writer, hf_folder=None):
   latest = ckpt.latest_step()
   if latest is not None and _is_compressed(ckpt, latest):
     state = run.init_state()
-    params, _ = checkpoint_lib.load_params(ckpt.directory, latest, state.params)
+    params, _ = checkpoint_params.load_params(ckpt.directory, latest, state.params)
     run.train_iter = run.train_stream(config.seed + latest)  # no data position saved.
     print(f"Fine-tuning from the compressed checkpoint at step {latest} in {ckpt.directory} "
           "(parameters as floats, fresh optimizer state)", flush=True)
@@ -160,7 +161,7 @@ def _restore_or_init(config, run: Run, ckpt, writer, hf_folder=None):
   state = run.init_state()
   source = config.init_from.workdir
   if source:
-    params, taken = checkpoint_lib.load_params(source, config.init_from.step, state.params,
+    params, taken = checkpoint_params.load_params(source, config.init_from.step, state.params,
                                                config.init_from.params)
     state = state.replace(params=params)
     total = len(jax.tree.leaves(state.params))

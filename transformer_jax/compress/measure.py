@@ -15,7 +15,7 @@ import time
 import jax
 import numpy as np
 
-from transformer_jax import checkpoint, quant
+from transformer_jax import checkpoint_params, quant
 from transformer_jax import config as config_lib
 from transformer_jax import run as run_lib
 
@@ -43,7 +43,7 @@ def measure(workdir: str, step: int = -1) -> dict:
   config.distributed.coordinator_address = ""
   run = run_lib.Run(config, workdir)
   with run.programs.context():
-    params, step = checkpoint.restore_params(workdir, step, run.programs.abstract_state.params)
+    params, step = checkpoint_params.restore_params(workdir, step, run.programs.abstract_state.params)
     run.programs = run.programs.for_params(params)
     counted = {"tokens": 0, "seconds": 0.0}
     decode, eval_sums = run.decode, run.eval_sums

@@ -16,7 +16,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from transformer_jax import checkpoint, quant, sparsity, trainer
+from transformer_jax import checkpoint_params, quant, sparsity, trainer
 from transformer_jax import config as config_lib
 from transformer_jax import programs as programs_lib
 from transformer_jax import sharding
@@ -60,7 +60,7 @@ def _write_output(workdir: str, output: str, config, step: int, params, names,
       shutil.copyfile(os.path.join(workdir, name), os.path.join(output, name))
   config.num_train_steps = max(config.num_train_steps, step)
   workdir_lib.write_config(config, output)
-  spec = checkpoint.save_compressed(os.path.join(output, "checkpoints"), step, params, names,
+  spec = checkpoint_params.save_compressed(os.path.join(output, "checkpoints"), step, params, names,
                                     {"compressed_from": os.path.abspath(workdir), **what})
   return spec
 
@@ -70,7 +70,7 @@ def _load(workdir: str, config, step: int = -1):
   progs = programs_lib.build(config, sharding.make_mesh(config),
                              _vocab_size(workdir, config), config.model.num_classes)
   with progs.context():
-    params, step = checkpoint.restore_params(workdir, step, progs.abstract_state.params)
+    params, step = checkpoint_params.restore_params(workdir, step, progs.abstract_state.params)
   return quant.materialize(params), step, progs.logical_names(), progs
 
 
@@ -160,7 +160,7 @@ def _finetune(workdir: str, output: str, config, step: int, steps: int,
   progs = programs_lib.build(ft, sharding.make_mesh(ft), _vocab_size(workdir, ft),
                              ft.model.num_classes)
   with progs.context():
-    params, _ = checkpoint.restore_params(where, -1, progs.abstract_state.params)
+    params, _ = checkpoint_params.restore_params(where, -1, progs.abstract_state.params)
   if os.path.isfile(os.path.join(where, "metrics.jsonl")):
     shutil.copyfile(os.path.join(where, "metrics.jsonl"),
                     os.path.join(output, "finetune_metrics.jsonl"))

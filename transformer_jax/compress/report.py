@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from transformer_jax import checkpoint
+from transformer_jax import checkpoint_params
 from transformer_jax.compress.measure import measure
 
 # The figures worth a column, in this order, where the run's task reports them.
@@ -39,7 +39,7 @@ def compare(source: str, output: str, step: int, command: str) -> dict:
   """Measures both runs; prints the table and writes OUTPUT/compression.{md,json}."""
   before = measure(source, step)
   after = measure(output)
-  spec = checkpoint.compression_spec(output, after["step"])["params"]
+  spec = checkpoint_params.compression_spec(output, after["step"])["params"]
   stored = sum(h.get("stored_bytes", 0) for h in spec.values())
   after["params_bytes_in_checkpoint"] = stored
   before["params_bytes_in_checkpoint"] = before["float32_bytes"]
