@@ -29,6 +29,8 @@ from ml_collections import config_flags
 from transformer_jax import config as config_lib
 from transformer_jax import flops, programs, sharding
 
+from synthetic import synthetic_batch  # benchmarks/synthetic.py
+
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/base.py", "Config file.")
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps (after 2 warm-up steps).")
 _VOCAB = flags.DEFINE_integer("vocab_size", 0, "Vocabulary size; 0: config.data.vocab_size.")
@@ -41,30 +43,13 @@ _SWEEP_MODELS = flags.DEFINE_list("sweep_models", ["256:1024:3:3", "512:2048:3:3
                                   "--sweep: model sizes, width:mlp:encoder:decoder layers.")
 
 
-def _batch(progs, config, vocab_size: int) -> dict:
-  rng = np.random.default_rng(0)
-  out = {}
-  for key, spec in progs.batch_shapes.items():
-    if key.endswith("_segment_ids"):
-      out[key] = np.ones(spec.shape, np.int32)
-    elif key.endswith("_positions"):
-      out[key] = np.broadcast_to(np.arange(spec.shape[1], dtype=np.int32), spec.shape).copy()
-    elif key == "label":
-      out[key] = rng.integers(0, max(config.model.num_classes, 2), spec.shape, dtype=np.int32)
-    elif spec.dtype == np.float32:
-      out[key] = rng.random(spec.shape, dtype=np.float32)
-    else:
-      out[key] = rng.integers(3, vocab_size, spec.shape, dtype=np.int32)
-  return progs.global_batch(out)
-
-
 def time_step(config, vocab_size: int, steps: int) -> dict:
   """Compile seconds, seconds per step, token slots per step and model FLOPs per step."""
   config_lib.validate(config, jax.device_count())
   num_classes = max(config.model.num_classes, 2)
   progs = programs.build(config, sharding.make_mesh(config), vocab_size, num_classes)
   state = progs.init_state(jax.random.key(0))
-  batch = _batch(progs, config, vocab_size)
+  batch = synthetic_batch(progs, config, vocab_size)
   with progs.context():
     t0 = time.perf_counter()
     compiled = progs.train_step.lower(state, batch).compile()
