@@ -130,8 +130,8 @@ def skip_without(reason: str):
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
-    # float32: these runs compare losses and scores across device layouts, processes
-    # and tools; configs/base.py computes in bfloat16.
+    # float32 (as configs/base.py): these runs compare losses and scores across
+    # device layouts, processes and tools.
     "--config.model.dtype=float32",
     "--config.model.emb_dim=32", "--config.model.num_heads=2", "--config.model.qkv_dim=32",
     "--config.model.mlp_dim=64", "--config.model.num_encoder_layers=1",
