@@ -7,13 +7,13 @@ benchmarks/train_step.py), traces `--steps` steps with jax.profiler and sums
 the time of every op the executable ran, over all threads, per step. Ops are
 grouped by their fusion's name without the number (`transpose_copy_fusion`,
 `wrapped_reduce-window`, ...), and every op that holds a matrix product is
-counted as `matmul` whatever XLA named it. On a CPU the threads are the cores:
-op time per step over cores x step time is how busy they were.
+counted as `matmul` whatever XLA named it. Read the shares as shares of the traced
+op time, not of the cores: an op XLA:CPU hands to YNNPACK is traced as one event
+on the thread that calls it, while the library's own workers are not traced.
 """
 
 import collections
 import glob
-import os
 import re
 import tempfile
 import time
@@ -91,9 +91,8 @@ def main(_):
               group = "matmul" if ev.name in products else re.sub(r"\.\d+$", "", ev.name)
               groups[group] += ev.duration_ns / 1e6 / _STEPS.value
   total = sum(groups.values())
-  cores = os.cpu_count() or 1
-  print(f"step {step_ms:.1f} ms untraced; op time {total:.1f} ms per step on {len(threads)} "
-        f"threads, {total / (cores * step_ms):.0%} of {cores} cores x the step")
+  print(f"step {step_ms:.1f} ms untraced; traced op time {total:.1f} ms per step on "
+        f"{len(threads)} threads")
   print("| ops | ms per step (all threads) | share |")
   print("| --- | --- | --- |")
   for group, ms in groups.most_common(_TOP.value):
