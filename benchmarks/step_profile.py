@@ -93,7 +93,7 @@ def main(_):
   total = sum(groups.values())
   print(f"step {step_ms:.1f} ms untraced; traced op time {total:.1f} ms per step on "
         f"{len(threads)} threads")
-  print("| ops | ms per step (all threads) | share |")
+  print("| ops | traced ms per step | share |")
   print("| --- | --- | --- |")
   for group, ms in groups.most_common(_TOP.value):
     print(f"| {group} | {ms:.2f} | {ms / total:.1%} |")
