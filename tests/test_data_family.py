@@ -10,7 +10,8 @@ import shutil
 
 import numpy as np
 import pytest
-from stream_checks import assert_process_split_invariant, assert_resumes, in_hash_order, split_config
+from stream_checks import (assert_process_split_invariant, assert_resumes, in_hash_order,
+                           split_config)
 
 from transformer_jax.data import labelled_text as lt
 from transformer_jax.data import lm_text
@@ -90,7 +91,8 @@ def test_text_files_split_into_paragraphs_deterministically(tmp_path):
 
 def test_lm_loader_errors_name_the_problem(tmp_path):
   with pytest.raises(CorpusError, match="missing.txt"):
-    lm_text.load_documents(split_config(source="files", train_files=(str(tmp_path / "missing.txt"),)))
+    lm_text.load_documents(split_config(source="files",
+                                        train_files=(str(tmp_path / "missing.txt"),)))
 
 
 def _lm_stream(tokenizer, rows, global_batch_size=4, max_length=16, seed=0):

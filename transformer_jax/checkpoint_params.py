@@ -28,9 +28,9 @@ def _open_run(source: str, what: str):
     directory = os.path.join(source, "checkpoints")
   if not os.path.isdir(directory):
     raise checkpoint.CheckpointError(f"{what}={source!r}: no such directory")
-  manager = ocp.CheckpointManager(os.path.abspath(directory),
-                                  options=ocp.CheckpointManagerOptions(read_only=True),
-                                  item_handlers=checkpoint.item_handlers(ocp.PyTreeCheckpointHandler()))
+  manager = ocp.CheckpointManager(
+      os.path.abspath(directory), options=ocp.CheckpointManagerOptions(read_only=True),
+      item_handlers=checkpoint.item_handlers(ocp.PyTreeCheckpointHandler()))
   return manager, directory
 
 
@@ -45,14 +45,17 @@ def _pick_step(manager, directory: str, step: int, what: str, step_what: str) ->
   return step
 
 
-def _saved_param_shapes(manager, step: int, layout: checkpoint_layout.Layout) -> dict[tuple[str, ...], tuple]:
-  return {k[1:]: v for k, v in checkpoint.saved_shapes(manager, step, layout).items() if k[0] == "params"}
+def _saved_param_shapes(manager, step: int,
+                        layout: checkpoint_layout.Layout) -> dict[tuple[str, ...], tuple]:
+  saved = checkpoint.saved_shapes(manager, step, layout)
+  return {k[1:]: v for k, v in saved.items() if k[0] == "params"}
 
 
 def _restore_params(manager, step: int, layout: checkpoint_layout.Layout,
                     wanted: dict[tuple[str, ...], Any]) -> dict[tuple[str, ...], Any]:
   """{path within params: array} for the `wanted` parameters."""
-  got, _ = checkpoint.restore_arrays(manager, step, layout, {("params",) + k: v for k, v in wanted.items()})
+  got, _ = checkpoint.restore_arrays(manager, step, layout,
+                                     {("params",) + k: v for k, v in wanted.items()})
   return {k[1:]: v for k, v in got.items()}
 
 
@@ -86,8 +89,9 @@ def load_params(source: str, step: int, params: Any, pattern: str = "") -> tuple
       if (regex is None or regex.fullmatch(name)) and saved.get(path) == tuple(x.shape):
         wanted[path] = _abstract(x)
     if not wanted:
-      raise checkpoint.CheckpointError(f"config.init_from: no parameter of {directory} step {step} matches "
-                            f"the model (pattern {pattern!r})")
+      raise checkpoint.CheckpointError(
+          f"config.init_from: no parameter of {directory} step {step} matches the model "
+          f"(pattern {pattern!r})")
     if spec is not None:
       got = {p: jax.device_put(np.asarray(got[p], wanted[p].dtype), wanted[p].sharding)
              for p in wanted}
@@ -131,15 +135,16 @@ def save_compressed(directory: str, step: int, params: Any, names: Any,
   """Writes `params` (floats and `quant.QTensor`s) compressed as checkpoint `step` in
   `directory` (a run's checkpoints folder); returns the spec of how each was stored."""
   arrays, spec = compressed.encode(jax.device_get(params), names)
-  manager = ocp.CheckpointManager(os.path.abspath(directory),
-                                  options=ocp.CheckpointManagerOptions(create=True),
-                                  item_handlers=checkpoint.item_handlers(ocp.PyTreeCheckpointHandler()))
+  manager = ocp.CheckpointManager(
+      os.path.abspath(directory), options=ocp.CheckpointManagerOptions(create=True),
+      item_handlers=checkpoint.item_handlers(ocp.PyTreeCheckpointHandler()))
   try:
     manager.save(step, args=ocp.args.Composite(
         state=ocp.args.PyTreeSave(arrays), data=ocp.args.JsonSave({}),
-        metadata=ocp.args.JsonSave({"format_version": checkpoint.FORMAT_VERSION, "step": int(step),
-                                    "versions": checkpoint.package_versions(), "compression": spec,
-                                    **metadata})), force=True)
+        metadata=ocp.args.JsonSave({"format_version": checkpoint.FORMAT_VERSION,
+                                    "step": int(step),
+                                    "versions": checkpoint.package_versions(),
+                                    "compression": spec, **metadata})), force=True)
     manager.wait_until_finished()
   finally:
     manager.close()

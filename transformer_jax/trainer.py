@@ -162,7 +162,7 @@ def _restore_or_init(config, run: Run, ckpt, writer, hf_folder=None):
   source = config.init_from.workdir
   if source:
     params, taken = checkpoint_params.load_params(source, config.init_from.step, state.params,
-                                               config.init_from.params)
+                                                  config.init_from.params)
     state = state.replace(params=params)
     total = len(jax.tree.leaves(state.params))
     print(f"Initialised {len(taken)} of {total} parameter arrays from {source}", flush=True)
