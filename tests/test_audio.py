@@ -50,6 +50,23 @@ def test_a_tone_lights_the_mel_bin_of_its_frequency():
   assert np.ptp(audio.log_mel(np.zeros(8000, np.float32))) == 0
 
 
+def test_a_warped_axis_moves_a_tone_by_its_factor_and_keeps_the_band():
+  """Vocal tract length perturbation: below the boundary a frequency moves by the factor,
+  0 Hz and the Nyquist frequency stay put, and the warp never folds the axis."""
+  hz = np.linspace(0.0, 8000.0, 201)
+  for alpha in (0.9, 1.1):
+    warped = audio.warp_frequencies(hz, alpha)
+    assert warped[0] == 0.0 and abs(warped[-1] - 8000.0) < 1e-9
+    assert np.all(np.diff(warped) > 0)
+    np.testing.assert_allclose(audio.warp_frequencies(np.array([1000.0]), alpha), [1000 * alpha])
+  # A 1 kHz tone under warp 1.1 lights the bin of 1.1 kHz; warp 1 is the plain features.
+  centres = audio.mel_to_hz(np.linspace(0, audio.hz_to_mel(8000), 82)[1:-1])
+  up = audio.log_mel(_tone(1000, 16_000), warp=1.1)
+  assert set(np.argmax(up[5:-5], axis=1)) == {int(np.argmin(np.abs(centres - 1100)))}
+  np.testing.assert_array_equal(audio.log_mel(_tone(1000, 16_000), warp=1.0),
+                                audio.log_mel(_tone(1000, 16_000)))
+
+
 @pytest.mark.parametrize("rate", [8_000, 22_050])
 def test_resampling_to_16khz_keeps_the_waveform(rate):
   resampled = audio.resample(_tone(440, rate), rate)

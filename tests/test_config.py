@@ -59,6 +59,10 @@ def test_bad_fields_are_named(field, value, expected):
      "(data.tokenizer_type='char', not 'unigram')"),
     ("data.real_speech", "all", "config.data.real_speech='all'"),
     ("data.augment.speed", (1.2, 0.9), "config.data.augment.speed=(1.2, 0.9)"),
+    ("data.augment.warp", (1.1, 0.9), "config.data.augment.warp=(1.1, 0.9)"),
+    ("data.voices_per_sentence", 0, "config.data.voices_per_sentence=0: must be at least 1"),
+    ("data.espeak_variants", ("m1", "linda"),
+     "config.data.espeak_variants=('m1', 'linda'): ['linda'] speak the validation"),
 ])
 def test_bad_speech_fields_are_named(field, value, expected):
   overrides = {"model.kind": "speech_to_text", "data.source": "tts", "model.ctc_weight": 0.0,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import write_mo
-from transformer_jax.data import audio, speech
+from transformer_jax.data import audio, speech, speech_splits
 from transformer_jax.data.sources import CorpusError
 
 
@@ -36,6 +36,15 @@ def test_voices_are_fixed_by_the_text_and_the_test_voice_is_held_out():
   accent, variant = held.name.split("+")
   assert all(accent not in v.split(":")[1].split("+")[0] for v in voices)
   assert all(not v.endswith("+" + variant) for v in voices)
+  # The validation voice is held out too, and its variant differs from the test's.
+  val_accent, val_variant = speech.parse_voice(speech.VALIDATION_VOICE).name.split("+")
+  assert val_variant != variant and val_accent != accent
+  assert all(v.split(":")[1].split("+")[0] != val_accent for v in voices)
+  assert all(not v.endswith("+" + val_variant) for v in voices)
+  many = speech.training_voices(["espeak-ng"], ("m7", "Annie"))
+  assert len(many) == 2 * len(speech.ESPEAK_ACCENTS) and "espeak-ng:en-us+Annie" in many
+  with pytest.raises(CorpusError, match=r"config.data.espeak_variants: \['f4'\]"):
+    speech.training_voices(["espeak-ng"], ("m1", "f4"))
   a, b = speech.voice_for("Save the file", voices), speech.voice_for("Save the file", voices)
   assert a == b and a.label in voices
   chosen = {speech.voice_for(f"sentence {i}", voices).label for i in range(200)}
@@ -56,6 +65,21 @@ def test_espeak_speaks_a_sentence_at_its_rate():
   noisy = speech.add_noise(samples, 20.0, seed=1)
   snr = 10 * np.log10(np.mean(samples ** 2) / np.mean((noisy - samples) ** 2))
   assert abs(snr - 20.0) < 0.5
+
+
+def test_each_training_sentence_can_be_spoken_in_several_voices():
+  if not shutil.which("espeak-ng"):
+    pytest.skip(f"espeak-ng is not installed ({speech.TTS_INSTALL}; .ci/run installs it)")
+  voices = speech.training_voices(["espeak-ng"])
+  texts = ["Save the file", "Open a new window"]
+  utts = speech_splits._speak_each(texts, voices, range(2))  # pylint: disable=protected-access
+  assert utts.texts == texts + texts
+  for i, text in enumerate(texts):
+    assert speech.voice_for(text, voices, 0) != speech.voice_for(text, voices, 1)
+    first, second = utts.samples[i], utts.samples[i + 2]
+    assert len(first) != len(second) or not np.array_equal(first, second)
+  assert [len(s) for s in utts.samples[:2]] == [
+      len(s) for s in speech_splits.speak(texts, voices, seed=0).samples]
 
 
 def test_missing_synthesisers_and_recordings_name_the_install_line(tmp_path, monkeypatch):

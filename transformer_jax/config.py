@@ -208,6 +208,13 @@ def default_config() -> ml_collections.ConfigDict:
   # tts: only sentences whose words are all among the N most frequent words of the
   # catalog sentences (a command-and-message vocabulary); 0: every sentence.
   c.data.common_words = 0
+  # tts: espeak-ng's voice variants that train, with each of its accents (empty: the
+  # 11 of data/speech.py's ESPEAK_VARIANTS; the validation and test voices' variants
+  # are refused).
+  c.data.espeak_variants = ()
+  # tts: how many times each training sentence is spoken, each time in a voice drawn
+  # for it (a hash of the sentence and the time).
+  c.data.voices_per_sentence = 1
   # Decoded utterances (eval/wer, test/wer, test/real_wer) up to this many frames;
   # longer ones are left out and counted.
   c.data.max_decode_frames = 1024
@@ -216,11 +223,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.real_speech = "test"
   c.data.real_test_fraction = 0.3
   c.data.real_train_repeats = 1
-  # Training augmentation (speech_pipeline.Augment): speed (tempo and pitch), level,
-  # telephone band, noise and SpecAugment's frequency and time masks; zeros (speed:
-  # (1.0, 1.0)) switch a part off.
+  # Training augmentation (speech_pipeline.Augment): speed (tempo and pitch), vocal
+  # tract length (warp), level, telephone band, noise and SpecAugment's frequency and
+  # time masks; zeros (speed, warp: (1.0, 1.0)) switch a part off.
   c.data.augment = ml_collections.ConfigDict({
-      "speed": (1.0, 1.0), "gain_db": 0.0, "telephone_prob": 0.0, "noise_prob": 0.0,
+      "speed": (1.0, 1.0), "warp": (1.0, 1.0), "gain_db": 0.0, "telephone_prob": 0.0, "noise_prob": 0.0,
       "snr_db": (10.0, 40.0), "freq_masks": 0, "freq_width": 0, "time_masks": 0,
       "time_width": 0})
   return c

@@ -96,11 +96,27 @@ def mel_to_hz(mel):
   return np.where(mel < 15.0, mel * (200.0 / 3), 1000.0 * np.exp(logstep * (mel - 15.0)))
 
 
+def warp_frequencies(hz: np.ndarray, alpha: float, rate: int = SAMPLE_RATE,
+                     high: float = 4800.0) -> np.ndarray:
+  """Vocal tract length perturbation's piecewise-linear warp (Jaitly & Hinton 2013): `hz`
+  scaled by `alpha` up to a boundary near `high`, then a straight line that keeps the
+  Nyquist frequency where it is, so the warped axis still spans 0 to rate / 2."""
+  nyquist = rate / 2
+  edge = high * min(alpha, 1.0) / alpha
+  above = nyquist - (nyquist - high * min(alpha, 1.0)) / (nyquist - edge) * (nyquist - hz)
+  return np.where(hz <= edge, hz * alpha, above)
+
+
 @functools.lru_cache(maxsize=4)
-def mel_filters(n_mels: int = N_MELS, n_fft: int = N_FFT, rate: int = SAMPLE_RATE) -> np.ndarray:
+def mel_filters(n_mels: int = N_MELS, n_fft: int = N_FFT, rate: int = SAMPLE_RATE,
+                warp: float = 1.0) -> np.ndarray:
   """[n_mels, n_fft // 2 + 1] triangular filters between mel-spaced edges from 0 Hz to
-  rate / 2, each scaled to unit area over frequency (Slaney)."""
+  rate / 2, each scaled to unit area over frequency (Slaney). With `warp` != 1 each FFT
+  bin's frequency is first warped (warp_frequencies): a voice with a vocal tract that
+  much shorter (warp > 1) or longer."""
   bins = np.linspace(0.0, rate / 2, n_fft // 2 + 1)
+  if warp != 1.0:
+    bins = warp_frequencies(bins, warp, rate)
   edges = mel_to_hz(np.linspace(hz_to_mel(0.0), hz_to_mel(rate / 2), n_mels + 2))
   lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
   rising = (bins - lower) / (centre - lower)
@@ -122,12 +138,14 @@ def frames(samples: np.ndarray, n_fft: int = N_FFT, hop: int = HOP) -> np.ndarra
   return x[index]
 
 
-def log_mel(samples: np.ndarray, rate: int = SAMPLE_RATE) -> np.ndarray:
-  """[frames, 80] float32 log-mel features of mono samples at `rate` Hz."""
+def log_mel(samples: np.ndarray, rate: int = SAMPLE_RATE, warp: float = 1.0) -> np.ndarray:
+  """[frames, 80] float32 log-mel features of mono samples at `rate` Hz (`warp`: the
+  frequency axis warped, mel_filters)."""
   x = resample(samples, rate) if rate != SAMPLE_RATE else np.asarray(samples, np.float32)
   window = np.hanning(N_FFT + 1)[:-1].astype(np.float32)  # periodic Hann.
   power = np.abs(np.fft.rfft(frames(x) * window, axis=-1)) ** 2
-  mel = power @ mel_filters().T
+  filters = mel_filters() if warp == 1.0 else mel_filters.__wrapped__(warp=warp)
+  mel = power @ filters.T
   logs = np.log10(np.maximum(mel, 1e-10))
   logs = np.maximum(logs, logs.max() - 8.0)
   return ((logs + 4.0) / 4.0).astype(np.float32)

@@ -2,7 +2,8 @@
 
 - `tts`: English sentences (the English side of the installed gettext catalogs) spoken
   by espeak-ng (and flite where installed) in many voices, speeds and pitches, with a
-  little noise; one voice is held out of training for the test split.
+  little noise; two voices are held out of training, one for the validation split and
+  one for the test split.
 - real recordings: the Asterisk project's English prompts (one speaker, 8 kHz,
   CC-BY-SA-3.0) with their transcripts, from `apt-get install asterisk-core-sounds-en-wav
   asterisk-core-sounds-en`.
@@ -36,12 +37,19 @@ ASTERISK_SOUNDS = "/usr/share/asterisk/sounds/en_US_f_Allison"
 ASTERISK_TRANSCRIPTS = "/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz"
 
 # espeak-ng's English voices that need no extra data (the mb-* voices need mbrola), and
-# its voice variants: together the training voices. The held-out test voice uses an
-# accent and a variant that no training voice has.
-ESPEAK_ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan")
+# its voice variants (config.data.espeak_variants; empty: ESPEAK_VARIANTS): together the
+# training voices. The test voice and the validation voice each use an accent and a
+# variant that no training voice has, so that validation measures what the test does:
+# how well the model hears a voice it never heard.
+ESPEAK_ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan",
+                  "en-gb-x-gbcwmd")
 ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m6", "f1", "f2", "f3", "f5", "klatt", "klatt3")
 FLITE_VOICES = ("kal", "awb", "rms")
 HELD_OUT_VOICE = "espeak-ng:en-029+f4"
+VALIDATION_VOICE = "espeak-ng:en-us-nyc+linda"
+# Variants that never train: the test's and validation's, and those that copy their
+# formants (aunty has f4's, belinda linda's).
+HELD_OUT_VARIANTS = ("f4", "aunty", "linda", "belinda")
 
 
 # The form transcripts are compared in (lower case; letters, digits, apostrophes).
@@ -129,9 +137,23 @@ def check_engines(need_flite: bool = False) -> list[str]:
   return found
 
 
-def training_voices(engines: Sequence[str]) -> list[str]:
-  """Voice labels for training: every espeak-ng accent x variant, and flite's voices."""
-  voices = [f"espeak-ng:{a}+{v}" for a in ESPEAK_ACCENTS for v in ESPEAK_VARIANTS]
+def variants_problem(variants: Sequence[str]) -> str | None:
+  """Why these espeak-ng variants cannot train, or None."""
+  held = sorted(set(variants) & set(HELD_OUT_VARIANTS))
+  if held:
+    return (f"{held} speak the validation or test split (or copy their voices) and "
+            f"cannot train; leave out {HELD_OUT_VARIANTS}")
+  return None
+
+
+def training_voices(engines: Sequence[str], variants: Sequence[str] = ()) -> list[str]:
+  """Voice labels for training: every espeak-ng accent x variant (`variants`, empty:
+  ESPEAK_VARIANTS), and flite's voices. CorpusError names a held-out variant."""
+  variants = tuple(variants) or ESPEAK_VARIANTS
+  problem = variants_problem(variants)
+  if problem:
+    raise CorpusError(f"config.data.espeak_variants: {problem}")
+  voices = [f"espeak-ng:{a}+{v}" for a in ESPEAK_ACCENTS for v in variants]
   if "flite" in engines:
     voices += [f"flite:{v}" for v in FLITE_VOICES]
   return voices

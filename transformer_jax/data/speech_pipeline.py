@@ -11,6 +11,9 @@ differently, seeded by grain (an exact resume sees the same rows):
 
   speed      played a factor in `speed` (low, high) times as fast, tempo and pitch together
              (Ko et al. 2015), never slower than still fits a row;
+  warp       the mel filters' frequency axis warped by a factor in `warp` (low, high): vocal
+             tract length perturbation (Jaitly & Hinton 2013), a voice's formants moved
+             without its tempo;
   gain       the level scaled by up to +-gain_db decibels;
   telephone  with probability telephone_prob, band-limited to 4 kHz through 8 kHz;
   noise      with probability noise_prob, white noise at an SNR in snr_db;
@@ -41,6 +44,7 @@ DECODE_FRAMES = 256  # decoding batches are padded to a multiple of this many fr
 class Augment:
   """Training augmentation (config.data.augment); zeros switch a part off."""
   speed: tuple[float, float] = (1.0, 1.0)
+  warp: tuple[float, float] = (1.0, 1.0)
   gain_db: float = 0.0
   telephone_prob: float = 0.0
   noise_prob: float = 0.0
@@ -52,8 +56,9 @@ class Augment:
 
   @classmethod
   def from_config(cls, augment) -> "Augment":
-    return cls(**{f.name: (tuple(augment[f.name]) if f.name in ("speed", "snr_db")
-                           else augment[f.name]) for f in dataclasses.fields(cls)})
+    pairs = ("speed", "warp", "snr_db")
+    return cls(**{f.name: (tuple(augment[f.name]) if f.name in pairs else augment[f.name])
+                  for f in dataclasses.fields(cls)})
 
 
 def waveform(samples: np.ndarray) -> np.ndarray:
@@ -151,7 +156,8 @@ class _Featurize(grain.transforms.RandomMap):
   def random_map(self, index, rng: np.random.Generator) -> dict[str, np.ndarray]:
     x = change_speed(waveform(self._utts.samples[index]), self._aug, rng, self._frames)
     x = augment_waveform(x, self._aug, rng)
-    return {"inputs": spec_augment(audio.log_mel(x)[:self._frames], self._aug, rng),
+    warp = rng.uniform(*self._aug.warp) if self._aug.warp != (1.0, 1.0) else 1.0
+    return {"inputs": spec_augment(audio.log_mel(x, warp=warp)[:self._frames], self._aug, rng),
             "targets": transcript_ids(self._tokenizer, self._utts.texts[index])}
 
 

@@ -6,8 +6,10 @@ installed and `config.data.real_speech` asks for them, the real recordings:
 
 - `tts`: the catalog sentences (with `common_words` N > 0, only those made of the
   N most frequent words) split by a hash of their normal form (so no sentence sits
-  in two splits); training and validation sentences spoken by the
-  training voices, test sentences by the held-out voice (speech.HELD_OUT_VOICE).
+  in two splits); training sentences spoken by the training voices, validation
+  and test sentences each by a voice held out of training (speech.VALIDATION_VOICE,
+  speech.HELD_OUT_VOICE); with `voices_per_sentence` k each training sentence is
+  spoken k times, each time in a voice drawn for it.
   The synthesis runs once, on all cores, into CACHE/<split>-<hash>.npz; the hash
   covers everything that decides the audio, so a changed config makes new files
   and an unchanged one (a resume) reads them back.
@@ -157,16 +159,28 @@ def _tts_splits(d, cache_dir: str) -> dict[str, Utterances]:
   train = hash_order(parts["train"], speech.normalize)
   if d.max_utterances:
     train = train[:d.max_utterances]
-  voices = speech.training_voices(engines)
+  voices = speech.training_voices(engines, config_field(d, "espeak_variants", ()))
   recipe = {"engines": engines}
   out = {}
+  speakers = config_field(d, "voices_per_sentence", 1)
   for name, texts, split_voices in (("train", train, voices),
-                                    ("validation", parts["validation"], voices),
+                                    ("validation", parts["validation"],
+                                     [speech.VALIDATION_VOICE]),
                                     ("test", parts["test"], [speech.HELD_OUT_VOICE])):
     texts = texts[:d.max_eval_utterances] if name != "train" and d.max_eval_utterances else texts
+    seeds = range(speakers if name == "train" else 1)
+    times = {"seeds": len(seeds)} if len(seeds) > 1 else {}  # (once: the key as before)
     out[name] = cached(cache_dir, f"tts-{name}", {**recipe, "voices": split_voices,
-                                                  "texts": texts},
-                       lambda t=texts, v=split_voices: speak(t, v, seed=0))
+                                                  "texts": texts, **times},
+                       lambda t=texts, v=split_voices: _speak_each(t, v, seeds))
+  return out
+
+
+def _speak_each(texts: list[str], voices: list[str], seeds) -> Utterances:
+  """`texts` spoken once per seed, each time in the voice that seed draws for it."""
+  out = Utterances([], [])
+  for seed in seeds:
+    out = out + speak(texts, voices, seed=seed)
   return out
 
 

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from transformer_jax import decoding, objectives
-from transformer_jax.data import audio
+from transformer_jax.data import audio, speech
 from transformer_jax.errors import fail
 from transformer_jax.kinds.base import ModelKind, register
 from transformer_jax.models.speech import SUBSAMPLING, SpeechToText
@@ -87,9 +87,17 @@ def _check(config) -> None:
          "needs the CTC head: set model.ctc_weight > 0, or decoding.ctc_weight=0")
   if not 0.0 < d.real_test_fraction < 1.0:
     fail("data.real_test_fraction", d.real_test_fraction, "must be in (0, 1)")
+  problem = speech.variants_problem(d.espeak_variants)
+  if problem:
+    fail("data.espeak_variants", tuple(d.espeak_variants), problem)
+  if d.voices_per_sentence < 1:
+    fail("data.voices_per_sentence", d.voices_per_sentence, "must be at least 1")
   a = d.augment
   if len(a.speed) != 2 or not 0 < a.speed[0] <= a.speed[1]:
     fail("data.augment.speed", tuple(a.speed), "must be (low, high) factors, 0 < low <= high")
+  if len(a.warp) != 2 or not 0.5 <= a.warp[0] <= a.warp[1] <= 2.0:
+    fail("data.augment.warp", tuple(a.warp),
+         "must be (low, high) frequency factors, 0.5 <= low <= high <= 2")
   if len(a.snr_db) != 2 or a.snr_db[0] > a.snr_db[1]:
     fail("data.augment.snr_db", tuple(a.snr_db), "must be (low, high) decibels")
   for name in ("telephone_prob", "noise_prob"):
