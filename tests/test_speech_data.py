@@ -91,14 +91,16 @@ def test_missing_synthesisers_and_recordings_name_the_install_line(tmp_path, mon
 
 
 def test_the_asterisk_prompt_list_keeps_speech_with_audio(tmp_path):
-  for name in ("hello", "beep", "goodbye"):
+  for name in ("hello", "beep", "goodbye", "quiet", "intro"):
     audio.write_wav(str(tmp_path / f"{name}.wav"), np.zeros(800, np.float32), 8000)
   with gzip.open(tmp_path / "t.txt.gz", "wt", encoding="utf-8") as f:
     f.write("; a comment\nhello: Hello, world.\nbeep: [beep]\ngoodbye: Goodbye [pause] now.\n"
-            "missing: No audio for this one.\n")
+            "missing: No audio for this one.\nquiet: (5 seconds of silence)\n"
+            "intro: Leave a message. (simple tone sound plays)\n")
   assert speech.asterisk_prompts(str(tmp_path), str(tmp_path / "t.txt.gz")) == [
       (str(tmp_path / "goodbye.wav"), "Goodbye now."),
-      (str(tmp_path / "hello.wav"), "Hello, world.")]
+      (str(tmp_path / "hello.wav"), "Hello, world."),
+      (str(tmp_path / "intro.wav"), "Leave a message.")]
 
 
 def test_speech_files_read_paths_and_name_what_is_wrong(tmp_path, capsys):

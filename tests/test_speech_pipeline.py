@@ -178,3 +178,5 @@ def test_spoken_digits_are_spelled_as_words():
   assert speech_splits.spell_digits("Press 1 to mute, 2 to exit.") == \
       "Press one to mute, two to exit."
   assert speech_splits.spell_digits("Room 101") == "Room 101"
+  assert speech_splits.spell_digits("press * to pause, press # to end") == \
+      "press star to pause, press pound to end"

@@ -202,8 +202,9 @@ def asterisk_prompts(sounds: str = ASTERISK_SOUNDS,
                      transcripts: str = ASTERISK_TRANSCRIPTS) -> list[tuple[str, str]]:
   """(wav path, transcript) of the Asterisk English prompts that are speech: the
   transcript file's `name: text` lines whose wav exists, without bracketed tones
-  ("[beep]") and without empty texts. CorpusError with the install line when the
-  package is missing."""
+  ("[beep]") or parenthesised notes ("(simple tone sound plays)"; the silence files'
+  "(5 seconds of silence)" leaves nothing) and without empty texts. CorpusError with
+  the install line when the package is missing."""
   if not os.path.isdir(sounds) or not os.path.isfile(transcripts):
     raise CorpusError(f"the real-speech test reads the Asterisk prompts ({sounds}), which "
                       f"this machine lacks; install them: {REAL_INSTALL}")
@@ -214,7 +215,7 @@ def asterisk_prompts(sounds: str = ASTERISK_SOUNDS,
     name, sep, text = line.partition(":")
     if not sep or line.startswith(";"):
       continue
-    text = " ".join(re.sub(r"\[[^\]]*\]", " ", text).split())
+    text = " ".join(re.sub(r"\[[^\]]*\]|\([^)]*\)", " ", text).split())
     path = os.path.join(sounds, name.strip() + ".wav")
     if normalize(text) and os.path.isfile(path):
       out.append((path, text))

@@ -185,9 +185,11 @@ def _speak_each(texts: list[str], voices: list[str], seeds) -> Utterances:
 
 
 def spell_digits(text: str) -> str:
-  """Single digits as the words a speaker says ("press 1" -> "press one")."""
+  """Single digits and the keypad's keys as the words a speaker says ("press 1" ->
+  "press one", "press #" -> "press pound", "*" -> "star")."""
   words = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-  return " ".join(words[int(w)] if len(w) == 1 and w.isdigit() else w
+  keys = {"*": "star", "#": "pound"}
+  return " ".join(words[int(w)] if len(w) == 1 and w.isdigit() else keys.get(w, w)
                   for w in text.replace(",", " , ").split()).replace(" , ", ", ")
 
 
