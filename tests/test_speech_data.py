@@ -72,7 +72,7 @@ def test_each_training_sentence_can_be_spoken_in_several_voices():
     pytest.skip(f"espeak-ng is not installed ({speech.TTS_INSTALL}; .ci/run installs it)")
   voices = speech.training_voices(["espeak-ng"])
   texts = ["Save the file", "Open a new window"]
-  utts = speech_splits._speak_each(texts, voices, range(2))  # pylint: disable=protected-access
+  utts = speech_splits.speak_each(texts, voices, range(2))
   assert utts.texts == texts + texts
   for i, text in enumerate(texts):
     assert speech.voice_for(text, voices, 0) != speech.voice_for(text, voices, 1)

@@ -227,9 +227,9 @@ def default_config() -> ml_collections.ConfigDict:
   # tract length (warp), level, telephone band, noise and SpecAugment's frequency and
   # time masks; zeros (speed, warp: (1.0, 1.0)) switch a part off.
   c.data.augment = ml_collections.ConfigDict({
-      "speed": (1.0, 1.0), "warp": (1.0, 1.0), "gain_db": 0.0, "telephone_prob": 0.0, "noise_prob": 0.0,
-      "snr_db": (10.0, 40.0), "freq_masks": 0, "freq_width": 0, "time_masks": 0,
-      "time_width": 0})
+      "speed": (1.0, 1.0), "warp": (1.0, 1.0), "gain_db": 0.0, "telephone_prob": 0.0,
+      "noise_prob": 0.0, "snr_db": (10.0, 40.0), "freq_masks": 0, "freq_width": 0,
+      "time_masks": 0, "time_width": 0})
   return c
 
 

@@ -144,6 +144,7 @@ def log_mel(samples: np.ndarray, rate: int = SAMPLE_RATE, warp: float = 1.0) -> 
   x = resample(samples, rate) if rate != SAMPLE_RATE else np.asarray(samples, np.float32)
   window = np.hanning(N_FFT + 1)[:-1].astype(np.float32)  # periodic Hann.
   power = np.abs(np.fft.rfft(frames(x) * window, axis=-1)) ** 2
+  # A warp is drawn afresh for each utterance: its filters are built, not cached.
   filters = mel_filters() if warp == 1.0 else mel_filters.__wrapped__(warp=warp)
   mel = power @ filters.T
   logs = np.log10(np.maximum(mel, 1e-10))

@@ -172,11 +172,11 @@ def _tts_splits(d, cache_dir: str) -> dict[str, Utterances]:
     times = {"seeds": len(seeds)} if len(seeds) > 1 else {}  # (once: the key as before)
     out[name] = cached(cache_dir, f"tts-{name}", {**recipe, "voices": split_voices,
                                                   "texts": texts, **times},
-                       lambda t=texts, v=split_voices: _speak_each(t, v, seeds))
+                       lambda t=texts, v=split_voices: speak_each(t, v, seeds))
   return out
 
 
-def _speak_each(texts: list[str], voices: list[str], seeds) -> Utterances:
+def speak_each(texts: list[str], voices: list[str], seeds) -> Utterances:
   """`texts` spoken once per seed, each time in the voice that seed draws for it."""
   out = Utterances([], [])
   for seed in seeds:
