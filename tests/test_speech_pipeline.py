@@ -26,9 +26,9 @@ def tokenizer():
   return Tokenizer(train_tokenizer(TEXTS * 20, 300))
 
 
-AUG = speech_pipeline.Augment(warp=(0.9, 1.1), gain_db=6.0, telephone_prob=0.5, noise_prob=0.5,
-                              snr_db=(10.0, 30.0), freq_masks=2, freq_width=10, time_masks=2,
-                              time_width=20)
+AUG = speech_pipeline.Augment(warp=(0.9, 1.1), gain_db=6.0, telephone_prob=0.5,
+                              noise_prob=0.5, snr_db=(10.0, 30.0), freq_masks=2, freq_width=10,
+                              time_masks=2, time_width=20)
 
 
 def test_spec_augment_masks_bands_and_spans_with_zeros():
