@@ -61,6 +61,9 @@ def test_bad_fields_are_named(field, value, expected):
     ("data.augment.speed", (1.2, 0.9), "config.data.augment.speed=(1.2, 0.9)"),
     ("data.augment.warp", (1.1, 0.9), "config.data.augment.warp=(1.1, 0.9)"),
     ("data.voices_per_sentence", 0, "config.data.voices_per_sentence=0: must be at least 1"),
+    ("data.flite_share", 1.0, "config.data.flite_share=1.0: must be in [0, 1)"),
+    ("data.real_validation_fraction", 1.0,
+     "config.data.real_validation_fraction=1.0: must be in [0, 1)"),
     ("data.espeak_variants", ("m1", "linda"),
      "config.data.espeak_variants=('m1', 'linda'): ['linda'] speak the validation"),
 ])

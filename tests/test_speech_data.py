@@ -53,6 +53,19 @@ def test_voices_are_fixed_by_the_text_and_the_test_voice_is_held_out():
     speech.parse_voice("festival:kal")
 
 
+def test_flite_speaks_about_its_share_of_the_training_sentences():
+  espeak = len(speech.ESPEAK_ACCENTS) * len(speech.ESPEAK_VARIANTS)
+  voices = speech.training_voices(["espeak-ng", "flite"], (), ("kal", "slt"), 0.25)
+  assert sorted(set(voices) - set(speech.training_voices(["espeak-ng"]))) == [
+      "flite:kal", "flite:slt"]
+  drawn = [speech.voice_for(f"sentence {i}", voices).engine for i in range(2000)]
+  assert 0.20 < drawn.count("flite") / len(drawn) < 0.30
+  assert len(speech.training_voices(["espeak-ng"], (), ("kal",), 0.25)) == espeak  # no flite
+  if shutil.which("flite"):  # flite would speak an unknown voice's text in its default one.
+    assert speech.flite_voices_problem(["kal", "slt"]) is None
+    assert "flite has no voice ['sally']" in speech.flite_voices_problem(["kal", "sally"])
+
+
 def test_espeak_speaks_a_sentence_at_its_rate():
   if not shutil.which("espeak-ng"):
     pytest.skip(f"espeak-ng is not installed ({speech.TTS_INSTALL}; .ci/run installs it)")
@@ -101,6 +114,17 @@ def test_the_asterisk_prompt_list_keeps_speech_with_audio(tmp_path):
       (str(tmp_path / "goodbye.wav"), "Goodbye now."),
       (str(tmp_path / "hello.wav"), "Hello, world."),
       (str(tmp_path / "intro.wav"), "Leave a message.")]
+
+
+def test_a_real_validation_split_leaves_the_real_test_split_as_it_was():
+  prompts = [(f"{i}.wav", f"Prompt number {i} , please.") for i in range(400)]
+  before = speech_splits.real_prompt_splits(prompts, 0.3, 0.0)
+  after = speech_splits.real_prompt_splits(prompts, 0.3, 0.15)
+  assert after["test"] == before["test"] and not before["validation"]
+  assert sorted(after["train"] + after["validation"]) == sorted(before["train"])
+  assert 0.10 < len(after["validation"]) / len(before["train"]) < 0.20
+  words = {name: {speech.normalize(t) for _, t in rows} for name, rows in after.items()}
+  assert not (words["train"] & words["validation"] or words["test"] & words["validation"])
 
 
 def test_speech_files_read_paths_and_name_what_is_wrong(tmp_path, capsys):

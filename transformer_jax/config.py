@@ -203,7 +203,8 @@ def default_config() -> ml_collections.ConfigDict:
   # up to max_utterances training sentences (0: all) and up to max_eval_utterances
   # validation and test sentences (0: all). real_speech: off | test (the Asterisk
   # prompts' test split gives test/real_wer) | train_test (their training split also
-  # trains, real_train_repeats times); real_test_fraction of them are the test split.
+  # trains, real_train_repeats times); real_test_fraction of them are the test split,
+  # and real_validation_fraction of the rest are held out for eval/real_wer.
   c.data.max_frames = 512
   # tts: only sentences whose words are all among the N most frequent words of the
   # catalog sentences (a command-and-message vocabulary); 0: every sentence.
@@ -212,6 +213,11 @@ def default_config() -> ml_collections.ConfigDict:
   # 11 of data/speech.py's ESPEAK_VARIANTS; the validation and test voices' variants
   # are refused).
   c.data.espeak_variants = ()
+  # tts, where flite is installed: its training voices (`flite -lv`), and about which
+  # share of the training sentences they speak (0: each voice, espeak-ng's and flite's,
+  # as likely as another).
+  c.data.flite_voices = ("kal", "awb", "rms")
+  c.data.flite_share = 0.0
   # tts: how many times each training sentence is spoken, each time in a voice drawn
   # for it (a hash of the sentence and the time).
   c.data.voices_per_sentence = 1
@@ -222,6 +228,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.max_eval_utterances = 0
   c.data.real_speech = "test"
   c.data.real_test_fraction = 0.3
+  c.data.real_validation_fraction = 0.0
   c.data.real_train_repeats = 1
   # Training augmentation (speech_pipeline.Augment): speed (tempo and pitch), vocal
   # tract length (warp), level, telephone band, noise and SpecAugment's frequency and

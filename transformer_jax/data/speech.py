@@ -146,16 +146,38 @@ def variants_problem(variants: Sequence[str]) -> str | None:
   return None
 
 
-def training_voices(engines: Sequence[str], variants: Sequence[str] = ()) -> list[str]:
+def flite_voices_problem(voices: Sequence[str]) -> str | None:
+  """Why these flite voices cannot speak, or None (flite speaks an unknown voice's text
+  in its default voice without a word, so the names are checked against `flite -lv`;
+  without flite there is nothing to check)."""
+  if not shutil.which("flite"):
+    return None
+  listed = subprocess.run(["flite", "-lv"], capture_output=True, text=True, check=False,
+                          timeout=30).stdout.partition(":")[2].split()
+  unknown = [v for v in voices if v not in listed]
+  if unknown:
+    return f"flite has no voice {unknown}; it has {listed} (`flite -lv`)"
+  return None
+
+
+def training_voices(engines: Sequence[str], variants: Sequence[str] = (),
+                    flite_voices: Sequence[str] = FLITE_VOICES,
+                    flite_share: float = 0.0) -> list[str]:
   """Voice labels for training: every espeak-ng accent x variant (`variants`, empty:
-  ESPEAK_VARIANTS), and flite's voices. CorpusError names a held-out variant."""
+  ESPEAK_VARIANTS), and `flite_voices` where flite is installed. With `flite_share` > 0
+  the flite voices are listed again and again, so that a voice drawn from the list
+  (voice_for) is flite's about that often; with 0, every voice is as likely as another.
+  CorpusError names a held-out variant."""
   variants = tuple(variants) or ESPEAK_VARIANTS
   problem = variants_problem(variants)
   if problem:
     raise CorpusError(f"config.data.espeak_variants: {problem}")
   voices = [f"espeak-ng:{a}+{v}" for a in ESPEAK_ACCENTS for v in variants]
-  if "flite" in engines:
-    voices += [f"flite:{v}" for v in FLITE_VOICES]
+  if "flite" in engines and flite_voices:
+    times = 1
+    if flite_share > 0:
+      times = max(1, round(flite_share / (1 - flite_share) * len(voices) / len(flite_voices)))
+    voices += [f"flite:{v}" for v in flite_voices] * times
   return voices
 
 

@@ -16,8 +16,10 @@ installed and `config.data.real_speech` asks for them, the real recordings:
 - `files`: the user's lists, split by transcript hash (or their own validation and
   test lists), read and resampled once.
 - real recordings: the Asterisk prompts split by transcript hash (fraction
-  `real_test_fraction` for the test); with real_speech='train_test' the rest joins
-  the training split `real_train_repeats` times.
+  `real_test_fraction` for the test); `real_validation_fraction` of the rest, drawn
+  by a second hash (so the test split does not move), is a real validation split;
+  with real_speech='train_test' the remainder joins the training split
+  `real_train_repeats` times.
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ class SpeechSplits(NamedSplits):
   test: Utterances
   real_test: Utterances | None  # the Asterisk test prompts (None: not asked or not installed).
   real_train: int = 0  # how many training utterances are real recordings (each repeat counted).
+  # Asterisk prompts held out of training for eval/real_wer (None: none asked for).
+  real_validation: Utterances | None = None
 
 
 def to_int16(samples: np.ndarray, rate: int) -> np.ndarray:
@@ -159,7 +163,9 @@ def _tts_splits(d, cache_dir: str) -> dict[str, Utterances]:
   train = hash_order(parts["train"], speech.normalize)
   if d.max_utterances:
     train = train[:d.max_utterances]
-  voices = speech.training_voices(engines, config_field(d, "espeak_variants", ()))
+  voices = speech.training_voices(engines, config_field(d, "espeak_variants", ()),
+                                  config_field(d, "flite_voices", speech.FLITE_VOICES),
+                                  config_field(d, "flite_share", 0.0))
   recipe = {"engines": engines}
   out = {}
   speakers = config_field(d, "voices_per_sentence", 1)
@@ -193,13 +199,30 @@ def spell_digits(text: str) -> str:
                   for w in text.replace(",", " , ").split()).replace(" , ", ", ")
 
 
-def _real_splits(d, cache_dir: str) -> tuple[Utterances, Utterances]:
-  """(train, test) of the Asterisk prompts."""
+def real_prompt_splits(prompts, test_fraction: float,
+                       validation_fraction: float) -> dict[str, list[tuple[str, str]]]:
+  """(wav path, transcript) prompts by split. The test split is `test_fraction` of them
+  by one hash of the transcript; validation takes `validation_fraction` of the rest by
+  a second hash, so that asking for it leaves the test split as it was."""
+  key = lambda p: speech.normalize(p[1])  # noqa: E731
+  parts = split_by_hash(prompts, key, 0.0, test_fraction)
+  rest = split_by_hash(parts["train"], lambda p: "real validation: " + key(p),
+                       validation_fraction, 0.0)
+  parts.update(train=rest["train"], validation=rest["validation"])
+  return parts
+
+
+def _real_splits(d, cache_dir: str) -> dict[str, Utterances]:
+  """The Asterisk prompts' train and test splits, and validation where asked for."""
   prompts = [(path, spell_digits(text)) for path, text in speech.asterisk_prompts()]
-  parts = split_by_hash(prompts, lambda p: speech.normalize(p[1]), 0.0, d.real_test_fraction)
-  return tuple(cached(cache_dir, f"real-{name}", {"rows": parts[name]},
-                      lambda rows=parts[name]: read_rows(rows))
-               for name in ("train", "test"))
+  fraction = config_field(d, "real_validation_fraction", 0.0)
+  parts = real_prompt_splits(prompts, d.real_test_fraction, fraction)
+  if fraction > 0 and not parts["validation"]:
+    raise CorpusError(f"config.data.real_validation_fraction={fraction} holds none of the "
+                      f"{len(parts['train'])} real training prompts; raise it")
+  return {name: cached(cache_dir, f"real-{name}", {"rows": rows},
+                       lambda rows=rows: read_rows(rows))
+          for name, rows in parts.items() if rows or name != "validation"}
 
 
 def load_speech(d, cache_dir: str) -> SpeechSplits:
@@ -219,11 +242,10 @@ def load_speech(d, cache_dir: str) -> SpeechSplits:
     if not len(parts[name]):
       raise CorpusError(f"the {name} split has no utterances (config.data.source="
                         f"{d.source!r}); give more data or change the fractions")
-  real_test, real_train = None, 0
-  if real != "off":
-    train_real, real_test = _real_splits(d, cache_dir)
-    if real == "train_test":
-      for _ in range(d.real_train_repeats):
-        parts["train"] = parts["train"] + train_real
-      real_train = len(train_real) * d.real_train_repeats
-  return SpeechSplits(parts["train"], parts["validation"], parts["test"], real_test, real_train)
+  prompts, real_train = (_real_splits(d, cache_dir) if real != "off" else {}), 0
+  if real == "train_test":
+    for _ in range(d.real_train_repeats):
+      parts["train"] = parts["train"] + prompts["train"]
+    real_train = len(prompts["train"]) * d.real_train_repeats
+  return SpeechSplits(parts["train"], parts["validation"], parts["test"], prompts.get("test"),
+                      real_train, prompts.get("validation"))

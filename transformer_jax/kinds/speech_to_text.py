@@ -4,7 +4,8 @@ Log-mel frames with their segments ([B, T, 80 + 1], models/speech.py; training
 rows pack several utterances) in,
 transcript token ids out; the next-token loss on the transcript; greedy, beam
 or sampled decoding over the key/value cache as for translation; WER and CER
-on decoded validation (eval/wer) and test (test/wer, test/real_wer) utterances.
+on decoded validation (eval/wer, eval/real_wer) and test (test/wer, test/real_wer)
+utterances.
 Its built-in data (`tts`) speaks catalog sentences with espeak-ng and flite:
 apt-get install espeak-ng flite.
 """
@@ -43,7 +44,10 @@ def _model_inputs(batch):
 
 
 def _eval_metrics(config) -> tuple[str, ...]:
+  d = config.data
   wer = ("wer", "cer") if config.num_eval_bleu_examples > 0 else ()
+  if wer and d.real_speech != "off" and d.real_validation_fraction > 0:
+    wer += ("real_wer", "real_cer")
   return ("loss", "perplexity", "accuracy") + wer
 
 
@@ -87,9 +91,19 @@ def _check(config) -> None:
          "needs the CTC head: set model.ctc_weight > 0, or decoding.ctc_weight=0")
   if not 0.0 < d.real_test_fraction < 1.0:
     fail("data.real_test_fraction", d.real_test_fraction, "must be in (0, 1)")
+  if not 0.0 <= d.real_validation_fraction < 1.0:
+    fail("data.real_validation_fraction", d.real_validation_fraction, "must be in [0, 1)")
+  if d.real_validation_fraction > 0 and d.real_speech == "off":
+    fail("data.real_validation_fraction", d.real_validation_fraction,
+         "needs the real recordings: data.real_speech='test' or 'train_test'")
   problem = speech.variants_problem(d.espeak_variants)
   if problem:
     fail("data.espeak_variants", tuple(d.espeak_variants), problem)
+  problem = speech.flite_voices_problem(d.flite_voices) if d.source == "tts" else None
+  if problem:
+    fail("data.flite_voices", tuple(d.flite_voices), problem)
+  if not 0.0 <= d.flite_share < 1.0:
+    fail("data.flite_share", d.flite_share, "must be in [0, 1)")
   if d.voices_per_sentence < 1:
     fail("data.voices_per_sentence", d.voices_per_sentence, "must be at least 1")
   a = d.augment

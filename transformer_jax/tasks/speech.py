@@ -60,6 +60,8 @@ class SpeechTask(base.TaskBase):
     if is_writer:
       real = (f", {len(d.real_test)} real test recordings ({d.real_test.seconds() / 60:.1f} min)"
               if d.real_test is not None else "")
+      if d.real_validation is not None:
+        real += f", {len(d.real_validation)} real validation recordings"
       print(f"speech: {len(d.train)} train utterances ({d.train.seconds() / 3600:.2f} h, "
             f"{d.real_train} of them real), {len(d.validation)} validation, {len(d.test)} test"
             f"{real}; ready in {time.monotonic() - t0:.0f}s", flush=True)
@@ -120,8 +122,12 @@ class SpeechTask(base.TaskBase):
     n = self.config.num_eval_bleu_examples
     if n <= 0:
       return {}
-    utts = self._decodable("validation (eval/wer)", self._first(self.data.validation, n), False)
-    scores, _ = self.transcribe(run, params, utts)
+    scores = {}
+    splits = [("", self.data.validation), ("real_", self.data.real_validation)]
+    for prefix, utts in splits:
+      if utts is not None and len(utts):
+        utts = self._decodable("validation", self._first(utts, n), False)
+        scores.update({prefix + k: v for k, v in self.transcribe(run, params, utts)[0].items()})
     return scores
 
   def final_test(self, run: base.Evaluator, params, step: int) -> dict[str, float]:
