@@ -2,8 +2,22 @@
 
 import os
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                           " --xla_force_host_platform_device_count=8").strip()
+# Tests compile hundreds of small programs and run each a few times: LLVM's optimisation
+# passes (the backend's level 2) cost more than they save there, about a third of the
+# suite's time. The programs' HLO, and so what they compute, is the same at either level;
+# an XLA_FLAGS that sets the level wins.
+_USER_FLAGS = os.environ.get("XLA_FLAGS", "")
+if "xla_backend_optimization_level" not in _USER_FLAGS:
+  _USER_FLAGS += " --xla_backend_optimization_level=0"
+
+
+def device_env(devices: int) -> dict[str, str]:
+  """This environment with `devices` simulated CPU devices (for subprocesses)."""
+  return {**os.environ, "XLA_FLAGS": (
+      f"{_USER_FLAGS} --xla_force_host_platform_device_count={devices}").strip()}
+
+
+os.environ["XLA_FLAGS"] = device_env(8)["XLA_FLAGS"]
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # The caches (compiled programs, the CPU's matmul rate) of this test session, in a
 # fresh folder: train.py subprocesses inherit it.

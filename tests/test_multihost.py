@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import write_parallel_tsv
+from conftest import device_env, write_parallel_tsv
 from test_train_e2e import REPO, TINY
 
 
@@ -29,12 +29,6 @@ def _command(workdir, tsv):
           "--config.lr_schedule=rsqrt"]  # independent of num_train_steps: runs can be extended.
 
 
-def _env(num_devices):
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={num_devices}"
-  return env
-
-
 def _losses(workdir):
   with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
     records = [json.loads(line) for line in f]
@@ -49,7 +43,8 @@ def test_two_processes_train_like_one_and_only_process_0_logs(tmp_path):
   common = _command(workdir, tsv) + ["--config.num_train_steps=4",
       f"--config.distributed.coordinator_address=127.0.0.1:{port}",
       "--config.distributed.num_processes=2"]
-  procs = [subprocess.Popen(common + [f"--config.distributed.process_id={i}"], env=_env(2),
+  procs = [subprocess.Popen(common + [f"--config.distributed.process_id={i}"],
+                            env=device_env(2),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
            for i in range(2)]
   outs = []
@@ -74,7 +69,8 @@ def test_two_processes_train_like_one_and_only_process_0_logs(tmp_path):
 
   # The same job in one process on 4 devices: the same batches, so the same losses.
   single = str(tmp_path / "single")
-  proc = subprocess.run(_command(single, tsv) + ["--config.num_train_steps=4"], env=_env(4),
+  proc = subprocess.run(_command(single, tsv) + ["--config.num_train_steps=4"],
+                        env=device_env(4),
                         capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   two, one = _losses(workdir), _losses(single)
@@ -85,8 +81,8 @@ def test_two_processes_train_like_one_and_only_process_0_logs(tmp_path):
 
   # Elastic: the two-process run resumes in one process, and continues like the one-process run.
   for workdir_ in (workdir, single):
-    proc = subprocess.run(_command(workdir_, tsv) + ["--config.num_train_steps=8"], env=_env(4),
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(_command(workdir_, tsv) + ["--config.num_train_steps=8"],
+                          env=device_env(4), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Resuming from checkpoint at step 4" in proc.stdout
   two, one = _losses(workdir), _losses(single)

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import write_parallel_tsv
+from conftest import device_env, write_parallel_tsv
 from test_train_e2e import REPO, TINY
 
 STEPS = 40
@@ -33,15 +33,9 @@ def _command(workdir, tsv, *extra):
           *COMMON, "--config.data.source=files", f"--config.data.train_files=('{tsv}',)", *extra]
 
 
-def _env(devices=8):
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-  return env
-
-
 def _run(workdir, tsv, *extra, devices=8):
-  proc = subprocess.run(_command(workdir, tsv, *extra), env=_env(devices), capture_output=True,
-                        text=True, timeout=300)
+  proc = subprocess.run(_command(workdir, tsv, *extra), env=device_env(devices),
+                        capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return proc.stdout
 
@@ -76,7 +70,8 @@ def _start_and_signal(workdir, corpus, sig, after_step, delay, *extra):
   """Starts a run, waits until `after_step` is logged (and, with checkpoints every step,
   one is committed), sleeps `delay` s, then sends `sig`."""
   proc = subprocess.Popen(_command(workdir, corpus, f"--config.num_train_steps={STEPS}", *extra),
-                          env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          env=device_env(8), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
   out = []
   try:
     for line in proc.stdout:
