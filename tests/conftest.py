@@ -3,9 +3,9 @@
 import os
 
 # Tests compile hundreds of small programs and run each a few times: LLVM's optimisation
-# passes (the backend's level 2) cost more than they save there, about a third of the
-# suite's time. The programs' HLO, and so what they compute, is the same at either level;
-# an XLA_FLAGS that sets the level wins.
+# passes (the backend's level 2) cost more than they save there (tests/test_speech_model.py
+# 113 s -> 80 s; the whole suite about a tenth, BUILD_NOTES). The programs' HLO, and so
+# what they compute, is the same at either level; an XLA_FLAGS that sets the level wins.
 _USER_FLAGS = os.environ.get("XLA_FLAGS", "")
 if "xla_backend_optimization_level" not in _USER_FLAGS:
   _USER_FLAGS += " --xla_backend_optimization_level=0"

@@ -204,7 +204,8 @@ def default_config() -> ml_collections.ConfigDict:
   # validation and test sentences (0: all). real_speech: off | test (the Asterisk
   # prompts' test split gives test/real_wer) | train_test (their training split also
   # trains, real_train_repeats times); real_test_fraction of them are the test split,
-  # and real_validation_fraction of the rest are held out for eval/real_wer.
+  # and real_validation_fraction of the rest are held out for eval/real_wer (with
+  # real_speech=off neither is read).
   c.data.max_frames = 512
   # tts: only sentences whose words are all among the N most frequent words of the
   # catalog sentences (a command-and-message vocabulary); 0: every sentence.

@@ -93,9 +93,6 @@ def _check(config) -> None:
     fail("data.real_test_fraction", d.real_test_fraction, "must be in (0, 1)")
   if not 0.0 <= d.real_validation_fraction < 1.0:
     fail("data.real_validation_fraction", d.real_validation_fraction, "must be in [0, 1)")
-  if d.real_validation_fraction > 0 and d.real_speech == "off":
-    fail("data.real_validation_fraction", d.real_validation_fraction,
-         "needs the real recordings: data.real_speech='test' or 'train_test'")
   problem = speech.variants_problem(d.espeak_variants)
   if problem:
     fail("data.espeak_variants", tuple(d.espeak_variants), problem)
