@@ -2,13 +2,17 @@
 
   python benchmarks/speech_decoders.py --workdir=runs/speech --method=greedy --method=ctc \
       --method=beam [--alpha=1.0] [--beam_size=4] [--ctc_weight=0 --ctc_weight=0.3 ...] \
-      [--oov_penalty=0 --oov_penalty=4 ...]
+      [--oov_penalty=0 --oov_penalty=4 ...] [--segment_frames=0 --segment_frames=480 ...]
+      [--decode_all]
 
 Loads the workdir as the transcribe tool does (`inference.load_run`, the decoding
 fields replaced), reads its splits from the workdir's synthesis cache
 (`speech_splits.load_speech`; the real-recording test split where the run has one), keeps the
-utterances that the run's test decodes (data.max_decode_frames, max_predict_length), and
-prints one line per method and split.
+utterances that the run's test decodes (data.max_decode_frames, max_predict_length; every
+one with --decode_all), and prints one line per method and split (validation, test, and the
+real recordings' test and validation splits where the run has them). Each variant runs
+with each --segment_frames (0: recordings decoded whole; N: longer ones cut at pauses into
+pieces of at most N frames, data/segments.py).
 Method `ctc`, and beam with --ctc_weight > 0 (joint CTC/attention scores, one line per
 weight), need a run trained with a CTC head (model.ctc_weight > 0).
 """
@@ -33,6 +37,10 @@ _CTC_WEIGHTS = flags.DEFINE_multi_float(
 _OOV = flags.DEFINE_multi_float(
     "oov_penalty", [0.0], "Costs of a word outside the run's lexicon.txt (method=beam), each "
     "with each --ctc_weight.")
+_SEGMENTS = flags.DEFINE_multi_integer(
+    "segment_frames", [0], "Longest piece in frames (0: whole), each with each variant.")
+_ALL = flags.DEFINE_boolean("decode_all", False,
+                            "Decode every utterance, also those over data.max_decode_frames.")
 
 
 def main(argv):
@@ -46,19 +54,24 @@ def main(argv):
         variants.append((f"beam w{weight:g} oov{oov:g}", {
             "method": method, "beam_size": _BEAM.value, "alpha": _ALPHA.value,
             "ctc_weight": weight, "oov_penalty": oov}))
+  variants = [(f"{name} seg{n}" if len(_SEGMENTS.value) > 1 else name,
+               {**decoding, "segment_frames": n})
+              for name, decoding in variants for n in _SEGMENTS.value]
   for method, decoding in variants:
     run = inference.load_run(_WORKDIR.value, tool="transcribe", decoding=decoding)
     data = speech_splits.load_speech(run.config.data, os.path.join(_WORKDIR.value, CACHE_DIR))
     for name, utts in (("validation", data.validation), ("test", data.test),
-                       ("real_test", data.real_test)):
+                       ("real_val", data.real_validation), ("real_test", data.real_test)):
       if utts is None:
         continue
-      utts = utts.take(speech_pipeline.fits(utts, run.tokenizer, run.config.data.max_decode_frames,
-                                            run.config.max_predict_length))
+      if not _ALL.value:
+        utts = utts.take(speech_pipeline.fits(utts, run.tokenizer,
+                                              run.config.data.max_decode_frames,
+                                              run.config.max_predict_length))
       t0 = time.monotonic()
       scores = evaluation.transcription_scores(
           inference.transcribe_audio(run, utts.samples), utts.texts)
-      print(f"{method:16s} {name:10s} {len(utts):4d} utterances: WER {scores['wer']:6.2f}%  "
+      print(f"{method:22s} {name:10s} {len(utts):4d} utterances: WER {scores['wer']:6.2f}%  "
             f"CER {scores['cer']:6.2f}%  ({time.monotonic() - t0:.0f}s)", flush=True)
 
 

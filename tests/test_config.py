@@ -44,6 +44,9 @@ def test_default_and_base_configs_are_valid():
     ("decoding.oov_penalty", -1.0, "config.decoding.oov_penalty=-1.0: must be >= 0"),
     ("decoding.oov_penalty", 2.0,
      "config.decoding.oov_penalty=2.0: the word list is the speech kind's"),
+    ("decoding.segment_frames", 480,
+     "config.decoding.segment_frames=480: cuts recordings for the speech kind"),
+    ("decoding.segment_frames", 50, "config.decoding.segment_frames=50: must be 0"),
     ("num_eval_bleu_examples", -5, "config.num_eval_bleu_examples=-5"),
 ])
 def test_bad_fields_are_named(field, value, expected):

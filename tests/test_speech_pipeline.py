@@ -180,3 +180,36 @@ def test_spoken_digits_are_spelled_as_words():
   assert speech_splits.spell_digits("Room 101") == "Room 101"
   assert speech_splits.spell_digits("press * to pause, press # to end") == \
       "press star to pause, press pound to end"
+
+
+def test_segmented_decoding_decodes_the_pieces_of_long_utterances_and_joins_them(tokenizer):
+  pause = np.zeros(int(0.4 * audio.SAMPLE_RATE), np.int16)
+  tones = {200: "quit", 500: "undo", 1000: "save all", 2000: "redo the last change"}
+  long = np.concatenate([_tone(0.9, 500), pause, _tone(1.0, 1000), pause, _tone(1.1, 2000)])
+  utts = speech_splits.Utterances([_tone(0.5, 200), long], ["", ""])  # 0.5 s and 3.8 s.
+
+  def loudest_bin(x):  # the mel bin of a tone.
+    return int(np.argmax(x.mean(axis=0)))
+  names = {loudest_bin(audio.log_mel(speech_pipeline.waveform(_tone(0.5, hz)))): name
+           for hz, name in tones.items()}
+  assert len(names) == 4
+  rows = []
+
+  def decode_batch(inputs, n):
+    # "transcribe" each row as the word of its tone (one tone per piece).
+    ids = np.zeros((len(inputs), 24), np.int32)
+    for row, x in enumerate(inputs):
+      valid = x[:, -1] > 0
+      if valid.any():
+        rows.append(int(valid.sum()))
+        b = loudest_bin(x[valid, :-1])
+        tokens = tokenizer.encode(names[min(names, key=lambda k: abs(k - b))])
+        ids[row, :len(tokens)] = tokens
+    return ids
+  out = speech_pipeline.decode_in_batches(utts, batch_size=2, decode_batch=decode_batch,
+                                          tokenizer=tokenizer, segment_frames=180)
+  assert out == ["quit", "undo save all redo the last change"]
+  assert len(rows) == 4 and max(rows) <= 180  # the short utterance and three pieces.
+  whole = speech_pipeline.decode_in_batches(utts, batch_size=2, decode_batch=decode_batch,
+                                            tokenizer=tokenizer)
+  assert whole[0] == "quit" and sorted(rows[4:]) == [51, 381]  # 0: decoded whole.

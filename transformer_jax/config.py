@@ -82,9 +82,11 @@ def default_config() -> ml_collections.ConfigDict:
   # top_k (0: off), top_p (1: off)); speech with a CTC head: ctc (the head alone), and
   # ctc_weight > 0 with beam: joint CTC/attention scores (0: the decoder alone); letter
   # models' beam: oov_penalty > 0 charges each word outside the training transcripts'.
+  # Speech: with segment_frames > 0, recordings longer than that many 10 ms frames are
+  # cut at pauses into pieces that fit, decoded one by one and joined (0: whole).
   c.decoding = ml_collections.ConfigDict({
       "method": "greedy", "beam_size": 4, "alpha": 0.6, "temperature": 1.0, "top_k": 0,
-      "top_p": 1.0, "ctc_weight": 0.0, "oov_penalty": 0.0})
+      "top_p": 1.0, "ctc_weight": 0.0, "oov_penalty": 0.0, "segment_frames": 0})
   c.num_example_translations = 5  # translation: test examples printed at the end.
   # Optimizer and schedule.
   c.learning_rate = 2e-3

@@ -168,6 +168,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
   if config.decoding.oov_penalty > 0 and kind.name != "speech_to_text":
     _fail("decoding.oov_penalty", config.decoding.oov_penalty,
           f"the word list is the speech kind's (its transcripts), not {kind.name}'s")
+  if config.decoding.segment_frames > 0 and kind.name != "speech_to_text":
+    _fail("decoding.segment_frames", config.decoding.segment_frames,
+          f"cuts recordings for the speech kind, not {kind.name} inputs (0: off)")
   if config.decoding.ctc_weight > 0 and "ctc" not in kind.decode_methods:
     _fail("decoding.ctc_weight", config.decoding.ctc_weight,
           f"{kind.name} models have no CTC head to weigh (0: the decoder alone)")
@@ -222,6 +225,10 @@ def _check_decoding(config) -> None:
     _fail("decoding.ctc_weight", d.ctc_weight, "must be in [0, 1) (0: the decoder alone)")
   if not d.oov_penalty >= 0:
     _fail("decoding.oov_penalty", d.oov_penalty, "must be >= 0 (0: no word list)")
+  if not isinstance(d.segment_frames, int) or not (d.segment_frames == 0
+                                                   or d.segment_frames >= 100):
+    _fail("decoding.segment_frames", d.segment_frames,
+          "must be 0 (decode recordings whole) or an integer >= 100 (1 s pieces at least)")
 
 
 def validate_distributed(config) -> None:

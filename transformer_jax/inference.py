@@ -147,5 +147,6 @@ def transcribe_audio(run: LoadedRun, samples: Sequence[np.ndarray]) -> list[str]
   """One transcript per utterance (int16 samples at 16 kHz), in order."""
   from transformer_jax.data import speech_pipeline, speech_splits  # pylint: disable=import-outside-toplevel
   utts = speech_splits.Utterances(list(samples), [""] * len(samples))
-  return speech_pipeline.decode_in_batches(utts, batch_size=run.programs.global_batch_size,
-                                           decode_batch=run.decode, tokenizer=run.tokenizer)
+  return speech_pipeline.decode_in_batches(
+      utts, batch_size=run.programs.global_batch_size, decode_batch=run.decode,
+      tokenizer=run.tokenizer, segment_frames=run.config.decoding.segment_frames)

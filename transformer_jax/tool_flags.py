@@ -15,7 +15,7 @@ class BadInput(ValueError):
 
 
 _DECODING_FLAGS = ("method", "beam_size", "alpha", "temperature", "top_k", "top_p",
-                   "ctc_weight", "oov_penalty")
+                   "ctc_weight", "oov_penalty", "segment_frames")
 
 
 def define_common(tool: str) -> None:
@@ -37,6 +37,10 @@ def define_common(tool: str) -> None:
                        "(method=beam; 0: the decoder alone).")
     flags.DEFINE_float("oov_penalty", None, "Cost in the beam of each word outside the run's "
                        "lexicon.txt (method=beam, letter models; 0: no word list).")
+  if "ctc" in methods:
+    flags.DEFINE_integer("segment_frames", None, "Recordings longer than this many 10 ms "
+                         "frames are cut at pauses into pieces that fit and decoded piece by "
+                         "piece (default: the run's config.decoding.segment_frames; 0: whole).")
   flags.DEFINE_float("temperature", None, "Sampling temperature (method=sample).")
   flags.DEFINE_integer("top_k", None, "Sample from the k most likely tokens (0: all).")
   flags.DEFINE_float("top_p", None, "Sample from the smallest set with this probability (1: all).")

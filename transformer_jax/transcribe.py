@@ -2,14 +2,16 @@
 
   python -m transformer_jax.transcribe --workdir=runs/speech a.wav b.wav ...
       [--output=out.txt] [--step=N] [--method=greedy|beam|sample|ctc] [--beam_size=4]
-      [--alpha=0.6] [--ctc_weight=0.3] [--oov_penalty=2] [--batch_size=N] [--max_length=N]
+      [--alpha=0.6] [--ctc_weight=0.3] [--oov_penalty=2] [--segment_frames=480]
+      [--batch_size=N] [--max_length=N]
 
 Loads the run's config, tokenizer and latest (or --step) checkpoint, reads every
 file first (PCM WAV of 8, 16 or 32 bits, any rate, mono or averaged to mono), and
 writes one transcript per file to --output (default: stdout), in the files' order.
 Decoding options default to the run's config.decoding; --ctc_weight > 0 (with
 --method=beam) adds the CTC head's prefix scores to the beam (joint CTC/attention), and
---oov_penalty > 0 charges each word outside the run's lexicon.txt (letter models).
+--oov_penalty > 0 charges each word outside the run's lexicon.txt (letter models);
+--segment_frames > 0 cuts longer recordings at pauses and decodes them piece by piece.
 Exit code 2 on a bad workdir, step, option or audio file (named, before the model
 loads).
 """
@@ -42,9 +44,10 @@ def main(argv):
     run = inference.load_run(tool="transcribe", **tool_flags.load_args())
     longest = max(len(s) for s in samples) / audio.SAMPLE_RATE
     trained = run.config.data.max_frames * audio.HOP / audio.SAMPLE_RATE
-    if longest > 2 * trained:
+    if longest > 2 * trained and not run.config.decoding.segment_frames:
       print(f"note: the longest file lasts {longest:.1f}s; the run trained on utterances of up "
-            f"to {trained:.1f}s, so long files transcribe worse (cut them at pauses)",
+            f"to {trained:.1f}s, so long files transcribe worse (--segment_frames="
+            f"{run.config.data.max_frames} cuts them at pauses)",
             file=sys.stderr)
     t0 = time.perf_counter()
     texts = inference.transcribe_audio(run, samples)

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 import grain
 import numpy as np
 
-from transformer_jax.data import audio, streams
+from transformer_jax.data import audio, segments, streams
 from transformer_jax.data.speech import normalize
 from transformer_jax.data.speech_splits import Utterances
 
@@ -206,10 +206,18 @@ def eval_batches(utts: Utterances, use: Sequence[int], tokenizer, *, batch_size:
   return batches
 
 
-def decode_in_batches(utts: Utterances, *, batch_size: int, decode_batch, tokenizer) -> list[str]:
+def decode_in_batches(utts: Utterances, *, batch_size: int, decode_batch, tokenizer,
+                      segment_frames: int = 0) -> list[str]:
   """One transcript per utterance, in order: `decode_batch(inputs [batch_size, T, 81], n)`
   gives each global batch's output ids. Utterances are decoded shortest first, each batch
-  padded to the next multiple of DECODE_FRAMES."""
+  padded to the next multiple of DECODE_FRAMES. With `segment_frames` > 0, utterances
+  longer than that are cut at pauses into pieces that fit, decoded as utterances of
+  their own and joined (segments.py)."""
+  if segment_frames > 0:
+    pieces, owners = segments.split(utts.samples, segment_frames)
+    texts = decode_in_batches(Utterances(pieces, [""] * len(pieces)), batch_size=batch_size,
+                              decode_batch=decode_batch, tokenizer=tokenizer)
+    return segments.join(texts, owners, len(utts))
   frames = utts.frames()
   order = sorted(range(len(utts)), key=lambda i: (frames[i], i))
   out = [""] * len(utts)

@@ -98,7 +98,8 @@ class SpeechTask(base.TaskBase):
     rng = jax.random.key(self.config.seed)
     hyps = speech_pipeline.decode_in_batches(
         utts, batch_size=run.global_batch_size, tokenizer=self.tokenizer,
-        decode_batch=lambda inputs, n: run.decode(params, inputs, jax.random.fold_in(rng, n)))
+        decode_batch=lambda inputs, n: run.decode(params, inputs, jax.random.fold_in(rng, n)),
+        segment_frames=self.config.decoding.segment_frames)
     return evaluation.transcription_scores(hyps, utts.texts), list(zip(utts.texts, hyps))
 
   @staticmethod
