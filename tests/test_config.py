@@ -65,6 +65,9 @@ def test_bad_fields_are_named(field, value, expected):
     ("data.augment.warp", (1.1, 0.9), "config.data.augment.warp=(1.1, 0.9)"),
     ("data.voices_per_sentence", 0, "config.data.voices_per_sentence=0: must be at least 1"),
     ("data.flite_share", 1.0, "config.data.flite_share=1.0: must be in [0, 1)"),
+    ("data.tts_real_transcripts", -1, "config.data.tts_real_transcripts=-1: must be >= 0"),
+    ("data.tts_real_transcripts", 2, "config.data.tts_real_transcripts=2: speaks the real "
+     "training prompts' transcripts: needs data.source='tts' and data.real_speech='train_test'"),
     ("data.real_validation_fraction", 1.0,
      "config.data.real_validation_fraction=1.0: must be in [0, 1)"),
     ("data.espeak_variants", ("m1", "linda"),

@@ -95,6 +95,24 @@ def test_each_training_sentence_can_be_spoken_in_several_voices():
       len(s) for s in speech_splits.speak(texts, voices, seed=0).samples]
 
 
+def test_the_real_training_transcripts_can_be_spoken_by_the_training_voices(tmp_path):
+  if not shutil.which("espeak-ng"):
+    pytest.skip(f"espeak-ng is not installed ({speech.TTS_INSTALL}; .ci/run installs it)")
+  from transformer_jax import config as config_lib  # pylint: disable=import-outside-toplevel
+  d = config_lib.default_config().data
+  d.tts_real_transcripts, d.espeak_variants, d.flite_voices = 2, ("m1", "f2"), ()
+  recorded = speech_splits.Utterances([np.zeros(8000, np.int16)] * 2,
+                                      ["Please enter your mailbox.", "Goodbye."])
+  spoken = speech_splits._spoken_real_transcripts(d, str(tmp_path), recorded)
+  assert spoken.texts == recorded.texts * 2
+  assert all(len(s) > 8000 for s in spoken.samples)  # speech, not the recordings.
+  assert not np.array_equal(spoken.samples[0][:4000], spoken.samples[2][:4000])  # 2 voices.
+  (cache,) = tmp_path.iterdir()
+  again = speech_splits._spoken_real_transcripts(d, str(tmp_path), recorded)
+  assert [len(s) for s in again.samples] == [len(s) for s in spoken.samples]
+  assert list(tmp_path.iterdir()) == [cache]  # read back, not spoken again.
+
+
 def test_missing_synthesisers_and_recordings_name_the_install_line(tmp_path, monkeypatch):
   monkeypatch.setenv("PATH", str(tmp_path))  # a PATH without espeak-ng or flite.
   with pytest.raises(CorpusError, match="apt-get install espeak-ng flite"):

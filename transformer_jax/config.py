@@ -224,6 +224,9 @@ def default_config() -> ml_collections.ConfigDict:
   # tts: how many times each training sentence is spoken, each time in a voice drawn
   # for it (a hash of the sentence and the time).
   c.data.voices_per_sentence = 1
+  # tts with real_speech='train_test': the real training prompts' transcripts are also
+  # spoken this many times each by the training voices (0: not).
+  c.data.tts_real_transcripts = 0
   # Decoded utterances (eval/wer, test/wer, test/real_wer) up to this many frames;
   # longer ones are left out and counted.
   c.data.max_decode_frames = 1024

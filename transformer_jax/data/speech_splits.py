@@ -163,9 +163,7 @@ def _tts_splits(d, cache_dir: str) -> dict[str, Utterances]:
   train = hash_order(parts["train"], speech.normalize)
   if d.max_utterances:
     train = train[:d.max_utterances]
-  voices = speech.training_voices(engines, config_field(d, "espeak_variants", ()),
-                                  config_field(d, "flite_voices", speech.FLITE_VOICES),
-                                  config_field(d, "flite_share", 0.0))
+  voices = _training_voices(d, engines)
   recipe = {"engines": engines}
   out = {}
   speakers = config_field(d, "voices_per_sentence", 1)
@@ -180,6 +178,24 @@ def _tts_splits(d, cache_dir: str) -> dict[str, Utterances]:
                                                   "texts": texts, **times},
                        lambda t=texts, v=split_voices: speak_each(t, v, seeds))
   return out
+
+
+def _training_voices(d, engines) -> list[str]:
+  return speech.training_voices(engines, config_field(d, "espeak_variants", ()),
+                                config_field(d, "flite_voices", speech.FLITE_VOICES),
+                                config_field(d, "flite_share", 0.0))
+
+
+def _spoken_real_transcripts(d, cache_dir: str, real_train: Utterances) -> Utterances:
+  """The real training prompts' transcripts spoken by the training voices,
+  `tts_real_transcripts` times each (a voice drawn for each time)."""
+  engines = speech.check_engines()
+  texts = list(real_train.texts)
+  seeds = range(d.tts_real_transcripts)
+  return cached(cache_dir, "tts-real-train", {"engines": engines,
+                                              "voices": _training_voices(d, engines),
+                                              "texts": texts, "seeds": len(seeds)},
+                lambda: speak_each(texts, _training_voices(d, engines), seeds))
 
 
 def speak_each(texts: list[str], voices: list[str], seeds) -> Utterances:
@@ -247,5 +263,7 @@ def load_speech(d, cache_dir: str) -> SpeechSplits:
     for _ in range(d.real_train_repeats):
       parts["train"] = parts["train"] + prompts["train"]
     real_train = len(prompts["train"]) * d.real_train_repeats
+    if config_field(d, "tts_real_transcripts", 0) > 0 and d.source == "tts":
+      parts["train"] = parts["train"] + _spoken_real_transcripts(d, cache_dir, prompts["train"])
   return SpeechSplits(parts["train"], parts["validation"], parts["test"], prompts.get("test"),
                       real_train, prompts.get("validation"))

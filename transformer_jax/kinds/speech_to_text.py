@@ -103,6 +103,12 @@ def _check(config) -> None:
     fail("data.flite_share", d.flite_share, "must be in [0, 1)")
   if d.voices_per_sentence < 1:
     fail("data.voices_per_sentence", d.voices_per_sentence, "must be at least 1")
+  if d.tts_real_transcripts < 0:
+    fail("data.tts_real_transcripts", d.tts_real_transcripts, "must be >= 0 (0: off)")
+  if d.tts_real_transcripts > 0 and (d.source != "tts" or d.real_speech != "train_test"):
+    fail("data.tts_real_transcripts", d.tts_real_transcripts,
+         f"speaks the real training prompts' transcripts: needs data.source='tts' and "
+         f"data.real_speech='train_test' (not {d.source!r}, {d.real_speech!r})")
   a = d.augment
   if len(a.speed) != 2 or not 0 < a.speed[0] <= a.speed[1]:
     fail("data.augment.speed", tuple(a.speed), "must be (low, high) factors, 0 < low <= high")
