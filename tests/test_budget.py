@@ -66,8 +66,14 @@ def test_a_fresh_run_fits_its_count_to_the_budget_and_a_rerun_keeps_it(tmp_path)
   assert _last_step(workdir) == fit  # trained exactly the steps that fit, not the cap.
   timed = [m for m in _metrics(workdir) if "time/train" in m][-1]
   assert 1.0 < timed["time/train"] < 4.0, timed  # the budget, give or take a slow machine.
-  # The schedule ended where the run did: cosine decay from 0.01 reached (about) 0.
-  assert _train_log(workdir)[-1][2] < 1e-4
+  # The schedule ended where the run did: the last step's rate is the cosine's last
+  # before 0 with the fitted count as its end (small, or large where a slow machine fits
+  # few steps), not the cap's (about the peak).
+  step, _, rate = _train_log(workdir)[-1]
+  schedule = optim.learning_rate_schedule(
+      config_lib.from_json(os.path.join(workdir, "config.json")))
+  assert step == fit and rate == pytest.approx(float(schedule(fit - 1, horizon=fit)), rel=1e-4)
+  assert float(schedule(fit, horizon=fit)) == pytest.approx(0.0, abs=1e-9)
 
   again = train_tiny(workdir, tsv, *args)
   assert again.returncode == 0, excerpt(again.stderr)
