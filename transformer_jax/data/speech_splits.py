@@ -190,12 +190,11 @@ def _spoken_real_transcripts(d, cache_dir: str, real_train: Utterances) -> Utter
   """The real training prompts' transcripts spoken by the training voices,
   `tts_real_transcripts` times each (a voice drawn for each time)."""
   engines = speech.check_engines()
-  texts = list(real_train.texts)
+  texts, voices = list(real_train.texts), _training_voices(d, engines)
   seeds = range(d.tts_real_transcripts)
-  return cached(cache_dir, "tts-real-train", {"engines": engines,
-                                              "voices": _training_voices(d, engines),
+  return cached(cache_dir, "tts-real-train", {"engines": engines, "voices": voices,
                                               "texts": texts, "seeds": len(seeds)},
-                lambda: speak_each(texts, _training_voices(d, engines), seeds))
+                lambda: speak_each(texts, voices, seeds))
 
 
 def speak_each(texts: list[str], voices: list[str], seeds) -> Utterances:
