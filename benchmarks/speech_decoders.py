@@ -3,7 +3,7 @@
   python benchmarks/speech_decoders.py --workdir=runs/speech --method=greedy --method=ctc \
       --method=beam [--alpha=1.0] [--beam_size=4] [--ctc_weight=0 --ctc_weight=0.3 ...] \
       [--oov_penalty=0 --oov_penalty=4 ...] [--segment_frames=0 --segment_frames=480 ...]
-      [--decode_all]
+      [--decode_all] [--split=real_val --split=real_train] [--max_utterances=60]
 
 Loads the workdir as the transcribe tool does (`inference.load_run`, the decoding
 fields replaced), reads its splits from the workdir's synthesis cache
@@ -13,6 +13,9 @@ one with --decode_all), and prints one line per method and split (validation, te
 real recordings' test and validation splits where the run has them). Each variant runs
 with each --segment_frames (0: recordings decoded whole; N: longer ones cut at pauses into
 pieces of at most N frames, data/segments.py).
+--split real_train decodes the real training prompts (each once, as the run heard them
+without augmentation): set beside real_val, it shows how much of the real speaker the model
+learnt and how much it only memorised.
 Method `ctc`, and beam with --ctc_weight > 0 (joint CTC/attention scores, one line per
 weight), need a run trained with a CTC head (model.ctc_weight > 0).
 """
@@ -41,6 +44,21 @@ _SEGMENTS = flags.DEFINE_multi_integer(
     "segment_frames", [0], "Longest piece in frames (0: whole), each with each variant.")
 _ALL = flags.DEFINE_boolean("decode_all", False,
                             "Decode every utterance, also those over data.max_decode_frames.")
+_SPLITS = flags.DEFINE_multi_enum(
+    "split", ["validation", "test", "real_val", "real_test"],
+    ["validation", "test", "real_val", "real_test", "real_train"],
+    "The splits to decode (those the run has).")
+_MAX = flags.DEFINE_integer("max_utterances", 0,
+                            "Decode at most this many of each split, the first ones (0: all).")
+
+
+def _splits(d, cache_dir: str) -> dict:
+  data = speech_splits.load_speech(d, cache_dir)
+  splits = {"validation": data.validation, "test": data.test,
+            "real_val": data.real_validation, "real_test": data.real_test}
+  if "real_train" in _SPLITS.value and data.real_test is not None:
+    splits["real_train"] = speech_splits.real_splits(d, cache_dir)["train"]
+  return splits
 
 
 def main(argv):
@@ -59,15 +77,17 @@ def main(argv):
               for name, decoding in variants for n in _SEGMENTS.value]
   for method, decoding in variants:
     run = inference.load_run(_WORKDIR.value, tool="transcribe", decoding=decoding)
-    data = speech_splits.load_speech(run.config.data, os.path.join(_WORKDIR.value, CACHE_DIR))
-    for name, utts in (("validation", data.validation), ("test", data.test),
-                       ("real_val", data.real_validation), ("real_test", data.real_test)):
+    splits = _splits(run.config.data, os.path.join(_WORKDIR.value, CACHE_DIR))
+    for name in _SPLITS.value:
+      utts = splits.get(name)
       if utts is None:
         continue
       if not _ALL.value:
         utts = utts.take(speech_pipeline.fits(utts, run.tokenizer,
                                               run.config.data.max_decode_frames,
                                               run.config.max_predict_length))
+      if _MAX.value:
+        utts = utts.take(range(min(_MAX.value, len(utts))))
       t0 = time.monotonic()
       scores = evaluation.transcription_scores(
           inference.transcribe_audio(run, utts.samples), utts.texts)

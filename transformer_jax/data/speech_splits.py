@@ -227,8 +227,9 @@ def real_prompt_splits(prompts, test_fraction: float,
   return parts
 
 
-def _real_splits(d, cache_dir: str) -> dict[str, Utterances]:
-  """The Asterisk prompts' train and test splits, and validation where asked for."""
+def real_splits(d, cache_dir: str) -> dict[str, Utterances]:
+  """The Asterisk prompts' train and test splits, and validation where asked for, each
+  prompt once (load_speech adds the training prompts to the training split, repeated)."""
   prompts = [(path, spell_digits(text)) for path, text in speech.asterisk_prompts()]
   fraction = config_field(d, "real_validation_fraction", 0.0)
   parts = real_prompt_splits(prompts, d.real_test_fraction, fraction)
@@ -257,7 +258,7 @@ def load_speech(d, cache_dir: str) -> SpeechSplits:
     if not len(parts[name]):
       raise CorpusError(f"the {name} split has no utterances (config.data.source="
                         f"{d.source!r}); give more data or change the fractions")
-  prompts, real_train = (_real_splits(d, cache_dir) if real != "off" else {}), 0
+  prompts, real_train = (real_splits(d, cache_dir) if real != "off" else {}), 0
   if real == "train_test":
     for _ in range(d.real_train_repeats):
       parts["train"] = parts["train"] + prompts["train"]
