@@ -56,7 +56,7 @@ def _splits(d, cache_dir: str) -> dict:
   data = speech_splits.load_speech(d, cache_dir)
   splits = {"validation": data.validation, "test": data.test,
             "real_val": data.real_validation, "real_test": data.real_test}
-  if "real_train" in _SPLITS.value and data.real_test is not None:
+  if "real_train" in _SPLITS.value and data.real_train:  # only where they trained.
     splits["real_train"] = speech_splits.real_splits(d, cache_dir)["train"]
   return splits
 
