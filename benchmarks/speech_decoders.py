@@ -75,9 +75,11 @@ def main(argv):
   variants = [(f"{name} seg{n}" if len(_SEGMENTS.value) > 1 else name,
                {**decoding, "segment_frames": n})
               for name, decoding in variants for n in _SEGMENTS.value]
+  splits = None  # the same for every variant: only the decoding fields change.
   for method, decoding in variants:
     run = inference.load_run(_WORKDIR.value, tool="transcribe", decoding=decoding)
-    splits = _splits(run.config.data, os.path.join(_WORKDIR.value, CACHE_DIR))
+    if splits is None:
+      splits = _splits(run.config.data, os.path.join(_WORKDIR.value, CACHE_DIR))
     for name in _SPLITS.value:
       utts = splits.get(name)
       if utts is None:
