@@ -50,6 +50,29 @@ def test_a_tone_lights_the_mel_bin_of_its_frequency():
   assert np.ptp(audio.log_mel(np.zeros(8000, np.float32))) == 0
 
 
+def test_utterance_normalisation_removes_a_channel_and_a_level():
+  """A fixed filter (a channel) multiplies each bin's power: an offset in the log that
+  the per-utterance mean takes away, and a gain with it; "mean_var" also scales each bin
+  to unit spread over the frames."""
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal(16_000).astype(np.float32) * 0.1
+  x[4000:8000] *= 5  # louder in the middle: the bins vary over time.
+  feats = audio.log_mel(x)
+  tilted = feats + np.linspace(-0.5, 0.5, feats.shape[1], dtype=np.float32)  # a channel.
+  mean = audio.normalize_features(feats, "mean")
+  np.testing.assert_allclose(mean.mean(axis=0), 0, atol=1e-5)
+  np.testing.assert_allclose(audio.normalize_features(tilted, "mean"), mean, atol=1e-5)
+  np.testing.assert_allclose(audio.normalize_features(feats + 0.3, "mean"), mean, atol=1e-5)
+  both = audio.normalize_features(feats, "mean_var")
+  np.testing.assert_allclose(both.mean(axis=0), 0, atol=1e-5)
+  np.testing.assert_allclose(both.std(axis=0), 1, atol=1e-4)
+  np.testing.assert_array_equal(audio.normalize_features(feats, "none"), feats)
+  silence = audio.normalize_features(audio.log_mel(np.zeros(8000, np.float32)), "mean_var")
+  assert np.isfinite(silence).all() and np.abs(silence).max() < 1e-2  # the floor, not 0/0.
+  with pytest.raises(ValueError, match="'cmvn'"):
+    audio.normalize_features(feats, "cmvn")
+
+
 def test_a_warped_axis_moves_a_tone_by_its_factor_and_keeps_the_band():
   """Vocal tract length perturbation: below the boundary a frequency moves by the factor,
   0 Hz and the Nyquist frequency stay put, and the warp never folds the axis."""

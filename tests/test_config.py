@@ -56,11 +56,14 @@ def test_bad_fields_are_named(field, value, expected):
 @pytest.mark.parametrize("field,value,expected", [
     ("decoding.method", "ctc", "config.decoding.method='ctc': needs the CTC head"),
     ("model.subsample", 3, "config.model.subsample=3"),
+    ("model.frontend_channels", -1, "config.model.frontend_channels=-1: must be an integer"),
     ("decoding.ctc_weight", 0.3, "config.decoding.ctc_weight=0.3: needs the CTC head"),
     ("decoding.oov_penalty", 2.0,
      "config.decoding.oov_penalty=2.0: the word list is for letter models "
      "(data.tokenizer_type='char', not 'unigram')"),
     ("data.real_speech", "all", "config.data.real_speech='all'"),
+    ("data.feature_norm", "cmvn", "config.data.feature_norm='cmvn': must be one of "
+     "('none', 'mean', 'mean_var')"),
     ("data.augment.speed", (1.2, 0.9), "config.data.augment.speed=(1.2, 0.9)"),
     ("data.augment.warp", (1.1, 0.9), "config.data.augment.warp=(1.1, 0.9)"),
     ("data.voices_per_sentence", 0, "config.data.voices_per_sentence=0: must be at least 1"),

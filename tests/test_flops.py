@@ -18,10 +18,15 @@ KINDS = [
     ("speech_to_text", 2000, 0, {"model.kind": "speech_to_text", "data.source": "tts",
                                  "data.max_frames": 128, "model.subsample": 4,
                                  "model.ctc_weight": 0.3}),
+    ("speech_to_text", 2000, 0, {"model.kind": "speech_to_text", "data.source": "tts",
+                                 "data.max_frames": 128, "model.subsample": 4,
+                                 "model.ctc_weight": 0.3, "model.frontend_channels": 16}),
 ]
 
 
-@pytest.mark.parametrize("kind,vocab,classes,overrides", KINDS, ids=[k[0] for k in KINDS])
+@pytest.mark.parametrize("kind,vocab,classes,overrides", KINDS,
+                         ids=[k[0] + ("_2d" if "model.frontend_channels" in k[3] else "")
+                              for k in KINDS])
 def test_formula_is_xlas_count_of_the_compiled_step_less_elementwise_work(
     kind, vocab, classes, overrides):
   # Sizes where matrix products dominate, so the elementwise work XLA also counts

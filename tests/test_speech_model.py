@@ -33,9 +33,26 @@ def test_the_front_end_convolution_is_xlas(stride):
   np.testing.assert_allclose(speech.conv1d(x, w, stride), ref, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("subsample", [2, 4])
-def test_padding_frames_change_nothing(subsample):
-  cfg = CFG.replace(subsample=subsample)
+@pytest.mark.parametrize("stride", [1, 2])
+def test_the_2d_front_end_convolution_is_xlas(stride):
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((2, 9, 7, 3)), jnp.float32)
+  w = jnp.asarray(rng.standard_normal((3, 3, 3, 4)), jnp.float32)
+  ref = jax.lax.conv_general_dilated(x, w, (stride, stride), [(1, 1), (1, 1)],
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  ones = jnp.ones((2, 9), jnp.int32)
+  np.testing.assert_allclose(speech.conv2d(x, w, stride, ones), ref, rtol=1e-5, atol=1e-5)
+  # Two utterances in one row: each is convolved as if alone.
+  segments = jnp.asarray([[1] * 4 + [2] * 5] * 2)
+  packed = speech.conv2d(x, w, stride, segments)
+  first = jax.lax.conv_general_dilated(x[:, :4], w, (stride, stride), [(1, 1), (1, 1)],
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  np.testing.assert_allclose(packed[:, :first.shape[1]], first, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("subsample,channels", [(2, 0), (4, 0), (4, 4)])
+def test_padding_frames_change_nothing(subsample, channels):
+  cfg = CFG.replace(subsample=subsample, frontend_channels=channels)
   model = speech.SpeechToText(cfg)
   rng = np.random.default_rng(1)
   short = _features(rng, 1, 24, [24])
@@ -49,7 +66,12 @@ def test_padding_frames_change_nothing(subsample):
   names = nn.get_partition_spec(
       jax.eval_shape(lambda: model.init(jax.random.key(0), padded, targets)["params"]))
   encoder = names["encoder"]
-  assert tuple(encoder["conv_0"]) == ("conv_window", "mel", "embed")
+  if channels:
+    assert tuple(encoder["conv2d_1"]) == ("conv_window", "conv_freq_window", "conv_in",
+                                          "conv_out")
+    assert nn.unbox(params)["encoder"]["frontend_out"].shape == (2 * channels, CFG.emb_dim)
+  else:
+    assert tuple(encoder["conv_0"]) == ("conv_window", "mel", "embed")
   assert all(len(spec) == leaf.ndim for spec, leaf in zip(
       jax.tree.leaves(names, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec)),
       jax.tree.leaves(params)))
@@ -77,8 +99,9 @@ def test_cached_decoding_equals_recomputing(method):
         1 + np.argmax(np.asarray(logits[0, :first_eos + 1, 1:40]), -1), ids[0, :first_eos + 1])
 
 
-def test_a_packed_row_scores_each_utterance_as_if_alone():
-  cfg = CFG.replace(subsample=4)
+@pytest.mark.parametrize("channels", [0, 4])
+def test_a_packed_row_scores_each_utterance_as_if_alone(channels):
+  cfg = CFG.replace(subsample=4, frontend_channels=channels)
   model = speech.SpeechToText(cfg)
   rng = np.random.default_rng(4)
   a, b = _features(rng, 1, 12, [12]), _features(rng, 1, 16, [16])

@@ -126,6 +126,38 @@ def test_eval_batches_are_clean_and_padded(utts, tokenizer):
                              atol=1e-6)
 
 
+def test_every_path_normalises_the_features_the_same_way(utts, tokenizer):
+  """Training rows, eval batches and decoding batches all hold each utterance's
+  features normalised over its own frames (data.feature_norm), not over the padding."""
+  def expected(i):
+    return audio.normalize_features(
+        audio.log_mel(speech_pipeline.waveform(utts.samples[i])), "mean_var")
+  stream = speech_pipeline.SpeechTrainStream(
+      utts, range(8), tokenizer, global_batch_size=2, rows=range(2), max_frames=96,
+      max_length=24, seed=0, aug=speech_pipeline.Augment(), num_packing_bins=2,
+      feature_norm="mean_var")
+  found = _segments(next(stream), tokenizer)
+  assert found
+  for text, (feats,) in found.items():
+    np.testing.assert_allclose(feats, expected(TEXTS.index(text)), atol=1e-5)
+  batch = speech_pipeline.eval_batches(utts, [3], tokenizer, batch_size=1, max_frames=96,
+                                       max_length=24, feature_norm="mean_var")[0]
+  np.testing.assert_allclose(batch["inputs"][0, :utts.frames()[3], :-1], expected(3), atol=1e-5)
+  assert (batch["inputs"][0, utts.frames()[3]:] == 0).all()
+  seen = {}
+
+  def decode_batch(inputs, n):
+    for row in inputs:
+      frames = int(row[:, -1].sum())
+      if frames:
+        seen[frames] = row[:frames, :-1]
+    return np.zeros((len(inputs), 4), np.int32)
+  speech_pipeline.decode_in_batches(utts, batch_size=3, decode_batch=decode_batch,
+                                    tokenizer=tokenizer, feature_norm="mean_var")
+  for i, frames in enumerate(utts.frames()):
+    np.testing.assert_allclose(seen[int(frames)], expected(i), atol=1e-5)
+
+
 def test_utterances_that_do_not_fit_are_counted_out(utts, tokenizer):
   frames = utts.frames()
   keep = speech_pipeline.fits(utts, tokenizer, max_frames=int(frames[4]), max_length=24)

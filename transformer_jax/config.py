@@ -172,6 +172,9 @@ def default_config() -> ml_collections.ConfigDict:
   # Rows of a learned position table; 0: max(max_target_length, max_predict_length) + 1.
   c.model.max_length = 0
   c.model.subsample = 2  # speech_to_text: the front-end's time reduction, 2 or 4.
+  # speech_to_text: 0: two 1-D convolutions over time (Whisper's); C > 0: two 3x3 ones over
+  # time and frequency with C channels, striding both (ESPnet's Conv2dSubsampling).
+  c.model.frontend_channels = 0
   # speech_to_text: weight of a CTC loss on the encoder beside the decoder's (0: none).
   c.model.ctc_weight = 0.0
   # Data.
@@ -209,6 +212,9 @@ def default_config() -> ml_collections.ConfigDict:
   # and real_validation_fraction of the rest are held out for eval/real_wer (with
   # real_speech=off neither is read).
   c.data.max_frames = 512
+  # Each utterance's log-mel features normalised over its frames (audio.normalize_features):
+  # "none", "mean" (each bin's mean subtracted) or "mean_var" (and divided by its std).
+  c.data.feature_norm = "none"
   # tts: only sentences whose words are all among the N most frequent words of the
   # catalog sentences (a command-and-message vocabulary); 0: every sentence.
   c.data.common_words = 0
@@ -312,5 +318,6 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int,
       remat=m.remat,
       scan_layers=m.scan_layers,
       subsample=m.subsample,
+      frontend_channels=m.frontend_channels,
       ctc_weight=m.ctc_weight,
   )

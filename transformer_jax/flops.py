@@ -25,7 +25,10 @@ width, V the vocabulary, C the classes:
   vit:              the patch projection (P = patch_size**2 * channels) on N patches,
                     encoder layers on N (+1 with a class token), the head.
   speech_to_text:   two width-3 convolutions (80 mel bins -> D at the first stride's
-                    T0 frames, D -> D at the S encoder positions), encoder layers on S,
+                    T0 frames, D -> D at the S encoder positions), or with
+                    model.frontend_channels C > 0 two 3x3 ones (1 -> C, C -> C, each
+                    striding time and frequency) and a linear map of C x F' to D;
+                    encoder layers on S,
                     the CTC head D x V on S (with model.ctc_weight > 0), decoder layers
                     on the transcript (cross-attention over S), logits.
 
@@ -155,7 +158,13 @@ def _speech_to_text(cfg, shapes) -> float:
   (s0, s1), d = SPEECH_STRIDES[cfg.subsample], cfg.emb_dim
   t0 = -(-frames // s0)
   positions = -(-t0 // s1)
-  convs = 2 * b * 3 * ((mels - 1) * d * t0 + d * d * positions)  # two width-3 convolutions.
+  if cfg.frontend_channels > 0:  # two 3x3 convolutions striding time and frequency.
+    c = cfg.frontend_channels
+    f0 = -(-(mels - 1) // s0)
+    f1 = -(-f0 // s1)
+    convs = 2 * b * 9 * (c * t0 * f0 + c * c * positions * f1) + 2 * b * positions * f1 * c * d
+  else:
+    convs = 2 * b * 3 * ((mels - 1) * d * t0 + d * d * positions)  # two width-3 convolutions.
   ctc_head = _logits(cfg, b, positions) if cfg.ctc_weight > 0 else 0
   return (convs + _encoder_layers(cfg, b, positions) + ctc_head
           + _decoder_layers(cfg, b, length, positions) + _logits(cfg, b, length))

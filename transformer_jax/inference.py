@@ -149,4 +149,5 @@ def transcribe_audio(run: LoadedRun, samples: Sequence[np.ndarray]) -> list[str]
   utts = speech_splits.Utterances(list(samples), [""] * len(samples))
   return speech_pipeline.decode_in_batches(
       utts, batch_size=run.programs.global_batch_size, decode_batch=run.decode,
-      tokenizer=run.tokenizer, segment_frames=run.config.decoding.segment_frames)
+      tokenizer=run.tokenizer, segment_frames=run.config.decoding.segment_frames,
+      feature_norm=run.config.data.feature_norm)

@@ -150,3 +150,21 @@ def log_mel(samples: np.ndarray, rate: int = SAMPLE_RATE, warp: float = 1.0) -> 
   logs = np.log10(np.maximum(mel, 1e-10))
   logs = np.maximum(logs, logs.max() - 8.0)
   return ((logs + 4.0) / 4.0).astype(np.float32)
+
+
+FEATURE_NORMS = ("none", "mean", "mean_var")
+
+
+def normalize_features(feats_TF: np.ndarray, norm: str) -> np.ndarray:
+  """Per-utterance normalisation of [frames, bins] features over its frames: "mean"
+  subtracts each bin's mean (cepstral mean normalisation: a fixed channel or vocal-tract
+  tilt, a product in the spectrum, is a constant offset in the log), "mean_var" also
+  divides by each bin's standard deviation (floored at 0.01); "none" leaves them."""
+  if norm == "none" or len(feats_TF) == 0:
+    return feats_TF
+  out = feats_TF - feats_TF.mean(axis=0, keepdims=True)
+  if norm == "mean_var":
+    out = out / np.maximum(out.std(axis=0, keepdims=True), 0.01)
+  elif norm != "mean":
+    raise ValueError(f"feature norm {norm!r} is not one of {FEATURE_NORMS}")
+  return out.astype(np.float32)

@@ -109,9 +109,10 @@ def spec_augment(feats_TF: np.ndarray, aug: Augment, rng: np.random.Generator) -
   return feats
 
 
-def features(x: np.ndarray, frames: int) -> np.ndarray:
-  """[frames, 81]: log-mel features of waveform `x` then the frame mask, zero-padded."""
-  feats = audio.log_mel(x)[:frames]
+def features(x: np.ndarray, frames: int, norm: str = "none") -> np.ndarray:
+  """[frames, 81]: log-mel features of waveform `x` (normalised over its first `frames`
+  frames: audio.normalize_features) then the frame mask, zero-padded."""
+  feats = audio.normalize_features(audio.log_mel(x)[:frames], norm)
   return with_mask(feats, frames)
 
 
@@ -150,14 +151,16 @@ def fits(utts: Utterances, tokenizer, max_frames: int, max_length: int) -> list[
 class _Featurize(grain.transforms.RandomMap):
   """An utterance's index -> its augmented features [frames, 80] and ids (then EOS)."""
 
-  def __init__(self, utts: Utterances, tokenizer, max_frames: int, aug: Augment):
+  def __init__(self, utts: Utterances, tokenizer, max_frames: int, aug: Augment, norm: str):
     self._utts, self._tokenizer, self._aug, self._frames = utts, tokenizer, aug, max_frames
+    self._norm = norm
 
   def random_map(self, index, rng: np.random.Generator) -> dict[str, np.ndarray]:
     x = change_speed(waveform(self._utts.samples[index]), self._aug, rng, self._frames)
     x = augment_waveform(x, self._aug, rng)
     warp = rng.uniform(*self._aug.warp) if self._aug.warp != (1.0, 1.0) else 1.0
-    return {"inputs": spec_augment(audio.log_mel(x, warp=warp)[:self._frames], self._aug, rng),
+    feats = audio.normalize_features(audio.log_mel(x, warp=warp)[:self._frames], self._norm)
+    return {"inputs": spec_augment(feats, self._aug, rng),
             "targets": transcript_ids(self._tokenizer, self._utts.texts[index])}
 
 
@@ -176,8 +179,8 @@ class SpeechTrainStream(streams.RowStreams):
 
   def __init__(self, utts: Utterances, use: Sequence[int], tokenizer, *, global_batch_size: int,
                rows: Sequence[int], max_frames: int, max_length: int, seed: int, aug: Augment,
-               num_packing_bins: int = 8):
-    featurize = _Featurize(utts, tokenizer, max_frames, aug)
+               num_packing_bins: int = 8, feature_norm: str = "none"):
+    featurize = _Featurize(utts, tokenizer, max_frames, aug, feature_norm)
 
     def row_dataset(indices: grain.MapDataset, seed: int) -> grain.IterDataset:
       ds = indices.shuffle(seed=seed).repeat(None).random_map(featurize, seed=seed)
@@ -192,7 +195,7 @@ class SpeechTrainStream(streams.RowStreams):
 
 def eval_batches(utts: Utterances, use: Sequence[int], tokenizer, *, batch_size: int,
                  max_frames: int, max_length: int, process_index: int = 0,
-                 process_count: int = 1) -> list[dict[str, np.ndarray]]:
+                 process_count: int = 1, feature_norm: str = "none") -> list[dict[str, np.ndarray]]:
   """One pass over this process's share of the utterances `use` (clean features), in
   batches of exactly `batch_size` rows; the last is filled with padding rows."""
   mine = [use[i] for i in streams.process_shard(len(use), process_index, process_count)]
@@ -200,23 +203,26 @@ def eval_batches(utts: Utterances, use: Sequence[int], tokenizer, *, batch_size:
   for start in range(0, len(mine), batch_size):
     idx = mine[start:start + batch_size]
     targets = [target_row(tokenizer, utts.texts[i], max_length) for i in idx]
-    batch = {"inputs": np.stack([features(waveform(utts.samples[i]), max_frames) for i in idx]),
+    batch = {"inputs": np.stack([features(waveform(utts.samples[i]), max_frames, feature_norm)
+                                 for i in idx]),
              **{k: np.stack([t[k] for t in targets]) for k in targets[0]}}
     batches.append(streams.pad_batch(batch, batch_size))
   return batches
 
 
 def decode_in_batches(utts: Utterances, *, batch_size: int, decode_batch, tokenizer,
-                      segment_frames: int = 0) -> list[str]:
+                      segment_frames: int = 0, feature_norm: str = "none") -> list[str]:
   """One transcript per utterance, in order: `decode_batch(inputs [batch_size, T, 81], n)`
   gives each global batch's output ids. Utterances are decoded shortest first, each batch
   padded to the next multiple of DECODE_FRAMES. With `segment_frames` > 0, utterances
   longer than that are cut at pauses into pieces that fit, decoded as utterances of
-  their own and joined (segments.py)."""
+  their own and joined (segments.py). `feature_norm`: as the model trained
+  (audio.normalize_features)."""
   if segment_frames > 0:
     pieces, owners = segments.split(utts.samples, segment_frames)
     texts = decode_in_batches(Utterances(pieces, [""] * len(pieces)), batch_size=batch_size,
-                              decode_batch=decode_batch, tokenizer=tokenizer)
+                              decode_batch=decode_batch, tokenizer=tokenizer,
+                              feature_norm=feature_norm)
     return segments.join(texts, owners, len(utts))
   frames = utts.frames()
   order = sorted(range(len(utts)), key=lambda i: (frames[i], i))
@@ -226,7 +232,7 @@ def decode_in_batches(utts: Utterances, *, batch_size: int, decode_batch, tokeni
     length = -(-int(frames[idx[-1]]) // DECODE_FRAMES) * DECODE_FRAMES
     inputs = np.zeros((batch_size, length, audio.N_MELS + 1), np.float32)
     for row, i in enumerate(idx):
-      inputs[row] = features(waveform(utts.samples[i]), length)
+      inputs[row] = features(waveform(utts.samples[i]), length, feature_norm)
     ids = decode_batch(inputs, n)
     for row, i in enumerate(idx):
       out[i] = tokenizer.decode(ids[row])

@@ -68,12 +68,17 @@ def _check(config) -> None:
   d, m = config.data, config.model
   if m.subsample not in SUBSAMPLING:
     fail("model.subsample", m.subsample, f"must be one of {tuple(SUBSAMPLING)}")
+  if not isinstance(m.frontend_channels, int) or m.frontend_channels < 0:
+    fail("model.frontend_channels", m.frontend_channels,
+         "must be an integer >= 0 (0: the 1-D front end)")
   if d.max_frames <= 0 or d.max_frames % m.subsample:
     fail("data.max_frames", d.max_frames,
          f"must be a positive multiple of model.subsample={m.subsample}")
   if d.source == "tts" and (d.validation_fraction <= 0 or d.test_fraction <= 0):
     fail("data.validation_fraction", d.validation_fraction,
          "tts needs validation_fraction and test_fraction > 0")
+  if d.feature_norm not in audio.FEATURE_NORMS:
+    fail("data.feature_norm", d.feature_norm, f"must be one of {audio.FEATURE_NORMS}")
   if d.real_speech not in ("off", "test", "train_test"):
     fail("data.real_speech", d.real_speech, "must be 'off', 'test' or 'train_test'")
   if not 0.0 <= m.ctc_weight <= 1.0:

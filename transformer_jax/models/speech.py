@@ -8,10 +8,13 @@ the features keeps a single input array, so decoding (greedy, beam, sampling, th
 key/value cache) is the translation decoder's with this module in its place. Two
 1-D convolutions of width 3 (GELU) bring the frames to the model width and
 subsample time by `config.subsample` (2: strides 1 and 2, as Whisper; 4: strides 2
-and 2); a window never reaches into another utterance, so a packed utterance is
-encoded exactly as it would be alone. Sinusoidal positions (restarting at each
-utterance) follow. The decoder and its tied output projection are the translation
-model's; packed transcripts attend only to their own utterance.
+and 2); with `config.frontend_channels` C > 0, two 3x3 convolutions over time and
+frequency with C channels stride both instead, and a linear map takes each frame's
+C x bins to the model width (ESPnet's Conv2dSubsampling). A window never reaches
+into another utterance, so a packed utterance is encoded exactly as it would be alone.
+Sinusoidal positions (restarting at each utterance) follow. The decoder and its tied
+output projection are the translation model's; packed transcripts attend only to their
+own utterance.
 
 With `config.ctc_weight` > 0 a linear head on the encoder is trained with CTC
 (blank: id 0, the padding id, never a target) next to the decoder's loss (hybrid
@@ -79,6 +82,18 @@ def ctc_fits(segments_BS: Array, targets_BL: Array) -> Array:
   return (labels > 0) & (labels + repeats <= (segments_BS > 0).sum(axis=1))
 
 
+def conv2d(x_BTFC: Array, w_KKCD: Array, stride: int, segments_BT: Array) -> Array:
+  """A 'same'-padded 3x3-style 2-D convolution over time and frequency, stride `stride`
+  on both: [B, T, F, C] x [Kt, Kf, C, D] -> [B, ceil(T/s), ceil(F/s), D]; a window sees
+  only frames of its centre frame's segment (as conv1d). One 2-D matmul (im2col)."""
+  kt, kf = w_KKCD.shape[:2]
+  windows = _windows(x_BTFC, kt, stride)  # [B, T', Kt, F, C]
+  same_BTK = _windows(segments_BT, kt, stride) == segments_BT[:, ::stride, None]
+  windows = windows * same_BTK[..., None, None].astype(windows.dtype)
+  freq = _windows(jnp.moveaxis(windows, 3, 1), kf, stride)  # [B, F', Kf, T', Kt, C]
+  return layers.project(jnp.transpose(freq, (0, 3, 1, 4, 2, 5)), w_KKCD, n_in=3)
+
+
 class SpeechEncoder(nn.Module):
   config: TransformerConfig
 
@@ -87,6 +102,43 @@ class SpeechEncoder(nn.Module):
     cfg = self.config
     segments_BT = jnp.round(inputs_BTF[..., -1]).astype(jnp.int32)
     x = (inputs_BTF[..., :-1] * (segments_BT > 0)[..., None]).astype(cfg.dtype)
+    if cfg.frontend_channels > 0:
+      x, segments_BT = self._frontend_2d(x, segments_BT)
+    else:
+      x, segments_BT = self._frontend_1d(x, segments_BT)
+    x = constrain(x, ACT_BLD)
+    positions_BT = segment_positions(segments_BT)
+    x = add_positions(self, cfg, x, positions_BT)
+    valid = segments_BT > 0
+    mask = layers.padding_mask(valid, valid) & layers.segment_mask(segments_BT, segments_BT)
+    return encoder_stack(cfg, x, mask, positions_BT)
+
+  def _frontend_2d(self, x_BTF: Array, segments_BT: Array):
+    """Two 3x3 convolutions over (time, frequency) with frontend_channels channels, each
+    striding both (ESPnet's Conv2dSubsampling), then a linear map of each frame's
+    channels x bins to the model width."""
+    cfg = self.config
+    c = cfg.frontend_channels
+    x = x_BTF[..., None]
+    for i, stride in enumerate(SUBSAMPLING[cfg.subsample]):
+      w = layers.param_with_names(
+          self, f"conv2d_{i}", nn.initializers.variance_scaling(1.0, "fan_in", "normal",
+                                                                in_axis=(0, 1, 2), out_axis=3),
+          (3, 3, x.shape[-1], c), ("conv_window", "conv_freq_window", "conv_in", "conv_out"))
+      b = layers.param_with_names(self, f"conv2d_{i}_bias", nn.initializers.zeros, (c,),
+                                  ("conv_out",))
+      x = jax.nn.gelu(conv2d(x, w.astype(cfg.dtype), stride, segments_BT) + b.astype(cfg.dtype))
+      segments_BT = segments_BT[:, ::stride]
+    b_, t, f, _ = x.shape
+    x = x.reshape(b_, t, f * c)
+    w = layers.param_with_names(self, "frontend_out", nn.initializers.lecun_normal(),
+                                (f * c, cfg.emb_dim), ("conv_in", "embed"))
+    b = layers.param_with_names(self, "frontend_out_bias", nn.initializers.zeros,
+                                (cfg.emb_dim,), ("embed",))
+    return layers.add_bias(layers.project(x, w.astype(cfg.dtype)), b.astype(cfg.dtype)), segments_BT
+
+  def _frontend_1d(self, x: Array, segments_BT: Array):
+    cfg = self.config
     init = nn.initializers.lecun_normal(in_axis=(0, 1), out_axis=2)
     for i, stride in enumerate(SUBSAMPLING[cfg.subsample]):
       w = layers.param_with_names(self, f"conv_{i}", init, (3, x.shape[-1], cfg.emb_dim),
@@ -95,12 +147,7 @@ class SpeechEncoder(nn.Module):
                                   (cfg.emb_dim,), ("embed",))
       x = jax.nn.gelu(conv1d(x, w.astype(cfg.dtype), stride, segments_BT) + b.astype(cfg.dtype))
       segments_BT = segments_BT[:, ::stride]
-    x = constrain(x, ACT_BLD)
-    positions_BT = segment_positions(segments_BT)
-    x = add_positions(self, cfg, x, positions_BT)
-    valid = segments_BT > 0
-    mask = layers.padding_mask(valid, valid) & layers.segment_mask(segments_BT, segments_BT)
-    return encoder_stack(cfg, x, mask, positions_BT)
+    return x, segments_BT
 
 
 class SpeechToText(nn.Module):

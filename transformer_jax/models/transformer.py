@@ -67,6 +67,9 @@ class TransformerConfig:
   patch_size: int = 4  # ViT: square patches of patch_size x patch_size pixels.
   num_mel_bins: int = 80  # speech: log-mel features per frame.
   subsample: int = 2  # speech: the front-end's time reduction (2 or 4).
+  # speech: 0: two 1-D convolutions over time; C > 0: two 2-D ones over time and
+  # frequency with C channels.
+  frontend_channels: int = 0
   # speech: weight of the CTC loss of a linear head on the encoder (hybrid CTC/attention
   # training); 0: no head.
   ctc_weight: float = 0.0

@@ -77,13 +77,14 @@ class SpeechTask(base.TaskBase):
         self.data.train, self.train_use, self.tokenizer, global_batch_size=global_batch_size,
         rows=rows, max_frames=self._length[0], max_length=self._length[1], seed=seed,
         aug=speech_pipeline.Augment.from_config(self.config.data.augment),
-        num_packing_bins=self.config.data.num_packing_bins)
+        num_packing_bins=self.config.data.num_packing_bins,
+        feature_norm=self.config.data.feature_norm)
 
   def eval_batches(self, *, batch_size: int, process_index: int, process_count: int):
     return speech_pipeline.eval_batches(
         self.data.validation, self.validation_use, self.tokenizer, batch_size=batch_size,
         max_frames=self._length[0], max_length=self._length[1], process_index=process_index,
-        process_count=process_count)
+        process_count=process_count, feature_norm=self.config.data.feature_norm)
 
   def decode_kwargs(self) -> dict:
     """The word list's trie where beam search charges decoding.oov_penalty (lexicon.py)."""
@@ -99,7 +100,8 @@ class SpeechTask(base.TaskBase):
     hyps = speech_pipeline.decode_in_batches(
         utts, batch_size=run.global_batch_size, tokenizer=self.tokenizer,
         decode_batch=lambda inputs, n: run.decode(params, inputs, jax.random.fold_in(rng, n)),
-        segment_frames=self.config.decoding.segment_frames)
+        segment_frames=self.config.decoding.segment_frames,
+        feature_norm=self.config.data.feature_norm)
     return evaluation.transcription_scores(hyps, utts.texts), list(zip(utts.texts, hyps))
 
   @staticmethod
