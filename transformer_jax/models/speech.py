@@ -47,16 +47,23 @@ def _windows(x_BT_, k: int, stride: int) -> Array:
   return jnp.stack([x[:, i:i + stride * (t_out - 1) + 1:stride] for i in range(k)], axis=2)
 
 
+def _time_windows(x_BT_, k: int, stride: int, segments_BT: Array | None) -> Array:
+  """_windows over time; with `segments_BT`, each window's frames of another segment than
+  its centre frame's are zeroed (a window never reaches into another utterance)."""
+  windows = _windows(x_BT_, k, stride)
+  if segments_BT is None:
+    return windows
+  same_BTK = _windows(segments_BT, k, stride) == segments_BT[:, ::stride, None]
+  return windows * same_BTK.reshape(same_BTK.shape + (1,) * (x_BT_.ndim - 2)).astype(
+      windows.dtype)
+
+
 def conv1d(x_BTC: Array, w_KCD: Array, stride: int, segments_BT: Array | None = None) -> Array:
   """A 'same'-padded 1-D convolution over time: [B, T, C] x [K, C, D] -> [B, ceil(T/s), D],
   output frame j centred on input frame j * stride; one 2-D matmul (layers.project).
   With `segments_BT`, a window sees only frames of its centre frame's segment."""
-  k = w_KCD.shape[0]
-  windows_BTKC = _windows(x_BTC, k, stride)
-  if segments_BT is not None:
-    same_BTK = _windows(segments_BT, k, stride) == segments_BT[:, ::stride, None]
-    windows_BTKC = windows_BTKC * same_BTK[..., None].astype(windows_BTKC.dtype)
-  return layers.project(windows_BTKC, w_KCD, n_in=2)
+  return layers.project(_time_windows(x_BTC, w_KCD.shape[0], stride, segments_BT), w_KCD,
+                        n_in=2)
 
 
 def segment_positions(segments_BT: Array) -> Array:
@@ -87,9 +94,7 @@ def conv2d(x_BTFC: Array, w_KKCD: Array, stride: int, segments_BT: Array) -> Arr
   on both: [B, T, F, C] x [Kt, Kf, C, D] -> [B, ceil(T/s), ceil(F/s), D]; a window sees
   only frames of its centre frame's segment (as conv1d). One 2-D matmul (im2col)."""
   kt, kf = w_KKCD.shape[:2]
-  windows = _windows(x_BTFC, kt, stride)  # [B, T', Kt, F, C]
-  same_BTK = _windows(segments_BT, kt, stride) == segments_BT[:, ::stride, None]
-  windows = windows * same_BTK[..., None, None].astype(windows.dtype)
+  windows = _time_windows(x_BTFC, kt, stride, segments_BT)  # [B, T', Kt, F, C]
   freq = _windows(jnp.moveaxis(windows, 3, 1), kf, stride)  # [B, F', Kf, T', Kt, C]
   return layers.project(jnp.transpose(freq, (0, 3, 1, 4, 2, 5)), w_KKCD, n_in=3)
 
