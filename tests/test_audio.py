@@ -90,6 +90,34 @@ def test_a_warped_axis_moves_a_tone_by_its_factor_and_keeps_the_band():
                                 audio.log_mel(_tone(1000, 16_000)))
 
 
+def test_fast_lengths_are_the_least_5_smooth_length_above():
+  def smooth(m):
+    for p in (2, 3, 5):
+      while m % p == 0:
+        m //= p
+    return m == 1
+  for n in [1, 2, 7, 97, 401, 1000, 4097, 48_011, 52_001]:
+    m = audio.fast_length(n)
+    assert m >= n and smooth(m) and not any(smooth(k) for k in range(n, m)), (n, m)
+
+
+@pytest.mark.parametrize("n", [16_000, 16_001, 15_991])  # even, odd, prime
+def test_band_limit_keeps_the_band_below_the_cutoff_only(n):
+  t = np.arange(n) / 16_000
+  low = 0.3 * np.sin(2 * np.pi * 1000 * t) + 0.2 * np.sin(2 * np.pi * 3900 * t)
+  high = 0.3 * np.sin(2 * np.pi * 4200 * t) + 0.1 * np.sin(2 * np.pi * 7000 * t)
+  out = audio.band_limit((low + high).astype(np.float32), 4000.0)
+  assert out.shape == (n,) and out.dtype == np.float32
+  inner = slice(400, -400)  # away from the ends, where the transform wraps around.
+  np.testing.assert_allclose(out[inner], low[inner], atol=0.02)
+  # On an even length it is what resampling to 8 kHz and back keeps.
+  if n % 2 == 0:
+    x = np.random.default_rng(0).standard_normal(n).astype(np.float32)
+    np.testing.assert_allclose(audio.band_limit(x, 4000.0)[inner],
+                               audio.resample(audio.resample(x, 16_000, 8_000), 8_000)[inner],
+                               atol=0.01)
+
+
 @pytest.mark.parametrize("rate", [8_000, 22_050])
 def test_resampling_to_16khz_keeps_the_waveform(rate):
   resampled = audio.resample(_tone(440, rate), rate)
