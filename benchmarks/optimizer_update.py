@@ -10,8 +10,6 @@ memory's rate, not the matmul units', so their share of a step grows on a machin
 whose products are faster (read beside `benchmarks/train_step.py`).
 """
 
-import time
-
 from transformer_jax import hugepages
 
 hugepages.reexec()  # as train.py does.
@@ -24,20 +22,10 @@ from ml_collections import config_flags
 
 from transformer_jax import optim, programs, sharding
 
+from best_of import best_seconds  # benchmarks/best_of.py
+
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/base.py", "Config file.")
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Timed rounds of 50 calls each (the best counts).")
-
-
-def _best_seconds(fn, args, rounds: int) -> float:
-  jax.block_until_ready(fn(*args))
-  best = float("inf")
-  for _ in range(rounds):
-    t0 = time.perf_counter()
-    for _ in range(50):
-      out = fn(*args)
-    jax.block_until_ready(out)
-    best = min(best, (time.perf_counter() - t0) / 50)
-  return best
 
 
 def main(argv):
@@ -71,7 +59,7 @@ def main(argv):
   print("| update | ms | GB/s moved (the least bytes it must read and write) |")
   print("| --- | --- | --- |")
   for label, fn, args, moved in rows:
-    seconds = _best_seconds(fn, args, _ROUNDS.value)
+    seconds = best_seconds(fn, args, _ROUNDS.value, calls=50)
     print(f"| {label} | {seconds * 1e3:.2f} | {moved / seconds / 1e9:.1f} |")
 
 

@@ -14,8 +14,6 @@ products this small run far below the rate, and a step holds 9 attention modules
 (3 encoder self, 3 decoder self, 3 cross) at the base shape.
 """
 
-import time
-
 import jax
 import jax.numpy as jnp
 from absl import app, flags
@@ -23,20 +21,10 @@ from ml_collections import config_flags
 
 from transformer_jax import flops
 
+from best_of import best_seconds  # benchmarks/best_of.py
+
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/base.py", "Config file.")
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Timed rounds of 20 calls each (the best counts).")
-
-
-def _best_seconds(fn, args, rounds: int) -> float:
-  jax.block_until_ready(fn(*args))
-  best = float("inf")
-  for _ in range(rounds):
-    t0 = time.perf_counter()
-    for _ in range(20):
-      out = fn(*args)
-    jax.block_until_ready(out)
-    best = min(best, (time.perf_counter() - t0) / 20)
-  return best
 
 
 def _attention(q, k, v):
@@ -78,7 +66,7 @@ def main(argv):
        3 * 2 * 2 * b * h * n * n * kd),
   ]
   before = flops.measure_cpu_matmul()
-  results = [(label, _best_seconds(fn, args, _ROUNDS.value), work)
+  results = [(label, best_seconds(fn, args, _ROUNDS.value), work)
              for label, fn, args, work in rows]
   peak = (before + flops.measure_cpu_matmul()) / 2
   print(f"devices: {jax.device_count()} x {jax.devices()[0].platform} | float32 | "
