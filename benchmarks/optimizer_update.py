@@ -7,7 +7,9 @@ applied to the model's parameters with a fixed gradient, jitted, and beside it a
 plain `p - lr * g`, which reads two arrays and writes one. Both print the bytes they
 must move per call over their time: elementwise passes like these run at the
 memory's rate, not the matmul units', so their share of a step grows on a machine
-whose products are faster (read beside `benchmarks/train_step.py`).
+whose products are faster (read beside `benchmarks/train_step.py`). Alone, the
+update costs more than inside the train step, where XLA fuses it (and the clipping
+norm) with the passes that make the gradients: read it as an upper bound (BUILD_NOTES).
 """
 
 from transformer_jax import hugepages
