@@ -24,6 +24,8 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from transformer_jax import flops
+
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/base.py", "Config file.")
 _ROUNDS = flags.DEFINE_integer("rounds", 7, "Timed rounds of 30 calls each.")
 
@@ -91,7 +93,7 @@ def main(argv):
       jax.block_until_ready(out)
       times[name].append((time.perf_counter() - t0) / 30)
   work = 3 * 2 * 2 * b * h * n * n * kd
-  print(f"devices: {jax.device_count()} x {jax.devices()[0].platform} | float32 | "
+  print(f"devices: {flops.device_description()} | float32 | "
         f"{b} rows x {h} heads, {n} x {n} positions, head width {kd}, padding + causal mask")
   print("| form (forward + backward) | best ms | median ms | products' GFLOP/s (best) | "
         "largest gradient difference from einsum |")

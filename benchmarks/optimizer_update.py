@@ -22,7 +22,7 @@ import optax
 from absl import app, flags
 from ml_collections import config_flags
 
-from transformer_jax import optim, programs, sharding
+from transformer_jax import flops, optim, programs, sharding
 
 from best_of import best_seconds  # benchmarks/best_of.py
 
@@ -56,7 +56,7 @@ def main(argv):
        8 * size),
       ("plain p - lr * g", plain, (params, grads), 3 * size),
   ]
-  print(f"devices: {jax.device_count()} x {jax.devices()[0].platform} | {count:,} float32 "
+  print(f"devices: {flops.device_description()} | {count:,} float32 "
         f"parameters ({size / 1e6:.1f} MB an array)")
   print("| update | ms | GB/s moved (the least bytes it must read and write) |")
   print("| --- | --- | --- |")

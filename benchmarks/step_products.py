@@ -69,7 +69,7 @@ def main(argv):
   results = [(label, best_seconds(fn, args, _ROUNDS.value), work)
              for label, fn, args, work in rows]
   peak = (before + flops.measure_cpu_matmul()) / 2
-  print(f"devices: {jax.device_count()} x {jax.devices()[0].platform} | float32 | "
+  print(f"devices: {flops.device_description()} | float32 | "
         f"matmul rate {peak / 1e9:.0f} GFLOP/s (2048^2, before and after)")
   print("| product (forward + backward) | ms | GFLOP/s | of the matmul rate |")
   print("| --- | --- | --- | --- |")

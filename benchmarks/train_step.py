@@ -93,7 +93,7 @@ def main(_):
   vocab_size = _VOCAB.value or config.data.vocab_size
   peak = flops.peak_flops()
   peak_rate, peak_name = peak if peak else (None, "unknown")
-  print(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind} | "
+  print(f"devices: {flops.device_description()} | "
         f"dtype {config.model.dtype} | length {config.max_target_length} | "
         f"vocabulary {vocab_size}")
   on_cpu = jax.devices()[0].platform == "cpu"

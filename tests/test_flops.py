@@ -1,6 +1,7 @@
 """The model-FLOP formula (flops.py) against XLA's count, and the peak it is divided by."""
 
 import json
+import os
 
 import jax
 import pytest
@@ -81,6 +82,22 @@ def test_cpu_peak_is_measured_once_and_cached(tmp_path, monkeypatch):
   # A broken cache file is measured over, not an error.
   path.write_text("{not json")
   assert flops.cpu_matmul_flops() > 1e9
+
+
+def test_the_cpu_is_named_beside_its_figures():
+  info = flops._cpuinfo()
+  text = flops.cpu_description()
+  assert text.endswith(f", {os.cpu_count()} cores")
+  if "model name" in info:
+    assert text.startswith(info["model name"])
+  if "cpu family" in info:  # what a hypervisor's generic name hides.
+    assert f"(family {info['cpu family']}, model {info['model']})" in text
+  flags = info.get("flags", "").split()
+  assert ("AVX-512" in text) == ("avx512f" in flags)
+  assert ("AVX2" in text) == ("avx2" in flags and "avx512f" not in flags)
+  assert flops.device_description(jax.devices()[:2]) == f"2 x cpu ({text})"
+  _, name = flops.peak_flops()
+  assert text in name
 
 
 def test_accelerator_peaks_come_from_the_chip_table():

@@ -56,7 +56,8 @@ import jax.numpy as jnp
 from transformer_jax import cache_dirs
 from transformer_jax.models.speech import SUBSAMPLING as SPEECH_STRIDES
 
-__all__ = ["CHIP_PEAK_TFLOPS", "attention_flops", "chip_peak_flops", "cpu_matmul_flops", "mlp_flops",
+__all__ = ["CHIP_PEAK_TFLOPS", "attention_flops", "chip_peak_flops", "cpu_description",
+           "cpu_matmul_flops", "device_description", "mlp_flops",
            "peak_flops", "train_flops_per_step"]
 
 # Dense bfloat16 peak per chip, TFLOP/s (data sheets; no sparsity), by jax's device_kind.
@@ -193,6 +194,16 @@ def _cache_path() -> str:
   return cache_dirs.user_cache_dir("cpu_matmul.json")
 
 
+def _cpuinfo() -> dict[str, str]:
+  """The first processor's fields in /proc/cpuinfo ({} where there is none)."""
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      lines = f.read().split("\n\n")[0].splitlines()
+  except OSError:
+    return {}
+  return {k.strip(): v.strip() for k, _, v in (l.partition(":") for l in lines) if k.strip()}
+
+
 def _cpu_key() -> str:
   """What the measured rate depends on: the CPU model and flags, the core count, jax."""
   cpu = platform.processor() or platform.machine()
@@ -205,6 +216,22 @@ def _cpu_key() -> str:
     pass
   text = f"{cpu}|{os.cpu_count()}|{jax.__version__}"
   return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cpu_description() -> str:
+  """This CPU in words, for the figures measured on it: model name, family/model
+  numbers (a hypervisor may hide the name, not these: AMD family 25 is Zen 3/4, 26 is
+  Zen 5), the widest vector units among its flags, and the cores jax sees."""
+  info = _cpuinfo()
+  name = info.get("model name", platform.processor() or platform.machine())
+  if "cpu family" in info and "model" in info:
+    name += f" (family {info['cpu family']}, model {info['model']})"
+  flags = set(info.get("flags", "").split())
+  units = [u for u, flag in (("AVX-512", "avx512f"), ("avx512_bf16", "avx512_bf16"),
+                             ("AMX", "amx_tile"), ("AVX2", "avx2")) if flag in flags]
+  if "AVX-512" in units:
+    units.remove("AVX2")
+  return f"{name}, {' + '.join(units) or 'no AVX'}, {os.cpu_count()} cores"
 
 
 def measure_cpu_matmul(n: int = 2048, seconds: float = 0.5) -> float:
@@ -259,6 +286,15 @@ def chip_peak_flops(device_kind: str) -> float | None:
   return None if tflops is None else tflops * 1e12
 
 
+def device_description(devices=None) -> str:
+  """The devices in words, for a benchmark's figures: their count and kind, and on a CPU
+  which CPU (`cpu_description`)."""
+  devices = devices if devices is not None else jax.devices()
+  d = devices[0]
+  what = f"cpu ({cpu_description()})" if d.platform == "cpu" else d.device_kind
+  return f"{len(devices)} x {what}"
+
+
 def peak_flops(devices=None) -> tuple[float, str] | None:
   """(peak FLOP/s of `devices` together, what it is) or None for an unknown accelerator.
 
@@ -269,7 +305,7 @@ def peak_flops(devices=None) -> tuple[float, str] | None:
   devices = devices if devices is not None else jax.devices()
   d = devices[0]
   if d.platform == "cpu":
-    return cpu_matmul_flops(), "this CPU's measured f32 matmul rate"
+    return cpu_matmul_flops(), f"the measured f32 matmul rate of this CPU: {cpu_description()}"
   per_chip = chip_peak_flops(d.device_kind)
   if per_chip is None:
     return None

@@ -53,6 +53,7 @@ class Run:
     with phases.time("build"):
       peak = flops.peak_flops() if self.programs.train_flops else None
     self.peak_flops = peak[0] if peak else None
+    self.peak_name = peak[1] if peak else None
     # The compiled train step and XLA's account of its memory (compile_train_step).
     self.train_step, self.footprint = self.programs.train_step, None
 
@@ -151,5 +152,8 @@ class Run:
       if s.shape[1:] and not k.endswith(("_segment_ids", "_positions")):
         shapes.setdefault("x".join(map(str, s.shape[1:])), []).append(k)
     rows = "; ".join(f"{shape} ({', '.join(keys)})" for shape, keys in shapes.items())
-    return (f"Model ({self.kind.name}): {num_params:,} parameters; {sizes}; global batch "
+    line = (f"Model ({self.kind.name}): {num_params:,} parameters; {sizes}; global batch "
             f"{self.global_batch_size} x {rows}; mesh {dict(self.mesh.shape)}")
+    if self.peak_flops:
+      line += f"\ntrain/mfu against {self.peak_flops / 1e9:,.0f} GFLOP/s, {self.peak_name}"
+    return line
