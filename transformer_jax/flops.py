@@ -221,7 +221,7 @@ def _cpu_key() -> str:
 def cpu_description() -> str:
   """This CPU in words, for the figures measured on it: model name, family/model
   numbers (a hypervisor may hide the name, not these: AMD family 25 is Zen 3/4, 26 is
-  Zen 5), the widest vector units among its flags, and the cores jax sees."""
+  Zen 5), the widest vector units among its flags, and the CPUs the OS lists."""
   info = _cpuinfo()
   name = info.get("model name", platform.processor() or platform.machine())
   if "cpu family" in info and "model" in info:
