@@ -194,26 +194,27 @@ def _cache_path() -> str:
   return cache_dirs.user_cache_dir("cpu_matmul.json")
 
 
-def _cpuinfo() -> dict[str, str]:
-  """The first processor's fields in /proc/cpuinfo ({} where there is none)."""
+def _cpuinfo_lines() -> list[str]:
+  """The first processor's lines of /proc/cpuinfo ([] where there is none)."""
   try:
     with open("/proc/cpuinfo", encoding="utf-8") as f:
-      lines = f.read().split("\n\n")[0].splitlines()
+      return f.read().split("\n\n")[0].splitlines()
   except OSError:
-    return {}
-  return {k.strip(): v.strip() for k, _, v in (l.partition(":") for l in lines) if k.strip()}
+    return []
+
+
+def _cpuinfo() -> dict[str, str]:
+  """The first processor's fields in /proc/cpuinfo ({} where there is none)."""
+  return {k.strip(): v.strip()
+          for k, _, v in (l.partition(":") for l in _cpuinfo_lines()) if k.strip()}
 
 
 def _cpu_key() -> str:
   """What the measured rate depends on: the CPU model and flags, the core count, jax."""
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      lines = f.read().splitlines()
-    cpu = next((l for l in lines if l.startswith("model name")), cpu)
-    cpu += next((l for l in lines if l.startswith("flags")), "")
-  except OSError:
-    pass
+  lines = _cpuinfo_lines()
+  cpu = next((l for l in lines if l.startswith("model name")),
+             platform.processor() or platform.machine())
+  cpu += next((l for l in lines if l.startswith("flags")), "")
   text = f"{cpu}|{os.cpu_count()}|{jax.__version__}"
   return hashlib.sha256(text.encode()).hexdigest()[:16]
 
