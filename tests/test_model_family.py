@@ -69,6 +69,21 @@ def test_rotary_scores_depend_only_on_relative_positions():
                              jnp.linalg.norm(q_BLHK, axis=-1), rtol=1e-5)
 
 
+def test_rotary_rotates_each_pair_by_its_angle():
+  """The one-pass form equals RoPE written out: pair (x[i], x[i + K/2]) at position p
+  turned by the angle p * 10000**(-2i/K), in numpy float64."""
+  rng = np.random.default_rng(1)
+  x_BLHK = rng.normal(size=(2, 5, 3, 8)).astype(np.float32)
+  positions_BL = rng.integers(0, 60, (2, 5))
+  half = 4
+  angle_BLF = positions_BL[..., None] * 1e4 ** (-2 * np.arange(half) / 8)
+  cos_BL1F, sin_BL1F = np.cos(angle_BLF)[:, :, None], np.sin(angle_BLF)[:, :, None]
+  x1, x2 = x_BLHK[..., :half].astype(np.float64), x_BLHK[..., half:].astype(np.float64)
+  expected = np.concatenate([x1 * cos_BL1F - x2 * sin_BL1F, x1 * sin_BL1F + x2 * cos_BL1F], -1)
+  got = layers.rotary_embedding(jnp.asarray(x_BLHK), jnp.asarray(positions_BL))
+  np.testing.assert_allclose(np.asarray(got), expected, atol=2e-5)
+
+
 @pytest.mark.parametrize("positions,invariant", [("rotary", True), ("sinusoidal", False)])
 def test_lm_logits_under_shifted_positions(positions, invariant):
   model = DecoderLM(CFG.replace(positions=positions))

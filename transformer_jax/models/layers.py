@@ -175,15 +175,22 @@ def rotary_embedding(x_BLHK: Array, positions_BL: Array, max_timescale: float = 
 
   Applied to queries and keys, the dot product of a query at m and a key at n
   then depends on m - n only. Computed in float32, returned in x's dtype.
+
+  Written as x * [cos, cos] + roll(x, K/2) * [-sin, sin], one elementwise pass over
+  x: the same numbers as rotating the two halves apart and concatenating them, and
+  XLA:CPU runs it faster (the base train step with rotary positions took 1.077x the
+  sinusoidal one's time that way, 1.024x this way; BUILD_NOTES).
   """
   k = x_BLHK.shape[-1]
   if k % 2:
     raise ValueError(f"rotary positions need an even head width, got {k}")
   inv_freq = max_timescale ** (-np.arange(0, k, 2) / k)
   angles_BL1F = positions_BL[..., None, None].astype(jnp.float32) * inv_freq  # F = K / 2.
-  sin, cos = jnp.sin(angles_BL1F), jnp.cos(angles_BL1F)
-  x1, x2 = jnp.split(x_BLHK.astype(jnp.float32), 2, axis=-1)
-  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  sin_BL1F, cos_BL1F = jnp.sin(angles_BL1F), jnp.cos(angles_BL1F)
+  cos_BL1K = jnp.concatenate([cos_BL1F, cos_BL1F], axis=-1)
+  sin_BL1K = jnp.concatenate([-sin_BL1F, sin_BL1F], axis=-1)
+  x_BLHK32 = x_BLHK.astype(jnp.float32)
+  out = x_BLHK32 * cos_BL1K + jnp.roll(x_BLHK32, k // 2, axis=-1) * sin_BL1K
   return out.astype(x_BLHK.dtype)
 
 
