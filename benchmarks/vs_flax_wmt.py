@@ -100,9 +100,10 @@ def _timed(step, state, n: int, *args):
 
 def main(_):
   config = _CONFIG.value
-  if _WMT_SHAPE.value:  # configs/base.py trains 16-row bf16 batches over a 4k vocabulary.
+  if _WMT_SHAPE.value:  # configs/base.py trains 16-row batches over a 4k vocabulary.
     config.model.dtype, config.data.vocab_size = "float32", 8000
     config.per_device_batch_size, config.global_batch_size = 32, 0
+    config.model.positions = "sinusoidal"  # the example's (configs/base.py: rotary).
   config.model.dropout_rate = config.model.attention_dropout_rate = _DROPOUT.value
   config_lib.validate(config, jax.device_count())
   m, vocab = config.model, config.data.vocab_size
