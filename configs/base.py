@@ -3,8 +3,8 @@
 A 6.6M-parameter encoder-decoder (3+3 layers, width 256, 4 heads, MLP 1024,
 rotary positions, joint 4k sentencepiece vocabulary, float32) trained on the gettext
 catalogs installed on the machine, for as many steps as fit in 740 seconds of
-training on this machine (fitted while training; 2,600-3,200 steps on a 2-core
-AVX-512 CPU; 3,834 on 2026-12-03). About 13.5 minutes in all, including corpus harvesting, tokenizer
+training on this machine (fitted while training; 2,600-4,210 steps on a 2-core
+AVX-512 CPU, 2,000-2,300 on a 2-core Zen 4 with half its matmul rate). About 13.5 minutes in all, including corpus harvesting, tokenizer
 training and beam-decoding the test split. The recipe (vocabulary, batch, learning rate, depth) was chosen on the
 validation split: see the ablation table in BUILD_NOTES.md.
 
