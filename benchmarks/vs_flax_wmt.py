@@ -15,6 +15,9 @@ comparison is defined at); --dropout sets both models' dropout and attention dro
 Compiled, 2 warm-up steps each, then each round times --steps of theirs, then of
 ours. Prints median step time, token slots/s (source + target positions), model
 FLOP/s (flops.py, ours for both) against this CPU's f32 matmul rate, ours/theirs.
+Both models run in one process with malloc on transparent huge pages, as train.py
+runs (transformer_jax/hugepages.py; TRANSFORMER_JAX_HUGEPAGES=0: plain malloc for
+both); the header line says which.
 """
 
 import contextlib
@@ -22,6 +25,10 @@ import importlib.util
 import os
 import statistics
 import time
+
+from transformer_jax import hugepages
+
+hugepages.reexec()  # as train.py does, for both models (TRANSFORMER_JAX_HUGEPAGES=0: without).
 
 import jax
 import jax.numpy as jnp
@@ -156,7 +163,8 @@ def main(_):
         f"{m.num_encoder_layers}+{m.num_decoder_layers} layers, width {m.emb_dim}, "
         f"{m.num_heads} heads, MLP {m.mlp_dim} | vocabulary {vocab} | batch {batch} x {length} "
         f"| dropout {m.dropout_rate} | {_ROUNDS.value} rounds x {_STEPS.value} steps | f32 "
-        f"matmul {matmul / 1e9:,.1f} GFLOP/s | {model_flops / 1e9:,.2f} GFLOPs/step (ours)")
+        f"matmul {matmul / 1e9:,.1f} GFLOP/s | {model_flops / 1e9:,.2f} GFLOPs/step (ours) | "
+        f"malloc {'on huge pages' if hugepages.active() else 'plain'}")
   print("| model | compile | step (median) | token slots/s | model GFLOP/s | of f32 matmul |")
   print("| --- | --- | --- | --- | --- | --- |")
   rate = {}

@@ -11,7 +11,7 @@ import pytest
 from transformer_jax import hugepages
 
 SHOW = ("from transformer_jax import hugepages; hugepages.reexec(); import os; "
-        "print(os.environ.get('GLIBC_TUNABLES'))")
+        "print(os.environ.get('GLIBC_TUNABLES'), hugepages.active())")
 # 20 blocks of 64 MiB through malloc, each written and freed: the minor page faults taken.
 FAULTS = """
 import ctypes, resource
@@ -53,12 +53,12 @@ needs_thp = pytest.mark.skipif(not _available(),
 
 @needs_thp
 def test_the_process_restarts_once_with_the_tunable_added_to_the_users_own():
-  assert _child(SHOW) == hugepages.TUNABLE
+  assert _child(SHOW) == f"{hugepages.TUNABLE} True"
   assert _child(SHOW, GLIBC_TUNABLES="glibc.malloc.check=0") == (
-      f"glibc.malloc.check=0:{hugepages.TUNABLE}")
+      f"glibc.malloc.check=0:{hugepages.TUNABLE} True")
   # Set already (the restarted process itself, or the user's choice): left alone.
-  assert _child(SHOW, GLIBC_TUNABLES="glibc.malloc.hugetlb=0") == "glibc.malloc.hugetlb=0"
-  assert _child(SHOW, **{hugepages.OPT_OUT: "0"}) == "None"
+  assert _child(SHOW, GLIBC_TUNABLES="glibc.malloc.hugetlb=0") == "glibc.malloc.hugetlb=0 False"
+  assert _child(SHOW, **{hugepages.OPT_OUT: "0"}) == "None False"
 
 
 @needs_thp

@@ -42,6 +42,11 @@ def wanted() -> bool:
     return False
 
 
+def active() -> bool:
+  """Whether this process started with the tunable set (by `reexec()` or by the user)."""
+  return TUNABLE in os.environ.get("GLIBC_TUNABLES", "").split(":")
+
+
 def reexec() -> None:
   """Restarts this process with malloc on transparent huge pages (see above); returns
   where it does not."""
