@@ -4,10 +4,11 @@ A 6.6M-parameter encoder-decoder (3+3 layers, width 256, 4 heads, MLP 1024,
 rotary positions, joint 4k sentencepiece vocabulary, float32) trained on the gettext
 catalogs installed on the machine, for as many steps as fit in 720 seconds of
 training on this machine (fitted while training: 2,202 steps on a 2-core Zen 4
-CPU; with the earlier 740 s and recipe, 2,600-4,210 on a 2-core AVX-512 CPU with twice its matmul
-rate). 13 to 14.5 minutes in all, including corpus harvesting, tokenizer training and
-beam-decoding the test split. The recipe (vocabulary, batch, learning rate, depth) was chosen on the
-validation split: see the ablation table in BUILD_NOTES.md.
+CPU; with the earlier 740 s and recipe, 2,600-4,210 on a 2-core AVX-512 CPU with
+twice its matmul rate). 13 to 14.5 minutes in all, including corpus harvesting,
+tokenizer training and beam-decoding the test split. The recipe (vocabulary, batch,
+learning rate, depth) was chosen on the validation split: see the ablation table in
+BUILD_NOTES.md.
 
   python train.py --config=configs/base.py
   python train.py --config=configs/base.py --config.train_budget_seconds=0 \
