@@ -5,7 +5,7 @@
 The core is what sits between the projections: queries, keys and values [B, L, H, K]
 in, [B, L, H, K] out, with a padding-and-causal mask (as the decoder's
 self-attention). The forms, all computing the same thing (checked here):
-- `einsum`: the model's (`layers.MultiHeadAttention`, attention="xla"): two einsums
+- `einsum`: the model's (`attention.MultiHeadAttention`, attention="xla"): two einsums
   on the [B, L, H, K] operands, the mask applied with `where` before and after the
   float32 softmax;
 - `transposed`: heads moved ahead of the positions once, `jnp.matmul`, an additive

@@ -11,7 +11,7 @@ from jax.sharding import Mesh, PartitionSpec as P
 
 from transformer_jax import decoding, sharding
 from transformer_jax.decoding import DecodeOptions
-from transformer_jax.models import layers
+from transformer_jax.models import attention, layers
 from transformer_jax.models.classifier import EncoderClassifier
 from transformer_jax.models.decoder_lm import DecoderLM
 from transformer_jax.models.transformer import EncoderDecoder, TransformerConfig
@@ -140,7 +140,7 @@ def test_dot_product_attention_equals_xla_on_valid_positions():
   pos_BL = jnp.broadcast_to(jnp.arange(6), (2, 6))
   outs = {}
   for impl in ("xla", "dot_product"):
-    attn = layers.MultiHeadAttention(num_heads=2, head_dim=8, rotary=True, attention=impl)
+    attn = attention.MultiHeadAttention(num_heads=2, head_dim=8, rotary=True, attention=impl)
     params = _init(attn, x_BLD, x_BLD, mask, pos_BL, pos_BL)
     outs[impl] = attn.apply({"params": params}, x_BLD, x_BLD, mask, pos_BL, pos_BL)
   np.testing.assert_allclose(outs["xla"] * valid_BL[..., None],
@@ -153,6 +153,39 @@ def test_dot_product_attention_equals_xla_on_valid_positions():
     want = model_class(cfg).apply({"params": params}, ids)
     got = model_class(cfg.replace(attention="dot_product")).apply({"params": params}, ids)
     np.testing.assert_allclose(want, got, atol=1e-5)
+
+
+@pytest.mark.parametrize("impl", ["xla", "dot_product"])
+def test_heads_first_layout_computes_the_same_attention(impl):
+  """Keys and values laid out [B, H, K, S] / [B, H, S, K] (as in decode mode) give the
+  default layout's output and gradients: cross-attention shapes (S != L), a padding
+  mask, rotary positions."""
+  rng = np.random.default_rng(2)
+  q_BLD = jnp.asarray(rng.normal(size=(2, 5, 16)), jnp.float32)
+  kv_BSD = jnp.asarray(rng.normal(size=(2, 7, 16)), jnp.float32)
+  mask = layers.padding_mask(jnp.ones((2, 5), bool),
+                             jnp.array([[1] * 7, [1] * 4 + [0] * 3], bool))
+  q_pos, kv_pos = jnp.broadcast_to(jnp.arange(5), (2, 5)), jnp.broadcast_to(jnp.arange(7), (2, 7))
+  make = functools.partial(attention.MultiHeadAttention, num_heads=2, head_dim=8, rotary=True,
+                           attention=impl)
+  params = _init(make(), q_BLD, kv_BSD, mask, q_pos, kv_pos)
+
+  def loss(p, heads_first):
+    out = make(heads_first=heads_first).apply({"params": p}, q_BLD, kv_BSD, mask, q_pos, kv_pos)
+    return jnp.sum(out * jnp.arange(16.0)), out
+
+  (_, want), d_want = jax.value_and_grad(loss, has_aux=True)(params, False)
+  (_, got), d_got = jax.value_and_grad(loss, has_aux=True)(params, True)
+  np.testing.assert_allclose(got, want, atol=1e-5)
+  for a, b in zip(jax.tree.leaves(d_got), jax.tree.leaves(d_want)):
+    np.testing.assert_allclose(a, b, atol=1e-4)
+  # Dropout on the attention weights draws the same mask in either layout.
+  drop = dict(dropout_rate=0.3, deterministic=False, attention="xla")
+  rngs = {"dropout": jax.random.key(3)}
+  want = make(**drop).apply({"params": params}, q_BLD, kv_BSD, mask, q_pos, kv_pos, rngs=rngs)
+  got = make(heads_first=True, **drop).apply({"params": params}, q_BLD, kv_BSD, mask, q_pos,
+                                             kv_pos, rngs=rngs)
+  np.testing.assert_allclose(got, want, atol=1e-5)
 
 
 def test_dot_product_attention_refuses_attention_dropout():

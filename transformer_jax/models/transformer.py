@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from transformer_jax.models import layers
+from transformer_jax.models import attention, layers
 from transformer_jax.models.dropout import Dropout
 from transformer_jax.models.layers import ACT_BLD, ACT_BLV, Array, constrain
 
@@ -103,11 +103,13 @@ class _Residual(nn.Module):
 
 
 def _attention(cfg: TransformerConfig, name: str, decode: bool = False, rotary: bool = False):
-  return layers.MultiHeadAttention(
+  # In decode mode every attention of the decoder lays keys and values out heads first:
+  # the cross-attention's, the same at every step, are then transposed once per decode.
+  return attention.MultiHeadAttention(
       num_heads=cfg.num_heads, head_dim=cfg.head_dim,
       dropout_rate=cfg.attention_dropout_rate, dtype=cfg.dtype,
       deterministic=cfg.deterministic, decode=decode, rotary=rotary,
-      attention=cfg.attention, use_bias=cfg.attention_bias, name=name)
+      attention=cfg.attention, use_bias=cfg.attention_bias, heads_first=cfg.decode, name=name)
 
 
 def _mlp(cfg: TransformerConfig):

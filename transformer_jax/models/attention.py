@@ -1,0 +1,181 @@
+"""Multi-head attention, as in the paper, with rotary positions and a key/value cache.
+
+Shapes are in the names, as in `layers`: B batch, L/S query/key length, D model
+width, H heads, K head width.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from transformer_jax.models.dropout import Dropout
+from transformer_jax.models.layers import (ACT_BLD, ACT_BLHK, Array, constrain, param_with_names,
+                                           project, rotary_embedding)
+
+Dtype = Any
+
+
+class MultiHeadAttention(nn.Module):
+  """Scaled dot-product attention over H heads, as in the paper.
+
+  `attention` picks the implementation: "xla" (einsums, float32 softmax,
+  attention dropout) or "dot_product" (`jax.nn.dot_product_attention`, no
+  attention dropout). With `rotary`, queries and keys are rotated by their
+  positions (RoPE) before the dot product. With `decode=True` (self-attention
+  only) the module keeps a key/value cache of `max_decode_length` positions in
+  the "cache" collection and takes one query position per call; keys are
+  rotated by their own position before they are cached. With `use_bias`, the
+  projections add biases "query_bias", "key_bias", "value_bias" [H, K] and
+  "out_bias" [D] (as BERT and GPT-2 do).
+
+  With `heads_first` (and always with `decode`) keys and values are laid out heads
+  first, [B, H, K, S] and [B, H, S, K], before the products, which then take them as
+  they are. In a decode loop the self-attention cache is kept in that layout and
+  the cross-attention's keys and values (the same at every step) are transposed
+  once, before the loop: in the [B, S, H, K] layout XLA:CPU copied every cache and
+  every cross-attention key and value transposed at every step (12 copies of 2.6-4.2
+  MB per beam-search step of the base model; BUILD_NOTES).
+  """
+  num_heads: int
+  head_dim: int
+  dropout_rate: float = 0.0
+  dtype: Dtype = jnp.float32
+  deterministic: bool = True
+  decode: bool = False
+  rotary: bool = False
+  attention: str = "xla"
+  use_bias: bool = False
+  heads_first: bool = False
+
+  @nn.compact
+  def __call__(self, q_BLD: Array, kv_BSD: Array, mask_B1LS: Array | None,
+               q_positions_BL: Array | None = None,
+               kv_positions_BS: Array | None = None) -> Array:
+    d = q_BLD.shape[-1]
+    h, k = self.num_heads, self.head_dim
+    init = nn.initializers.xavier_uniform(in_axis=0, out_axis=(1, 2))
+    wq = param_with_names(self, "query", init, (d, h, k), ("embed", "heads", "kv"))
+    wk = param_with_names(self, "key", init, (d, h, k), ("embed", "heads", "kv"))
+    wv = param_with_names(self, "value", init, (d, h, k), ("embed", "heads", "kv"))
+    wo = param_with_names(self, "out", nn.initializers.xavier_uniform(in_axis=(0, 1), out_axis=2),
+                          (h, k, d), ("heads", "kv", "embed"))
+    q_BLHK = project(q_BLD, wq.astype(self.dtype))
+    k_BSHK = project(kv_BSD, wk.astype(self.dtype))
+    v_BSHK = project(kv_BSD, wv.astype(self.dtype))
+    if self.use_bias:
+      q_BLHK, k_BSHK, v_BSHK = (
+          x + param_with_names(self, f"{name}_bias", nn.initializers.zeros, (h, k),
+                               ("heads", "kv")).astype(self.dtype)
+          for x, name in ((q_BLHK, "query"), (k_BSHK, "key"), (v_BSHK, "value")))
+    q_BLHK = constrain(q_BLHK, ACT_BLHK)
+    k_BSHK = constrain(k_BSHK, ACT_BLHK)
+    v_BSHK = constrain(v_BSHK, ACT_BLHK)
+
+    if self.rotary:
+      if q_positions_BL is None or kv_positions_BS is None:
+        raise ValueError("rotary attention needs the positions of its queries and keys")
+      q_BLHK = rotary_embedding(q_BLHK, q_positions_BL)
+      k_BSHK = rotary_embedding(k_BSHK, kv_positions_BS)
+
+    if self.decode or self.heads_first:
+      out_BLHK = self._attend_heads_first(q_BLHK, k_BSHK, v_BSHK, mask_B1LS)
+    else:
+      out_BLHK = self._attend(q_BLHK, k_BSHK, v_BSHK, mask_B1LS)
+    out_BLHK = constrain(out_BLHK, ACT_BLHK)
+    out_BLD = project(out_BLHK, wo.astype(self.dtype), n_in=2)
+    if self.use_bias:
+      out_BLD = out_BLD + param_with_names(self, "out_bias", nn.initializers.zeros, (d,),
+                                           ("embed",)).astype(self.dtype)
+    return constrain(out_BLD, ACT_BLD)
+
+  def _attend(self, q_BLHK, k_BSHK, v_BSHK, mask_B1LS):
+    """The attention core on [B, L, H, K] queries, keys and values."""
+    if self.is_mutable_collection("intermediates"):  # attention maps (the report tool).
+      self.sow("intermediates", "attention_weights", self._probs(q_BLHK, k_BSHK, mask_B1LS))
+    if self.attention == "xla":
+      return self._xla_attention(q_BLHK, k_BSHK, v_BSHK, mask_B1LS)
+    if self.attention == "dot_product":
+      return self._dot_product_attention(q_BLHK, k_BSHK, v_BSHK, mask_B1LS)
+    raise ValueError(f"attention must be 'xla' or 'dot_product', got {self.attention!r}")
+
+  def _attend_heads_first(self, q_BLHK, k_BSHK, v_BSHK, mask_B1LS):
+    """The attention core with keys [B, H, K, S] and values [B, H, S, K] (the cache's
+    layout in decode mode); the same numbers as `_attend`."""
+    k_BHKS, v_BHSK = k_BSHK.transpose(0, 2, 3, 1), v_BSHK.transpose(0, 2, 1, 3)
+    if self.decode:
+      k_BHKS, v_BHSK, mask_B1LS = self._update_cache(k_BHKS, v_BHSK, mask_B1LS)
+    else:
+      # E.g. cross-attention in a decode loop: the same keys and values at every step.
+      # The barrier keeps XLA from folding the transposes into the products, and so
+      # from copying them afresh at every step; as they are, they leave the loop with
+      # the projections (XLA's loop-invariant code motion).
+      k_BHKS, v_BHSK = jax.lax.optimization_barrier((k_BHKS, v_BHSK))
+    if self.attention != "xla" or self.is_mutable_collection("intermediates"):
+      return self._attend(q_BLHK, k_BHKS.transpose(0, 3, 1, 2), v_BHSK.transpose(0, 2, 1, 3),
+                          mask_B1LS)
+    q_BHLK = (q_BLHK / jnp.sqrt(self.head_dim).astype(self.dtype)).transpose(0, 2, 1, 3)
+    logits_BHLS = jnp.einsum("BHLK,BHKS->BHLS", q_BHLK, k_BHKS).astype(jnp.float32)
+    probs_BHLS = self._masked_softmax(logits_BHLS, mask_B1LS)
+    probs_BHLS = Dropout(self.dropout_rate)(probs_BHLS, deterministic=self.deterministic)
+    out_BHLK = jnp.einsum("BHLS,BHSK->BHLK", probs_BHLS.astype(self.dtype), v_BHSK)
+    return out_BHLK.transpose(0, 2, 1, 3)
+
+  def _probs(self, q_BLHK, k_BSHK, mask_B1LS):
+    """Attention weights [B, H, L, S] in float32: each query's softmax over the keys it
+    may see; zeros for a query that sees none (padding)."""
+    q_BLHK = q_BLHK / jnp.sqrt(self.head_dim).astype(self.dtype)
+    logits_BHLS = jnp.einsum("BLHK,BSHK->BHLS", q_BLHK, k_BSHK).astype(jnp.float32)
+    return self._masked_softmax(logits_BHLS, mask_B1LS)
+
+  @staticmethod
+  def _masked_softmax(logits_BHLS, mask_B1LS):
+    if mask_B1LS is not None:
+      logits_BHLS = jnp.where(mask_B1LS, logits_BHLS, jnp.finfo(jnp.float32).min)
+    probs_BHLS = jax.nn.softmax(logits_BHLS, axis=-1)
+    if mask_B1LS is not None:  # rows with no visible key (padding) give zeros, not NaN.
+      probs_BHLS = jnp.where(mask_B1LS, probs_BHLS, 0.0)
+    return probs_BHLS
+
+  def _xla_attention(self, q_BLHK, k_BSHK, v_BSHK, mask_B1LS):
+    probs_BHLS = self._probs(q_BLHK, k_BSHK, mask_B1LS)
+    probs_BHLS = Dropout(self.dropout_rate)(probs_BHLS, deterministic=self.deterministic)
+    return jnp.einsum("BHLS,BSHK->BLHK", probs_BHLS.astype(self.dtype), v_BSHK)
+
+  def _dot_product_attention(self, q_BLHK, k_BSHK, v_BSHK, mask_B1LS):
+    if self.dropout_rate > 0 and not self.deterministic:
+      raise ValueError("attention='dot_product' has no attention dropout: set "
+                       f"attention_dropout_rate=0 (got {self.dropout_rate}) or use "
+                       "attention='xla'")
+    out_BLHK = jax.nn.dot_product_attention(q_BLHK, k_BSHK, v_BSHK, mask=mask_B1LS,
+                                            scale=1.0 / np.sqrt(self.head_dim))
+    if mask_B1LS is not None:  # as the xla path: zeros for queries that see no key.
+      sees_key_BL11 = jnp.moveaxis(jnp.any(mask_B1LS, axis=-1), 1, 2)[..., None]
+      out_BLHK = jnp.where(sees_key_BL11, out_BLHK, 0).astype(out_BLHK.dtype)
+    return out_BLHK
+
+  def _update_cache(self, k_BHK1, v_BH1K, mask_B11S):
+    """Writes this step's key [B, H, K, 1] and value [B, H, 1, K] at the cache index
+    (the cache: keys [B, H, K, S], values [B, H, S, K]); attends to 0..index."""
+    is_initialized = self.has_variable("cache", "cached_key")
+    # At init the caller passes the full-length dummy input to size the cache.
+    cached_k = self.variable("cache", "cached_key", jnp.zeros, k_BHK1.shape, k_BHK1.dtype)
+    cached_v = self.variable("cache", "cached_value", jnp.zeros, v_BH1K.shape, v_BH1K.dtype)
+    index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
+    if not is_initialized:
+      return k_BHK1, v_BH1K, mask_B11S
+    b, h, k, max_len = cached_k.value.shape
+    if k_BHK1.shape != (b, h, k, 1):
+      raise ValueError("decode step expects one position, got keys "
+                       f"{k_BHK1.transpose(0, 3, 1, 2).shape}")
+    i = index.value
+    cached_k.value = jax.lax.dynamic_update_slice(cached_k.value, k_BHK1, (0, 0, 0, i))
+    cached_v.value = jax.lax.dynamic_update_slice(cached_v.value, v_BH1K, (0, 0, i, 0))
+    index.value = i + 1
+    visible_11S = (jnp.arange(max_len) <= i)[None, None, None, :]
+    mask = visible_11S if mask_B11S is None else (mask_B11S & visible_11S)
+    return cached_k.value, cached_v.value, mask
