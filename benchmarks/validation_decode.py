@@ -7,6 +7,7 @@ Each variant decodes the run's whole validation split (from its config.json; nev
 test split) and prints sacrebleu's corpus BLEU and chrF:
   greedy      greedy decoding, the latest checkpoint
   beam:A      4 beams, length penalty alpha A, the latest checkpoint
+  keep:A      beam:A keeping each source's placeholders (decoding.keep_placeholders)
   avg:K       greedy with the mean of the last K checkpoints' parameters
 """
 
@@ -17,13 +18,14 @@ import jax
 import sacrebleu
 from absl import app, flags
 
-from transformer_jax import checkpoint_params, inference
+from transformer_jax import checkpoint_params, evaluation, inference
 from transformer_jax import config as config_lib
 from transformer_jax.data import sources
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A train.py workdir (translation).",
                                required=True)
-_VARIANTS = flags.DEFINE_multi_string("variant", ["greedy"], "greedy | beam:ALPHA | avg:K")
+_VARIANTS = flags.DEFINE_multi_string("variant", ["greedy"],
+                                      "greedy | beam:ALPHA | keep:ALPHA | avg:K")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Sentences decoded together.")
 
 
@@ -37,9 +39,10 @@ def main(argv):
   for variant in _VARIANTS.value:
     name, _, arg = variant.partition(":")
     t0 = time.perf_counter()
-    if name == "beam":
+    if name in ("beam", "keep"):
       run = inference.load_run(wd, tool="translate", batch_size=_BATCH.value, decoding={
-          "method": "beam", "beam_size": 4, "alpha": float(arg)})
+          "method": "beam", "beam_size": 4, "alpha": float(arg),
+          "keep_placeholders": name == "keep"})
       used = steps[-1:]
     elif name in ("greedy", "avg"):
       run = inference.load_run(wd, tool="translate", batch_size=_BATCH.value,
@@ -51,11 +54,13 @@ def main(argv):
                   for s in used]
         run.params = jax.tree.map(lambda *xs: sum(xs) / len(xs), *each)
     else:
-      raise app.UsageError(f"--variant={variant!r}: greedy | beam:ALPHA | avg:K")
+      raise app.UsageError(f"--variant={variant!r}: greedy | beam:ALPHA | keep:ALPHA | avg:K")
     hyp = inference.translate_lines(run, src)
     bleu, chrf = sacrebleu.corpus_bleu(hyp, [ref]), sacrebleu.corpus_chrf(hyp, [ref])
+    kept = evaluation.placeholder_match(hyp, ref)
     print(f"{variant:>10}  steps {used}  BLEU {bleu.score:.2f}  chrF {chrf.score:.2f}  "
-          f"({len(src)} sentences, {time.perf_counter() - t0:.0f} s)", flush=True)
+          f"placeholders kept {kept:.1f}%  ({len(src)} sentences, "
+          f"{time.perf_counter() - t0:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":

@@ -60,6 +60,12 @@ def get_config():
   config.decoding.method = "beam"
   config.decoding.beam_size = 4
   config.decoding.alpha = 1.0
+  # Each printf placeholder that the tokenizer holds as one piece comes out exactly as
+  # often as it went in (transformer_jax/placeholders.py). All 1,661 validation
+  # sentences, one trained default run, 4 beams: placeholders kept 94.9% -> 98.5%,
+  # BLEU / chrF 38.91 / 55.51 -> 38.88 / 55.54 (409 of the 411 references that hold
+  # placeholders hold exactly their source's, so 99.5% is the most there is).
+  config.decoding.keep_placeholders = True
   # A 4k vocabulary: a quarter less work per step than 8k, and more learnt in the
   # same time (validation BLEU 18.3 vs 16.0).
   config.data.vocab_size = 4000

@@ -84,9 +84,12 @@ def default_config() -> ml_collections.ConfigDict:
   # models' beam: oov_penalty > 0 charges each word outside the training transcripts'.
   # Speech: with segment_frames > 0, recordings longer than that many 10 ms frames are
   # cut at pauses into pieces that fit, decoded one by one and joined (0: whole).
+  # Translation: with keep_placeholders, each printf placeholder that the tokenizer holds
+  # as one piece comes out exactly as often as it is in the source (placeholders.py).
   c.decoding = ml_collections.ConfigDict({
       "method": "greedy", "beam_size": 4, "alpha": 0.6, "temperature": 1.0, "top_k": 0,
-      "top_p": 1.0, "ctc_weight": 0.0, "oov_penalty": 0.0, "segment_frames": 0})
+      "top_p": 1.0, "ctc_weight": 0.0, "oov_penalty": 0.0, "segment_frames": 0,
+      "keep_placeholders": False})
   c.num_example_translations = 5  # translation: test examples printed at the end.
   # Optimizer and schedule.
   c.learning_rate = 2e-3

@@ -171,6 +171,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
   if config.decoding.segment_frames > 0 and kind.name != "speech_to_text":
     _fail("decoding.segment_frames", config.decoding.segment_frames,
           f"cuts recordings for the speech kind, not {kind.name} inputs (0: off)")
+  if config.decoding.keep_placeholders and kind.name != "encoder_decoder":
+    _fail("decoding.keep_placeholders", config.decoding.keep_placeholders,
+          f"keeps a source's placeholders in its translation: encoder_decoder models only, "
+          f"not {kind.name}")
   if config.decoding.ctc_weight > 0 and "ctc" not in kind.decode_methods:
     _fail("decoding.ctc_weight", config.decoding.ctc_weight,
           f"{kind.name} models have no CTC head to weigh (0: the decoder alone)")

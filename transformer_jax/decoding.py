@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from transformer_jax import beam_search as beam_lib
 from transformer_jax import ctc_prefix
 from transformer_jax import lexicon as lexicon_lib
+from transformer_jax import placeholders
 from transformer_jax.data.tokenizer import EOS_ID, PAD_ID
 from transformer_jax.models.decoder_lm import DecoderLM
 from transformer_jax.models.speech import SpeechToText
@@ -222,11 +223,13 @@ def unscanned(config: TransformerConfig, params) -> tuple[TransformerConfig, Any
 
 def translate(params, inputs_BS: Array, rng: Array | None, *, config: TransformerConfig,
               options: DecodeOptions, max_length: int, vocab_limit: int | None = None,
-              cached: bool = True) -> Array:
-  """Target ids [B, max_length] for source ids [B, S] (zero-padded); jit-able."""
+              cached: bool = True, placeholder_ids: tuple[int, ...] = ()) -> Array:
+  """Target ids [B, max_length] for source ids [B, S] (zero-padded); jit-able. With
+  `placeholder_ids` (placeholders.piece_ids) each of those pieces comes out exactly as
+  often as it is in the source (where the translation ends within max_length)."""
   return _encode_decode(EncoderDecoder, params, inputs_BS, rng, config=config,
                         options=options, max_length=max_length, vocab_limit=vocab_limit,
-                        cached=cached)
+                        cached=cached, placeholder_ids=placeholder_ids)
 
 
 def transcribe(params, features_BTF: Array, rng: Array | None, *, config: TransformerConfig,
@@ -275,15 +278,24 @@ def ctc_greedy(params, features_BTF: Array, *, config: TransformerConfig, max_le
 def _encode_decode(model_type: type, params, inputs: Array, rng: Array | None, *,
                    config: TransformerConfig, options: DecodeOptions, max_length: int,
                    vocab_limit: int | None, cached: bool,
-                   lexicon: lexicon_lib.Tables | None = None) -> Array:
+                   lexicon: lexicon_lib.Tables | None = None,
+                   placeholder_ids: tuple[int, ...] = ()) -> Array:
   """An encoder-decoder's output ids: the encoder once, then the decoder's loop."""
   config, params = unscanned(config, params)
   b = inputs.shape[0]
   source = encode(config, params, inputs, model_type)
   mask = vocab_mask(vocab_limit)
+
+  def keeping_placeholders(step_fn, cache, rows: int):
+    if not placeholder_ids:
+      return step_fn, cache
+    owed = jnp.repeat(placeholders.source_counts(inputs, placeholder_ids), rows // b, axis=0)
+    return placeholders.step_fn(step_fn, placeholder_ids, EOS_ID), (cache, owed)
+
   if options.method == "beam":
     k = options.beam_size
     step_fn, cache = start_state(config, params, b * k, max_length, source.repeat(k), cached)
+    step_fn, cache = keeping_placeholders(step_fn, cache, b * k)
     normalized = options.ctc_weight > 0 or lexicon is not None
     if options.ctc_weight > 0:
       step_fn, cache = _joint_ctc(step_fn, cache, config, params, source, options, mask)
@@ -296,6 +308,7 @@ def _encode_decode(model_type: type, params, inputs: Array, rng: Array | None, *
                                        eos_id=EOS_ID, mask_logits=mask, normalized=normalized)
     return seqs_BKL[:, 0]
   step_fn, cache = start_state(config, params, b, max_length, source, cached)
+  step_fn, cache = keeping_placeholders(step_fn, cache, b)
   return sample_loop(step_fn, cache, batch_size=b, max_length=max_length, rng=rng,
                      mask_logits=mask, **_sampling_args(options))
 

@@ -17,7 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from transformer_jax import checkpoint_params, kinds, lexicon, quant, sharding
+from transformer_jax import checkpoint_params, kinds, lexicon, placeholders, quant, sharding
 from transformer_jax import config as config_lib
 from transformer_jax import programs as programs_lib
 from transformer_jax.data import pipeline
@@ -104,6 +104,8 @@ def load_run(workdir: str, *, tool: str, step: int = -1,
         words, tokenizer, EOS_ID,
         config_lib.model_config(config, tokenizer.vocab_size).vocab_size,
         config.decoding.oov_penalty)
+  if config.decoding.keep_placeholders and kind.name == "encoder_decoder":
+    decode_kwargs["placeholder_ids"] = placeholders.piece_ids(tokenizer)
   progs = programs_lib.build(config, sharding.make_mesh(config),
                              tokenizer.vocab_size if tokenizer else 0, num_classes, decode_kwargs)
   params, step = checkpoint_params.restore_params(workdir, step, progs.abstract_state.params)

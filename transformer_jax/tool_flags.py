@@ -15,7 +15,7 @@ class BadInput(ValueError):
 
 
 _DECODING_FLAGS = ("method", "beam_size", "alpha", "temperature", "top_k", "top_p",
-                   "ctc_weight", "oov_penalty", "segment_frames")
+                   "ctc_weight", "oov_penalty", "segment_frames", "keep_placeholders")
 
 
 def define_common(tool: str) -> None:
@@ -32,6 +32,10 @@ def define_common(tool: str) -> None:
   if "beam" in methods:
     flags.DEFINE_integer("beam_size", None, "Beams (method=beam).")
     flags.DEFINE_float("alpha", None, "Length penalty ((5 + len) / 6) ** alpha (method=beam).")
+  if tool == "translate":
+    flags.DEFINE_boolean("keep_placeholders", None, "Each printf placeholder of a source comes "
+                         "out exactly as often in its translation (default: the run's "
+                         "config.decoding.keep_placeholders).")
   if "beam" in methods and "ctc" in methods:
     flags.DEFINE_float("ctc_weight", None, "Weight of the CTC head's prefix scores in the beam "
                        "(method=beam; 0: the decoder alone).")

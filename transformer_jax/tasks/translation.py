@@ -8,7 +8,7 @@ import time
 
 import jax
 
-from transformer_jax import evaluation
+from transformer_jax import evaluation, placeholders
 from transformer_jax.data import pipeline, sources
 from transformer_jax.tasks import base
 
@@ -36,6 +36,12 @@ class TranslationTask(base.TaskBase):
     self.vocab_size = self.tokenizer.vocab_size
     if is_writer:
       self._say_long_pairs()
+
+  def decode_kwargs(self) -> dict:
+    """The placeholder pieces whose counts decoding keeps (decoding.keep_placeholders)."""
+    if not self.config.decoding.keep_placeholders:
+      return {}
+    return {"placeholder_ids": placeholders.piece_ids(self.tokenizer)}
 
   def _say_long_pairs(self) -> None:
     """Pairs longer than max_target_length tokens are left out of eval/loss, and their
