@@ -104,8 +104,7 @@ def load_run(workdir: str, *, tool: str, step: int = -1,
         words, tokenizer, EOS_ID,
         config_lib.model_config(config, tokenizer.vocab_size).vocab_size,
         config.decoding.oov_penalty)
-  if config.decoding.keep_placeholders and kind.name == "encoder_decoder":
-    decode_kwargs["placeholder_ids"] = placeholders.piece_ids(tokenizer)
+  decode_kwargs.update(placeholders.decode_kwargs(config, tokenizer))  # translation only.
   progs = programs_lib.build(config, sharding.make_mesh(config),
                              tokenizer.vocab_size if tokenizer else 0, num_classes, decode_kwargs)
   params, step = checkpoint_params.restore_params(workdir, step, progs.abstract_state.params)

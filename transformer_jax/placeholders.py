@@ -31,6 +31,14 @@ def piece_ids(tokenizer: Tokenizer) -> tuple[int, ...]:
   return tuple(i for i, p in enumerate(pieces) if PLACEHOLDER_RE.fullmatch(p))
 
 
+def decode_kwargs(config, tokenizer: Tokenizer) -> dict:
+  """What the translation decoder takes for config.decoding.keep_placeholders: the ids
+  of the pieces it counts, or nothing."""
+  if not config.decoding.keep_placeholders:
+    return {}
+  return {"placeholder_ids": piece_ids(tokenizer)}
+
+
 def source_counts(inputs_BS: Array, ids: Sequence[int]) -> Array:
   """[B, P] int32: how often each placeholder piece of `ids` occurs in each source row."""
   ids_P = jnp.asarray(ids, jnp.int32)

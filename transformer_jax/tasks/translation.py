@@ -39,9 +39,7 @@ class TranslationTask(base.TaskBase):
 
   def decode_kwargs(self) -> dict:
     """The placeholder pieces whose counts decoding keeps (decoding.keep_placeholders)."""
-    if not self.config.decoding.keep_placeholders:
-      return {}
-    return {"placeholder_ids": placeholders.piece_ids(self.tokenizer)}
+    return placeholders.decode_kwargs(self.config, self.tokenizer)
 
   def _say_long_pairs(self) -> None:
     """Pairs longer than max_target_length tokens are left out of eval/loss, and their
