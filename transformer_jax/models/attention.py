@@ -118,18 +118,13 @@ class MultiHeadAttention(nn.Module):
     if self.attention != "xla" or self.is_mutable_collection("intermediates"):
       return self._attend(q_BLHK, k_BHKS.transpose(0, 3, 1, 2), v_BHSK.transpose(0, 2, 1, 3),
                           mask_B1LS)
-    q_BHLK = (q_BLHK / jnp.sqrt(self.head_dim).astype(self.dtype)).transpose(0, 2, 1, 3)
-    logits_BHLS = jnp.einsum("BHLK,BHKS->BHLS", q_BHLK, k_BHKS).astype(jnp.float32)
-    probs_BHLS = self._masked_softmax(logits_BHLS, mask_B1LS)
-    probs_BHLS = Dropout(self.dropout_rate)(probs_BHLS, deterministic=self.deterministic)
-    out_BHLK = jnp.einsum("BHLS,BHSK->BHLK", probs_BHLS.astype(self.dtype), v_BHSK)
-    return out_BHLK.transpose(0, 2, 1, 3)
+    return self._xla_attention(q_BLHK, k_BHKS, v_BHSK, mask_B1LS, "BHKS", "BHSK")
 
-  def _probs(self, q_BLHK, k_BSHK, mask_B1LS):
+  def _probs(self, q_BLHK, k, mask_B1LS, k_layout: str = "BSHK"):
     """Attention weights [B, H, L, S] in float32: each query's softmax over the keys it
-    may see; zeros for a query that sees none (padding)."""
+    may see; zeros for a query that sees none (padding). `k_layout`: the keys' axes."""
     q_BLHK = q_BLHK / jnp.sqrt(self.head_dim).astype(self.dtype)
-    logits_BHLS = jnp.einsum("BLHK,BSHK->BHLS", q_BLHK, k_BSHK).astype(jnp.float32)
+    logits_BHLS = jnp.einsum(f"BLHK,{k_layout}->BHLS", q_BLHK, k).astype(jnp.float32)
     return self._masked_softmax(logits_BHLS, mask_B1LS)
 
   @staticmethod
@@ -141,10 +136,11 @@ class MultiHeadAttention(nn.Module):
       probs_BHLS = jnp.where(mask_B1LS, probs_BHLS, 0.0)
     return probs_BHLS
 
-  def _xla_attention(self, q_BLHK, k_BSHK, v_BSHK, mask_B1LS):
-    probs_BHLS = self._probs(q_BLHK, k_BSHK, mask_B1LS)
+  def _xla_attention(self, q_BLHK, k, v, mask_B1LS, k_layout: str = "BSHK",
+                     v_layout: str = "BSHK"):
+    probs_BHLS = self._probs(q_BLHK, k, mask_B1LS, k_layout)
     probs_BHLS = Dropout(self.dropout_rate)(probs_BHLS, deterministic=self.deterministic)
-    return jnp.einsum("BHLS,BSHK->BLHK", probs_BHLS.astype(self.dtype), v_BSHK)
+    return jnp.einsum(f"BHLS,{v_layout}->BLHK", probs_BHLS.astype(self.dtype), v)
 
   def _dot_product_attention(self, q_BLHK, k_BSHK, v_BSHK, mask_B1LS):
     if self.dropout_rate > 0 and not self.deterministic:
