@@ -9,7 +9,7 @@ _STARTED = time.monotonic()  # before the heavy imports: time/startup counts the
 
 import os  # noqa: E402
 
-from transformer_jax import hugepages  # noqa: E402 (standard library only)
+from transformer_jax.train import hugepages  # noqa: E402 (standard library only)
 
 # Before anything heavy: with malloc on transparent huge pages the train step takes 13x
 # fewer page faults (hugepages.py). Starts this command again, once, where it helps.
@@ -37,13 +37,13 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   # Imported here so that --help and flag errors stay fast.
   from transformer_jax import config as config_lib  # pylint: disable=import-outside-toplevel
-  from transformer_jax import trainer  # pylint: disable=import-outside-toplevel
-  from transformer_jax.checkpoint import CheckpointError  # pylint: disable=import-outside-toplevel
-  from transformer_jax.data.sources import CorpusError  # pylint: disable=import-outside-toplevel
+  from transformer_jax.train import loop as trainer  # pylint: disable=import-outside-toplevel
+  from transformer_jax.checkpoint.manager import CheckpointError  # pylint: disable=import-outside-toplevel
+  from transformer_jax.kinds.translation.corpus import CorpusError  # pylint: disable=import-outside-toplevel
   from transformer_jax.data.tokenizer import TokenizerError  # pylint: disable=import-outside-toplevel
   from transformer_jax.errors import NumericalError  # pylint: disable=import-outside-toplevel
 
-  from transformer_jax import cli  # pylint: disable=import-outside-toplevel
+  from transformer_jax.tools import cli  # pylint: disable=import-outside-toplevel
 
   config_path = flags.FLAGS["config"].config_filename
   if not os.path.isfile(config_path.split(":", 1)[0]):
@@ -66,5 +66,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from transformer_jax import cli  # noqa: E402 (light: absl only)
+  from transformer_jax.tools import cli  # noqa: E402 (light: absl only)
   app.run(main, flags_parser=cli.parse_flags)

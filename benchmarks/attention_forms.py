@@ -24,7 +24,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from transformer_jax import flops
+from transformer_jax.observe import flops
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/base.py", "Config file.")
 _ROUNDS = flags.DEFINE_integer("rounds", 7, "Timed rounds of 30 calls each.")

@@ -21,8 +21,8 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from transformer_jax import beam_search, decoding
-from transformer_jax import config as config_lib
+from transformer_jax.decode import beam as beam_search, search as decoding
+from transformer_jax.models import config as models_config
 from transformer_jax.models.transformer import EncoderDecoder
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/base.py", "Config file.")
@@ -59,7 +59,7 @@ def _time(fn, *args) -> float:
 
 def main(_):
   config = _CONFIG.value
-  model_config = config_lib.model_config(config, config.data.vocab_size).replace(
+  model_config = models_config.model_config(config, config.data.vocab_size).replace(
       deterministic=True)
   b, length = _BATCH.value, _LENGTH.value
   rng = np.random.default_rng(0)

@@ -18,9 +18,10 @@ import jax
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
-
-from transformer_jax import config as config_lib
-from transformer_jax import kinds, objectives, programs, sharding
+from transformer_jax import kinds
+from transformer_jax.metrics import objectives
+from transformer_jax.train import programs
+from transformer_jax.parallel import sharding
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/base.py", "Config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None,
@@ -36,7 +37,7 @@ def _tokens(batch: dict) -> int:
 
 def main(_):
   config = _CONFIG.value
-  config_lib.validate(config, jax.device_count())
+  kinds.validate(config, jax.device_count())
   workdir = _WORKDIR.value or tempfile.mkdtemp(prefix="input_pipeline_")
   os.makedirs(workdir, exist_ok=True)
   kind = kinds.get(config.model.kind)

@@ -12,7 +12,7 @@ update costs more than inside the train step, where XLA fuses it (and the clippi
 norm) with the passes that make the gradients: read it as an upper bound (BUILD_NOTES).
 """
 
-from transformer_jax import hugepages
+from transformer_jax.train import hugepages
 
 hugepages.reexec()  # as train.py does.
 
@@ -22,7 +22,9 @@ import optax
 from absl import app, flags
 from ml_collections import config_flags
 
-from transformer_jax import flops, optim, programs, sharding
+from transformer_jax.observe import flops
+from transformer_jax.train import optim, programs
+from transformer_jax.parallel import sharding
 
 from best_of import best_seconds  # benchmarks/best_of.py
 

@@ -24,11 +24,14 @@ import optax
 from absl import app, flags
 
 from transformer_jax import config as config_lib
-from transformer_jax import decoding
-from transformer_jax.data import speech_pipeline, speech_splits, tokenizer as tokenizer_lib
-from transformer_jax.data.speech import normalize
+
+from transformer_jax.models import config as models_config
+from transformer_jax.decode import search as decoding
+from transformer_jax.kinds.speech import pipeline as speech_pipeline, splits as speech_splits
+from transformer_jax.data import tokenizer as tokenizer_lib
+from transformer_jax.kinds.speech.corpus import normalize
 from transformer_jax.models.speech import SpeechToText
-from transformer_jax.tasks.speech import CACHE_DIR
+from transformer_jax.kinds.speech.task import CACHE_DIR
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A speech train.py workdir with its cache.",
                                required=True)
@@ -58,7 +61,7 @@ def main(argv):
   n = len(use) - _EVAL.value
   print(f"{n} training + {_EVAL.value} held-back utterances; {_TYPE.value} labels, "
         f"{tok.vocab_size} pieces", flush=True)
-  cfg = config_lib.model_config(config, tok.vocab_size).replace(ctc_weight=1.0,
+  cfg = models_config.model_config(config, tok.vocab_size).replace(ctc_weight=1.0,
                                                                 deterministic=True)
   model = SpeechToText(cfg)
   params = model.init(jax.random.key(0), inputs[:2], targets[:2])["params"]

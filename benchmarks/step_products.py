@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from absl import app, flags
 from ml_collections import config_flags
 
-from transformer_jax import flops
+from transformer_jax.observe import flops
 
 from best_of import best_seconds  # benchmarks/best_of.py
 

@@ -18,7 +18,7 @@ import re
 import tempfile
 import time
 
-from transformer_jax import hugepages
+from transformer_jax.train import hugepages
 
 hugepages.reexec()  # as train.py does.
 
@@ -26,8 +26,9 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from transformer_jax import config as config_lib
-from transformer_jax import programs, sharding
+from transformer_jax import kinds
+from transformer_jax.train import programs
+from transformer_jax.parallel import sharding
 
 from synthetic import synthetic_batch  # benchmarks/synthetic.py
 
@@ -52,7 +53,7 @@ def _ops_with_products(hlo: str) -> set[str]:
 
 def main(_):
   config = _CONFIG.value
-  config_lib.validate(config, jax.device_count())
+  kinds.validate(config, jax.device_count())
   vocab_size = config.data.vocab_size
   progs = programs.build(config, sharding.make_mesh(config), vocab_size,
                          max(config.model.num_classes, 2))

@@ -17,7 +17,7 @@ logs against is printed beside it.
 import itertools
 import time
 
-from transformer_jax import hugepages
+from transformer_jax.train import hugepages
 
 hugepages.reexec()  # as train.py does (TRANSFORMER_JAX_HUGEPAGES=0: without).
 
@@ -26,8 +26,10 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from transformer_jax import config as config_lib
-from transformer_jax import flops, programs, sharding
+from transformer_jax import kinds
+from transformer_jax.observe import flops
+from transformer_jax.train import programs
+from transformer_jax.parallel import sharding
 
 from synthetic import synthetic_batch  # benchmarks/synthetic.py
 
@@ -45,7 +47,7 @@ _SWEEP_MODELS = flags.DEFINE_list("sweep_models", ["256:1024:3:3", "512:2048:3:3
 
 def time_step(config, vocab_size: int, steps: int) -> dict:
   """Compile seconds, seconds per step, token slots per step and model FLOPs per step."""
-  config_lib.validate(config, jax.device_count())
+  kinds.validate(config, jax.device_count())
   num_classes = max(config.model.num_classes, 2)
   progs = programs.build(config, sharding.make_mesh(config), vocab_size, num_classes)
   state = progs.init_state(jax.random.key(0))

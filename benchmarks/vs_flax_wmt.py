@@ -26,7 +26,7 @@ import os
 import statistics
 import time
 
-from transformer_jax import hugepages
+from transformer_jax.train import hugepages
 
 hugepages.reexec()  # as train.py does, for both models (TRANSFORMER_JAX_HUGEPAGES=0: without).
 
@@ -39,7 +39,11 @@ from flax.training import train_state
 from ml_collections import config_flags
 
 from transformer_jax import config as config_lib
-from transformer_jax import flops, programs, sharding
+
+from transformer_jax import kinds
+from transformer_jax.observe import flops
+from transformer_jax.train import programs
+from transformer_jax.parallel import sharding
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/base.py", "Config file.")
 _WMT_SHAPE = flags.DEFINE_bool(
@@ -112,7 +116,7 @@ def main(_):
     config.per_device_batch_size, config.global_batch_size = 32, 0
     config.model.positions = "sinusoidal"  # the example's (configs/base.py: rotary).
   config.model.dropout_rate = config.model.attention_dropout_rate = _DROPOUT.value
-  config_lib.validate(config, jax.device_count())
+  kinds.validate(config, jax.device_count())
   m, vocab = config.model, config.data.vocab_size
   if m.kind != "encoder_decoder" or m.num_encoder_layers != m.num_decoder_layers:
     raise app.UsageError("needs an encoder_decoder config with as many encoder as decoder layers")

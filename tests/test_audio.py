@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import skip_without
-from transformer_jax.data import audio
+from transformer_jax.kinds.speech import audio
 
 
 def _tone(hz, rate, seconds=1.0, amplitude=0.5):

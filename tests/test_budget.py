@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 
 from conftest import excerpt, tiny_config, train_tiny, write_parallel_tsv
-from transformer_jax import budget, checkpoint, optim
+from transformer_jax.train import budget, optim
+from transformer_jax.checkpoint import manager as checkpoint
 from transformer_jax import config as config_lib
+from transformer_jax import kinds
 from transformer_jax.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -168,7 +170,7 @@ def test_a_budget_is_checked_with_the_config_and_a_damaged_record_is_named(tmp_p
   c = config_lib.default_config()
   c.train_budget_seconds = -1.0
   with pytest.raises(ConfigError, match="train_budget_seconds"):
-    config_lib.validate(c)
+    kinds.validate(c)
   c.train_budget_seconds = 60.0
   assert budget.recorded_steps(c, str(tmp_path)) is None  # no record yet.
   (tmp_path / budget.RECORD).write_text('{"train_budget_seconds": 30, "fit_steps": 5}')

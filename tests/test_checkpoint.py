@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from conftest import EN_DE, tiny_config
-from transformer_jax import checkpoint, checkpoint_params, programs, sharding
-from transformer_jax.data import pipeline
+from transformer_jax.checkpoint import manager as checkpoint, params as checkpoint_params
+from transformer_jax.train import programs
+from transformer_jax.parallel import sharding
+from transformer_jax.kinds.translation import pipeline
 from transformer_jax.data import tokenizer as tok
 
 
@@ -139,7 +141,7 @@ def test_load_params_takes_matching_subtrees(tmp_path):
 
 
 def test_small_arrays_are_packed_and_restore_onto_another_mesh(tmp_path, monkeypatch):
-  from transformer_jax import checkpoint_layout
+  from transformer_jax.checkpoint import layout as checkpoint_layout
   monkeypatch.setattr(checkpoint_layout, "PACK_MAX_BYTES", 4096)  # the tiny model's size.
   progs = _programs(**{"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2})
   state = progs.init_state(jax.random.key(3))

@@ -46,7 +46,7 @@ def test_tools_report_a_bad_flag_value_the_same_way(tmp_path):
 
 def test_quiet_orbax_drops_only_the_closed_event_loop_errors():
   code = ("import sys; from absl import logging; logging.set_verbosity(logging.WARNING); "
-          "from transformer_jax import cli; cli.quiet_orbax(); "
+          "from transformer_jax.tools import cli; cli.quiet_orbax(); "
           "sys.excepthook(RuntimeError, RuntimeError('Event loop is closed'), None); "
           "import types; sys.unraisablehook(types.SimpleNamespace(exc_type=RuntimeError, "
           "exc_value=RuntimeError('Event loop is closed'), exc_traceback=None, err_msg=None, "

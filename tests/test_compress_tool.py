@@ -10,7 +10,9 @@ import pytest
 
 from conftest import excerpt, write_parallel_tsv
 from conftest import REPO, TINY, _run
-from transformer_jax import checkpoint_params, inference, quant, sparsity
+from transformer_jax.checkpoint import params as checkpoint_params
+from transformer_jax.tools import loaded_run as inference
+from transformer_jax.compress import quant, sparsity
 
 pytestmark = pytest.mark.slow
 

@@ -7,9 +7,11 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from conftest import tiny_config
-from transformer_jax import compressed, programs, quant, sharding, sparsity
+from transformer_jax.compress import stored as compressed, quant, sparsity
+from transformer_jax.train import programs
+from transformer_jax.parallel import sharding
 from transformer_jax.errors import ConfigError
-from transformer_jax import config as config_lib
+from transformer_jax import kinds
 
 NAMES_AND_CHANNELS = [
     # logical names, shape, the axes one scale spans.
@@ -200,7 +202,7 @@ def test_compressed_storage_round_trips_and_is_small():
 ])
 def test_bad_compression_fields_are_named(field, value, words):
   with pytest.raises(ConfigError, match=words):
-    config_lib.validate(tiny_config(**{field: value}))
+    kinds.validate(tiny_config(**{field: value}))
 
 
 def test_scanned_layers_are_pruned_layer_by_layer():

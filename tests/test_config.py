@@ -4,18 +4,20 @@ import pytest
 
 from conftest import tiny_config
 from transformer_jax import config as config_lib
-from transformer_jax import sharding
+from transformer_jax import kinds
+from transformer_jax.models import config as models_config
+from transformer_jax.parallel import sharding
 
 
 def _error(num_devices=8, **overrides):
   with pytest.raises(config_lib.ConfigError) as e:
-    config_lib.validate(tiny_config(**overrides), num_devices)
+    kinds.validate(tiny_config(**overrides), num_devices)
   return str(e.value)
 
 
 def test_default_and_base_configs_are_valid():
-  config_lib.validate(config_lib.default_config(), 1)
-  config_lib.validate(tiny_config(), 8)
+  kinds.validate(config_lib.default_config(), 1)
+  kinds.validate(tiny_config(), 8)
 
 
 @pytest.mark.parametrize("field,value,expected", [
@@ -40,12 +42,12 @@ def test_default_and_base_configs_are_valid():
     ("decoding.top_k", -1, "config.decoding.top_k=-1"),
     ("decoding.ctc_weight", 1.0, "config.decoding.ctc_weight=1.0: must be in [0, 1)"),
     ("decoding.ctc_weight", 0.3,
-     "config.decoding.ctc_weight=0.3: encoder_decoder models have no CTC head"),
+     "config.decoding.ctc_weight=0.3: encoder_decoder models do not read it"),
     ("decoding.oov_penalty", -1.0, "config.decoding.oov_penalty=-1.0: must be >= 0"),
     ("decoding.oov_penalty", 2.0,
-     "config.decoding.oov_penalty=2.0: the word list is the speech kind's"),
+     "config.decoding.oov_penalty=2.0: encoder_decoder models do not read it"),
     ("decoding.segment_frames", 480,
-     "config.decoding.segment_frames=480: cuts recordings for the speech kind"),
+     "config.decoding.segment_frames=480: encoder_decoder models do not read it"),
     ("decoding.segment_frames", 50, "config.decoding.segment_frames=50: must be 0"),
     ("num_eval_bleu_examples", -5, "config.num_eval_bleu_examples=-5"),
 ])
@@ -87,14 +89,14 @@ def test_the_beams_speech_options_leave_other_methods_alone():
                "data.tokenizer_type": "char", "decoding.ctc_weight": 0.3,
                "decoding.oov_penalty": 2.0}
   for method in ("beam", "greedy", "ctc"):  # like beam_size and alpha, ignored off the beam
-    config_lib.validate(tiny_config(**overrides, **{"decoding.method": method}), 8)
+    kinds.validate(tiny_config(**overrides, **{"decoding.method": method}), 8)
 
 
 def test_mesh_is_checked_against_devices():
   c = tiny_config()
   c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 3, 3, 1
   with pytest.raises(config_lib.ConfigError, match=r"config.mesh=.*data \* fsdp \* tensor is 9, but there are 8 devices"):
-    config_lib.validate(c, 8)
+    kinds.validate(c, 8)
   c.mesh.data, c.mesh.fsdp = -1, 2
   assert sharding.mesh_shape(c, 8) == (4, 2, 1)
   c.mesh.fsdp = 3
@@ -125,24 +127,24 @@ def test_sharded_sizes_must_divide(field, value, rules, expected):
   c = tiny_config(logical_axis_rules=rules, **{field: value, "model.qkv_dim": 32})
   c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, 2, 4
   with pytest.raises(config_lib.ConfigError) as e:
-    config_lib.validate(c, 8)
+    kinds.validate(c, 8)
   assert expected in str(e.value) and "config.mesh=" in str(e.value)
 
 
 def test_rule_overrides_replace_preset_entries():
   c = tiny_config(logical_axis_rules="fsdp_tensor",
                   logical_axis_rule_overrides=(("vocab", None), ("embed", ("fsdp", "data"))))
-  config_lib.validate(c, 8)
+  kinds.validate(c, 8)
   rules = dict(sharding.logical_axis_rules(c))
   assert rules["vocab"] is None and rules["embed"] == ("fsdp", "data")
   assert rules["mlp"] == "tensor"  # untouched entries keep the preset's value.
   bad = tiny_config(logical_axis_rule_overrides=(("vocab", "model"),))
   with pytest.raises(config_lib.ConfigError, match="config.logical_axis_rule_overrides"):
-    config_lib.validate(bad)
+    kinds.validate(bad)
 
 
 def test_model_config_derivation():
-  m = config_lib.model_config(tiny_config(), vocab_size=321)
+  m = models_config.model_config(tiny_config(), vocab_size=321)
   assert m.vocab_size == 384  # padded to a multiple of 128 so that it shards evenly.
   assert m.head_dim == 16 and not m.decode and not m.deterministic
   assert m.replace(decode=True).decode and not m.decode
@@ -156,7 +158,7 @@ def test_a_saved_config_round_trips_and_unknown_fields_are_named(tmp_path):
   loaded = config_lib.from_json(str(path))
   assert loaded.decoding.method == "beam" and loaded.model.emb_dim == 48
   assert dict(sharding.logical_axis_rules(loaded)) == dict(sharding.logical_axis_rules(c))
-  config_lib.validate(loaded, 8)
+  kinds.validate(loaded, 8)
   path.write_text('{"model": {"emb_dimension": 3}}', encoding="utf-8")
   with pytest.raises(config_lib.ConfigError, match="unknown field config.model.emb_dimension"):
     config_lib.from_json(str(path))
@@ -167,7 +169,7 @@ def test_a_saved_config_round_trips_and_unknown_fields_are_named(tmp_path):
 def test_best_checkpoint_metric_must_be_one_the_kind_logs():
   # The translation run logs eval/bleu only when it translates validation sentences.
   assert "config.best_checkpoint_metric='eval/bleu'" in _error(best_checkpoint_metric="eval/bleu")
-  config_lib.validate(tiny_config(best_checkpoint_metric="eval/bleu", num_eval_bleu_examples=8))
+  kinds.validate(tiny_config(best_checkpoint_metric="eval/bleu", num_eval_bleu_examples=8))
   message = _error(**{"best_checkpoint_metric": "eval/f1", "model.kind": "decoder_lm",
                       "data.source": "python_stdlib"})
   assert "a 'decoder_lm' run logs ('eval/loss', 'eval/perplexity', 'eval/accuracy')" in message
@@ -178,7 +180,7 @@ def test_each_kind_offers_its_own_decoding_methods():
   lm = {"model.kind": "decoder_lm", "data.source": "python_stdlib"}
   assert "config.decoding.method='beam': is not offered for decoder_lm" in _error(
       **lm, **{"decoding.method": "beam"})
-  config_lib.validate(tiny_config(**lm, **{"decoding.method": "sample"}), 8)
+  kinds.validate(tiny_config(**lm, **{"decoding.method": "sample"}), 8)
 
 
 def test_kind_specific_fields_are_checked_by_the_kind():

@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from transformer_jax import beam_search, ctc_prefix
+from transformer_jax.decode import beam as beam_search, ctc_prefix
 
 
 def _collapse(path):

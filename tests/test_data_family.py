@@ -13,8 +13,8 @@ import pytest
 from stream_checks import (assert_process_split_invariant, assert_resumes, in_hash_order,
                            split_config)
 
-from transformer_jax.data import labelled_text as lt
-from transformer_jax.data import lm_text
+from transformer_jax.kinds.classification import labelled_text as lt
+from transformer_jax.kinds.language_model import text as lm_text
 from transformer_jax.data import tokenizer as tok
 from transformer_jax.data.splits import SPLITS, CorpusError, split_of
 

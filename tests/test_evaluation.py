@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from transformer_jax import evaluation, objectives, steps
+from transformer_jax.metrics import scores as evaluation, objectives
+from transformer_jax.metrics import summaries
 
 
 def test_translation_scores_and_signatures():
@@ -42,7 +43,7 @@ def test_confusion_from_logits_skips_padding_rows():
   m = objectives.classification_metrics(logits, labels, with_confusion=True)
   np.testing.assert_array_equal(m["confusion_sum"], [[1, 0, 0], [0, 0, 0], [0, 1, 1]])
   assert float(m["weight_sum"]) == 3 and float(m["correct_sum"]) == 2
-  summary = steps.summarize(m)
+  summary = summaries.summarize(m)
   assert summary["accuracy"] == pytest.approx(2 / 3)
   assert summary["f1"] == pytest.approx(evaluation.classification_scores(
       m["confusion_sum"])["f1"])

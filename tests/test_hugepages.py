@@ -8,14 +8,14 @@ import sys
 
 import pytest
 
-from transformer_jax import hugepages
+from transformer_jax.train import hugepages
 
-SHOW = ("from transformer_jax import hugepages; hugepages.reexec(); import os; "
+SHOW = ("from transformer_jax.train import hugepages; hugepages.reexec(); import os; "
         "print(os.environ.get('GLIBC_TUNABLES'), hugepages.active())")
 # 20 blocks of 64 MiB through malloc, each written and freed: the minor page faults taken.
 FAULTS = """
 import ctypes, resource
-from transformer_jax import hugepages
+from transformer_jax.train import hugepages
 hugepages.reexec()
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import excerpt, tiny_config, write_parallel_tsv
 from test_nonfinite import _digest, _train
-from transformer_jax import memory
+from transformer_jax.parallel import memory
 
 
 def _compiled_matmul(n):

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, PartitionSpec as P
 
-from transformer_jax import decoding, sharding
-from transformer_jax.decoding import DecodeOptions
+from transformer_jax.decode import search as decoding
+from transformer_jax.parallel import sharding
+from transformer_jax.decode.search import DecodeOptions
 from transformer_jax.models import attention, layers
 from transformer_jax.models.classifier import EncoderClassifier
 from transformer_jax.models.decoder_lm import DecoderLM

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from conftest import EN_DE
-from transformer_jax.data import pipeline, streams
+from transformer_jax.kinds.translation import pipeline
+from transformer_jax.data import streams
 from transformer_jax.data import tokenizer as tok
 
 

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from transformer_jax import beam_search, decoding, placeholders
+from transformer_jax.decode import beam as beam_search, search as decoding, placeholders
 from transformer_jax import config as config_lib
+from transformer_jax import kinds
 from transformer_jax.data import tokenizer as tok
-from transformer_jax.decoding import DecodeOptions
+from transformer_jax.decode.search import DecodeOptions
 from transformer_jax.models.transformer import EncoderDecoder, TransformerConfig
 
 # A toy vocabulary: 0 pad, 1 EOS, 2-4 words, 5 and 6 placeholders. The step function's
@@ -105,6 +106,6 @@ def test_piece_ids_are_the_tokenizers_whole_placeholders():
 
 def test_only_translation_keeps_placeholders():
   with pytest.raises(config_lib.ConfigError, match="config.decoding.keep_placeholders=True"):
-    config_lib.validate(tiny_config(**{"model.kind": "decoder_lm", "data.source": "python_stdlib",
+    kinds.validate(tiny_config(**{"model.kind": "decoder_lm", "data.source": "python_stdlib",
                                        "decoding.keep_placeholders": True}), 8)
-  config_lib.validate(tiny_config(**{"decoding.keep_placeholders": True}), 8)
+  kinds.validate(tiny_config(**{"decoding.keep_placeholders": True}), 8)

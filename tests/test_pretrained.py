@@ -17,7 +17,8 @@ from flax import traverse_util
 
 import hf_folders
 from conftest import skip_without
-from transformer_jax import decoding, pretrained
+from transformer_jax.decode import search as decoding
+from transformer_jax import pretrained
 from transformer_jax.data import hf_tokenizer
 from transformer_jax.data.tokenizer import TokenizerError
 from transformer_jax.embed import embed
@@ -256,7 +257,8 @@ def test_a_loaded_model_shards_over_the_mesh_like_ours(tmp_path):
   shardings of our logical rules, and the sharded model gives the unsharded logits."""
   import jax  # pylint: disable=import-outside-toplevel
   from conftest import tiny_config  # pylint: disable=import-outside-toplevel
-  from transformer_jax import programs, sharding  # pylint: disable=import-outside-toplevel
+  from transformer_jax.train import programs  # pylint: disable=import-outside-toplevel
+  from transformer_jax.parallel import sharding
   path = hf_folders.bert_folder(tmp_path / "bert", WORDS, labels=["a", "b", "c"])
   model, params, _ = pretrained.load_hf(path)
   config = tiny_config(**{"model.kind": "encoder_classifier", "data.source": "files",

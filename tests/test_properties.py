@@ -7,9 +7,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import tiny_config
-from transformer_jax import cli
+from transformer_jax.tools import cli
 from transformer_jax import config as config_lib
-from transformer_jax.data import labelled_text, sources
+from transformer_jax import kinds
+from transformer_jax.kinds.classification import labelled_text
+from transformer_jax.kinds.translation import corpus as sources
 from transformer_jax.data.splits import CorpusError
 from transformer_jax.errors import ConfigError
 
@@ -58,7 +60,7 @@ def test_config_overrides_of_arbitrary_text_are_named_or_checked(name, value, fi
   except (TypeError, ValueError):
     return
   try:
-    config_lib.validate(config)
+    kinds.validate(config)
   except ConfigError as e:
     assert str(e).startswith("config.")
 

@@ -10,7 +10,7 @@ import pytest
 from matplotlib.image import AxesImage
 
 from conftest import _metrics, _run, excerpt, train_tiny, write_parallel_tsv
-from transformer_jax import inference
+from transformer_jax.tools import loaded_run as inference
 from transformer_jax.report import attention, plots, runs
 
 pytestmark = pytest.mark.slow

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from transformer_jax.data import audio, segments, speech_splits
+from transformer_jax.kinds.speech import audio, segments, splits as speech_splits
 
 
 def _speech_with_pauses(words, pause_s, seed=0):

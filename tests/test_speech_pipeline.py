@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from transformer_jax.data import audio, speech_pipeline, speech_splits
+from transformer_jax.kinds.speech import audio, pipeline as speech_pipeline, splits as speech_splits
 from transformer_jax.data.tokenizer import Tokenizer, train_tokenizer
 
 TEXTS = ["open the file", "close the window", "save all", "print the page now", "quit",

@@ -7,8 +7,11 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from transformer_jax import config as config_lib
-from transformer_jax import decoding, programs, sharding
+from transformer_jax import kinds
+from transformer_jax.models import config as models_config
+from transformer_jax.decode import search as decoding
+from transformer_jax.train import programs
+from transformer_jax.parallel import sharding
 from transformer_jax.errors import ConfigError
 from transformer_jax.models.transformer import EncoderDecoder, unstack_layers
 
@@ -59,11 +62,11 @@ def test_accumulated_micro_batches_make_the_one_big_batch_update():
 def test_accumulation_steps_must_split_the_batch_over_its_shards():
   config = _mesh_config(gradient_accumulation_steps=3)
   with pytest.raises(ConfigError, match="gradient_accumulation_steps"):
-    config_lib.validate(config, 8)
+    kinds.validate(config, 8)
   # 16 rows / 8 = 2-row micro-batches do not divide over the 4 data x fsdp shards.
   config = _mesh_config(gradient_accumulation_steps=8)
   with pytest.raises(ConfigError, match="global_batch_size / gradient_accumulation_steps"):
-    config_lib.validate(config, 8)
+    kinds.validate(config, 8)
 
 
 def _stack(params):
@@ -84,7 +87,7 @@ def test_scanned_layers_compute_what_the_unscanned_layers_compute(remat):
   config = tiny_config(**{"model.remat": remat, "model.num_encoder_layers": 3,
                           "model.num_decoder_layers": 2, "model.dropout_rate": 0.0,
                           "model.attention_dropout_rate": 0.0})
-  cfg = config_lib.model_config(config, 64)
+  cfg = models_config.model_config(config, 64)
   batch = _batch(4, 16)
   unscanned, scanned = EncoderDecoder(cfg), EncoderDecoder(cfg.replace(scan_layers=True))
   params = jax.device_get(unscanned.init(jax.random.key(0), batch["inputs"],

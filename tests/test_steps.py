@@ -7,8 +7,11 @@ import optax
 import pytest
 
 from conftest import tiny_config
+from transformer_jax.metrics import summaries
 from transformer_jax import config as config_lib
-from transformer_jax import objectives, optim, programs, sharding, steps
+from transformer_jax.metrics import objectives
+from transformer_jax.train import optim, programs, steps
+from transformer_jax.parallel import sharding
 
 
 def test_label_smoothed_loss_matches_explicit_soft_targets():
@@ -122,5 +125,5 @@ def test_eval_step_counts_only_real_tokens():
     m = jax.device_get(progs.eval_step(state.params,
                                        sharding.global_batch(b, progs.batch_sharding)))
   assert m["weight_sum"] == (b["targets"] > 0).sum()
-  s = steps.summarize(m)
+  s = summaries.summarize(m)
   assert 0 <= s["accuracy"] <= 1 and s["perplexity"] == pytest.approx(np.exp(s["nll"]), rel=1e-5)

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from transformer_jax import timing
+from transformer_jax.observe import timing
 
 
 def test_phases_add_up_to_the_total_and_name_unknown_phases():

@@ -7,8 +7,8 @@ import pytest
 
 from conftest import EN_DE, REPO, TINY, _metrics, _run
 from transformer_jax import config as config_lib
-from transformer_jax import evaluation
-from transformer_jax.data import sources
+from transformer_jax.metrics import scores as evaluation
+from transformer_jax.kinds.translation import corpus as sources
 
 
 def test_trainer_logs_validation_and_test_bleu(trained_run):
@@ -113,7 +113,7 @@ def test_export_safetensors_writes_every_parameter_under_its_path(trained_run, t
                f"--output={out}", "--format=safetensors"])
   assert proc.returncode == 0, proc.stderr[-2000:]
   tensors = load_file(str(out / "model.safetensors"))
-  from transformer_jax import inference  # pylint: disable=import-outside-toplevel
+  from transformer_jax.tools import loaded_run as inference  # pylint: disable=import-outside-toplevel
   run = inference.load_run(trained_run, tool=None)
   want = traverse_util.flatten_dict(run.params, sep="/")
   assert tensors.keys() == want.keys()
@@ -129,7 +129,7 @@ def test_export_safetensors_writes_every_parameter_under_its_path(trained_run, t
 
 
 def test_the_run_reports_where_its_time_went(trained_run):
-  from transformer_jax import timing  # pylint: disable=import-outside-toplevel
+  from transformer_jax.observe import timing  # pylint: disable=import-outside-toplevel
   last = _metrics(trained_run)[-1]
   assert "test/bleu" in last  # the time split rides on the run's last record.
   phases = {k[len("time/"):]: v for k, v in last.items() if k.startswith("time/")}

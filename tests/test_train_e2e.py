@@ -7,7 +7,7 @@ import sys
 import time
 
 from conftest import excerpt, write_parallel_tsv
-from transformer_jax.data import sources
+from transformer_jax.kinds.translation import corpus as sources
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [

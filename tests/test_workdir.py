@@ -7,11 +7,11 @@ import sys
 
 import pytest
 
-from transformer_jax import workdir
+from transformer_jax.train import workdir
 from transformer_jax.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HOLD = ("import sys, time; from transformer_jax import workdir; "
+HOLD = ("import sys, time; from transformer_jax.train import workdir; "
         "workdir.lock(sys.argv[1]); print('locked', flush=True); time.sleep(120)")
 
 

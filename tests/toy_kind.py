@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from transformer_jax import kinds, objectives
+from transformer_jax import kinds
+from transformer_jax.metrics import objectives
 from transformer_jax.config import default_config
 from transformer_jax.data import streams
 

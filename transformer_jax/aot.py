@@ -34,9 +34,11 @@ import ml_collections  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from transformer_jax import cli  # noqa: E402
+from transformer_jax.tools import cli  # noqa: E402
 from transformer_jax import config as config_lib  # noqa: E402
-from transformer_jax import kinds, memory, programs, sharding  # noqa: E402
+from transformer_jax import kinds  # noqa: E402
+from transformer_jax.parallel import memory, sharding
+from transformer_jax.train import programs
 
 GiB = 1024**3
 
@@ -158,7 +160,7 @@ def compile_for_topology(config: ml_collections.ConfigDict, topology: Topology,
   if num_slices > 1 and config.mesh.dcn_data == 1:
     config = config.copy_and_resolve_references()
     config.mesh.dcn_data = num_slices
-  config_lib.validate(config)
+  kinds.validate(config)
   kind = kinds.get(config.model.kind)
   if kind.uses_classes and config.model.num_classes <= 0:
     raise config_lib.ConfigError(

@@ -22,7 +22,7 @@ import sys
 
 from absl import app, flags
 
-from transformer_jax import cli, tool_flags
+from transformer_jax.tools import cli, flags as tool_flags
 
 _HF = flags.DEFINE_string("hf", None, "A Hugging Face folder or a train.py workdir.",
                           required=True)
@@ -42,13 +42,16 @@ def _max_seq_length(folder: str) -> int | None:
 
 def load_encoder(path: str):
   """(model, params, tokenizer, default max length) from a folder or a workdir."""
-  from transformer_jax import inference, pretrained  # pylint: disable=import-outside-toplevel
+  from transformer_jax.tools import loaded_run as inference  # pylint: disable=import-outside-toplevel
+  from transformer_jax import pretrained  # pylint: disable=import-outside-toplevel
   from transformer_jax.data import hf_tokenizer  # pylint: disable=import-outside-toplevel
   if os.path.isdir(os.path.join(path, "checkpoints")):  # a train.py workdir.
     run = inference.load_run(path, tool=None, as_floats=True)
-    if run.programs.kind.name != "encoder_classifier":
+    if not run.programs.kind.embeds:
+      from transformer_jax import kinds  # pylint: disable=import-outside-toplevel
+      embedders = [n for n in kinds.names() if kinds.get(n).embeds]
       raise pretrained.PretrainedError(f"--hf={path!r} holds a {run.programs.kind.name!r} "
-                                       "run; embeddings come from an encoder_classifier")
+                                       f"run; embeddings come from a run of {embedders}")
     cfg = run.programs.model_config.replace(deterministic=True)
     return run.programs.kind.model(cfg), run.params, run.tokenizer, cfg.max_length
   from transformer_jax.models.classifier import EncoderClassifier  # pylint: disable=import-outside-toplevel

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
-from transformer_jax import cli, tool_flags
+from transformer_jax.tools import cli, flags as tool_flags
 
 _PROMPT = flags.DEFINE_multi_string("prompt", [], "A prompt; repeat for several.")
 _INPUT = flags.DEFINE_string("input", None, "A file of prompts, one per line.")
@@ -33,7 +33,7 @@ def main(argv):
     if not prompts:
       raise tool_flags.BadInput("give --prompt or --input")
     tool_flags.check_output(_OUTPUT.value)
-    from transformer_jax import inference  # pylint: disable=import-outside-toplevel
+    from transformer_jax.tools import loaded_run as inference  # pylint: disable=import-outside-toplevel
     run = inference.load_run(tool="generate", **tool_flags.load_args())
     texts = inference.generate_texts(run, prompts)
     tool_flags.write_lines(_OUTPUT.value, [t.replace("\r", "\\r").replace("\n", "\\n")

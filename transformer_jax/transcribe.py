@@ -23,7 +23,7 @@ import time
 
 from absl import app, flags
 
-from transformer_jax import cli, tool_flags
+from transformer_jax.tools import cli, flags as tool_flags
 
 _OUTPUT = flags.DEFINE_string("output", None, "Where transcripts go (default: stdout).")
 tool_flags.define_common("transcribe")
@@ -35,12 +35,12 @@ def main(argv):
     if not paths:
       raise tool_flags.BadInput("give one or more WAV files after the flags")
     tool_flags.check_output(_OUTPUT.value)
-    from transformer_jax.data import audio, speech_splits  # pylint: disable=import-outside-toplevel
+    from transformer_jax.kinds.speech import audio, splits as speech_splits  # pylint: disable=import-outside-toplevel
     try:
       samples = [speech_splits.read_audio(p) for p in paths]
     except audio.AudioError as e:
       raise tool_flags.BadInput(str(e)) from e
-    from transformer_jax import inference  # pylint: disable=import-outside-toplevel
+    from transformer_jax.tools import loaded_run as inference  # pylint: disable=import-outside-toplevel
     run = inference.load_run(tool="transcribe", **tool_flags.load_args())
     longest = max(len(s) for s in samples) / audio.SAMPLE_RATE
     trained = run.config.data.max_frames * audio.HOP / audio.SAMPLE_RATE

@@ -18,7 +18,7 @@ import time
 
 from absl import app, flags
 
-from transformer_jax import cli, tool_flags
+from transformer_jax.tools import cli, flags as tool_flags
 
 _INPUT = flags.DEFINE_string("input", None, "Source text, one sentence per line (default: stdin).")
 _OUTPUT = flags.DEFINE_string("output", None, "Where translations go (default: stdout).")
@@ -30,7 +30,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   with tool_flags.tool_main():
     tool_flags.check_output(_OUTPUT.value)
-    from transformer_jax import inference  # pylint: disable=import-outside-toplevel
+    from transformer_jax.tools import loaded_run as inference  # pylint: disable=import-outside-toplevel
     run = inference.load_run(tool="translate", **tool_flags.load_args())
     lines = tool_flags.read_lines(_INPUT.value)
     t0 = time.perf_counter()

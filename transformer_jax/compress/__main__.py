@@ -21,7 +21,7 @@ import sys
 
 from absl import app, flags
 
-from transformer_jax import cli, tool_flags
+from transformer_jax.tools import cli, flags as tool_flags
 
 _COMMANDS = ("quantize", "prune")
 _WORKDIR = flags.DEFINE_string("workdir", None, "The train.py workdir to compress.")

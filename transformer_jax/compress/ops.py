@@ -16,12 +16,15 @@ import jax
 import ml_collections
 import numpy as np
 
-from transformer_jax import checkpoint_params, quant, sparsity, trainer
+from transformer_jax.checkpoint import params as checkpoint_params
+from transformer_jax.compress import quant, sparsity
+from transformer_jax.train import loop as trainer
 from transformer_jax import config as config_lib
-from transformer_jax import programs as programs_lib
-from transformer_jax import sharding
-from transformer_jax import workdir as workdir_lib
-from transformer_jax.tasks.base import read_labels
+from transformer_jax import kinds
+from transformer_jax.train import programs as programs_lib
+from transformer_jax.parallel import sharding
+from transformer_jax.train import workdir as workdir_lib
+from transformer_jax.kinds.task import read_labels
 
 SIDE_FILES = ("tokenizer.model", "tokenizer.json", "labels.json")  # copied along when present.
 FINETUNE_DIR = "finetune"  # OUTPUT/finetune: the fine-tune's own run, removed when it ends.
@@ -94,7 +97,7 @@ def quantize(workdir: str, output: str, bits: int, activation_bits: int = 0,
   """OUTPUT: the run's weights as `bits`-bit integers, one scale per output channel."""
   config = check_source(workdir)
   config.quantization.bits, config.quantization.activation_bits = bits, activation_bits
-  config_lib.validate(config)
+  kinds.validate(config)
   check_output(output, workdir)
   _num_classes(workdir, config)
   params, step, names, _ = _load(workdir, config, step)
@@ -118,7 +121,7 @@ def prune(workdir: str, output: str, target: float, finetune_steps: int = 0,
     raise config_lib.ConfigError(f"--learning_rate={learning_rate}: must be >= 0 (0: a "
                                  "quarter of the run's)")
   config.quantization.bits = bits
-  config_lib.validate(config)
+  kinds.validate(config)
   check_output(output, workdir)
   _num_classes(workdir, config)
   params, step, names, _ = _load(workdir, config, step)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from transformer_jax import checkpoint_params
+from transformer_jax.checkpoint import params as checkpoint_params
 from transformer_jax.compress.measure import measure
 
 # The figures worth a column, in this order, where the run's task reports them.

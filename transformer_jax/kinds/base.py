@@ -61,10 +61,20 @@ class ModelKind:
   decode_tool: str = ""  # the tool that decodes it: "translate" | "generate" | "".
   # The config.decoding.method values its `decode` takes.
   decode_methods: tuple[str, ...] = ("greedy", "beam", "sample")
+  # The optional config.decoding fields its decoder reads (config/checks.py's
+  # OPTIONAL_DECODING); set for another kind, they are config errors.
+  decoding_fields: tuple[str, ...] = ()
   uses_vocab: bool = True  # the model's vocabulary comes from a tokenizer.
   uses_classes: bool = False  # the model's head size comes from the data's labels.
   padding: Mapping[str, int] = dataclasses.field(default_factory=dict)  # fill of padding rows.
   extra: str = ""  # the pip extra its built-in data source needs (pip install -e ".[extra]").
+  # (model config, {batch key: shape}) -> forward FLOPs of one global batch (observe/flops.py
+  # has the formulas), for train/mfu; None: MFU is not reported.
+  forward_flops: Callable[[Any, Mapping[str, Any]], float] | None = None
+  # The Hugging Face model_type it imports and exports (pretrained/): "bert" | "gpt2" | "".
+  hf_architecture: str = ""
+  # Its pooled encoder output is a text embedding (the embed tool).
+  embeds: bool = False
   check_config: Callable[[Any], None] = _no_check  # raises ConfigError naming the field.
 
   def empty_batch(self, shapes: Mapping[str, jax.ShapeDtypeStruct], rows: int) -> dict:

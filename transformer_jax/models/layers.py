@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from transformer_jax import quant
+from transformer_jax.compress import quant
 from transformer_jax.models.dropout import Dropout
 
 Array = jax.Array

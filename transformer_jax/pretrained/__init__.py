@@ -20,11 +20,11 @@ import numpy as np
 
 from transformer_jax import kinds
 from transformer_jax.data import hf_tokenizer
-from transformer_jax.pretrained.folder import (ARCHITECTURES, BY_KIND, TRAINING_FIELDS, Folder,
+from transformer_jax.pretrained.folder import (ARCHITECTURES, TRAINING_FIELDS, Folder,
                                                model_config_of, params_of, read_folder)
 from transformer_jax.pretrained.tensors import PretrainedError, nest, shift_vocab
 
-__all__ = ["ARCHITECTURES", "BY_KIND", "Folder", "PretrainedError", "apply_to_config",
+__all__ = ["ARCHITECTURES", "Folder", "PretrainedError", "apply_to_config",
            "load_hf", "load_into", "read_folder"]
 
 

@@ -17,7 +17,6 @@ from transformer_jax.pretrained import common
 from transformer_jax.pretrained.tensors import PretrainedError, Tensors, pad_rows
 
 MODEL_TYPES = ("bert",)
-KIND = "encoder_classifier"
 PREFIXES = ("bert.",)
 VOCAB_TABLES = {"token_embedding/embedding": 0}  # our parameters indexed by token id (axis).
 
@@ -29,7 +28,6 @@ def model_fields(hf: dict, source: str) -> dict:
     raise PretrainedError(f"{source}: position_embedding_type="
                           f"{hf['position_embedding_type']!r} is not supported (only 'absolute')")
   return {
-      "kind": KIND,
       "emb_dim": get("hidden_size"), "num_heads": get("num_attention_heads"),
       "qkv_dim": get("hidden_size"), "mlp_dim": get("intermediate_size"),
       "num_encoder_layers": get("num_hidden_layers"), "norm_position": "post",

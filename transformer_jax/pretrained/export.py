@@ -16,7 +16,8 @@ import tempfile
 
 import numpy as np
 
-from transformer_jax.pretrained.folder import BY_KIND
+from transformer_jax import kinds
+from transformer_jax.pretrained.folder import architecture_of
 from transformer_jax.pretrained.tensors import PretrainedError, unshift_vocab
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -30,10 +31,12 @@ def hf_files(kind: str, cfg, flat: dict[str, np.ndarray], vocab_size: int,
 
   `vocab_size` is the tokenizer's own; `offset` and `eos_id` undo the shifted id layout
   of a tokenizer whose id 0 is an ordinary token (data/hf_tokenizer.py)."""
-  arch = BY_KIND.get(kind)
+  arch = architecture_of(kinds.get(kind))
   if arch is None:
-    raise PretrainedError(f"a {kind!r} model has no Hugging Face twin (BERT: "
-                          "encoder_classifier, GPT-2: decoder_lm); use --format=safetensors")
+    twins = ", ".join(f"{k.hf_architecture}: {k.name}" for k in map(kinds.get, kinds.names())
+                      if k.hf_architecture)
+    raise PretrainedError(f"a {kind!r} model has no Hugging Face twin ({twins}); use "
+                          "--format=safetensors")
   bad = arch.check_exportable(cfg)
   if bad:
     raise PretrainedError(f"this {kind!r} model is not a {arch.MODEL_TYPES[0]!r} model: "

@@ -16,11 +16,11 @@ from types import ModuleType
 
 import numpy as np
 
+from transformer_jax import kinds
 from transformer_jax.pretrained import bert, gpt2
 from transformer_jax.pretrained.tensors import PretrainedError, Tensors
 
 ARCHITECTURES: dict[str, ModuleType] = {t: m for m in (bert, gpt2) for t in m.MODEL_TYPES}
-BY_KIND: dict[str, ModuleType] = {m.KIND: m for m in (bert, gpt2)}
 TRAINING_FIELDS = ("kind", "dropout_rate", "attention_dropout_rate", "pooling")
 
 
@@ -33,6 +33,16 @@ class Folder:
   vocab_size: int  # config.json's (the embedding's rows).
   num_classes: int  # rows of a BertForSequenceClassification head; 0: none.
   tensors: Tensors
+
+
+def kind_of(arch: ModuleType) -> kinds.ModelKind:
+  """The registered kind whose record imports `arch` (its hf_architecture)."""
+  return next(k for k in map(kinds.get, kinds.names()) if k.hf_architecture in arch.MODEL_TYPES)
+
+
+def architecture_of(kind: kinds.ModelKind) -> ModuleType | None:
+  """The Hugging Face architecture a kind imports and exports; None: it has none."""
+  return ARCHITECTURES.get(kind.hf_architecture)
 
 
 def read_config(path: str) -> tuple[dict, ModuleType]:
@@ -100,7 +110,7 @@ def read_folder(path: str) -> Folder:
   path = os.path.abspath(path)
   hf, arch = read_config(path)
   source = os.path.join(path, "config.json")
-  fields = arch.model_fields(hf, source)
+  fields = {"kind": kind_of(arch).name, **arch.model_fields(hf, source)}
   vocab_size = hf.get("vocab_size")
   if not isinstance(vocab_size, int) or vocab_size < 1:
     raise PretrainedError(f"{source}: vocab_size={vocab_size!r} must be a positive integer")
@@ -119,11 +129,12 @@ def read_folder(path: str) -> Folder:
 def model_config_of(folder: Folder, num_classes: int | None = None):
   """Our TransformerConfig (training mode) for the folder's architecture."""
   from transformer_jax import config as config_lib  # pylint: disable=import-outside-toplevel
+  from transformer_jax.models import config as models_config
   c = config_lib.default_config()
   for key, value in folder.fields.items():
     c.model[key] = value
   n = folder.num_classes if num_classes is None else num_classes
-  return config_lib.model_config(c, folder.vocab_size, n)
+  return models_config.model_config(c, folder.vocab_size, n)
 
 
 def params_of(folder: Folder, model_config) -> dict[str, np.ndarray]:

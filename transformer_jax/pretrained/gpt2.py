@@ -15,7 +15,6 @@ from transformer_jax.pretrained import common
 from transformer_jax.pretrained.tensors import PretrainedError, Tensors, pad_rows
 
 MODEL_TYPES = ("gpt2",)
-KIND = "decoder_lm"
 PREFIXES = ("transformer.",)
 VOCAB_TABLES = {"shared_embedding/embedding": 0, "decoder/logits": 1}  # token id axis.
 
@@ -28,7 +27,6 @@ def model_fields(hf: dict, source: str) -> dict:
     raise PretrainedError(f"{source}: scale_attn_by_inverse_layer_idx=true is not supported")
   d = get("n_embd")
   return {
-      "kind": KIND,
       "emb_dim": d, "num_heads": get("n_head"), "qkv_dim": d,
       "mlp_dim": hf.get("n_inner") or 4 * d, "num_decoder_layers": get("n_layer"),
       "norm_position": "pre",

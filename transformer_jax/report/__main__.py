@@ -23,7 +23,7 @@ import sys
 
 from absl import app, flags
 
-from transformer_jax import cli, tool_flags
+from transformer_jax.tools import cli, flags as tool_flags
 
 _WORKDIR = flags.DEFINE_multi_string("workdir", None, "A train.py workdir (repeat to overlay).")
 _OUTPUT = flags.DEFINE_string("output", None, "Where the PNGs and report.md go.")
@@ -58,7 +58,7 @@ def _attention(workdirs: list[str]) -> None:
     raise tool_flags.BadInput("attention: give one --workdir")
   if _TEXT.value is None:
     raise tool_flags.BadInput("attention: --text is required")
-  from transformer_jax import inference  # pylint: disable=import-outside-toplevel
+  from transformer_jax.tools import loaded_run as inference  # pylint: disable=import-outside-toplevel
   from transformer_jax.report import attention  # pylint: disable=import-outside-toplevel
   run = inference.load_run(workdirs[0], tool=None, step=_STEP.value, batch_size=1,
                            decoding={"method": "greedy"}, as_floats=True)

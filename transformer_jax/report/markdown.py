@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 
-from transformer_jax import timing
+from transformer_jax.observe import timing
 from transformer_jax.report.runs import QUALITY, RunRecords, config_differences
 
 # The final figures a report lists, where a run logged them.

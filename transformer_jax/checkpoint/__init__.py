@@ -1,0 +1,1 @@
+"""Orbax checkpoints: the manager, the state layout, params-only reads."""

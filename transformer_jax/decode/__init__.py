@@ -1,0 +1,1 @@
+"""Decoding: greedy / sampling search, beam search, CTC prefix search, word lists, placeholders."""

@@ -1,0 +1,1 @@
+"""Classification: the encoder_classifier and vit kinds' records, task and data."""

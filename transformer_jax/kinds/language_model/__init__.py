@@ -1,0 +1,1 @@
+"""Language modelling: the decoder_lm kind's record, task and text."""

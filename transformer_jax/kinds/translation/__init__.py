@@ -1,0 +1,1 @@
+"""Translation: the encoder_decoder kind's record, task, corpus and input pipeline."""

@@ -1,0 +1,118 @@
+"""Translation (encoder_decoder): parallel corpora, BLEU/chrF on decoded text."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import jax
+
+from transformer_jax.metrics import scores as evaluation
+from transformer_jax.decode import placeholders
+from transformer_jax.kinds.translation import pipeline, corpus as sources
+from transformer_jax.kinds import task as base
+
+
+def decoder_name(d) -> str:
+  if d.method == "beam":
+    return f"beam {d.beam_size}, alpha {d.alpha}"
+  if d.method == "sample":
+    return f"sampling, temperature {d.temperature}, top-k {d.top_k}, top-p {d.top_p}"
+  if d.method == "ctc":
+    return "greedy CTC"
+  return "greedy"
+
+
+class TranslationTask(base.TaskBase):
+  """Sentence pairs -> packed source/target batches; decoded translations scored by sacrebleu."""
+
+  def __init__(self, config, workdir: str, is_writer: bool):
+    self.config = config
+    self.corpus = sources.load_corpus(config.data)
+    logging.info("corpus: %d train, %d validation, %d test pairs", len(self.corpus.train),
+                 len(self.corpus.validation), len(self.corpus.test))
+    self.tokenizer = base.load_tokenizer(
+        config, workdir, lambda: (s for pair in self.corpus.train for s in pair), is_writer)
+    self.vocab_size = self.tokenizer.vocab_size
+    if is_writer:
+      self._say_long_pairs()
+
+  def decode_kwargs(self) -> dict:
+    """The placeholder pieces whose counts decoding keeps (decoding.keep_placeholders)."""
+    return placeholders.decode_kwargs(self.config, self.tokenizer)
+
+  def _say_long_pairs(self) -> None:
+    """Pairs longer than max_target_length tokens are left out of eval/loss, and their
+    sources are cut before decoding (BLEU): say how many."""
+    c, n = self.config, self.config.max_target_length
+    too_long = f"longer than max_target_length={n} tokens"
+
+    def long_sources(pairs):
+      return sum(len(self.tokenizer.encode(src)) > n for src, _ in pairs)
+
+    validation = self.corpus.validation
+    base.say_dropped("validation", pipeline.count_too_long(validation, self.tokenizer, n),
+                     len(validation), "pairs are", f"{too_long}: left out of eval/loss")
+    bleu = validation[:c.num_eval_bleu_examples]
+    base.say_dropped("validation (eval/bleu)", long_sources(bleu), len(bleu), "sources are",
+                     f"{too_long}: cut to that length before decoding")
+    test = self._test_pairs()
+    base.say_dropped("test (test/bleu)", long_sources(test), len(test), "sources are",
+                     f"{too_long}: cut to that length before decoding")
+
+  def _test_pairs(self):
+    n = self.config.num_predict_examples
+    return self.corpus.test[:n] if n > 0 else self.corpus.test
+
+  def train_stream(self, *, global_batch_size: int, rows, seed: int):
+    c = self.config
+    return pipeline.TrainStream(
+        self.corpus.train, self.tokenizer, global_batch_size=global_batch_size, rows=rows,
+        max_length=c.max_target_length, seed=seed, num_packing_bins=c.data.num_packing_bins)
+
+  def eval_batches(self, *, batch_size: int, process_index: int, process_count: int):
+    c = self.config
+    return pipeline.eval_batches(
+        self.corpus.validation, self.tokenizer, batch_size=batch_size,
+        max_length=c.max_target_length, num_packing_bins=c.data.num_packing_bins,
+        process_index=process_index, process_count=process_count)
+
+  def translate(self, run: base.Evaluator, params, pairs):
+    """Translations of `pairs` with config.decoding; returns (scores, signatures, examples)."""
+    rng = jax.random.key(self.config.seed)
+
+    def decode_batch(inputs, n):
+      return run.decode(params, inputs, jax.random.fold_in(rng, n))
+
+    srcs, refs = [s for s, _ in pairs], [t for _, t in pairs]
+    hyps = pipeline.decode_in_batches(srcs, self.tokenizer, batch_size=run.global_batch_size,
+                                      max_length=self.config.max_target_length,
+                                      decode_batch=decode_batch)
+    scores, signatures = evaluation.translation_scores(hyps, refs, with_signatures=True)
+    return scores, signatures, list(zip(srcs, refs, hyps))
+
+  def extra_eval(self, run: base.Evaluator, params) -> dict[str, float]:
+    n = self.config.num_eval_bleu_examples
+    if n <= 0:
+      return {}
+    scores, _, _ = self.translate(run, params, self.corpus.validation[:n])
+    return scores
+
+  def final_test(self, run: base.Evaluator, params, step: int) -> dict[str, float]:
+    del step
+    c = self.config
+    t0 = time.monotonic()
+    pairs = self._test_pairs()
+    scores, signatures, examples = self.translate(run, params, pairs)
+    if run.primary:
+      print(f"Test set ({len(examples)} sentences, {decoder_name(c.decoding)}, "
+            f"{time.monotonic() - t0:.0f}s): BLEU {scores['bleu']:.2f}, chrF {scores['chrf']:.2f}, "
+            f"placeholders kept {scores['placeholders']:.1f}%",
+            flush=True)
+      print("  " + json.dumps(signatures), flush=True)
+      for src, ref, hyp in examples[:c.num_example_translations]:
+        print(f"  source:     {src}\n  reference:  {ref}\n  prediction: {hyp}", flush=True)
+    return {**{f"test/{k}": v for k, v in scores.items()},
+            "examples": [{"source": src, "reference": ref, "prediction": hyp}
+                         for src, ref, hyp in examples[:c.num_example_translations]]}

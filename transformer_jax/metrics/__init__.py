@@ -1,0 +1,1 @@
+"""Losses, scores (BLEU, chrF, WER, F1) and their summaries."""

@@ -1,0 +1,1 @@
+"""Seeing a run: metric writers, timing, profiles, the model summary, FLOPs."""

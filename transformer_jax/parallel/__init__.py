@@ -1,0 +1,1 @@
+"""The device mesh, logical sharding rules and memory accounting."""

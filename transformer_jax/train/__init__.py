@@ -1,0 +1,1 @@
+"""The training program: setup, the compiled steps, the loop and its parts."""

@@ -1,0 +1,199 @@
+"""The jitted programs of a run, built from the config and a mesh alone.
+
+Model, optimizer, the train state's shapes and shardings (from the logical
+names and the config's rules), and the train / eval / decode steps jitted with
+explicit shardings. Nothing here reads data, so the trainer and the
+ahead-of-time compiler (`aot.py`) build exactly the same step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding
+
+from transformer_jax.models import config as models_config
+from transformer_jax.decode import search as decoding
+from transformer_jax.observe import flops
+from transformer_jax import kinds
+from transformer_jax.train import optim, steps
+from transformer_jax.compress import quant
+from transformer_jax.parallel import sharding
+from transformer_jax.models import layers
+from transformer_jax.models.transformer import TransformerConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Programs:
+  """What one run compiles. Trace and call the steps inside `self.context()`."""
+  kind: kinds.ModelKind
+  model_config: TransformerConfig
+  mesh: Mesh
+  rules: tuple
+  global_batch_size: int
+  tx: optax.GradientTransformation
+  schedule: Callable  # (step, horizon=num_train_steps) -> learning rate (optim.py).
+  init_fn: Callable[[jax.Array], Any]  # rng -> TrainState with boxed params.
+  abstract_state: steps.TrainState  # ShapeDtypeStructs carrying their shardings.
+  state_shardings: steps.TrainState
+  batch_sharding: NamedSharding
+  train_step: Callable  # (state, batch) -> (state, metric sums); donates state.
+  eval_step: Callable  # (params, batch) -> metric sums.
+  # (params, ids [B, S], rng) -> ids [B, max_predict_length] with config.decoding: the
+  # kind's decoder (source ids -> translations, prompts -> prompt + continuation);
+  # None for kinds that do not decode.
+  decode: Callable | None
+  batch_shapes: dict[str, jax.ShapeDtypeStruct]
+  rows: list[int]  # the global batch rows this process feeds.
+  # Model FLOPs of one train step (flops.py); None for a kind without a formula.
+  train_flops: float | None = None
+  # The unjitted eval and decode functions (params as stored: float, or with QTensors).
+  eval_fn: Callable | None = None
+  decode_fn: Callable | None = None
+  # PartitionSpecs of the parameters' logical names, like the params (when compressing;
+  # `logical_names()` computes them otherwise).
+  param_names: Any = None
+
+  def context(self):
+    """The mesh and logical axis rules that tracing needs (jax.set_mesh, NOTES.md)."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(jax.set_mesh(self.mesh))
+    stack.enter_context(nn.logical_axis_rules(self.rules))
+    return stack
+
+  def init_state(self, rng: jax.Array) -> steps.TrainState:
+    """Fresh state, every array born on its shards."""
+    return sharding.init_sharded(self.init_fn, self.state_shardings, self.mesh, self.rules, rng)
+
+  def global_batch(self, local_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+    """This process's rows of a batch -> the global, sharded batch."""
+    return sharding.global_batch(local_batch, self.batch_sharding)
+
+  def empty_batch(self) -> dict[str, np.ndarray]:
+    """This process's rows of a batch of padding only (weight 0)."""
+    return self.kind.empty_batch(self.batch_shapes, len(self.rows))
+
+  def decode_ids(self, params, ids_BL: np.ndarray, rng: jax.Array) -> np.ndarray:
+    """The decode program on one *global* batch of ids [global_batch_size, L]: this
+    process feeds its rows; every process gets all output rows back."""
+    if self.decode is None:
+      raise ValueError(f"model kind {self.kind.name!r} does not decode")
+    inputs = self.global_batch({"inputs": np.asarray(ids_BL)[self.rows]})["inputs"]
+    with self.context():
+      return np.asarray(jax.device_get(self.decode(params, inputs, rng)))
+
+  def logical_names(self) -> Any:
+    if self.param_names is not None:
+      return self.param_names
+    return param_names(self.kind.model(self.model_config), self.kind, self.batch_shapes)
+
+  def for_params(self, params) -> Programs:
+    """These programs, or for parameters stored as integers (`quant.QTensor`, from the
+    compress tool) a copy whose eval and decode programs take them as they are: kept
+    as integers in memory, turned into floats inside each call."""
+    if not quant.has_quantized(params):
+      return self
+    replicated = sharding.replicated(self.mesh)
+    decode = None
+    if self.decode_fn is not None:
+      decode = jax.jit(self.decode_fn, in_shardings=(None, self.batch_sharding, replicated),
+                       out_shardings=replicated)
+    return dataclasses.replace(
+        self, decode=decode,
+        eval_step=jax.jit(self.eval_fn, in_shardings=(None, self.batch_sharding),
+                          out_shardings=replicated))
+
+  def batch_specs(self) -> dict[str, jax.ShapeDtypeStruct]:
+    """Abstract global batch (for lowering without data)."""
+    return {k: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.batch_sharding)
+            for k, s in self.batch_shapes.items()}
+
+
+def build(config: ml_collections.ConfigDict, mesh: Mesh, vocab_size: int,
+          num_classes: int = 0, decode_kwargs: dict | None = None) -> Programs:
+  """Model, optimizer, state shardings and jitted steps for `config` on `mesh`.
+
+  The model kind's record (`kinds.get(config.model.kind)`) supplies the model,
+  the batch, the objective and the decoder. `vocab_size` is the tokenizer's (0
+  for kinds without one); `num_classes` the data's labels (classifiers; 0 takes
+  config.model.num_classes); `decode_kwargs` go to the kind's decoder as they are
+  (the task's `decode_kwargs()`: speech's word list).
+  """
+  kind = kinds.get(config.model.kind)
+  model_config = models_config.model_config(config, vocab_size, num_classes)
+  model = kind.model(model_config)
+  eval_model = kind.model(model_config.replace(deterministic=True))
+  rules = sharding.logical_axis_rules(config)
+  global_batch_size = sharding.global_batch_size(config, mesh.size)
+  shapes = kind.batch_shapes(config, global_batch_size)
+  compressing = bool(config.quantization.bits or config.pruning.sparsity)
+  names = param_names(model, kind, shapes) if compressing else None
+  tx = optim.make_optimizer(config, names)
+  init_fn = functools.partial(steps.create_train_state, model, tx, batch_shapes=shapes,
+                              kind=kind)
+  abstract, state_shardings = sharding.state_shardings(
+      init_fn, mesh, rules, jax.random.key(0))
+  batch_sharding = sharding.batch_sharding(mesh, rules)
+  replicated = sharding.replicated(mesh)
+  bits, act_bits = config.quantization.bits, config.quantization.activation_bits
+
+  def prepare(params):
+    """The weights the model computes with: stored integers as floats, and with
+    config.quantization.bits the float weights rounded as the integers would be."""
+    params = quant.materialize(params)
+    return quant.fake_quant_tree(params, names, bits) if bits else params
+
+  train_step = jax.jit(
+      functools.partial(steps.train_step, model=model, tx=tx,
+                        label_smoothing=config.label_smoothing, kind=kind,
+                        accum_steps=config.gradient_accumulation_steps,
+                        prepare=prepare if bits else None, activation_bits=act_bits,
+                        skip_nonfinite=config.max_skipped_nonfinite_steps > 0),
+      in_shardings=(state_shardings, batch_sharding),
+      out_shardings=(state_shardings, replicated), donate_argnums=(0,))
+  eval_fn = functools.partial(steps.eval_step, model=eval_model, kind=kind, prepare=prepare,
+                              activation_bits=act_bits)
+  eval_step = jax.jit(eval_fn, in_shardings=(state_shardings.params, batch_sharding),
+                      out_shardings=replicated)
+  decode = decode_fn = None
+  if kind.decode is not None:
+    decode_fn = functools.partial(
+        _decode, decode=kind.decode, prepare=prepare, activation_bits=act_bits,
+        config=model_config, options=decoding.DecodeOptions.from_config(config.decoding),
+        max_length=config.max_predict_length, vocab_limit=vocab_size, **(decode_kwargs or {}))
+    decode = jax.jit(decode_fn, in_shardings=(state_shardings.params, batch_sharding, replicated),
+                     out_shardings=replicated)
+  return Programs(
+      kind=kind, model_config=model_config, mesh=mesh, rules=rules,
+      global_batch_size=global_batch_size, tx=tx, schedule=optim.learning_rate_schedule(config),
+      init_fn=init_fn, abstract_state=sharding.abstract_like(abstract, state_shardings),
+      state_shardings=state_shardings, batch_sharding=batch_sharding, train_step=train_step,
+      eval_step=eval_step, decode=decode, batch_shapes=shapes,
+      rows=sharding.process_batch_rows(batch_sharding, global_batch_size),
+      train_flops=flops.train_flops_per_step(kind.forward_flops, model_config, shapes),
+      eval_fn=eval_fn, decode_fn=decode_fn, param_names=names)
+
+
+def _decode(params, ids, rng, *, decode, prepare, activation_bits, **options):
+  """The kind's decoder on the weights that `prepare` makes of `params`."""
+  with layers.activation_quantization(activation_bits):
+    return decode(prepare(params), ids, rng, **options)
+
+
+def param_names(model: nn.Module, kind: kinds.ModelKind,
+                shapes: dict[str, jax.ShapeDtypeStruct]) -> Any:
+  """The parameters' logical axis names (a tree of PartitionSpecs), from an abstract init."""
+  dummy = {k: jax.ShapeDtypeStruct(s.shape, s.dtype) for k, s in shapes.items()}
+  boxed = jax.eval_shape(
+      lambda rng, batch: model.init(rng, **kind.model_inputs(batch))["params"],
+      jax.random.key(0), dummy)
+  return nn.get_partition_spec(boxed)
