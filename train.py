@@ -36,22 +36,17 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   # Imported here so that --help and flag errors stay fast.
-  from transformer_jax import config as config_lib  # pylint: disable=import-outside-toplevel
   from transformer_jax.train import loop as trainer  # pylint: disable=import-outside-toplevel
-  from transformer_jax.checkpoint.manager import CheckpointError  # pylint: disable=import-outside-toplevel
-  from transformer_jax.kinds.translation.corpus import CorpusError  # pylint: disable=import-outside-toplevel
-  from transformer_jax.data.tokenizer import TokenizerError  # pylint: disable=import-outside-toplevel
-  from transformer_jax.errors import NumericalError  # pylint: disable=import-outside-toplevel
-
+  from transformer_jax.errors import USER_ERRORS  # pylint: disable=import-outside-toplevel
   from transformer_jax.tools import cli  # pylint: disable=import-outside-toplevel
 
   config_path = flags.FLAGS["config"].config_filename
   if not os.path.isfile(config_path.split(":", 1)[0]):
-    cli.fail(f"--config={config_path}: no such file")
+    cli.exit_with_error(f"--config={config_path}: no such file")
   try:
     config = _CONFIG.value
   except Exception as e:  # pylint: disable=broad-except
-    cli.fail(f"--config={config_path}: cannot load it: {type(e).__name__}: "
+    cli.exit_with_error(f"--config={config_path}: cannot load it: {type(e).__name__}: "
              f"{str(e).splitlines()[-1] if str(e) else ''}")
   workdir = _WORKDIR.value or os.path.join(
       "runs", os.path.splitext(os.path.basename(config_path))[0])
@@ -60,9 +55,8 @@ def main(argv):
   print(f"workdir: {workdir}", flush=True)
   try:
     trainer.train_and_evaluate(config, workdir, started=_STARTED)
-  except (config_lib.ConfigError, CorpusError, TokenizerError, CheckpointError,
-          NumericalError) as e:
-    cli.fail(str(e), hard=True)
+  except USER_ERRORS as e:
+    cli.exit_with_error(str(e), hard=True)
 
 
 if __name__ == "__main__":

@@ -256,7 +256,7 @@ def main(argv):
       raise TopologyError(f"--num_slices={_NUM_SLICES.value}: must be at least 1")
     report = compile_for_topology(_CONFIG.value, topology, _NUM_SLICES.value)
   except (config_lib.ConfigError, TopologyError, MissingLibtpu) as e:
-    cli.fail(str(e))
+    cli.exit_with_error(str(e))
   print(format_report(report), flush=True)
   if not report["fits"]:
     sys.exit(3)

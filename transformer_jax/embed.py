@@ -100,7 +100,7 @@ def main(argv):
   with tool_flags.tool_main():
     import numpy as np  # pylint: disable=import-outside-toplevel
     sentences = tool_flags.read_lines(_INPUT.value)
-    tool_flags.check_output(_OUTPUT.value)
+    tool_flags.check_output_file(_OUTPUT.value)
     model, params, tok, default_length = load_encoder(_HF.value)
     vectors = embed(model, params, tok, sentences, _MAX_LENGTH.value or default_length,
                     _BATCH.value)

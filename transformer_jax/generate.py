@@ -32,7 +32,7 @@ def main(argv):
       prompts += tool_flags.read_lines(_INPUT.value)
     if not prompts:
       raise tool_flags.BadInput("give --prompt or --input")
-    tool_flags.check_output(_OUTPUT.value)
+    tool_flags.check_output_file(_OUTPUT.value)
     from transformer_jax.tools import loaded_run as inference  # pylint: disable=import-outside-toplevel
     run = inference.load_run(tool="generate", **tool_flags.load_args())
     texts = inference.generate_texts(run, prompts)

@@ -34,7 +34,7 @@ def main(argv):
     paths = argv[1:]
     if not paths:
       raise tool_flags.BadInput("give one or more WAV files after the flags")
-    tool_flags.check_output(_OUTPUT.value)
+    tool_flags.check_output_file(_OUTPUT.value)
     from transformer_jax.kinds.speech import audio, splits as speech_splits  # pylint: disable=import-outside-toplevel
     try:
       samples = [speech_splits.read_audio(p) for p in paths]

@@ -29,7 +29,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   with tool_flags.tool_main():
-    tool_flags.check_output(_OUTPUT.value)
+    tool_flags.check_output_file(_OUTPUT.value)
     from transformer_jax.tools import loaded_run as inference  # pylint: disable=import-outside-toplevel
     run = inference.load_run(tool="translate", **tool_flags.load_args())
     lines = tool_flags.read_lines(_INPUT.value)

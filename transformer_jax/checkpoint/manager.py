@@ -33,13 +33,10 @@ from jax.experimental import multihost_utils
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 from transformer_jax.checkpoint.layout import Layout, pack
+from transformer_jax.errors import CheckpointError
 
 FORMAT_VERSION = 3  # 3: small arrays packed (checkpoint_layout.py); 2 is still read.
 _VERSIONED_PACKAGES = ("jax", "flax", "optax", "orbax-checkpoint", "grain")
-
-
-class CheckpointError(RuntimeError):
-  """A checkpoint cannot be used; the message names the file or the difference."""
 
 
 @functools.cache

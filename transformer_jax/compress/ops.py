@@ -44,7 +44,7 @@ def check_source(workdir: str) -> ml_collections.ConfigDict:
   return config
 
 
-def check_output(output: str, workdir: str) -> None:
+def check_output_folder(output: str, workdir: str) -> None:
   """OUTPUT must be new (or an interrupted fine-tune of the same command)."""
   if os.path.abspath(output) == os.path.abspath(workdir):
     raise config_lib.ConfigError(f"--output={output!r} is the source workdir; give a new folder")
@@ -98,7 +98,7 @@ def quantize(workdir: str, output: str, bits: int, activation_bits: int = 0,
   config = check_source(workdir)
   config.quantization.bits, config.quantization.activation_bits = bits, activation_bits
   kinds.validate(config)
-  check_output(output, workdir)
+  check_output_folder(output, workdir)
   _num_classes(workdir, config)
   params, step, names, _ = _load(workdir, config, step)
   qparams = jax.jit(lambda p: quant.quantize_tree(p, names, bits))(params)
@@ -122,7 +122,7 @@ def prune(workdir: str, output: str, target: float, finetune_steps: int = 0,
                                  "quarter of the run's)")
   config.quantization.bits = bits
   kinds.validate(config)
-  check_output(output, workdir)
+  check_output_folder(output, workdir)
   _num_classes(workdir, config)
   params, step, names, _ = _load(workdir, config, step)
   if finetune_steps:

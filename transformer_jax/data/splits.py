@@ -20,16 +20,17 @@ import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from transformer_jax.errors import CorpusError
+
+__all__ = ["CorpusError", "EVAL_SPLITS", "NamedSplits", "SPLITS", "hash_order", "load_splits",
+           "split_by_hash"]
+
 SPLITS = ("train", "validation", "test")
 EVAL_SPLITS = ("validation", "test")
 
 T = TypeVar("T")
 E = TypeVar("E")  # a kind's examples, as it holds them (a list, a tuple of arrays, ...).
 R = TypeVar("R")
-
-
-class CorpusError(ValueError):
-  """Raised when a corpus cannot be found or read; the message says what to do."""
 
 
 class NamedSplits:

@@ -108,3 +108,21 @@ def pad_batch(batch: dict[str, np.ndarray], batch_size: int,
   return {k: np.concatenate([v, np.full((batch_size - n,) + v.shape[1:], fill.get(k, 0),
                                         v.dtype)])
           for k, v in batch.items()}
+
+
+def decode_shortest_first(lengths: Sequence[int], batch_size: int, inputs_of, decode_batch,
+                          detokenize) -> list[str]:
+  """One output text per example, in the examples' order, decoded in batches of
+  `batch_size` shortest first (by `lengths`, ties by position), so that a batch holds
+  examples of similar length: a decoder stops when every row of a batch has ended, and
+  short rows then do not wait for a long one. `inputs_of(indices)` builds a global batch
+  of those examples, `decode_batch(inputs, n)` gives the n-th batch's output ids, and
+  `detokenize(ids)` one row's text."""
+  order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+  out = [""] * len(lengths)
+  for n, start in enumerate(range(0, len(order), batch_size)):
+    idx = order[start:start + batch_size]
+    ids = decode_batch(inputs_of(idx), n)
+    for row, i in enumerate(idx):
+      out[i] = detokenize(ids[row])
+  return out

@@ -23,6 +23,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import sentencepiece as spm
 
+from transformer_jax.errors import TokenizerError
+
 PAD_ID = 0
 EOS_ID = 1
 UNK_ID = 2
@@ -30,10 +32,6 @@ UNK_ID = 2
 PLACEHOLDER_RE = re.compile(
     r"%(?:\d+\$)?[-#0 +']*(?:\d+|\*)?(?:\.(?:\d+|\*))?(?:hh|h|ll|l|L|q|j|z|t)*[diouxXeEfFgGaAcspnm%]"
     r"|%<|%>|%q[sDEFT]|%\([A-Za-z_][A-Za-z0-9_]*\)[sdrif]|\{[A-Za-z0-9_]*\}")
-
-
-class TokenizerError(ValueError):
-  """The tokenizer cannot be trained or loaded; the message names the field or file."""
 
 
 def placeholders(texts: Iterable[str], min_count: int, max_symbols: int) -> list[str]:

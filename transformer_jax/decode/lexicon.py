@@ -19,12 +19,15 @@ log-scores; its cache carries each beam's state.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from transformer_jax.data.tokenizer import EOS_ID
+from transformer_jax.models.config import padded_vocab_size
 
 FILE = "lexicon.txt"
 ROOT = 0
@@ -94,6 +97,16 @@ def for_tokenizer(words: Iterable[str], tokenizer, eos_id: int, vocab_size: int,
     ids = list(tokenizer.encode(word, add_eos=False))
     return ids[1:] if ids and ids[0] == boundary else ids
   return build(words, letter_ids, boundary, eos_id, vocab_size, oov_penalty)
+
+
+def decode_kwargs(config, tokenizer, words: Callable[[], Iterable[str]]) -> dict:
+  """What beam search takes for config.decoding.oov_penalty: the trie of `words()` (read
+  only when the penalty applies), or nothing."""
+  penalty = config.decoding.oov_penalty
+  if penalty <= 0 or config.decoding.method != "beam":
+    return {}
+  vocab_size = padded_vocab_size(max(tokenizer.vocab_size, 1))
+  return {"lexicon": for_tokenizer(words(), tokenizer, EOS_ID, vocab_size, penalty)}
 
 
 def step_fn(inner, tables: Tables):

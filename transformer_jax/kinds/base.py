@@ -14,6 +14,7 @@ own before `get_config()` returns (see tests/toy_kind.py).
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -101,6 +102,15 @@ def register(kind: ModelKind) -> ModelKind:
 
 def _origin(kind: ModelKind) -> str:
   return getattr(kind.task, "__module__", "?")
+
+
+def lazy_task(module: str, name: str) -> Callable[[Any, str, bool], Any]:
+  """A record's `task`: builds `module`.`name`(config, workdir, is_writer), importing the
+  module (the kind's data code) only when a run needs it."""
+  def task(config, workdir: str, is_writer: bool):
+    return getattr(importlib.import_module(module), name)(config, workdir, is_writer)
+  task.__module__ = module  # who registered the kind (register's check).
+  return task
 
 
 def get(name: str) -> ModelKind:

@@ -141,3 +141,14 @@ def say_dropped(split: str, dropped: int, total: int, what: str, why: str) -> No
   """One line about examples a split leaves out (printed only when there are some)."""
   if dropped:
     print(f"note: {split}: {dropped} of {total} {what} {why}", flush=True)
+
+
+def decoder_name(d) -> str:
+  """config.decoding in words, for the test lines."""
+  if d.method == "beam":
+    return f"beam {d.beam_size}, alpha {d.alpha}"
+  if d.method == "sample":
+    return f"sampling, temperature {d.temperature}, top-k {d.top_k}, top-p {d.top_p}"
+  if d.method == "ctc":
+    return "greedy CTC"
+  return "greedy"

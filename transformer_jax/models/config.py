@@ -1,11 +1,81 @@
-"""The model config derived from a run's config: vocabulary padding, dtype, lengths."""
+"""The frozen model config, and its derivation from a run's config (vocabulary padding,
+dtype, lengths)."""
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
+import jax.numpy as jnp
 import ml_collections
 
 from transformer_jax.config.checks import DTYPES
-from transformer_jax.models.transformer import TransformerConfig
+from transformer_jax.models import layers
+
+POSITIONS = ("sinusoidal", "learned", "rotary")
+ATTENTIONS = ("xla", "dot_product")
+POOLINGS = ("cls", "mean")
+REMATS = ("none", "full", "dots")  # models/transformer.py REMAT_POLICIES, and none.
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+  vocab_size: int
+  emb_dim: int = 256
+  num_heads: int = 4
+  head_dim: int = 64
+  mlp_dim: int = 1024
+  num_encoder_layers: int = 3
+  num_decoder_layers: int = 3
+  dropout_rate: float = 0.1
+  attention_dropout_rate: float = 0.1
+  norm_position: str = "pre"  # "pre" (pre-LN, default) or "post" (the paper's).
+  activation: str = "relu"  # a key of layers.ACTIVATIONS.
+  layer_norm_epsilon: float = 1e-6
+  attention_bias: bool = False  # biases on the attention projections (BERT, GPT-2).
+  logits_via_embedding: bool = True
+  # Tied output projection divided by sqrt(emb_dim) (the Flax WMT example's); GPT-2: off.
+  scale_tied_logits: bool = True
+  dtype: Any = jnp.float32
+  remat: str = "none"  # recompute layer activations in the backward pass: none | full | dots.
+  # One layer traced and compiled once, run num_layers times by nn.scan: its parameters
+  # are stacked under "layers" with a leading "layers" axis (decoding unstacks them).
+  scan_layers: bool = False
+  deterministic: bool = False
+  decode: bool = False
+  positions: str = "sinusoidal"  # sinusoidal | learned | rotary.
+  max_length: int = 512  # rows of a learned position table (incl. any class token).
+  attention: str = "xla"  # xla (einsums) | dot_product (jax.nn.dot_product_attention).
+  num_classes: int = 0  # classifier and ViT heads.
+  pooling: str = "cls"  # classifier and ViT: cls | mean.
+  num_token_types: int = 2  # classifier: rows of the token type table.
+  # Classifier: a learned class vector prepended at position 0 (True), or the
+  # tokenizer's own first token ([CLS]) in its place (False: BERT).
+  class_vector: bool = True
+  embedding_norm: bool = False  # classifier: LayerNorm over the summed embeddings (BERT).
+  patch_size: int = 4  # ViT: square patches of patch_size x patch_size pixels.
+  num_mel_bins: int = 80  # speech: log-mel features per frame.
+  subsample: int = 2  # speech: the front-end's time reduction (2 or 4).
+  # speech: 0: two 1-D convolutions over time; C > 0: two 2-D ones over time and
+  # frequency with C channels.
+  frontend_channels: int = 0
+  # speech: weight of the CTC loss of a linear head on the encoder (hybrid CTC/attention
+  # training); 0: no head.
+  ctc_weight: float = 0.0
+
+  def __post_init__(self):
+    for field, allowed in (("positions", POSITIONS), ("attention", ATTENTIONS),
+                           ("pooling", POOLINGS), ("norm_position", ("pre", "post")),
+                           ("remat", REMATS),
+                           ("activation", tuple(layers.ACTIVATIONS)),
+                           ("subsample", (2, 4))):
+      if getattr(self, field) not in allowed:
+        raise ValueError(f"TransformerConfig.{field} must be one of {allowed}, "
+                         f"got {getattr(self, field)!r}")
+
+  def replace(self, **kw) -> "TransformerConfig":
+    return dataclasses.replace(self, **kw)
+
 
 VOCAB_MULTIPLE = 128  # the model's vocabulary is padded up to a multiple of this.
 

@@ -74,13 +74,6 @@ def tokens_per_step(programs) -> tuple[int, str]:
   return programs.global_batch_size, programs.kind.unit
 
 
-def _size(num_bytes: int) -> str:
-  for unit, scale in (("GiB", memory.GiB), ("MiB", memory.MiB), ("KiB", 1024)):
-    if num_bytes >= scale:
-      return f"{num_bytes / scale:,.2f} {unit}"
-  return f"{num_bytes} B"
-
-
 def _axes(names: tuple) -> str:
   return ", ".join("-" if n is None else (n if isinstance(n, str) else "+".join(n))
                    for n in names) or "-"
@@ -116,8 +109,9 @@ def _blocks(rows: list[ParamRow]) -> list[tuple[str, int, int, int]]:
 def _headline(t: dict) -> list[str]:
   unit = next(k for k in t if k.endswith("_per_step") and not k.startswith("train_"))
   lines = [f"- parameters: {t['params']:,} in {t['param_arrays']} arrays",
-           f"- per device: parameters {_size(t['params_bytes_per_device'])}, optimizer state "
-           f"{_size(t['opt_state_bytes_per_device'])}",
+           f"- per device: parameters {memory.format_bytes(t['params_bytes_per_device'])}, "
+           "optimizer state "
+           f"{memory.format_bytes(t['opt_state_bytes_per_device'])}",
            f"- mesh: {t['mesh']}; global batch: {t['global_batch']} rows, "
            f"{t[unit]:,} {unit.replace('_per_step', '')} per step"]
   if t["train_flops_per_step"]:
@@ -136,14 +130,14 @@ def model_markdown(programs) -> str:
          "| --- | ---: | ---: | ---: | ---: |"]
   for block, arrays, count, nbytes in _blocks(rows):
     out.append(f"| {block} | {arrays} | {count:,} | {count / t['params']:.1%} | "
-               f"{_size(nbytes)} |")
+               f"{memory.format_bytes(nbytes)} |")
   out += ["", "## Parameters", "",
           "| path | shape | dtype | logical axes | mesh axes | parameters | bytes per device |",
           "| --- | --- | --- | --- | --- | ---: | ---: |"]
   for r in rows:
     out.append(f"| {r.path} | {'x'.join(map(str, r.shape)) or 'scalar'} | {r.dtype} | "
                f"{_axes(r.logical)} | {_axes(r.sharding)} | {r.count:,} | "
-               f"{_size(r.device_bytes)} |")
+               f"{memory.format_bytes(r.device_bytes)} |")
   return "\n".join(out) + "\n"
 
 

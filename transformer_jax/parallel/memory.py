@@ -94,9 +94,12 @@ def advice(config) -> str:
           f"{mesh.fsdp} / {mesh.tensor})")
 
 
-def _size(num_bytes: int) -> str:
-  return (f"{num_bytes / GiB:.2f} GiB" if num_bytes >= GiB // 10 else
-          f"{num_bytes / MiB:.1f} MiB")
+def format_bytes(num_bytes: int) -> str:
+  """`num_bytes` in the largest of GiB, MiB, KiB that it reaches: "1,234.50 MiB"."""
+  for unit, scale in (("GiB", GiB), ("MiB", MiB), ("KiB", 1024)):
+    if num_bytes >= scale:
+      return f"{num_bytes / scale:,.2f} {unit}"
+  return f"{num_bytes} B"
 
 
 def check_fits(footprint: Footprint, state_bytes: int, limit: tuple[int, str], config,
@@ -107,9 +110,10 @@ def check_fits(footprint: Footprint, state_bytes: int, limit: tuple[int, str], c
     return
   batch = footprint.arguments - state_bytes
   raise OutOfMemoryError(
-      f"{what} needs {_size(footprint.total)} per device but has {_size(available)} "
-      f"({source}): parameters and optimizer state {_size(state_bytes)}, batch "
-      f"{_size(max(batch, 0))}, temporaries (activations) {_size(footprint.temporaries)}, "
+      f"{what} needs {format_bytes(footprint.total)} per device but has "
+      f"{format_bytes(available)} ({source}): parameters and optimizer state "
+      f"{format_bytes(state_bytes)}, batch {format_bytes(max(batch, 0))}, temporaries "
+      f"(activations) {format_bytes(footprint.temporaries)}, "
       "by XLA's count when compiling. "
       f"To fit: {advice(config)}")
 

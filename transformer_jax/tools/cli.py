@@ -19,7 +19,7 @@ from absl import flags, logging
 EXIT_BAD_INPUT = 2
 
 
-def fail(message: str, hard: bool = False) -> None:
+def exit_with_error(message: str, hard: bool = False) -> None:
   """Prints `error: MESSAGE` and exits with code 2. `hard` skips the interpreter's
   teardown, where the background threads of a failed asynchronous save (Orbax's) would
   print tracebacks of their own into the middle of a clean report."""
@@ -105,7 +105,7 @@ def parse_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    fail(unknown_override(argv) or str(e))
+    exit_with_error(unknown_override(argv) or str(e))
   except (AttributeError, KeyError, TypeError, ValueError) as e:
-    fail(unknown_override(argv) or f"bad flag: {str(e).splitlines()[0]}")
+    exit_with_error(unknown_override(argv) or f"bad flag: {str(e).splitlines()[0]}")
   return []  # not reached.

@@ -1,4 +1,5 @@
-"""Flags and input/output shared by the translate and generate tools."""
+"""The flags, inputs and outputs that the decoding tools share (translate, generate,
+transcribe, embed, export_hf, report, compress), and their error handling."""
 
 from __future__ import annotations
 
@@ -10,10 +11,7 @@ from absl import flags, logging
 
 from transformer_jax.tools import cli
 from transformer_jax import kinds
-
-class BadInput(ValueError):
-  """An input file or flag that cannot be used; the message names it."""
-
+from transformer_jax.errors import USER_ERRORS, BadInput
 
 _DECODING_FLAGS = ("method", "beam_size", "alpha", "temperature", "top_k", "top_p",
                    "ctc_weight", "oov_penalty", "segment_frames", "keep_placeholders")
@@ -85,7 +83,7 @@ def read_lines(path: str | None) -> list[str]:
                    "convert it, e.g. with iconv -t UTF-8") from e
 
 
-def check_output(path: str | None) -> None:
+def check_output_file(path: str | None) -> None:
   """--output must be a file that can be written: checked before any work is done."""
   if path is None:
     return
@@ -116,11 +114,7 @@ def tool_main():
   """Quiet library logs; bad flags, workdirs, checkpoints or inputs: `error: ...` on
   stderr and exit code 2."""
   logging.set_verbosity(logging.ERROR)
-  from transformer_jax import config as config_lib  # pylint: disable=import-outside-toplevel
-  from transformer_jax.checkpoint.manager import CheckpointError  # pylint: disable=import-outside-toplevel
-  from transformer_jax.data.tokenizer import TokenizerError  # pylint: disable=import-outside-toplevel
-  # PretrainedError is a ConfigError (transformer_jax.pretrained.tensors).
   try:
     yield
-  except (config_lib.ConfigError, CheckpointError, TokenizerError, BadInput) as e:
-    cli.fail(str(e))
+  except USER_ERRORS as e:
+    cli.exit_with_error(str(e))

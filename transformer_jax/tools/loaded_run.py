@@ -23,7 +23,6 @@ from transformer_jax.decode import lexicon, placeholders
 from transformer_jax.compress import quant
 from transformer_jax.parallel import sharding
 from transformer_jax import config as config_lib
-from transformer_jax.models import config as models_config
 from transformer_jax.train import programs as programs_lib
 from transformer_jax.kinds.translation import pipeline
 from transformer_jax.data.hf_tokenizer import open_tokenizer
@@ -99,17 +98,12 @@ def load_run(workdir: str, *, tool: str, step: int = -1,
       raise config_lib.ConfigError(f"--workdir={workdir!r}: no labels.json, so the number of "
                                    "classes is unknown (set config.model.num_classes)")
     num_classes = len(labels)
-  decode_kwargs = {}
-  if config.decoding.oov_penalty > 0 and config.decoding.method == "beam":  # the word list
-    try:
-      words = lexicon.read_words(workdir)
-    except FileNotFoundError as e:
-      raise config_lib.ConfigError(str(e)) from e
-    decode_kwargs["lexicon"] = lexicon.for_tokenizer(
-        words, tokenizer, EOS_ID,
-        models_config.model_config(config, tokenizer.vocab_size).vocab_size,
-        config.decoding.oov_penalty)
-  decode_kwargs.update(placeholders.decode_kwargs(config, tokenizer))  # translation only.
+  # What the kind's decoder takes beside the ids, where its config asks for it.
+  try:
+    decode_kwargs = {**lexicon.decode_kwargs(config, tokenizer, lambda: lexicon.read_words(workdir)),
+                     **placeholders.decode_kwargs(config, tokenizer)}
+  except FileNotFoundError as e:
+    raise config_lib.ConfigError(str(e)) from e
   progs = programs_lib.build(config, sharding.make_mesh(config),
                              tokenizer.vocab_size if tokenizer else 0, num_classes, decode_kwargs)
   params, step = checkpoint_params.restore_params(workdir, step, progs.abstract_state.params)

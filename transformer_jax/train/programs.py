@@ -64,7 +64,8 @@ class Programs:
   param_names: Any = None
 
   def context(self):
-    """The mesh and logical axis rules that tracing needs (jax.set_mesh, NOTES.md)."""
+    """The mesh and logical axis rules that tracing needs: `nn.with_logical_constraint`
+    applies only under `jax.set_mesh` (the older `with mesh:` no longer does)."""
     stack = contextlib.ExitStack()
     stack.enter_context(jax.set_mesh(self.mesh))
     stack.enter_context(nn.logical_axis_rules(self.rules))

@@ -13,14 +13,9 @@ import jax.numpy as jnp
 
 from transformer_jax.errors import fail
 from transformer_jax.observe import flops
-from transformer_jax.kinds.base import ModelKind, register
+from transformer_jax.kinds.base import ModelKind, lazy_task, register
 from transformer_jax.kinds.classification.text_record import CLASSIFIER_FIELDS
 from transformer_jax.models.vit import VisionTransformer
-
-
-def _task(config, workdir: str, is_writer: bool):
-  from transformer_jax.kinds.classification.task import ImageClassificationTask  # pylint: disable=import-outside-toplevel
-  return ImageClassificationTask(config, workdir, is_writer)
 
 
 def _batch_shapes(config, global_batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
@@ -45,7 +40,7 @@ KIND = register(ModelKind(
     model=VisionTransformer,
     batch_shapes=_batch_shapes,
     model_inputs=lambda batch: {"images_BHWC": batch["image"]},
-    task=_task,
+    task=lazy_task("transformer_jax.kinds.classification.task", "ImageClassificationTask"),
     data_sources=("mnist", "files"),
     file_format=".npz with 'images' (uint8 [N, H, W(, C)]) and 'labels' ([N])",
     uses_vocab=False,

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from transformer_jax.metrics import objectives
 from transformer_jax.observe import flops
-from transformer_jax.kinds.base import ModelKind, register
+from transformer_jax.kinds.base import ModelKind, lazy_task, register
 from transformer_jax.models.classifier import EncoderClassifier
 
 CLASSIFIER_METRICS = ("loss", "accuracy", "f1", "precision", "recall")
@@ -27,11 +27,6 @@ CLASSIFIER_FIELDS = dict(
     uses_classes=True,
     padding={"label": -1},
 )
-
-
-def _task(config, workdir: str, is_writer: bool):
-  from transformer_jax.kinds.classification.task import TextClassificationTask  # pylint: disable=import-outside-toplevel
-  return TextClassificationTask(config, workdir, is_writer)
 
 
 def _batch_shapes(config, global_batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
@@ -53,7 +48,7 @@ KIND = register(ModelKind(
     model=EncoderClassifier,
     batch_shapes=_batch_shapes,
     model_inputs=_model_inputs,
-    task=_task,
+    task=lazy_task("transformer_jax.kinds.classification.task", "TextClassificationTask"),
     data_sources=("debian", "files"),
     file_format='TSV text<TAB>label or JSONL {"text": ..., "label": ...}',
     forward_flops=flops.encoder_classifier_forward,

@@ -10,13 +10,9 @@ from __future__ import annotations
 from transformer_jax.decode import search as decoding
 from transformer_jax.metrics import objectives
 from transformer_jax.observe import flops
-from transformer_jax.kinds.base import ModelKind, packed_shapes, register, sequence_inputs
+from transformer_jax.kinds.base import (ModelKind, lazy_task, packed_shapes, register,
+                                        sequence_inputs)
 from transformer_jax.models.decoder_lm import DecoderLM
-
-
-def _task(config, workdir: str, is_writer: bool):
-  from transformer_jax.kinds.language_model.task import LanguageModelTask  # pylint: disable=import-outside-toplevel
-  return LanguageModelTask(config, workdir, is_writer)
 
 
 KIND = register(ModelKind(
@@ -28,7 +24,7 @@ KIND = register(ModelKind(
     objective=objectives.next_token_objective,
     eval_sums=objectives.next_token_eval,
     eval_metrics=lambda config: ("loss", "perplexity", "accuracy"),
-    task=_task,
+    task=lazy_task("transformer_jax.kinds.language_model.task", "LanguageModelTask"),
     data_sources=("python_stdlib", "files"),
     file_format="plain UTF-8 text, documents separated by blank lines",
     forward_flops=flops.decoder_only_forward,

@@ -227,15 +227,12 @@ def decode_in_batches(utts: Utterances, *, batch_size: int, decode_batch, tokeni
                               feature_norm=feature_norm)
     return segments.join(texts, owners, len(utts))
   frames = utts.frames()
-  order = sorted(range(len(utts)), key=lambda i: (frames[i], i))
-  out = [""] * len(utts)
-  for n, start in enumerate(range(0, len(order), batch_size)):
-    idx = order[start:start + batch_size]
+
+  def inputs_of(idx):
     length = -(-int(frames[idx[-1]]) // DECODE_FRAMES) * DECODE_FRAMES
     inputs = np.zeros((batch_size, length, audio.N_MELS + 1), np.float32)
     for row, i in enumerate(idx):
       inputs[row] = features(waveform(utts.samples[i]), length, feature_norm)
-    ids = decode_batch(inputs, n)
-    for row, i in enumerate(idx):
-      out[i] = tokenizer.decode(ids[row])
-  return out
+    return inputs
+  return streams.decode_shortest_first(frames, batch_size, inputs_of, decode_batch,
+                                       tokenizer.decode)

@@ -20,13 +20,8 @@ from transformer_jax.metrics import objectives
 from transformer_jax.kinds.speech import audio, corpus as speech
 from transformer_jax.errors import fail
 from transformer_jax.observe import flops
-from transformer_jax.kinds.base import ModelKind, register
+from transformer_jax.kinds.base import ModelKind, lazy_task, register
 from transformer_jax.models.speech import SUBSAMPLING, SpeechToText
-
-
-def _task(config, workdir: str, is_writer: bool):
-  from transformer_jax.kinds.speech.task import SpeechTask  # pylint: disable=import-outside-toplevel
-  return SpeechTask(config, workdir, is_writer)
 
 
 TARGETS = ("targets", "targets_segment_ids", "targets_positions")
@@ -140,7 +135,7 @@ KIND = register(ModelKind(
     objective=_objective,
     eval_sums=_eval_sums,
     eval_metrics=_eval_metrics,
-    task=_task,
+    task=lazy_task("transformer_jax.kinds.speech.task", "SpeechTask"),
     data_sources=("tts", "files"),
     file_format='TSV audio.wav<TAB>transcript or JSONL {"audio": ..., "text": ...}',
     forward_flops=flops.speech_forward,

@@ -15,14 +15,11 @@ import time
 
 import jax
 
-from transformer_jax.models import config as models_config
 from transformer_jax.metrics import scores as evaluation
 from transformer_jax.decode import lexicon
 from transformer_jax.kinds.speech import pipeline as speech_pipeline, splits as speech_splits
 from transformer_jax.kinds.speech.corpus import normalize
-from transformer_jax.data.tokenizer import EOS_ID
 from transformer_jax.kinds import task as base
-from transformer_jax.kinds.translation.task import decoder_name
 
 CACHE_DIR = "speech_cache"  # synthesised and resampled audio, in the workdir.
 
@@ -89,11 +86,7 @@ class SpeechTask(base.TaskBase):
 
   def decode_kwargs(self) -> dict:
     """The word list's trie where beam search charges decoding.oov_penalty (lexicon.py)."""
-    penalty = self.config.decoding.oov_penalty
-    if penalty <= 0 or self.config.decoding.method != "beam":
-      return {}
-    vocab = models_config.model_config(self.config, self.vocab_size).vocab_size
-    return {"lexicon": lexicon.for_tokenizer(self.words, self.tokenizer, EOS_ID, vocab, penalty)}
+    return lexicon.decode_kwargs(self.config, self.tokenizer, lambda: self.words)
 
   def transcribe(self, run: base.Evaluator, params, utts: speech_splits.Utterances):
     """(WER/CER scores, [(reference, transcript)]) of `utts` decoded with config.decoding."""
@@ -150,7 +143,7 @@ class SpeechTask(base.TaskBase):
       record.update({f"test/{prefix}wer": scores["wer"], f"test/{prefix}cer": scores["cer"],
                      f"test/{prefix}constant_wer": baseline})
       if run.primary:
-        print(f"Test set, {what} ({len(utts)} utterances, {decoder_name(c.decoding)}, "
+        print(f"Test set, {what} ({len(utts)} utterances, {base.decoder_name(c.decoding)}, "
               f"{time.monotonic() - t0:.0f}s): WER {scores['wer']:.2f}%, CER "
               f"{scores['cer']:.2f}% (best constant answer, {answer!r}: WER {baseline:.1f}%)",
               flush=True)

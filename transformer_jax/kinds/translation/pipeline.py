@@ -108,20 +108,12 @@ def predict_batches(pairs: Sequence[Pair], tokenizer: Tokenizer, *, batch_size: 
 
 def decode_in_batches(sources: Sequence[str], tokenizer: Tokenizer, *, batch_size: int,
                       max_length: int, decode_batch) -> list[str]:
-  """One output text per source, in the sources' order: `decode_batch(ids [batch_size,
-  max_length], n)` (n: the batch's index) gives each global batch's output ids, which are
-  detokenized.
-
-  Sources are decoded shortest first, so that a batch holds sources of similar length:
-  the decoder stops when every row of a batch has ended, and short rows then do not wait
-  for a long one.
-  """
-  order = sorted(range(len(sources)), key=lambda i: (len(tokenizer.encode(sources[i])), i))
-  out: list[str] = [""] * len(sources)
-  batches = predict_batches([(sources[i], "") for i in order], tokenizer,
-                            batch_size=batch_size, max_length=max_length)
-  for n, (inputs, srcs, _) in enumerate(batches):
-    ids = decode_batch(inputs, n)
-    for row, i in enumerate(order[n * batch_size:n * batch_size + len(srcs)]):
-      out[i] = tokenizer.decode(ids[row])
-  return out
+  """One output text per source, in the sources' order, shortest first in batches
+  (streams.decode_shortest_first): `decode_batch(ids [batch_size, max_length], n)` (n: the
+  batch's index) gives each global batch's output ids, which are detokenized."""
+  def inputs_of(idx):
+    inputs, _, _ = next(predict_batches([(sources[i], "") for i in idx], tokenizer,
+                                        batch_size=batch_size, max_length=max_length))
+    return inputs
+  return streams.decode_shortest_first([len(tokenizer.encode(s)) for s in sources], batch_size,
+                                       inputs_of, decode_batch, tokenizer.decode)

@@ -11,13 +11,9 @@ from transformer_jax.decode import search as decoding
 from transformer_jax.metrics import objectives
 from transformer_jax.errors import fail
 from transformer_jax.observe import flops
-from transformer_jax.kinds.base import ModelKind, packed_shapes, register, sequence_inputs
+from transformer_jax.kinds.base import (ModelKind, lazy_task, packed_shapes, register,
+                                        sequence_inputs)
 from transformer_jax.models.transformer import EncoderDecoder
-
-
-def _task(config, workdir: str, is_writer: bool):
-  from transformer_jax.kinds.translation.task import TranslationTask  # pylint: disable=import-outside-toplevel
-  return TranslationTask(config, workdir, is_writer)
 
 
 def _eval_metrics(config) -> tuple[str, ...]:
@@ -41,7 +37,7 @@ KIND = register(ModelKind(
     objective=objectives.next_token_objective,
     eval_sums=objectives.next_token_eval,
     eval_metrics=_eval_metrics,
-    task=_task,
+    task=lazy_task("transformer_jax.kinds.translation.task", "TranslationTask"),
     data_sources=("gettext", "files"),
     file_format='TSV source<TAB>target or JSONL {"source": ..., "target": ...}',
     forward_flops=flops.encoder_decoder_forward,

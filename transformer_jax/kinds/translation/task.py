@@ -14,16 +14,6 @@ from transformer_jax.kinds.translation import pipeline, corpus as sources
 from transformer_jax.kinds import task as base
 
 
-def decoder_name(d) -> str:
-  if d.method == "beam":
-    return f"beam {d.beam_size}, alpha {d.alpha}"
-  if d.method == "sample":
-    return f"sampling, temperature {d.temperature}, top-k {d.top_k}, top-p {d.top_p}"
-  if d.method == "ctc":
-    return "greedy CTC"
-  return "greedy"
-
-
 class TranslationTask(base.TaskBase):
   """Sentence pairs -> packed source/target batches; decoded translations scored by sacrebleu."""
 
@@ -106,7 +96,7 @@ class TranslationTask(base.TaskBase):
     pairs = self._test_pairs()
     scores, signatures, examples = self.translate(run, params, pairs)
     if run.primary:
-      print(f"Test set ({len(examples)} sentences, {decoder_name(c.decoding)}, "
+      print(f"Test set ({len(examples)} sentences, {base.decoder_name(c.decoding)}, "
             f"{time.monotonic() - t0:.0f}s): BLEU {scores['bleu']:.2f}, chrF {scores['chrf']:.2f}, "
             f"placeholders kept {scores['placeholders']:.1f}%",
             flush=True)
