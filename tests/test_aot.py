@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from transformer_jax import aot
+from transformer_jax.parallel import topology
 from transformer_jax import config as config_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,8 +43,8 @@ def test_slices_and_dcn_data_must_agree():
 
 
 def test_missing_libtpu_says_how_to_install_it(monkeypatch):
-  find_spec = aot.importlib.util.find_spec
-  monkeypatch.setattr(aot.importlib.util, "find_spec",
+  find_spec = topology.importlib.util.find_spec
+  monkeypatch.setattr(topology.importlib.util, "find_spec",
                       lambda name, *a: None if name == "libtpu" else find_spec(name, *a))
   with pytest.raises(aot.MissingLibtpu, match=r'pip install -e "\.\[tpu\]"'):
     aot.topology_devices(aot.parse_topology("v5e-8"))
@@ -84,7 +85,7 @@ def test_a_layout_that_cannot_fit_exits_3():
 def test_bad_topology_or_mesh_exits_2_with_the_field_named():
   proc = _aot("--topology=v5p-100")
   assert proc.returncode == 2 and "--topology='v5p-100'" in proc.stderr
-  if not aot.importlib.util.find_spec("libtpu"):
+  if not topology.importlib.util.find_spec("libtpu"):
     return
   proc = _aot("--topology=v5e-8", "--config.mesh.data=3")
   assert proc.returncode == 2 and "config.mesh=" in proc.stderr
