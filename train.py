@@ -36,9 +36,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   # Imported here so that --help and flag errors stay fast.
-  from transformer_jax.train import loop as trainer  # pylint: disable=import-outside-toplevel
   from transformer_jax.errors import USER_ERRORS  # pylint: disable=import-outside-toplevel
   from transformer_jax.tools import cli  # pylint: disable=import-outside-toplevel
+  from transformer_jax.train import loop as trainer  # pylint: disable=import-outside-toplevel
 
   config_path = flags.FLAGS["config"].config_filename
   if not os.path.isfile(config_path.split(":", 1)[0]):

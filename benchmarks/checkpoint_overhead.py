@@ -29,8 +29,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from transformer_jax.checkpoint import manager as checkpoint
-from transformer_jax.train import programs
 from transformer_jax.parallel import sharding
+from transformer_jax.train import programs
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/base.py", "Config file.")
 _STEPS = flags.DEFINE_integer("steps", 12, "Timed steps per variant (after 2 warm-up steps).")

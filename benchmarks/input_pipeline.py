@@ -18,10 +18,11 @@ import jax
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
+
 from transformer_jax import kinds
 from transformer_jax.metrics import objectives
-from transformer_jax.train import programs
 from transformer_jax.parallel import sharding
+from transformer_jax.train import programs
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/base.py", "Config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None,

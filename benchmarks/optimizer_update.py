@@ -20,13 +20,12 @@ import jax
 import jax.numpy as jnp
 import optax
 from absl import app, flags
+from best_of import best_seconds  # benchmarks/best_of.py
 from ml_collections import config_flags
 
 from transformer_jax.observe import flops
-from transformer_jax.train import optim, programs
 from transformer_jax.parallel import sharding
-
-from best_of import best_seconds  # benchmarks/best_of.py
+from transformer_jax.train import optim, programs
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/base.py", "Config file.")
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Timed rounds of 50 calls each (the best counts).")

@@ -24,14 +24,13 @@ import optax
 from absl import app, flags
 
 from transformer_jax import config as config_lib
-
-from transformer_jax.models import config as models_config
+from transformer_jax.data import tokenizer as tokenizer_lib
 from transformer_jax.decode import search as decoding
 from transformer_jax.kinds.speech import pipeline as speech_pipeline, splits as speech_splits
-from transformer_jax.data import tokenizer as tokenizer_lib
 from transformer_jax.kinds.speech.corpus import normalize
-from transformer_jax.models.speech import SpeechToText
 from transformer_jax.kinds.speech.task import CACHE_DIR
+from transformer_jax.models import config as models_config
+from transformer_jax.models.speech import SpeechToText
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A speech train.py workdir with its cache.",
                                required=True)

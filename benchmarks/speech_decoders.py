@@ -25,10 +25,10 @@ import time
 
 from absl import app, flags
 
-from transformer_jax.metrics import scores as evaluation
-from transformer_jax.tools import loaded_run as inference
 from transformer_jax.kinds.speech import pipeline as speech_pipeline, splits as speech_splits
 from transformer_jax.kinds.speech.task import CACHE_DIR
+from transformer_jax.metrics import scores as evaluation
+from transformer_jax.tools import loaded_run as inference
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A speech_to_text train.py workdir.",
                                required=True)

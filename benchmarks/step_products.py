@@ -17,11 +17,10 @@ products this small run far below the rate, and a step holds 9 attention modules
 import jax
 import jax.numpy as jnp
 from absl import app, flags
+from best_of import best_seconds  # benchmarks/best_of.py
 from ml_collections import config_flags
 
 from transformer_jax.observe import flops
-
-from best_of import best_seconds  # benchmarks/best_of.py
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/base.py", "Config file.")
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Timed rounds of 20 calls each (the best counts).")

@@ -25,13 +25,12 @@ import jax
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
+from synthetic import synthetic_batch  # benchmarks/synthetic.py
 
 from transformer_jax import kinds
 from transformer_jax.observe import flops
-from transformer_jax.train import programs
 from transformer_jax.parallel import sharding
-
-from synthetic import synthetic_batch  # benchmarks/synthetic.py
+from transformer_jax.train import programs
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/base.py", "Config file.")
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps (after 2 warm-up steps).")

@@ -18,11 +18,11 @@ import jax
 import sacrebleu
 from absl import app, flags
 
+from transformer_jax import config as config_lib
 from transformer_jax.checkpoint import params as checkpoint_params
+from transformer_jax.kinds.translation import corpus as sources
 from transformer_jax.metrics import scores as evaluation
 from transformer_jax.tools import loaded_run as inference
-from transformer_jax import config as config_lib
-from transformer_jax.kinds.translation import corpus as sources
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A train.py workdir (translation).",
                                required=True)

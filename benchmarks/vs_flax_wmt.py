@@ -38,12 +38,10 @@ from absl import app, flags
 from flax.training import train_state
 from ml_collections import config_flags
 
-from transformer_jax import config as config_lib
-
-from transformer_jax import kinds
+from transformer_jax import config as config_lib, kinds
 from transformer_jax.observe import flops
-from transformer_jax.train import programs
 from transformer_jax.parallel import sharding
+from transformer_jax.train import programs
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/base.py", "Config file.")
 _WMT_SHAPE = flags.DEFINE_bool(

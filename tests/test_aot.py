@@ -9,9 +9,8 @@ import sys
 
 import pytest
 
-from transformer_jax import aot
+from transformer_jax import aot, config as config_lib
 from transformer_jax.parallel import topology
-from transformer_jax import config as config_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = os.path.join(REPO, "configs", "base.py")

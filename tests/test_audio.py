@@ -5,8 +5,9 @@ import wave
 import numpy as np
 import pytest
 
-from conftest import skip_without
 from transformer_jax.kinds.speech import audio
+
+from conftest import skip_without
 
 
 def _tone(hz, rate, seconds=1.0, amplitude=0.5):

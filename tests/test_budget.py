@@ -15,12 +15,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import excerpt, tiny_config, train_tiny, write_parallel_tsv
-from transformer_jax.train import budget, optim
+from transformer_jax import config as config_lib, kinds
 from transformer_jax.checkpoint import manager as checkpoint
-from transformer_jax import config as config_lib
-from transformer_jax import kinds
 from transformer_jax.errors import ConfigError
+from transformer_jax.train import budget, optim
+
+from conftest import excerpt, tiny_config, train_tiny, write_parallel_tsv
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOY = os.path.join(REPO, "tests", "toy_kind.py")

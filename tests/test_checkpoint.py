@@ -7,12 +7,13 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import EN_DE, tiny_config
 from transformer_jax.checkpoint import manager as checkpoint, params as checkpoint_params
-from transformer_jax.train import programs
-from transformer_jax.parallel import sharding
-from transformer_jax.kinds.translation import pipeline
 from transformer_jax.data import tokenizer as tok
+from transformer_jax.kinds.translation import pipeline
+from transformer_jax.parallel import sharding
+from transformer_jax.train import programs
+
+from conftest import EN_DE, tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,11 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import excerpt, write_parallel_tsv
-from conftest import REPO, TINY, _run
 from transformer_jax.checkpoint import params as checkpoint_params
-from transformer_jax.tools import loaded_run as inference
 from transformer_jax.compress import quant, sparsity
+from transformer_jax.tools import loaded_run as inference
+
+from conftest import REPO, TINY, _run, excerpt, write_parallel_tsv
 
 pytestmark = pytest.mark.slow
 

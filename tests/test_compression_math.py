@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from conftest import tiny_config
-from transformer_jax.compress import stored as compressed, quant, sparsity
-from transformer_jax.train import programs
-from transformer_jax.parallel import sharding
-from transformer_jax.errors import ConfigError
 from transformer_jax import kinds
+from transformer_jax.compress import quant, sparsity, stored as compressed
+from transformer_jax.errors import ConfigError
+from transformer_jax.parallel import sharding
+from transformer_jax.train import programs
+
+from conftest import tiny_config
 
 NAMES_AND_CHANNELS = [
     # logical names, shape, the axes one scale spans.

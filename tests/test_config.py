@@ -2,11 +2,11 @@
 
 import pytest
 
-from conftest import tiny_config
-from transformer_jax import config as config_lib
-from transformer_jax import kinds
+from transformer_jax import config as config_lib, kinds
 from transformer_jax.models import config as models_config
 from transformer_jax.parallel import sharding
+
+from conftest import tiny_config
 
 
 def _error(num_devices=8, **overrides):

@@ -10,13 +10,13 @@ import shutil
 
 import numpy as np
 import pytest
-from stream_checks import (assert_process_split_invariant, assert_resumes, in_hash_order,
-                           split_config)
 
-from transformer_jax.kinds.classification import labelled_text as lt
-from transformer_jax.kinds.language_model import text as lm_text
 from transformer_jax.data import tokenizer as tok
 from transformer_jax.data.splits import SPLITS, CorpusError, split_of
+from transformer_jax.kinds.classification import labelled_text as lt
+from transformer_jax.kinds.language_model import text as lm_text
+
+from stream_checks import assert_process_split_invariant, assert_resumes, in_hash_order, split_config
 
 WORDS = ("the file window data open close save print value list number system user "
          "error message option table index reads writes returns shows keeps").split()

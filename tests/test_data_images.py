@@ -4,11 +4,11 @@ import hashlib
 
 import numpy as np
 import pytest
-from stream_checks import (assert_process_split_invariant, assert_resumes, in_hash_order,
-                           split_config)
 
-from transformer_jax.kinds.classification import images as im
 from transformer_jax.data.splits import SPLITS, CorpusError, split_of
+from transformer_jax.kinds.classification import images as im
+
+from stream_checks import assert_process_split_invariant, assert_resumes, in_hash_order, split_config
 
 
 def _npz(path, n, shape, seed):

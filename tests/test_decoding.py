@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from transformer_jax.decode import beam as beam_search, search as decoding
-from transformer_jax.train import programs
-from transformer_jax.parallel import sharding
 from transformer_jax.decode.search import DecodeOptions
 from transformer_jax.models.decoder_lm import DecoderLM
 from transformer_jax.models.transformer import EncoderDecoder, TransformerConfig
+from transformer_jax.parallel import sharding
+from transformer_jax.train import programs
 
 from conftest import tiny_config
 

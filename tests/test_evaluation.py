@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from transformer_jax.metrics import scores as evaluation, objectives
-from transformer_jax.metrics import summaries
+from transformer_jax.metrics import objectives, scores as evaluation, summaries
 
 
 def test_translation_scores_and_signatures():

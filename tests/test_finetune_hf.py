@@ -79,9 +79,9 @@ def test_export_hf_gives_a_folder_transformers_loads_with_the_same_logits(finetu
   assert config["architectures"] == ["BertForSequenceClassification"]
   assert sorted(config["id2label"].values()) == ["english", "german"]
   assert {"tokenizer.json", "model.safetensors"} <= set(os.listdir(out))
-  from transformer_jax.tools import loaded_run as inference  # pylint: disable=import-outside-toplevel
   from transformer_jax import pretrained
   from transformer_jax.data import hf_tokenizer  # pylint: disable=import-outside-toplevel
+  from transformer_jax.tools import loaded_run as inference  # pylint: disable=import-outside-toplevel
   run = inference.load_run(workdir, tool=None)
   tok = hf_tokenizer.load(f"hf:{out}")
   ids = np.zeros((2, 10), np.int32)
@@ -186,9 +186,9 @@ def test_gpt2_run_exports_with_its_own_ids_and_transformers_agrees(finetuned_lm,
   assert proc.returncode == 0, excerpt(proc.stderr.decode())
   config = json.loads((out / "config.json").read_text())
   assert config["architectures"] == ["GPT2LMHeadModel"] and config["vocab_size"] == 321
-  from transformer_jax.tools import loaded_run as inference  # pylint: disable=import-outside-toplevel
   from transformer_jax import pretrained
   from transformer_jax.models.decoder_lm import DecoderLM  # pylint: disable=import-outside-toplevel
+  from transformer_jax.tools import loaded_run as inference  # pylint: disable=import-outside-toplevel
   run = inference.load_run(workdir, tool=None)
   model = DecoderLM(run.programs.model_config.replace(deterministic=True))
   theirs_ids = np.array([[5, 17, 40, 2, 0, 99, 250, 310]], np.int32)  # the folder's own ids.

@@ -6,11 +6,12 @@ import os
 import jax
 import pytest
 
-from conftest import tiny_config
 from transformer_jax import kinds
 from transformer_jax.observe import flops
-from transformer_jax.train import programs
 from transformer_jax.parallel import sharding
+from transformer_jax.train import programs
+
+from conftest import tiny_config
 
 # (kind, vocabulary, classes, config overrides): one compiled step of each kind.
 KINDS = [

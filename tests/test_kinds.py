@@ -12,9 +12,9 @@ import sys
 
 import pytest
 
+from transformer_jax import config as config_lib, kinds
+
 from conftest import excerpt
-from transformer_jax import config as config_lib
-from transformer_jax import kinds
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(REPO, "transformer_jax")

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from transformer_jax.decode import beam as beam_search, search as decoding, lexicon
+from transformer_jax.decode import beam as beam_search, lexicon, search as decoding
 from transformer_jax.models import speech
 from transformer_jax.models.transformer import TransformerConfig
 

@@ -3,10 +3,11 @@
 import jax
 import jax.numpy as jnp
 import pytest
+from test_nonfinite import _digest, _train
+
+from transformer_jax.parallel import memory
 
 from conftest import excerpt, tiny_config, write_parallel_tsv
-from test_nonfinite import _digest, _train
-from transformer_jax.parallel import memory
 
 
 def _compiled_matmul(n):

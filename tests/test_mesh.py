@@ -6,9 +6,10 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import tiny_config
-from transformer_jax.train import programs
 from transformer_jax.parallel import sharding
+from transformer_jax.train import programs
+
+from conftest import tiny_config
 
 # Wide enough to split 8 ways on every sharded dimension (heads, MLP, width, vocab).
 MODEL = {"model.emb_dim": 32, "model.num_heads": 8, "model.qkv_dim": 32, "model.mlp_dim": 64}

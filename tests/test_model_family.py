@@ -10,13 +10,13 @@ import pytest
 from jax.sharding import Mesh, PartitionSpec as P
 
 from transformer_jax.decode import search as decoding
-from transformer_jax.parallel import sharding
 from transformer_jax.decode.search import DecodeOptions
 from transformer_jax.models import attention, layers
 from transformer_jax.models.classifier import EncoderClassifier
 from transformer_jax.models.decoder_lm import DecoderLM
 from transformer_jax.models.transformer import EncoderDecoder, TransformerConfig
 from transformer_jax.models.vit import VisionTransformer, patchify
+from transformer_jax.parallel import sharding
 
 CFG = TransformerConfig(vocab_size=30, emb_dim=16, num_heads=2, head_dim=8, mlp_dim=32,
                         num_encoder_layers=2, num_decoder_layers=2, deterministic=True,

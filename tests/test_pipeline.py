@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from conftest import EN_DE
+from transformer_jax.data import streams, tokenizer as tok
 from transformer_jax.kinds.translation import pipeline
-from transformer_jax.data import streams
-from transformer_jax.data import tokenizer as tok
+
+from conftest import EN_DE
 
 
 @pytest.fixture(scope="module")

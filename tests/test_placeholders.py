@@ -6,13 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import tiny_config
-from transformer_jax.decode import beam as beam_search, search as decoding, placeholders
-from transformer_jax import config as config_lib
-from transformer_jax import kinds
+from transformer_jax import config as config_lib, kinds
 from transformer_jax.data import tokenizer as tok
+from transformer_jax.decode import beam as beam_search, placeholders, search as decoding
 from transformer_jax.decode.search import DecodeOptions
 from transformer_jax.models.transformer import EncoderDecoder, TransformerConfig
+
+from conftest import tiny_config
 
 # A toy vocabulary: 0 pad, 1 EOS, 2-4 words, 5 and 6 placeholders. The step function's
 # preferences, best first: placeholder 5, EOS, placeholder 6, word 3, the rest.

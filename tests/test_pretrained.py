@@ -15,15 +15,16 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-import hf_folders
-from conftest import skip_without
-from transformer_jax.decode import search as decoding
 from transformer_jax import pretrained
 from transformer_jax.data import hf_tokenizer
 from transformer_jax.data.tokenizer import TokenizerError
+from transformer_jax.decode import search as decoding
 from transformer_jax.embed import embed
 from transformer_jax.models.decoder_lm import DecoderLM
 from transformer_jax.pretrained import export
+
+import hf_folders
+from conftest import skip_without
 
 SENTENCES = ["Hello world, this is a test.",
              "A much longer sentence about Debian packages and the sections of their archive.",
@@ -256,9 +257,11 @@ def test_a_loaded_model_shards_over_the_mesh_like_ours(tmp_path):
   """init_from.hf on a (data 2, fsdp 2, tensor 2) mesh: the folder's weights land on the
   shardings of our logical rules, and the sharded model gives the unsharded logits."""
   import jax  # pylint: disable=import-outside-toplevel
-  from conftest import tiny_config  # pylint: disable=import-outside-toplevel
-  from transformer_jax.train import programs  # pylint: disable=import-outside-toplevel
+
   from transformer_jax.parallel import sharding
+  from transformer_jax.train import programs  # pylint: disable=import-outside-toplevel
+
+  from conftest import tiny_config  # pylint: disable=import-outside-toplevel
   path = hf_folders.bert_folder(tmp_path / "bert", WORDS, labels=["a", "b", "c"])
   model, params, _ = pretrained.load_hf(path)
   config = tiny_config(**{"model.kind": "encoder_classifier", "data.source": "files",

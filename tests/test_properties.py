@@ -3,17 +3,16 @@ an unhandled exception, only in data read or one named error."""
 
 import os
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
-from conftest import tiny_config
-from transformer_jax.tools import cli
-from transformer_jax import config as config_lib
-from transformer_jax import kinds
-from transformer_jax.kinds.classification import labelled_text
-from transformer_jax.kinds.translation import corpus as sources
+from transformer_jax import config as config_lib, kinds
 from transformer_jax.data.splits import CorpusError
 from transformer_jax.errors import ConfigError
+from transformer_jax.kinds.classification import labelled_text
+from transformer_jax.kinds.translation import corpus as sources
+from transformer_jax.tools import cli
+
+from conftest import tiny_config
 
 FAST = settings(max_examples=60, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from matplotlib.image import AxesImage
 
-from conftest import _metrics, _run, excerpt, train_tiny, write_parallel_tsv
-from transformer_jax.tools import loaded_run as inference
 from transformer_jax.report import attention, plots, runs
+from transformer_jax.tools import loaded_run as inference
+
+from conftest import _metrics, _run, excerpt, train_tiny, write_parallel_tsv
 
 pytestmark = pytest.mark.slow
 

@@ -10,11 +10,12 @@ import types
 import numpy as np
 import pytest
 
-from conftest import EN_DE, write_mo
+from transformer_jax.data import splits
 from transformer_jax.kinds.classification import images, labelled_text
 from transformer_jax.kinds.language_model import text as lm_text
 from transformer_jax.kinds.translation import corpus as sources
-from transformer_jax.data import splits
+
+from conftest import EN_DE, write_mo
 
 
 def _locale_tree(root, catalogs):

@@ -6,9 +6,10 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import write_mo
-from transformer_jax.kinds.speech import audio, corpus as speech, splits as speech_splits
 from transformer_jax.data.splits import CorpusError
+from transformer_jax.kinds.speech import audio, corpus as speech, splits as speech_splits
+
+from conftest import write_mo
 
 
 def test_transcripts_are_compared_in_one_normal_form():

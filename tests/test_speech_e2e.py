@@ -7,10 +7,11 @@ import sys
 
 import numpy as np
 import pytest
+from test_tasks_e2e import COMMON, REPO, _metrics, _train
+
+from transformer_jax.kinds.speech import audio
 
 from conftest import excerpt
-from test_tasks_e2e import COMMON, REPO, _metrics, _train
-from transformer_jax.kinds.speech import audio
 
 WORDS = {"alpha": 300.0, "bravo": 700.0, "charlie": 1300.0, "delta": 2200.0}
 STEPS = 60

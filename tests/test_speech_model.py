@@ -7,8 +7,8 @@ import numpy as np
 import optax
 import pytest
 
-from transformer_jax.decode import search as decoding
 from transformer_jax import kinds
+from transformer_jax.decode import search as decoding
 from transformer_jax.models import speech
 from transformer_jax.models.transformer import TransformerConfig
 

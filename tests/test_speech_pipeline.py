@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from transformer_jax.kinds.speech import audio, pipeline as speech_pipeline, splits as speech_splits
 from transformer_jax.data.tokenizer import Tokenizer, train_tokenizer
+from transformer_jax.kinds.speech import audio, pipeline as speech_pipeline, splits as speech_splits
 
 TEXTS = ["open the file", "close the window", "save all", "print the page now", "quit",
          "show hidden files", "undo", "redo the last change"]

@@ -6,14 +6,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import tiny_config
 from transformer_jax import kinds
-from transformer_jax.models import config as models_config
 from transformer_jax.decode import search as decoding
-from transformer_jax.train import programs
-from transformer_jax.parallel import sharding
 from transformer_jax.errors import ConfigError
+from transformer_jax.models import config as models_config
 from transformer_jax.models.transformer import EncoderDecoder, unstack_layers
+from transformer_jax.parallel import sharding
+from transformer_jax.train import programs
+
+from conftest import tiny_config
 
 
 def _batch(rows: int, length: int, seed: int = 0) -> dict:

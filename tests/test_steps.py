@@ -6,12 +6,12 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import tiny_config
-from transformer_jax.metrics import summaries
 from transformer_jax import config as config_lib
-from transformer_jax.metrics import objectives
-from transformer_jax.train import optim, programs, steps
+from transformer_jax.metrics import objectives, summaries
 from transformer_jax.parallel import sharding
+from transformer_jax.train import optim, programs, steps
+
+from conftest import tiny_config
 
 
 def test_label_smoothed_loss_matches_explicit_soft_targets():

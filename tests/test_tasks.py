@@ -2,9 +2,10 @@
 
 import re
 
-from conftest import tiny_config, write_parallel_tsv
 from transformer_jax.kinds.translation import pipeline
 from transformer_jax.kinds.translation.task import TranslationTask
+
+from conftest import tiny_config, write_parallel_tsv
 
 
 def test_translation_says_how_many_eval_pairs_are_too_long(tmp_path, capsys):

@@ -5,10 +5,11 @@ import os
 
 import pytest
 
-from conftest import EN_DE, REPO, TINY, _metrics, _run
 from transformer_jax import config as config_lib
-from transformer_jax.metrics import scores as evaluation
 from transformer_jax.kinds.translation import corpus as sources
+from transformer_jax.metrics import scores as evaluation
+
+from conftest import EN_DE, REPO, TINY, _metrics, _run
 
 
 def test_trainer_logs_validation_and_test_bleu(trained_run):
@@ -105,9 +106,9 @@ def test_tools_refuse_the_other_model_kind(lm_run, trained_run):
 
 
 def test_export_safetensors_writes_every_parameter_under_its_path(trained_run, tmp_path):
+  import numpy as np  # pylint: disable=import-outside-toplevel
   from flax import traverse_util  # pylint: disable=import-outside-toplevel
   from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
   out = tmp_path / "export"
   proc = _run(["-m", "transformer_jax.export_hf", f"--workdir={trained_run}",
                f"--output={out}", "--format=safetensors"])

@@ -6,8 +6,9 @@ import subprocess
 import sys
 import time
 
-from conftest import excerpt, write_parallel_tsv
 from transformer_jax.kinds.translation import corpus as sources
+
+from conftest import excerpt, write_parallel_tsv
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from transformer_jax.train import workdir
 from transformer_jax.errors import ConfigError
+from transformer_jax.train import workdir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOLD = ("import sys, time; from transformer_jax.train import workdir; "

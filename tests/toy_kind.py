@@ -15,9 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from transformer_jax import kinds
-from transformer_jax.metrics import objectives
 from transformer_jax.config import default_config
 from transformer_jax.data import streams
+from transformer_jax.metrics import objectives
 
 LENGTH, TOKENS, CLASSES = 8, 12, 3
 NAME = "toy_first_token"

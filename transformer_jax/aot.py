@@ -31,13 +31,13 @@ import ml_collections  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from transformer_jax.tools import cli  # noqa: E402
-from transformer_jax import config as config_lib  # noqa: E402
 from transformer_jax import kinds  # noqa: E402
+from transformer_jax import config as config_lib  # noqa: E402
 from transformer_jax.parallel import memory, sharding  # noqa: E402
-from transformer_jax.parallel.topology import (GENERATIONS, GiB, TOPOLOGY_FORMS,  # noqa: E402
+from transformer_jax.parallel.topology import (GENERATIONS, TOPOLOGY_FORMS, GiB,  # noqa: E402
                                                MissingLibtpu, Topology, TopologyError,
                                                parse_topology, topology_devices)
+from transformer_jax.tools import cli  # noqa: E402
 from transformer_jax.train import programs  # noqa: E402
 
 __all__ = ["GENERATIONS", "MissingLibtpu", "Topology", "TopologyError", "compile_for_topology",

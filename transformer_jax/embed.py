@@ -42,9 +42,9 @@ def _max_seq_length(folder: str) -> int | None:
 
 def load_encoder(path: str):
   """(model, params, tokenizer, default max length) from a folder or a workdir."""
-  from transformer_jax.tools import loaded_run as inference  # pylint: disable=import-outside-toplevel
   from transformer_jax import pretrained  # pylint: disable=import-outside-toplevel
   from transformer_jax.data import hf_tokenizer  # pylint: disable=import-outside-toplevel
+  from transformer_jax.tools import loaded_run as inference  # pylint: disable=import-outside-toplevel
   if os.path.isdir(os.path.join(path, "checkpoints")):  # a train.py workdir.
     run = inference.load_run(path, tool=None, as_floats=True)
     if not run.programs.kind.embeds:

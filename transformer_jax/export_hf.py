@@ -21,7 +21,6 @@ import json
 import os
 
 import numpy as np
-
 from absl import app, flags
 
 from transformer_jax.tools import cli, flags as tool_flags
@@ -38,11 +37,12 @@ def export(workdir: str, output: str, fmt: str = "hf", step: int = -1) -> str:
   """Writes the run's parameters to `output`; returns a one-line summary."""
   import flax  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
-  from transformer_jax.tools import loaded_run as inference  # pylint: disable=import-outside-toplevel
+
   from transformer_jax.data import hf_tokenizer  # pylint: disable=import-outside-toplevel
+  from transformer_jax.kinds.task import read_labels  # pylint: disable=import-outside-toplevel
   from transformer_jax.models.transformer import unstack_layers  # pylint: disable=import-outside-toplevel
   from transformer_jax.pretrained import export as export_lib  # pylint: disable=import-outside-toplevel
-  from transformer_jax.kinds.task import read_labels  # pylint: disable=import-outside-toplevel
+  from transformer_jax.tools import loaded_run as inference  # pylint: disable=import-outside-toplevel
 
   run = inference.load_run(workdir, tool=None, step=step, as_floats=True)
   params = unstack_layers(jax.device_get(flax.linen.unbox(run.params)))

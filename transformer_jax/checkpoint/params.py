@@ -18,8 +18,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from transformer_jax.checkpoint import manager as checkpoint, layout as checkpoint_layout
-from transformer_jax.compress import stored as compressed, quant
+from transformer_jax.checkpoint import layout as checkpoint_layout, manager as checkpoint
+from transformer_jax.compress import quant, stored as compressed
 
 
 def _open_run(source: str, what: str):

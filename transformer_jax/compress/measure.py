@@ -15,9 +15,9 @@ import time
 import jax
 import numpy as np
 
+from transformer_jax import config as config_lib
 from transformer_jax.checkpoint import params as checkpoint_params
 from transformer_jax.compress import quant
-from transformer_jax import config as config_lib
 from transformer_jax.train import run as run_lib
 
 

@@ -16,15 +16,12 @@ import jax
 import ml_collections
 import numpy as np
 
+from transformer_jax import config as config_lib, kinds
 from transformer_jax.checkpoint import params as checkpoint_params
 from transformer_jax.compress import quant, sparsity
-from transformer_jax.train import loop as trainer
-from transformer_jax import config as config_lib
-from transformer_jax import kinds
-from transformer_jax.train import programs as programs_lib
-from transformer_jax.parallel import sharding
-from transformer_jax.train import workdir as workdir_lib
 from transformer_jax.kinds.task import read_labels
+from transformer_jax.parallel import sharding
+from transformer_jax.train import loop as trainer, programs as programs_lib, workdir as workdir_lib
 
 SIDE_FILES = ("tokenizer.model", "tokenizer.json", "labels.json")  # copied along when present.
 FINETUNE_DIR = "finetune"  # OUTPUT/finetune: the fine-tune's own run, removed when it ends.

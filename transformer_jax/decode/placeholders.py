@@ -19,8 +19,8 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from transformer_jax.decode.beam import NEG_INF
 from transformer_jax.data.tokenizer import PLACEHOLDER_RE, Tokenizer
+from transformer_jax.decode.beam import NEG_INF
 
 Array = jax.Array
 

@@ -22,11 +22,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from transformer_jax.decode import beam as beam_lib
-from transformer_jax.decode import ctc_prefix
-from transformer_jax.decode import lexicon as lexicon_lib
-from transformer_jax.decode import placeholders
 from transformer_jax.data.tokenizer import EOS_ID, PAD_ID
+from transformer_jax.decode import (beam as beam_lib, ctc_prefix, lexicon as lexicon_lib,
+                                    placeholders)
 from transformer_jax.models.decoder_lm import DecoderLM
 from transformer_jax.models.speech import SpeechToText
 from transformer_jax.models.transformer import EncoderDecoder, TransformerConfig, unstack_layers

@@ -13,7 +13,6 @@ evaluation) and its data code. See base.py for the record and how to add a kind;
 
 from transformer_jax.kinds.base import ModelKind, get, names, register
 from transformer_jax.kinds.checks import validate
-
 # The built-in kinds register themselves on import.
 from transformer_jax.kinds.classification import image_record, text_record  # noqa: E402,F401
 from transformer_jax.kinds.language_model import record as _language_model  # noqa: E402,F401

@@ -17,8 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from transformer_jax.data import hf_tokenizer
-from transformer_jax.data import tokenizer as tokenizer_lib
+from transformer_jax.data import hf_tokenizer, tokenizer as tokenizer_lib
 
 Batch = dict[str, np.ndarray]
 

@@ -4,10 +4,9 @@ confusion matrix."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import collections
 import re
+from collections.abc import Sequence
 
 import jiwer
 import numpy as np

@@ -8,7 +8,6 @@ are shared by encoder, decoder and (optionally) the output projection.
 
 from __future__ import annotations
 
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -17,7 +16,6 @@ from transformer_jax.models import attention, layers
 from transformer_jax.models.config import TransformerConfig
 from transformer_jax.models.dropout import Dropout
 from transformer_jax.models.layers import ACT_BLD, ACT_BLV, Array, constrain
-
 
 REMAT_POLICIES = {
     "full": None,  # keep only each layer's input; recompute everything inside.

@@ -30,6 +30,7 @@ __all__ = ["ARCHITECTURES", "Folder", "PretrainedError", "apply_to_config",
 
 def _model_shapes(model) -> dict[str, tuple[int, ...]]:
   import flax.linen as nn  # pylint: disable=import-outside-toplevel
+
   # A classifier without a head is shaped with one class (its head is not compared).
   model = model.clone(config=model.config.replace(num_classes=max(model.config.num_classes, 1)))
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.ones((1, 4), jnp.int32)))

@@ -58,8 +58,8 @@ def _attention(workdirs: list[str]) -> None:
     raise tool_flags.BadInput("attention: give one --workdir")
   if _TEXT.value is None:
     raise tool_flags.BadInput("attention: --text is required")
-  from transformer_jax.tools import loaded_run as inference  # pylint: disable=import-outside-toplevel
   from transformer_jax.report import attention  # pylint: disable=import-outside-toplevel
+  from transformer_jax.tools import loaded_run as inference  # pylint: disable=import-outside-toplevel
   run = inference.load_run(workdirs[0], tool=None, step=_STEP.value, batch_size=1,
                            decoding={"method": "greedy"}, as_floats=True)
   maps, tokens = attention.attention_maps(run, _TEXT.value)

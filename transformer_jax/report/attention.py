@@ -20,9 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from transformer_jax.tools import loaded_run as inference
 from transformer_jax.models.transformer import unstack_layers
 from transformer_jax.report import plots
+from transformer_jax.tools import loaded_run as inference
 from transformer_jax.tools.flags import BadInput
 
 plt = plots.plt

@@ -9,9 +9,9 @@ import sys
 
 from absl import flags, logging
 
-from transformer_jax.tools import cli
 from transformer_jax import kinds
 from transformer_jax.errors import USER_ERRORS, BadInput
+from transformer_jax.tools import cli
 
 _DECODING_FLAGS = ("method", "beam_size", "alpha", "temperature", "top_k", "top_p",
                    "ctc_weight", "oov_penalty", "segment_frames", "keep_placeholders")

@@ -17,17 +17,16 @@ import jax
 import ml_collections
 import numpy as np
 
+from transformer_jax import config as config_lib, kinds
 from transformer_jax.checkpoint import params as checkpoint_params
-from transformer_jax import kinds
-from transformer_jax.decode import lexicon, placeholders
 from transformer_jax.compress import quant
-from transformer_jax.parallel import sharding
-from transformer_jax import config as config_lib
-from transformer_jax.train import programs as programs_lib
-from transformer_jax.kinds.translation import pipeline
 from transformer_jax.data.hf_tokenizer import open_tokenizer
 from transformer_jax.data.tokenizer import EOS_ID, Tokenizer
+from transformer_jax.decode import lexicon, placeholders
 from transformer_jax.kinds.task import prompt_batch, read_labels
+from transformer_jax.kinds.translation import pipeline
+from transformer_jax.parallel import sharding
+from transformer_jax.train import programs as programs_lib
 
 
 @dataclasses.dataclass

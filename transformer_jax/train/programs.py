@@ -21,15 +21,14 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding
 
-from transformer_jax.models import config as models_config
-from transformer_jax.decode import search as decoding
-from transformer_jax.observe import flops
 from transformer_jax import kinds
-from transformer_jax.train import optim, steps
 from transformer_jax.compress import quant
-from transformer_jax.parallel import sharding
-from transformer_jax.models import layers
+from transformer_jax.decode import search as decoding
+from transformer_jax.models import config as models_config, layers
 from transformer_jax.models.transformer import TransformerConfig
+from transformer_jax.observe import flops
+from transformer_jax.parallel import sharding
+from transformer_jax.train import optim, steps
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,10 +11,10 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from transformer_jax.observe import flops, timing
 from transformer_jax import kinds
-from transformer_jax.parallel import memory, sharding
 from transformer_jax.metrics import summaries
+from transformer_jax.observe import flops, timing
+from transformer_jax.parallel import memory, sharding
 from transformer_jax.train import programs as programs_lib
 
 

@@ -12,10 +12,10 @@ import jax
 import jax.numpy as jnp
 
 from transformer_jax.errors import fail
-from transformer_jax.observe import flops
 from transformer_jax.kinds.base import ModelKind, lazy_task, register
 from transformer_jax.kinds.classification.text_record import CLASSIFIER_FIELDS
 from transformer_jax.models.vit import VisionTransformer
+from transformer_jax.observe import flops
 
 
 def _batch_shapes(config, global_batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:

@@ -28,9 +28,9 @@ from collections.abc import Sequence
 import grain
 import numpy as np
 
-from transformer_jax.kinds.classification.labelled_text import majority_baseline
 from transformer_jax.data.splits import CorpusError, NamedSplits, load_splits
 from transformer_jax.data.streams import ROW_READ_OPTIONS, RowStreams, pad_batch, process_shard
+from transformer_jax.kinds.classification.labelled_text import majority_baseline
 
 __all__ = ["ImageSplits", "ImageTrainStream", "image_eval_batches", "load_images",
            "majority_baseline", "mnist_path", "read_mnist", "read_npz_files"]

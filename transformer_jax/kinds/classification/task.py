@@ -9,11 +9,10 @@ import os
 import jax
 import numpy as np
 
-from transformer_jax.metrics import scores as evaluation
-from transformer_jax.kinds.classification import images as images_lib
-from transformer_jax.kinds.classification import labelled_text
 from transformer_jax.data.splits import CorpusError
 from transformer_jax.kinds import task as base
+from transformer_jax.kinds.classification import images as images_lib, labelled_text
+from transformer_jax.metrics import scores as evaluation
 
 
 class _Classification(base.TaskBase):

@@ -10,10 +10,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from transformer_jax.metrics import objectives
-from transformer_jax.observe import flops
 from transformer_jax.kinds.base import ModelKind, lazy_task, register
+from transformer_jax.metrics import objectives
 from transformer_jax.models.classifier import EncoderClassifier
+from transformer_jax.observe import flops
 
 CLASSIFIER_METRICS = ("loss", "accuracy", "f1", "precision", "recall")
 # What every classifier kind's record shares: one label per row (-1 on padding rows),

@@ -8,12 +8,11 @@ model of the training split.
 from __future__ import annotations
 
 from transformer_jax.decode import search as decoding
-from transformer_jax.metrics import objectives
-from transformer_jax.observe import flops
 from transformer_jax.kinds.base import (ModelKind, lazy_task, packed_shapes, register,
                                         sequence_inputs)
+from transformer_jax.metrics import objectives
 from transformer_jax.models.decoder_lm import DecoderLM
-
+from transformer_jax.observe import flops
 
 KIND = register(ModelKind(
     name="decoder_lm",

@@ -6,9 +6,9 @@ import logging
 
 import jax
 
-from transformer_jax.metrics import summaries
-from transformer_jax.kinds.language_model import text as lm_text
 from transformer_jax.kinds import task as base
+from transformer_jax.kinds.language_model import text as lm_text
+from transformer_jax.metrics import summaries
 
 NUM_SAMPLES = 3
 PROMPT_TOKENS = 12

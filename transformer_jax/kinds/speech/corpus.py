@@ -27,10 +27,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from transformer_jax.kinds.speech import audio
-from transformer_jax.metrics.scores import normalize_transcript
 from transformer_jax.data.gettext import find_catalogs, read_catalog
 from transformer_jax.data.splits import CorpusError
+from transformer_jax.kinds.speech import audio
+from transformer_jax.metrics.scores import normalize_transcript
 
 TTS_INSTALL = "apt-get install espeak-ng flite"
 REAL_INSTALL = "apt-get install asterisk-core-sounds-en-wav asterisk-core-sounds-en"

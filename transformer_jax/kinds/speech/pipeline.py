@@ -33,8 +33,8 @@ from collections.abc import Sequence
 import grain
 import numpy as np
 
-from transformer_jax.kinds.speech import audio, segments
 from transformer_jax.data import streams
+from transformer_jax.kinds.speech import audio, segments
 from transformer_jax.kinds.speech.corpus import normalize
 from transformer_jax.kinds.speech.splits import Utterances
 

@@ -16,13 +16,12 @@ import jax
 import jax.numpy as jnp
 
 from transformer_jax.decode import search as decoding
-from transformer_jax.metrics import objectives
-from transformer_jax.kinds.speech import audio, corpus as speech
 from transformer_jax.errors import fail
-from transformer_jax.observe import flops
 from transformer_jax.kinds.base import ModelKind, lazy_task, register
+from transformer_jax.kinds.speech import audio, corpus as speech
+from transformer_jax.metrics import objectives
 from transformer_jax.models.speech import SUBSAMPLING, SpeechToText
-
+from transformer_jax.observe import flops
 
 TARGETS = ("targets", "targets_segment_ids", "targets_positions")
 

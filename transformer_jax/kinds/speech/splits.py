@@ -32,9 +32,9 @@ import os
 
 import numpy as np
 
-from transformer_jax.kinds.speech import audio, corpus as speech
 from transformer_jax.data.splits import (CorpusError, NamedSplits, config_field, hash_order,
                                          load_splits, split_by_hash)
+from transformer_jax.kinds.speech import audio, corpus as speech
 
 CACHE_VERSION = 1
 REAL_SPEECH = ("off", "test", "train_test")

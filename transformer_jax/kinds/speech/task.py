@@ -15,11 +15,11 @@ import time
 
 import jax
 
-from transformer_jax.metrics import scores as evaluation
 from transformer_jax.decode import lexicon
+from transformer_jax.kinds import task as base
 from transformer_jax.kinds.speech import pipeline as speech_pipeline, splits as speech_splits
 from transformer_jax.kinds.speech.corpus import normalize
-from transformer_jax.kinds import task as base
+from transformer_jax.metrics import scores as evaluation
 
 CACHE_DIR = "speech_cache"  # synthesised and resampled audio, in the workdir.
 

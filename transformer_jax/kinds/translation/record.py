@@ -8,12 +8,12 @@ validation (eval/bleu) and test (test/bleu) sentences.
 from __future__ import annotations
 
 from transformer_jax.decode import search as decoding
-from transformer_jax.metrics import objectives
 from transformer_jax.errors import fail
-from transformer_jax.observe import flops
 from transformer_jax.kinds.base import (ModelKind, lazy_task, packed_shapes, register,
                                         sequence_inputs)
+from transformer_jax.metrics import objectives
 from transformer_jax.models.transformer import EncoderDecoder
+from transformer_jax.observe import flops
 
 
 def _eval_metrics(config) -> tuple[str, ...]:

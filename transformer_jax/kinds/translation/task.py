@@ -8,10 +8,10 @@ import time
 
 import jax
 
-from transformer_jax.metrics import scores as evaluation
 from transformer_jax.decode import placeholders
-from transformer_jax.kinds.translation import pipeline, corpus as sources
 from transformer_jax.kinds import task as base
+from transformer_jax.kinds.translation import corpus as sources, pipeline
+from transformer_jax.metrics import scores as evaluation
 
 
 class TranslationTask(base.TaskBase):
