@@ -16,11 +16,19 @@ from transformer_jax.metrics import scores as evaluation
 
 
 class _Classification(base.TaskBase):
+  """What text and image classifiers share: labels, the batches of a split, the test figures.
+  A subclass holds `data` (with validation and test splits) and turns a split into batches."""
   labels: list[str]
   majority_accuracy: float
 
-  def test_batches(self, batch_size: int, process_index: int, process_count: int):
+  def _batches(self, split, batch_size: int, process_index: int, process_count: int):
     raise NotImplementedError
+
+  def eval_batches(self, *, batch_size: int, process_index: int, process_count: int):
+    return self._batches(self.data.validation, batch_size, process_index, process_count)
+
+  def test_batches(self, batch_size: int, process_index: int, process_count: int):
+    return self._batches(self.data.test, batch_size, process_index, process_count)
 
   def save_labels(self, workdir: str, is_writer: bool) -> None:
     """WORKDIR/labels.json: the class names by id, for tools that load the run (export_hf)."""
@@ -76,17 +84,11 @@ class TextClassificationTask(_Classification):
         self.data.train, self.tokenizer, global_batch_size=global_batch_size, rows=rows,
         max_length=self.config.max_target_length, seed=seed)
 
-  def _batches(self, examples, batch_size, process_index, process_count):
+  def _batches(self, split, batch_size, process_index, process_count):
     return labelled_text.classify_eval_batches(
-        examples, self.tokenizer, batch_size=batch_size,
+        split, self.tokenizer, batch_size=batch_size,
         max_length=self.config.max_target_length, process_index=process_index,
         process_count=process_count)
-
-  def eval_batches(self, *, batch_size: int, process_index: int, process_count: int):
-    return self._batches(self.data.validation, batch_size, process_index, process_count)
-
-  def test_batches(self, batch_size: int, process_index: int, process_count: int):
-    return self._batches(self.data.test, batch_size, process_index, process_count)
 
 
 class ImageClassificationTask(_Classification):
@@ -116,13 +118,8 @@ class ImageClassificationTask(_Classification):
     return images_lib.ImageTrainStream(images, labels, global_batch_size=global_batch_size,
                                        rows=rows, seed=seed)
 
-  def eval_batches(self, *, batch_size: int, process_index: int, process_count: int):
-    images, labels = self.data.validation
-    return images_lib.image_eval_batches(images, labels, batch_size=batch_size,
-                                         process_index=process_index, process_count=process_count)
-
-  def test_batches(self, batch_size: int, process_index: int, process_count: int):
-    images, labels = self.data.test
+  def _batches(self, split, batch_size, process_index, process_count):
+    images, labels = split
     return images_lib.image_eval_batches(images, labels, batch_size=batch_size,
                                          process_index=process_index, process_count=process_count)
 
