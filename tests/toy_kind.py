@@ -57,7 +57,7 @@ def _batches(examples, batch_size: int, process_index: int, process_count: int):
 
 
 class FirstTokenTask:
-  """Synthetic rows; tasks.base.Task through duck typing alone."""
+  """Synthetic rows; kinds.task.Task through duck typing alone."""
   vocab_size = 0
   num_classes = CLASSES
 

@@ -1,7 +1,7 @@
 """Orbax checkpoints of the train state, the data position and a metadata record.
 
 Layout: WORKDIR/checkpoints/<step>/{state,data,metadata}; inside state, big
-arrays as they are and small ones packed per dtype (see checkpoint_layout.py,
+arrays as they are and small ones packed per dtype (see checkpoint/layout.py,
 whose record goes into metadata). Orbax writes each
 step into a temporary directory and renames it when complete, so a crash (even
 SIGKILL) during a save never leaves a half-written checkpoint that looks
@@ -13,7 +13,7 @@ The data position is every row stream's state, gathered from all processes and
 keyed by global row, so a checkpoint restores onto any process split.
 
 Parameters alone, read from another run's checkpoints (`config.init_from`, the
-tools) or written compressed, are checkpoint_params.py's job.
+tools) or written compressed, are checkpoint/params.py's job.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 from transformer_jax.checkpoint.layout import Layout, pack
 from transformer_jax.errors import CheckpointError
 
-FORMAT_VERSION = 3  # 3: small arrays packed (checkpoint_layout.py); 2 is still read.
+FORMAT_VERSION = 3  # 3: small arrays packed (checkpoint/layout.py); 2 is still read.
 _VERSIONED_PACKAGES = ("jax", "flax", "optax", "orbax-checkpoint", "grain")
 
 

@@ -2,7 +2,7 @@
 and compressed checkpoints.
 
 A compressed checkpoint (the compress tool's, `save_compressed`) holds parameters
-only, as integers and scales or non-zeros and bitmasks (compressed.py), with the
+only, as integers and scales or non-zeros and bitmasks (compress/stored.py), with the
 record of how in its metadata ("compression"); the tools and `config.init_from`
 read it as they read any checkpoint, and `train.py` fine-tunes from it. The
 checkpoints themselves (layout, saving, the train state) are checkpoint.py's.
@@ -154,7 +154,7 @@ def save_compressed(directory: str, step: int, params: Any, names: Any,
 
 def compression_spec(source: str, step: int) -> dict | None:
   """How checkpoint `step` of `source` (a workdir or checkpoints folder) stores its
-  parameters (compressed.py's spec); None for an ordinary checkpoint."""
+  parameters (compress/stored.py's spec); None for an ordinary checkpoint."""
   manager, _ = _open_run(source, "--workdir")
   try:
     return _compression(manager, step)

@@ -4,7 +4,7 @@ Each writes a new workdir OUTPUT that the translate/generate tools and train.py
 load like any run: its config.json (the source's, with `quantization` /
 `pruning` set to what was done), the source's tokenizer (and labels), and one
 compressed checkpoint (integers and scales, non-zeros and bitmasks; see
-`compressed.py`). Every option and the source run are checked before any work.
+`compress/stored.py`). Every option and the source run are checked before any work.
 """
 
 from __future__ import annotations

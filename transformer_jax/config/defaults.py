@@ -246,7 +246,7 @@ def _data(c: ml_collections.ConfigDict) -> None:
 
 def _speech_data(c: ml_collections.ConfigDict) -> None:
   """The speech kind's data: utterances, voices, real speech, augmentation."""
-  # speech_to_text (data/speech_splits.py, data/speech_pipeline.py). Rows hold up to
+  # speech_to_text (kinds/speech/splits.py, kinds/speech/pipeline.py). Rows hold up to
   # max_frames 10 ms frames (longer utterances are left out of training); `tts` speaks
   # up to max_utterances training sentences (0: all) and up to max_eval_utterances
   # validation and test sentences (0: all). real_speech: off | test (the Asterisk
@@ -262,7 +262,7 @@ def _speech_data(c: ml_collections.ConfigDict) -> None:
   # catalog sentences (a command-and-message vocabulary); 0: every sentence.
   c.data.common_words = 0
   # tts: espeak-ng's voice variants that train, with each of its accents (empty: the
-  # 11 of data/speech.py's ESPEAK_VARIANTS; the validation and test voices' variants
+  # 11 of kinds/speech/corpus.py's ESPEAK_VARIANTS; the validation and test voices' variants
   # are refused).
   c.data.espeak_variants = ()
   # tts, where flite is installed: its training voices (`flite -lv`), and about which

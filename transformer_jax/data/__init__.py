@@ -1,2 +1,4 @@
-"""Data: corpora and readers per kind (sources, lm_text, labelled_text, images), shared
-splits (splits), sentencepiece (tokenizer), per-row streams (streams), grain (pipeline)."""
+"""Data code that every kind shares: per-row, per-process grain streams (streams), hash
+splits and the three-splits loader (splits), sentencepiece and Hugging Face tokenizers
+(tokenizer, hf_tokenizer), the user's two-field files (files), gettext catalogs (gettext).
+Each family's own corpus and pipeline live in kinds/<family>/."""

@@ -49,7 +49,7 @@ class ModelKind:
   # config -> names of the eval/* metrics logged at every evaluation: those of
   # steps.summarize ("loss", "perplexity", "accuracy", "f1", ...) plus the task's extras.
   eval_metrics: Callable[[Any], tuple[str, ...]]
-  # (config, workdir, is_writer) -> the kind's task (tasks/base.py): data, tokenizer,
+  # (config, workdir, is_writer) -> the kind's task (kinds/task.py): data, tokenizer,
   # evaluation. Import the data code inside, so that it loads only when used.
   task: Callable[[Any, str, bool], Any]
   data_sources: tuple[str, ...]  # config.data.source values; "files": the user's own.
@@ -57,7 +57,7 @@ class ModelKind:
   count_units: Callable[[Batch], jax.Array]  # ... counts these in a batch.
   file_format: str = ""  # what data.source='files' reads, for messages.
   # Decoding, or None: (params, ids [B, S], rng, *, config, options, max_length,
-  # vocab_limit) -> ids [B, max_length], jit-able (decoding.py).
+  # vocab_limit) -> ids [B, max_length], jit-able (decode/search.py).
   decode: Callable[..., jax.Array] | None = None
   decode_tool: str = ""  # the tool that decodes it: "translate" | "generate" | "".
   # The config.decoding.method values its `decode` takes.

@@ -1,7 +1,7 @@
 """One run's parts, built once: mesh, the kind's task, the compiled programs.
 
-`Run` is also the `tasks.base.Evaluator` that a task's evaluation sees. The loop
-that uses it is in `trainer.py`.
+`Run` is also the `kinds.task.Evaluator` that a task's evaluation sees. The loop
+that uses it is in `train/loop.py`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def sum_metrics(metrics_list):
 class Run:
   """Everything built once per run: mesh, the kind's task, compiled programs.
 
-  It is the `tasks.base.Evaluator` that the task sees: eval sums, decoding,
+  It is the `kinds.task.Evaluator` that the task sees: eval sums, decoding,
   batch sizes and whether this process prints.
   """
 
@@ -114,7 +114,7 @@ class Run:
             "mesh": dict(self.mesh.shape), "process_count": jax.process_count(),
             "global_batch_size": self.global_batch_size}
 
-  # ------------------------------------------------------------- tasks.base.Evaluator
+  # ------------------------------------------------------------- kinds.task.Evaluator
 
   def eval_sums(self, params, local_batches) -> dict:
     """Summed eval-step metrics over local batches (evened out across processes)."""
