@@ -12,7 +12,7 @@ utterances that the run's test decodes (data.max_decode_frames, max_predict_leng
 one with --decode_all), and prints one line per method and split (validation, test, and the
 real recordings' test and validation splits where the run has them). Each variant runs
 with each --segment_frames (0: recordings decoded whole; N: longer ones cut at pauses into
-pieces of at most N frames, data/segments.py).
+pieces of at most N frames, kinds/speech/segments.py).
 --split real_train decodes the real training prompts (each once, as the run heard them
 without augmentation): set beside real_val, it shows how much of the real speaker the model
 learnt and how much it only memorised.

@@ -51,7 +51,7 @@ def get_config():
   # (validation WER 24.3% -> 19.9%; BUILD_NOTES, run 14).
   config.decoding.oov_penalty = 2.0
   # Recordings longer than a training row are cut at pauses into pieces of at most
-  # 480 frames, decoded one by one and joined (data/segments.py): past the length it
+  # 480 frames, decoded one by one and joined (kinds/speech/segments.py): past the length it
   # trained on the decoder loops ("key key key"). Real validation WER 72.68% -> 70.24%
   # on the 48 prompts of at most max_decode_frames (BUILD_NOTES).
   config.decoding.segment_frames = 480

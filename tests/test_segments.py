@@ -1,4 +1,4 @@
-"""Long recordings cut at pauses (data/segments.py) for long-form speech decoding."""
+"""Long recordings cut at pauses (kinds/speech/segments.py) for long-form speech decoding."""
 
 import numpy as np
 import pytest
