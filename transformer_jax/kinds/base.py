@@ -55,6 +55,9 @@ class ModelKind:
   data_sources: tuple[str, ...]  # config.data.source values; "files": the user's own.
   unit: str  # throughput: train/{unit}_per_sec ...
   count_units: Callable[[Batch], jax.Array]  # ... counts these in a batch.
+  # Keys of the train metrics' summary (metrics/summaries.py) logged as train/<key> beside
+  # loss, nll, accuracy and grad_norm, when the summary has them (e.g. a CTC head's "ctc").
+  train_metrics: tuple[str, ...] = ()
   file_format: str = ""  # what data.source='files' reads, for messages.
   # Decoding, or None: (params, ids [B, S], rng, *, config, options, max_length,
   # vocab_limit) -> ids [B, max_length], jit-able (decode/search.py).

@@ -1,7 +1,7 @@
 """One run's parts, built once: mesh, the kind's task, the compiled programs.
 
 `Run` is also the `kinds.task.Evaluator` that a task's evaluation sees. The loop
-that uses it is in `train/loop.py`.
+that uses it is in loop.py.
 """
 
 from __future__ import annotations

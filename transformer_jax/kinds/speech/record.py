@@ -140,6 +140,7 @@ KIND = register(ModelKind(
     forward_flops=flops.speech_forward,
     unit="frames",  # 10 ms feature frames of real audio.
     count_units=lambda batch: (batch["inputs"][..., -1] > 0).sum().astype(jnp.float32),
+    train_metrics=("ctc",),  # the CTC head's loss (model.ctc_weight > 0): train/ctc.
     decode=decoding.transcribe,
     decode_tool="transcribe",
     decode_methods=("greedy", "beam", "sample", "ctc"),
