@@ -21,7 +21,7 @@ from transformer_jax import config as config_lib, kinds
 from transformer_jax.checkpoint import params as checkpoint_params
 from transformer_jax.compress import quant
 from transformer_jax.data.hf_tokenizer import open_tokenizer
-from transformer_jax.data.tokenizer import EOS_ID, Tokenizer
+from transformer_jax.data.tokenizer import Tokenizer
 from transformer_jax.decode import lexicon, placeholders
 from transformer_jax.kinds.task import prompt_batch, read_labels
 from transformer_jax.kinds.translation import pipeline

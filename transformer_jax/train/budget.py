@@ -27,10 +27,9 @@ import json
 import os
 
 import jax
-import numpy as np
-from jax.experimental import multihost_utils
 
 from transformer_jax.errors import ConfigError
+from transformer_jax.parallel import agreement
 
 RECORD = "train_budget.json"
 REFIT_EVERY = 10  # steps between two fits.
@@ -96,12 +95,9 @@ class Fitter:
 
 
 def agree(steps: int | None, final: bool) -> tuple[int | None, bool]:
-  """The primary process's count and verdict, on every process."""
-  if jax.process_count() == 1:
-    return steps, final
-  got = multihost_utils.broadcast_one_to_all(
-      np.array([-1 if steps is None else steps, int(final)], np.int64))
-  return (None if int(got[0]) < 0 else int(got[0])), bool(got[1])
+  """The primary process's count and verdict, on every process (a collective)."""
+  got, due = agreement.primary_values(-1 if steps is None else steps, int(final))
+  return (None if got < 0 else got), bool(due)
 
 
 def write_record(config, workdir: str, steps: int, step_seconds: float | None,

@@ -1,7 +1,7 @@
 """What is due after a train step: log, evaluate, save, stop. Pure functions of the step.
 
 The loop asks `due(...)` after every step, once the processes have agreed on the
-stop request and the save clock (preemption.agree): every process then gets the
+stop request and the save clock (parallel/agreement.py): every process then gets the
 same answer, so all of them evaluate and save the same steps.
 """
 

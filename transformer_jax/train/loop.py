@@ -27,7 +27,7 @@ from transformer_jax.config import cache_dirs
 from transformer_jax.observe import profiling, timing
 from transformer_jax.observe import summary as summary_lib
 from transformer_jax.observe import writers as metric_writers
-from transformer_jax.parallel import memory, sharding
+from transformer_jax.parallel import agreement, memory, sharding
 from transformer_jax.train import cadence, preemption
 from transformer_jax.train import workdir as workdir_lib
 from transformer_jax.train.guard import Guard
@@ -132,7 +132,7 @@ def _train_loop(config, run: Run, state, start: int, writer, ckpt,
     state = schedule.maybe_refit(state, done, metrics)  # agreed across processes.
     log.total = schedule.total
     time_due = cadence.save_clock_due(config, last_save, time.monotonic())
-    stopping, time_due = preemption.agree(stop.requested, time_due)
+    stopping, time_due = agreement.any_process(stop.requested, time_due)
     due = cadence.due(config, done, schedule.total, time_due=time_due, stopping=stopping)
     if due.log:
       log.mark(done)

@@ -1,19 +1,15 @@
 """Stop requests: SIGTERM and SIGINT make the loop finish its step, save and exit cleanly.
 
 The first signal only sets a flag (the handler then steps aside, so a second
-Ctrl-C interrupts at once). With several processes, `agree` makes every
-process see a flag that any one of them raised, so all of them save the same
-step and stop together.
+Ctrl-C interrupts at once). With several processes, the loop's
+`parallel.agreement.any_process` makes every process see a flag that any one of
+them raised, so all of them save the same step and stop together.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
-
-import jax
-import numpy as np
-from jax.experimental import multihost_utils
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -47,9 +43,3 @@ class StopRequest:
     self._previous = {}
 
 
-def agree(*flags: bool) -> tuple[bool, ...]:
-  """Each flag, true if any process raised it (a collective with several processes)."""
-  if jax.process_count() == 1:
-    return tuple(flags)
-  gathered = multihost_utils.process_allgather(np.array(flags, np.int32))
-  return tuple(bool(x) for x in np.asarray(gathered).reshape(-1, len(flags)).max(axis=0))
