@@ -30,10 +30,10 @@ LAYERS = {
     "errors": 0,
     "config": 1,
     "compress.quant": 2, "compress.sparsity": 2, "compress.stored": 2,
-    "models": 3, "data": 3, "metrics": 3,
+    "models": 3, "data": 3, "metrics": 3, "adapters": 3, "adapters.lora": 3,
     "decode": 4, "parallel": 4, "checkpoint": 4, "observe": 4,
     "kinds": 5,
-    "pretrained": 6,
+    "pretrained": 6, "adapters.peft": 6,
     "train": 7,
     "tools": 8,
     "": 9,  # the package itself, the commands, compress's command half, report.

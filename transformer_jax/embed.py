@@ -53,7 +53,8 @@ def load_encoder(path: str):
       raise pretrained.PretrainedError(f"--hf={path!r} holds a {run.programs.kind.name!r} "
                                        f"run; embeddings come from a run of {embedders}")
     cfg = run.programs.model_config.replace(deterministic=True)
-    return run.programs.kind.model(cfg), run.params, run.tokenizer, cfg.max_length
+    return (run.programs.kind.model(cfg), run.programs.merged(run.params), run.tokenizer,
+            cfg.max_length)
   from transformer_jax.models.classifier import EncoderClassifier  # pylint: disable=import-outside-toplevel
   model, params, cfg = pretrained.load_hf(path)
   if not isinstance(model, EncoderClassifier):

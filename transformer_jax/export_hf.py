@@ -1,7 +1,7 @@
 """Writes a trained run's parameters out, for tools outside this project.
 
   python -m transformer_jax.export_hf --workdir=runs/classify_minilm --output=DIR
-      [--format=hf|safetensors] [--step=N]
+      [--format=hf|safetensors|peft] [--merge] [--step=N]
 
 --format=hf (the default): a Hugging Face folder, config.json + model.safetensors
 + the run's tokenizer files, that `transformers` loads as it is:
@@ -11,8 +11,16 @@ GPT-2-style decoder_lm. --format=safetensors works for every kind (the
 encoder-decoder and the ViT have no Hugging Face twin): model.safetensors
 holds each parameter under its path ("encoder/layer_0/mlp/wi"), next to the
 run's config.json (and labels.json, tokenizer), so any framework can read a
-trained run without our checkpoint code. Exit code 2 on a bad workdir, step,
-output folder or a model that the format cannot express.
+trained run without our checkpoint code.
+
+An adapter run (config.lora.rank > 0) exports either merged, `--merge` with
+--format=hf or safetensors (the base with W + (alpha/rank) A B in place: an
+ordinary model), or as adapters, `--format=peft`: adapter_config.json +
+adapter_model.safetensors, which `peft` loads onto the Hugging Face base folder
+the run started from (config.init_from.hf; adapters/peft.py).
+
+Exit code 2 on a bad workdir, step, output folder or a model that the format cannot
+express.
 """
 
 from __future__ import annotations
@@ -28,12 +36,16 @@ from transformer_jax.tools import cli, flags as tool_flags
 _WORKDIR = flags.DEFINE_string("workdir", None, "The train.py workdir of the run.", required=True)
 _OUTPUT = flags.DEFINE_string("output", None, "The folder to write (must not exist, or be empty).",
                               required=True)
-_FORMAT = flags.DEFINE_enum("format", "hf", ["hf", "safetensors"],
-                            "hf: a Hugging Face folder; safetensors: our parameter paths.")
+_FORMAT = flags.DEFINE_enum("format", "hf", ["hf", "safetensors", "peft"],
+                            "hf: a Hugging Face folder; safetensors: our parameter paths; "
+                            "peft: an adapter run's adapters as PEFT's LoRA folder.")
+_MERGE = flags.DEFINE_bool("merge", False, "An adapter run: write the base with the adapters "
+                           "merged in (--format=hf or safetensors).")
 _STEP = flags.DEFINE_integer("step", -1, "Checkpoint step (-1: the latest).")
 
 
-def export(workdir: str, output: str, fmt: str = "hf", step: int = -1) -> str:
+def export(workdir: str, output: str, fmt: str = "hf", step: int = -1,
+           merge: bool = False) -> str:
   """Writes the run's parameters to `output`; returns a one-line summary."""
   import flax  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
@@ -45,7 +57,8 @@ def export(workdir: str, output: str, fmt: str = "hf", step: int = -1) -> str:
   from transformer_jax.tools import loaded_run as inference  # pylint: disable=import-outside-toplevel
 
   run = inference.load_run(workdir, tool=None, step=step, as_floats=True)
-  params = unstack_layers(jax.device_get(flax.linen.unbox(run.params)))
+  _check_adapter_flags(workdir, run, fmt, merge)
+  params = unstack_layers(jax.device_get(flax.linen.unbox(run.programs.merged(run.params))))
   flat = flax.traverse_util.flatten_dict(params, sep="/")
   cfg = run.programs.model_config
   kind = run.programs.kind.name
@@ -57,7 +70,7 @@ def export(workdir: str, output: str, fmt: str = "hf", step: int = -1) -> str:
   else:
     tok_files = [os.path.join(workdir, "tokenizer.model")]
   tok_files = [p for p in tok_files if os.path.exists(p)]
-  if fmt == "hf":
+  if fmt in ("hf", "peft"):
     if tok_folder is not None:
       vocab_size, offset, eos_id = tok.own_vocab_size, tok.offset, tok.eos_id
     else:
@@ -67,6 +80,9 @@ def export(workdir: str, output: str, fmt: str = "hf", step: int = -1) -> str:
       raise export_lib.PretrainedError(
           f"--workdir={workdir!r}: the run's tokenizer is sentencepiece, which a Hugging Face "
           "folder cannot carry; use --format=safetensors")
+    if fmt == "peft":
+      return _export_peft(run, output, flat, (vocab_size, offset, eos_id), hf_config, tensors,
+                          tok_files)
     hf_config = export_lib.over_source_config(hf_config, run.config.init_from.hf)
     export_lib.write_folder(output, {"config.json": hf_config}, tensors, "model.safetensors",
                             copy=tok_files)
@@ -84,11 +100,64 @@ def export(workdir: str, output: str, fmt: str = "hf", step: int = -1) -> str:
   return f"wrote {output}: {what} from {workdir} step {run.step}"
 
 
+def _check_adapter_flags(workdir: str, run, fmt: str, merge: bool) -> None:
+  from transformer_jax.errors import BadInput  # pylint: disable=import-outside-toplevel
+  rank = run.config.lora.rank
+  if rank and fmt != "peft" and not merge:
+    raise BadInput(f"--workdir={workdir!r} is an adapter run (config.lora.rank={rank}): "
+                   "--merge writes the base with the adapters merged in; --format=peft "
+                   "writes the adapters alone")
+  if not rank and (merge or fmt == "peft"):
+    raise BadInput(f"--workdir={workdir!r} is not an adapter run (config.lora.rank=0): "
+                   f"{'--merge' if merge else '--format=peft'} needs one")
+  if merge and fmt == "peft":
+    raise BadInput("--merge and --format=peft: choose one (merged weights, or the adapters)")
+  if fmt == "peft" and not run.config.init_from.hf:
+    raise BadInput(f"--format=peft: the run in {workdir!r} did not start from a Hugging Face "
+                   "folder (config.init_from.hf), so there is no base for peft to load the "
+                   "adapters onto; use --merge")
+
+
+def _export_peft(run, output: str, flat: dict, vocab: tuple, hf_config: dict, hf_tensors: dict,
+                 tok_files: list[str]) -> str:
+  """The adapters as PEFT's LoRA folder (adapters/peft.py), the tokenizer beside them."""
+  # pylint: disable=import-outside-toplevel
+  import flax
+  import jax
+
+  from transformer_jax import pretrained
+  from transformer_jax.adapters import lora, peft
+  from transformer_jax.models.transformer import unstack_layers
+  from transformer_jax.pretrained import export as export_lib
+  from transformer_jax.pretrained.tensors import unshift_vocab
+
+  vocab_size, offset, eos_id = vocab
+  cfg, base = run.programs.model_config, run.config.init_from.hf
+  arch = pretrained.read_folder(base).architecture
+  trainable = unstack_layers(jax.device_get(flax.linen.unbox(run.params.trainable)))
+  from_base = pretrained.params_of(pretrained.read_folder(base), cfg)
+  whole = sorted(set(lora.flat(trainable.get("full", {}))) | (set(flat) - set(from_base)))
+
+  def to_hf(values):
+    return arch.to_hf(unshift_vocab(values, arch.VOCAB_TABLES, offset, eos_id), cfg, vocab_size)
+
+  config, tensors = peft.peft_files(to_hf, flat, lora.flat_adapters(trainable),
+                                    run.programs.lora, whole, hf_tensors,
+                                    hf_config["architectures"][0], base)
+  export_lib.write_folder(output, {"adapter_config.json": config}, tensors,
+                          "adapter_model.safetensors", copy=tok_files)
+  return (f"wrote {output}: LoRA adapters (rank {config['r']}) on "
+          f"{len(config['target_modules'])} modules of {hf_config['architectures'][0]}"
+          + (f", {', '.join(config['modules_to_save'])} whole" if config["modules_to_save"]
+             else "") + f", from {run.config.init_from.hf} + step {run.step}")
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   with tool_flags.tool_main():
-    print(export(_WORKDIR.value, _OUTPUT.value, _FORMAT.value, _STEP.value), flush=True)
+    print(export(_WORKDIR.value, _OUTPUT.value, _FORMAT.value, _STEP.value, _MERGE.value),
+          flush=True)
 
 
 if __name__ == "__main__":

@@ -152,6 +152,15 @@ def save_compressed(directory: str, step: int, params: Any, names: Any,
   return spec
 
 
+def run_metadata(source: str, step: int) -> dict:
+  """The metadata saved with checkpoint `step` of `source` (a workdir or checkpoints folder)."""
+  manager, _ = _open_run(source, "--workdir")
+  try:
+    return checkpoint.read_metadata(manager, step)
+  finally:
+    manager.close()
+
+
 def compression_spec(source: str, step: int) -> dict | None:
   """How checkpoint `step` of `source` (a workdir or checkpoints folder) stores its
   parameters (compress/stored.py's spec); None for an ordinary checkpoint."""

@@ -88,6 +88,7 @@ def check_fields(config: ml_collections.ConfigDict) -> None:
   _check_decoding(config)
   _check_profile(config)
   _check_compression(config)
+  _check_lora(config)
   if config.num_eval_bleu_examples < 0:
     _fail("num_eval_bleu_examples", config.num_eval_bleu_examples, "must be >= 0 (0: off)")
   for f in ("num_eval_steps", "num_predict_examples"):
@@ -179,6 +180,37 @@ def _check_compression(config) -> None:
           f"must be >= pruning.start_step={p.start_step} >= 0")
   if p.structure == "groups" and p.scope == "global":
     _fail("pruning.scope", p.scope, "must be 'layer' with pruning.structure='groups'")
+
+
+def _check_lora(config) -> None:
+  lora = config.lora
+  if not isinstance(lora.rank, int) or lora.rank < 0:
+    _fail("lora.rank", lora.rank, "must be an integer >= 0 (0: off)")
+  _one_of(config, "lora.base_bits", (0, 4, 8))
+  if not lora.rank:
+    if lora.base_bits:
+      _fail("lora.base_bits", lora.base_bits, "needs lora.rank > 0 (a frozen base)")
+    return
+  if not lora.alpha > 0:
+    _fail("lora.alpha", lora.alpha, "must be > 0 (the adapters' scale is alpha / rank)")
+  if not 0 <= lora.dropout < 1:
+    _fail("lora.dropout", lora.dropout, "must be in [0, 1)")
+  for field in ("targets", "train_also"):
+    patterns = lora[field]
+    if isinstance(patterns, str) or not all(isinstance(p, str) and p for p in patterns):
+      _fail(f"lora.{field}", patterns, "must be a tuple of non-empty patterns")
+    for p in patterns:
+      if not p.startswith("names="):
+        try:
+          re.compile(p)
+        except re.error as e:
+          _fail(f"lora.{field}", p, f"is not a regex: {e}")
+  if not lora.targets:
+    _fail("lora.targets", lora.targets, "must name at least one kernel")
+  for field in ("quantization.bits", "pruning.sparsity"):
+    if _get(config, field):
+      _fail(field, _get(config, field), "does not go with lora.rank > 0 (quantize or prune "
+            "the merged model after fine-tuning: python -m transformer_jax.compress)")
 
 
 def _check_decoding(config) -> None:

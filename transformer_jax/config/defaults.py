@@ -16,7 +16,7 @@ def default_config() -> ml_collections.ConfigDict:
   """Every field with its default; a config file starts from this and changes what it needs."""
   c = ml_collections.ConfigDict()
   for section in (_run, _loop, _init_from, _batches, _decoding, _optimizer, _compression,
-                  _parallelism, _model, _data, _speech_data):
+                  _adapters, _parallelism, _model, _data, _speech_data):
     section(c)
   return c
 
@@ -144,6 +144,23 @@ def _compression(c: ml_collections.ConfigDict) -> None:
   c.pruning = ml_collections.ConfigDict({
       "sparsity": 0.0, "start_step": 0, "end_step": 0, "update_every": 100,
       "scope": "layer", "structure": "none"})
+
+
+def _adapters(c: ml_collections.ConfigDict) -> None:
+  """Low-rank adapters (LoRA, and QLoRA with `base_bits`): fine-tune a frozen base."""
+  # rank 0: off, every parameter trains. rank r > 0: each kernel whose path matches one of
+  # `targets` (regexes searched in the "/"-joined parameter path, or "names=embed,mlp" for
+  # the logical axis names) computes with W + (alpha / rank) A B, A [in, r] random and
+  # B [r, out] zeros at the start (docs/adapters.md). Only the adapters and the parameters
+  # that `train_also` matches (a fresh head, the norms) train and have optimizer state;
+  # the rest is frozen, held as floats or (base_bits 8 | 4) as int8 / int4 integers with
+  # per-channel scales, turned into floats inside the step. `dropout` drops whole rank
+  # components of each adapter at each step with this probability (the adapters are added
+  # to the weights inside the step, so dropout on the adapter's input does not apply).
+  c.lora = ml_collections.ConfigDict({
+      "rank": 0, "alpha": 16.0, "dropout": 0.0,
+      "targets": ("attention/(query|key|value|out)$", "mlp/(wi|wo)$"),
+      "train_also": (), "base_bits": 0})
 
 
 def _parallelism(c: ml_collections.ConfigDict) -> None:

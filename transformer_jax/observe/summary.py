@@ -92,6 +92,11 @@ def totals(programs, rows: list[ParamRow]) -> dict:
          f"{unit}_per_step": units, "train_flops_per_step": programs.train_flops}
   if programs.train_flops:
     out[f"train_flops_per_{unit[:-1]}"] = programs.train_flops / units
+  frozen = programs.abstract_state.frozen
+  if frozen is not None:  # an adapter run: `params` above are the trainable ones.
+    out["frozen_params"] = sum(math.prod(getattr(x, "shape")) for x in jax.tree.leaves(
+        frozen, is_leaf=lambda x: hasattr(x, "dequantize")))
+    out["frozen_bytes_per_device"] = memory.per_device_bytes(frozen)
   return out
 
 
@@ -108,12 +113,17 @@ def _blocks(rows: list[ParamRow]) -> list[tuple[str, int, int, int]]:
 
 def _headline(t: dict) -> list[str]:
   unit = next(k for k in t if k.endswith("_per_step") and not k.startswith("train_"))
-  lines = [f"- parameters: {t['params']:,} in {t['param_arrays']} arrays",
-           f"- per device: parameters {memory.format_bytes(t['params_bytes_per_device'])}, "
+  trainable = "trainable parameters" if "frozen_params" in t else "parameters"
+  lines = [f"- {trainable}: {t['params']:,} in {t['param_arrays']} arrays",
+           f"- per device: {trainable} {memory.format_bytes(t['params_bytes_per_device'])}, "
            "optimizer state "
            f"{memory.format_bytes(t['opt_state_bytes_per_device'])}",
            f"- mesh: {t['mesh']}; global batch: {t['global_batch']} rows, "
            f"{t[unit]:,} {unit.replace('_per_step', '')} per step"]
+  if "frozen_params" in t:
+    lines.insert(2, f"- frozen base (config.lora): {t['frozen_params']:,} parameters, "
+                 f"{memory.format_bytes(t['frozen_bytes_per_device'])} per device, "
+                 "no optimizer state")
   if t["train_flops_per_step"]:
     per = next(k for k in t if k.startswith("train_flops_per_") and k != "train_flops_per_step")
     lines.append(f"- training FLOPs: {t['train_flops_per_step']:.3e} per step, "

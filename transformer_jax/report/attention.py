@@ -83,7 +83,7 @@ def attention_maps(run: inference.LoadedRun, text: str) -> tuple[list[AttentionM
     raise BadInput("--text is empty")
   kind = run.programs.kind
   cfg = run.programs.model_config
-  params = run.params
+  params = run.programs.merged(run.params)
   if cfg.scan_layers:
     params = unstack_layers(params)
   model = kind.model(cfg.replace(deterministic=True, decode=False, scan_layers=False))

@@ -26,7 +26,7 @@ from transformer_jax.decode import lexicon, placeholders
 from transformer_jax.kinds.task import prompt_batch, read_labels
 from transformer_jax.kinds.translation import pipeline
 from transformer_jax.parallel import sharding
-from transformer_jax.train import programs as programs_lib
+from transformer_jax.train import programs as programs_lib, restore
 
 
 @dataclasses.dataclass
@@ -106,6 +106,9 @@ def load_run(workdir: str, *, tool: str, step: int = -1,
   progs = programs_lib.build(config, sharding.make_mesh(config),
                              tokenizer.vocab_size if tokenizer else 0, num_classes, decode_kwargs)
   params, step = checkpoint_params.restore_params(workdir, step, progs.abstract_state.params)
+  if progs.lora is not None:  # an adapter run: its base rebuilt beside its adapters.
+    params = restore.adapted_params(config, progs, params,
+                                    checkpoint_params.run_metadata(workdir, step), workdir)
   if as_floats:
     params = quant.materialize(params)
   return LoadedRun(config, tokenizer, progs.for_params(params), params, step)

@@ -20,6 +20,7 @@ import time
 
 import jax
 import ml_collections
+import numpy as np
 
 from transformer_jax import kinds, pretrained
 from transformer_jax.checkpoint import manager as checkpoint_lib
@@ -94,7 +95,9 @@ def _describe(run: Run, state, workdir: str) -> None:
   if not run.primary:
     return
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
-  print(run.describe(num_params), flush=True)
+  num_frozen = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(
+      state.frozen, is_leaf=lambda x: hasattr(x, "dequantize")))
+  print(run.describe(num_params, num_frozen), flush=True)
   print(summary_lib.console_table(run.programs), flush=True)
   with open(os.path.join(workdir, "model.md"), "w", encoding="utf-8") as f:
     f.write(summary_lib.model_markdown(run.programs))
@@ -172,14 +175,16 @@ def _evaluate_and_save(p: _Parts, state, done: int, due: cadence.Due) -> None:
   eval_metrics = None
   if due.eval:
     with p.phases.time("eval"):
-      eval_metrics = {f"eval/{k}": v for k, v in p.run.evaluate(state.params).items()}
+      eval_metrics = {f"eval/{k}": v for k, v in p.run.evaluate(
+          p.run.programs.model_params(state)).items()}
     p.writer.write(done, eval_metrics)
     p.final.update(eval_metrics)
     if p.run.primary:
       print("  eval: " + ", ".join(f"{k}={v:.4f}" for k, v in eval_metrics.items()), flush=True)
   if due.save:
     with p.phases.time("checkpoint"):
-      p.ckpt.save(done, state, checkpoint_lib.global_data_state(p.run.train_iter),
+      # An adapter run's frozen base stays out of its checkpoints (rebuilt on resume).
+      p.ckpt.save(done, state.replace(frozen=None), checkpoint_lib.global_data_state(p.run.train_iter),
                   p.schedule.metadata(p.run.metadata()), metrics=eval_metrics)
 
 
@@ -210,7 +215,7 @@ def _finish(p: _Parts, state) -> dict[str, float]:
     p.ckpt.wait()
   total = p.schedule.total
   with p.phases.time("test"):
-    record = p.run.task.final_test(p.run, state.params, total)
+    record = p.run.task.final_test(p.run, p.run.programs.model_params(state), total)
   _report_time(p, total, record)
   return p.final
 

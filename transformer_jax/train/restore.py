@@ -5,6 +5,10 @@
 2. The workdir has a readable checkpoint: resume from it (state, data position, metadata).
 3. Fresh parameters, optionally partly taken from another run (config.init_from) or
    from a Hugging Face folder (pretrained/).
+
+An adapter run (config.lora.rank > 0) builds its frozen base first, always as a fresh
+run's parameters are built (2.'s source, 3.'s steps), and records the base's
+fingerprint in its checkpoints; a resume checks that the base it rebuilt is the same.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ from __future__ import annotations
 import jax
 
 from transformer_jax import pretrained
+from transformer_jax.adapters import lora
 from transformer_jax.checkpoint import params as checkpoint_params
+from transformer_jax.errors import CheckpointError
 from transformer_jax.train.run import Run
 
 
@@ -22,10 +28,49 @@ def restore_or_init(config, run: Run, ckpt, writer, hf_folder=None):
   latest = ckpt.latest_step()
   if latest is not None and _is_compressed(ckpt, latest):
     return _from_compressed(config, run, ckpt, latest), {}
-  restored = ckpt.restore_latest(run.programs.abstract_state)
+  adapter_start = None
+  if run.programs.lora is not None:
+    adapter_start, run.adapter_base = adapter_base(config, run.programs, run.init_rng, hf_folder)
+  restored = ckpt.restore_latest(run.programs.abstract_state.replace(frozen=None))
   if restored is not None:
-    return _resume(run, ckpt, writer, *restored)
+    state, metadata = _resume(run, ckpt, writer, *restored)
+    if adapter_start is not None:
+      _check_base(metadata, run.adapter_base, ckpt.directory)
+      state = state.replace(frozen=adapter_start.frozen)
+    return state, metadata
+  if adapter_start is not None:
+    return adapter_start, {}
   return _fresh(config, run, hf_folder), {}
+
+
+def adapter_base(config, programs, rng, hf_folder):
+  """(an adapter run's fresh state, its base's record): the model's parameters built as a
+  fresh run's are (config.init_from, the Hugging Face folder) and fingerprinted (the
+  record, saved in the checkpoints' metadata), then frozen as config.lora says, with
+  fresh adapters."""
+  params = _load_into(config, programs, programs.init_params(rng), hf_folder)
+  source = config.init_from.hf or config.init_from.workdir or f"fresh (seed {config.seed})"
+  record = {"source": source, "fingerprint": lora.fingerprint(params)}
+  return programs.adapt(params, rng), record
+
+
+def adapted_params(config, programs, trainable, metadata: dict, directory: str):
+  """A trained adapter run's parameters for the tools: its base rebuilt (and checked
+  against the checkpoint's fingerprint) beside the checkpoint's adapters."""
+  hf_folder = pretrained.apply_to_config(config)
+  start, base = adapter_base(config, programs, jax.random.key(config.seed), hf_folder)
+  _check_base(metadata, base, directory)
+  return lora.Adapted(frozen=start.frozen, trainable=trainable)
+
+
+def _check_base(metadata: dict, base: dict, directory: str) -> None:
+  saved = metadata.get("adapters", {}).get("base", {})
+  if saved.get("fingerprint") not in (None, base["fingerprint"]):
+    raise CheckpointError(
+        f"the adapters in {directory} were trained on a base with fingerprint "
+        f"{saved['fingerprint']} (from {saved.get('source')}); the base built now from "
+        f"{base['source']} has fingerprint {base['fingerprint']}: the base's weights "
+        "changed. Point config.init_from at the base the adapters were trained on.")
 
 
 def _is_compressed(ckpt, step: int) -> bool:
@@ -57,19 +102,22 @@ def _fresh(config, run: Run, hf_folder):
   """Fresh parameters; those of config.init_from.workdir's checkpoint, and of a Hugging
   Face folder, put in."""
   state = run.init_state()
+  return state.replace(params=_load_into(config, run.programs, state.params, hf_folder))
+
+
+def _load_into(config, programs, params, hf_folder):
+  """`params` with config.init_from.workdir's checkpoint's, and a Hugging Face folder's,
+  put in."""
   source = config.init_from.workdir
   if source:
-    params, taken = checkpoint_params.load_params(source, config.init_from.step, state.params,
+    params, taken = checkpoint_params.load_params(source, config.init_from.step, params,
                                                   config.init_from.params)
-    state = state.replace(params=params)
-    total = len(jax.tree.leaves(state.params))
+    total = len(jax.tree.leaves(params))
     print(f"Initialised {len(taken)} of {total} parameter arrays from {source}", flush=True)
   if hf_folder is not None:
-    params, taken, fresh = pretrained.load_into(state.params, hf_folder,
-                                                run.programs.model_config,
+    params, taken, fresh = pretrained.load_into(params, hf_folder, programs.model_config,
                                                 config.data.tokenizer_path)
-    state = state.replace(params=params)
     print(f"Initialised {len(taken)} of {len(taken) + len(fresh)} parameter arrays from "
           f"{hf_folder.path}"
           + (f"; fresh: {', '.join(fresh)}" if fresh else ""), flush=True)
-  return state
+  return params

@@ -59,6 +59,8 @@ class Run:
     self.peak_name = peak[1] if peak else None
     # The compiled train step and XLA's account of its memory (compile_train_step).
     self.train_step, self.footprint = self.programs.train_step, None
+    # An adapter run's base: {"source", "fingerprint"} (train/restore.py), else None.
+    self.adapter_base = None
 
   def _build_programs(self) -> programs_lib.Programs:
     return programs_lib.build(self.config, self.mesh, self.task.vocab_size,
@@ -109,10 +111,13 @@ class Run:
     return self.programs.init_state(self.init_rng)
 
   def metadata(self) -> dict:
-    return {"model": {"kind": self.kind.name,
-                      **{k: str(v) for k, v in vars(self.programs.model_config).items()}},
-            "mesh": dict(self.mesh.shape), "process_count": jax.process_count(),
-            "global_batch_size": self.global_batch_size}
+    out = {"model": {"kind": self.kind.name,
+                     **{k: str(v) for k, v in vars(self.programs.model_config).items()}},
+           "mesh": dict(self.mesh.shape), "process_count": jax.process_count(),
+           "global_batch_size": self.global_batch_size}
+    if self.adapter_base is not None:  # an adapter run: where its frozen base came from.
+      out["adapters"] = {"base": self.adapter_base}
+    return out
 
   # ------------------------------------------------------------- kinds.task.Evaluator
 
@@ -146,8 +151,9 @@ class Run:
           f"eval_metrics lists {sorted(names)}")
     return out
 
-  def describe(self, num_params: int) -> str:
-    """One line: kind, size, batch and mesh."""
+  def describe(self, num_params: int, num_frozen: int = 0) -> str:
+    """One line: kind, size (an adapter run's trainable and frozen parameters), batch
+    and mesh."""
     sizes = (f"{self.task.num_classes} classes" if self.kind.uses_classes else
              f"vocabulary {self.task.vocab_size}")
     shapes: dict[str, list[str]] = {}  # a row's shape -> the features of that shape.
@@ -155,7 +161,11 @@ class Run:
       if s.shape[1:] and not k.endswith(("_segment_ids", "_positions")):
         shapes.setdefault("x".join(map(str, s.shape[1:])), []).append(k)
     rows = "; ".join(f"{shape} ({', '.join(keys)})" for shape, keys in shapes.items())
-    line = (f"Model ({self.kind.name}): {num_params:,} parameters; {sizes}; global batch "
+    size = f"{num_params:,} parameters"
+    if self.programs.lora is not None:
+      size = (f"{num_params:,} trainable parameters (LoRA rank {self.programs.lora.rank}) "
+              f"+ {num_frozen:,} frozen")
+    line = (f"Model ({self.kind.name}): {size}; {sizes}; global batch "
             f"{self.global_batch_size} x {rows}; mesh {dict(self.mesh.shape)}")
     if self.peak_flops:
       line += f"\ntrain/mfu against {self.peak_flops / 1e9:,.0f} GFLOP/s, {self.peak_name}"

@@ -21,6 +21,7 @@ from transformer_jax.kinds import ModelKind
 from transformer_jax.models import layers
 
 Batch = dict[str, jax.Array]
+LORA_RNG = 0x10A  # folded into a step's dropout key for the adapters' rank dropout.
 
 
 @flax.struct.dataclass
@@ -29,6 +30,9 @@ class TrainState:
   params: Any
   opt_state: Any
   rng: jax.Array  # raw key data (uint32) of the dropout key: checkpointed with the rest.
+  # An adapter run's frozen base (adapters/lora.py): no gradient, no optimizer state, not
+  # in its checkpoints (rebuilt from its source and checked by its fingerprint); else None.
+  frozen: Any = None
 
 
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
@@ -48,7 +52,7 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: 
 def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
                tx: optax.GradientTransformation, label_smoothing: float, kind: ModelKind,
                accum_steps: int = 1, prepare=None, activation_bits: int = 0,
-               skip_nonfinite: bool = False):
+               skip_nonfinite: bool = False, adapt=None):
   """One optimizer step; dropout randomness comes from fold_in(state.rng, step).
 
   The loss is the kind's objective, normalised by its weight (real target
@@ -65,12 +69,18 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
   aware training: `Programs` passes the fake-quantizer, whose gradient goes straight
   through to the float parameters); `activation_bits` rounds the matmul inputs.
 
+  `adapt(frozen, params, rng)` makes the model's parameters of an adapter run's frozen
+  base and its trainable parameters (adapters/lora.py's merge): only those are
+  differentiated and updated.
+
   `nonfinite_sum` is 1 when the loss or the gradient is not finite; with
   `skip_nonfinite` such a step leaves parameters and optimizer state as they were.
   """
   step_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
   def loss_sum_fn(params, micro_batch, rng):
+    if adapt is not None:
+      params = adapt(state.frozen, params, jax.random.fold_in(rng, LORA_RNG))
     with layers.activation_quantization(activation_bits):
       logits = model.apply({"params": prepare(params) if prepare else params},
                            **kind.model_inputs(micro_batch), rngs={"dropout": rng})

@@ -1,0 +1,144 @@
+"""LoRA through `python train.py` on a small BERT folder: adapter-only checkpoints, an exact
+resume, a base that changed refused, and the run back out (--merge, and PEFT's folder
+that `peft` loads onto the transformers model with our outputs)."""
+
+import importlib.util
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import hf_folders
+from conftest import excerpt, skip_without
+from test_finetune_hf import ARGS, REPO, WORDS, _data, _last_record, _run
+from test_resume import _checkpoints, _losses
+
+LORA = ["--config.lora.rank=4", "--config.lora.alpha=8", "--config.learning_rate=1e-2",
+        "--config.lora.train_also=('^head/',)", "--config.log_every_steps=1",
+        "--config.lr_schedule=constant"]
+
+
+def _train(workdir, folder, tmp, *extra):
+  return _run(["train.py", f"--config={REPO}/configs/classify.py", f"--workdir={workdir}",
+               f"--config.init_from.hf={folder}", *ARGS, *_data(tmp), *LORA, *extra])
+
+
+@pytest.fixture(scope="module")
+def adapted(tmp_path_factory):
+  tmp = tmp_path_factory.mktemp("lora")
+  folder = hf_folders.bert_folder(tmp / "bert", WORDS)
+  workdir = str(tmp / "run")
+  proc = _train(workdir, folder, tmp)
+  assert proc.returncode == 0, excerpt(proc.stderr.decode())
+  return tmp, folder, workdir, proc.stdout.decode()
+
+
+def _ids(folder):
+  from transformer_jax.data import hf_tokenizer  # pylint: disable=import-outside-toplevel
+  tok = hf_tokenizer.load(f"hf:{folder}")
+  ids = np.zeros((3, 10), np.int32)
+  for i, text in enumerate(["Permission denied number 3", "Zugriff verweigert",
+                            "Open a new window number 7"]):
+    row = tok.encode(text)
+    ids[i, :len(row)] = row
+  return ids
+
+
+def _ours(workdir, ids):
+  from transformer_jax.tools import loaded_run as inference  # pylint: disable=import-outside-toplevel
+  run = inference.load_run(workdir, tool=None)
+  model = run.programs.kind.model(run.programs.model_config.replace(deterministic=True))
+  return np.asarray(model.apply({"params": run.programs.merged(run.params)}, ids))
+
+
+def test_an_adapter_run_learns_and_saves_adapters_only(adapted):
+  tmp, folder, workdir, out = adapted
+  assert "trainable parameters (LoRA rank 4) + " in out and " frozen;" in out
+  assert "frozen base (config.lora): " in out
+  test = _last_record(workdir)
+  assert test["test/accuracy"] > test["test/majority_accuracy"] + 0.2, test
+  step = _checkpoints(workdir)[-1]
+  from transformer_jax.checkpoint import params  # pylint: disable=import-outside-toplevel
+  base = params.run_metadata(workdir, step)["adapters"]["base"]
+  assert base["source"] == str(folder) and len(base["fingerprint"]) == 16
+  saved = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in
+              os.walk(os.path.join(workdir, "checkpoints", str(step))) for f in fs)
+  weights = os.path.getsize(os.path.join(folder, "model.safetensors"))
+  # Full fine-tuning saves the weights and two Adam moments (3x the folder's weights); this
+  # run, rank-4 adapters on 32-wide kernels + the head and their moments: under a quarter.
+  assert saved < 0.25 * 3 * weights, (saved, weights)
+
+
+def test_a_stopped_adapter_run_resumes_with_the_same_losses(adapted, tmp_path):
+  tmp, folder, workdir, _ = adapted
+  again = str(tmp_path / "run")
+  proc = _train(again, folder, tmp, "--config.num_train_steps=20")  # stops at step 20 ...
+  assert proc.returncode == 0, excerpt(proc.stderr.decode())
+  proc = _train(again, folder, tmp)  # ... and goes on to 40, as the straight run did.
+  assert proc.returncode == 0, excerpt(proc.stderr.decode())
+  assert "Resuming from checkpoint at step 20" in proc.stdout.decode()
+  assert _losses(again) == _losses(workdir)
+
+
+def test_a_changed_base_is_refused_on_resume_and_nothing_is_lost(adapted, tmp_path):
+  tmp, folder, workdir, _ = adapted
+  copy = str(tmp_path / "run")
+  shutil.copytree(workdir, copy)
+  other = hf_folders.bert_folder(tmp_path / "bert", WORDS, seed=1)
+  before = _checkpoints(copy)
+  proc = _train(copy, other, tmp, "--config.num_train_steps=60")
+  err = proc.stderr.decode()
+  assert proc.returncode == 2, excerpt(err)
+  line = next(l for l in err.splitlines() if l.startswith("error:"))
+  assert "fingerprint" in line and "config.init_from" in line, line
+  assert _checkpoints(copy) == before
+
+
+def test_merged_export_equals_the_unmerged_forward(adapted, tmp_path):
+  tmp, folder, workdir, _ = adapted
+  proc = _run(["-m", "transformer_jax.export_hf", f"--workdir={workdir}",
+               f"--output={tmp_path / 'plain'}"])
+  assert proc.returncode == 2 and b"--merge" in proc.stderr and b"--format=peft" in proc.stderr
+  out = tmp_path / "merged"
+  proc = _run(["-m", "transformer_jax.export_hf", f"--workdir={workdir}", f"--output={out}",
+               "--merge"])
+  assert proc.returncode == 0, excerpt(proc.stderr.decode())
+  from transformer_jax import pretrained  # pylint: disable=import-outside-toplevel
+  ids = _ids(folder)
+  model, params, _ = pretrained.load_hf(str(out))
+  np.testing.assert_allclose(np.asarray(model.apply({"params": params}, ids)),
+                             _ours(workdir, ids), atol=1e-5)
+
+
+def test_peft_loads_the_adapters_onto_the_transformers_model_with_our_outputs(adapted, tmp_path):
+  tmp, folder, workdir, _ = adapted
+  out = tmp_path / "peft"
+  proc = _run(["-m", "transformer_jax.export_hf", f"--workdir={workdir}", f"--output={out}",
+               "--format=peft"])
+  assert proc.returncode == 0, excerpt(proc.stderr.decode())
+  config = json.loads((out / "adapter_config.json").read_text())
+  assert config["r"] == 4 and config["lora_alpha"] == 8 and config["task_type"] == "SEQ_CLS"
+  assert len(config["target_modules"]) == 2 * 6 and config["modules_to_save"] == ["classifier"]
+  for name in ("torch", "transformers", "peft"):
+    if importlib.util.find_spec(name) is None:
+      skip_without(f"{name} is not installed (pip install -e '.[hf-reference]')")
+  import peft  # pylint: disable=import-outside-toplevel
+  import torch  # pylint: disable=import-outside-toplevel
+  import transformers  # pylint: disable=import-outside-toplevel
+  labels = json.loads(open(os.path.join(workdir, "labels.json"), encoding="utf-8").read())
+  base = transformers.BertForSequenceClassification.from_pretrained(
+      str(folder), num_labels=len(labels))
+  model = peft.PeftModel.from_pretrained(base, str(out)).eval()
+  ids = _ids(folder)
+  with torch.no_grad():
+    theirs = model(input_ids=torch.tensor(ids, dtype=torch.long),
+                   attention_mask=torch.tensor(ids > 0, dtype=torch.long)).logits.numpy()
+  np.testing.assert_allclose(theirs, _ours(workdir, ids), atol=1e-4)
+
+
+def test_the_embed_tool_reads_an_adapter_run(adapted):
+  tmp, folder, workdir, _ = adapted
+  proc = _run(["-m", "transformer_jax.embed", f"--hf={workdir}"], stdin=b"Permission denied\n")
+  assert proc.returncode == 0, excerpt(proc.stderr.decode())

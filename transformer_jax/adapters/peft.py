@@ -1,0 +1,113 @@
+"""An adapter run as PEFT's LoRA folder: adapter_config.json + adapter_model.safetensors.
+
+The `peft` library loads such a folder onto the base model's Hugging Face class
+(`PeftModel.from_pretrained(BertForSequenceClassification.from_pretrained(BASE), DIR)`)
+and computes W + (lora_alpha / r) B A with lora_A.weight [r, in] and lora_B.weight
+[out, r]: our A [in, r] and B [r, out], transposed.
+
+Which Hugging Face module each of our parameters becomes, and how its matrix is laid
+out there, is read off the architecture's own exporter (pretrained/<arch>.py's
+`to_hf`) by a probe: the parameters asked about get distinct values, the exporter
+runs once, and each value is found again in the tensor it landed in. So nothing
+here repeats an architecture's names; an exporter that fuses several of our kernels
+into one tensor (GPT-2's c_attn holds query, key and value) is reported, not guessed.
+Parameters trained in full (`lora.train_also`) and those the base folder lacks (a
+fresh head) go out whole, as PEFT's `modules_to_save`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from transformer_jax.adapters import lora
+from transformer_jax.pretrained.tensors import PretrainedError
+
+TASK_TYPES = (("ForSequenceClassification", "SEQ_CLS"), ("LMHeadModel", "CAUSAL_LM"),
+              ("ForCausalLM", "CAUSAL_LM"))
+PREFIX = "base_model.model."
+
+
+def probe(to_hf, shapes: dict[str, tuple], asked: list[str]):
+  """({our path: [(Hugging Face tensor name, that tensor of the probe)]} for the `asked`
+  paths, the probe's values): each asked path gets the values start, start+1, ...
+  (float64, exact), the rest zeros."""
+  values, ranges, start = {}, {}, 1.0
+  for path, shape in shapes.items():
+    if path in asked:
+      n = math.prod(shape)
+      values[path] = np.arange(start, start + n, dtype=np.float64).reshape(shape)
+      ranges[path] = (start, start + n)
+      start += n
+    else:
+      values[path] = np.zeros(shape, np.float64)
+  found: dict[str, list] = {p: [] for p in asked}
+  for name, tensor in to_hf(values).items():
+    tensor = np.asarray(tensor)
+    for path, (lo, hi) in ranges.items():
+      if np.any((tensor >= lo) & (tensor < hi)):
+        found[path].append((name, tensor))
+  return found, values
+
+
+def _layout(path: str, kernel: np.ndarray, hits) -> tuple[str, bool]:
+  """(the Hugging Face module of kernel `path`, whether it keeps [in, out] (Conv1D)):
+  the tensor must be the kernel as an [in, out] matrix (its first axes the input),
+  transposed (Linear) or not (Conv1D)."""
+  if len(hits) != 1:
+    raise PretrainedError(f"--format=peft: {path} is spread over {len(hits)} Hugging Face "
+                          "tensors; use --merge")
+  name, tensor = hits[0]
+  for n_in in range(1, kernel.ndim):
+    matrix = kernel.reshape(math.prod(kernel.shape[:n_in]), -1)
+    if tensor.shape == matrix.T.shape and np.array_equal(tensor, matrix.T):
+      return name.removesuffix(".weight"), False
+    if tensor.shape == matrix.shape and np.array_equal(tensor, matrix):
+      return name.removesuffix(".weight"), True
+  raise PretrainedError(
+      f"--format=peft: {path} is not a whole Hugging Face tensor ({name} {tensor.shape} holds "
+      "it with other weights, as a fused projection does); one LoRA pair per module "
+      "cannot express it: use --merge")
+
+
+def peft_files(to_hf, flat: dict[str, np.ndarray], adapters: dict[str, dict[str, np.ndarray]],
+               spec: lora.Spec, whole: list[str],
+               hf_tensors: dict[str, np.ndarray], architecture: str,
+               base: str) -> tuple[dict, dict[str, np.ndarray]]:
+  """(adapter_config.json, the tensors of adapter_model.safetensors).
+
+  `to_hf(flat) -> state dict` is the architecture's exporter on our flat parameters
+  (`flat`: the merged model's, unscanned); `adapters` {kernel path: {"a", "b"}} the
+  run's; `whole` the paths trained in full or fresh; `hf_tensors` the merged model's
+  state dict (what those modules save); `base` the folder PEFT loads them onto."""
+  shapes = {k: np.shape(v) for k, v in flat.items()}
+  found, values = probe(to_hf, shapes,
+                        sorted(adapters) + [p for p in whole if p not in adapters])
+  tensors, modules, conv = {}, [], set()
+  for path, ab in sorted(adapters.items()):
+    module, keeps = _layout(path, values[path], found[path])
+    conv.add(keeps)
+    a = np.asarray(ab["a"], np.float32).reshape(-1, spec.rank)
+    b = np.asarray(ab["b"], np.float32).reshape(spec.rank, -1)
+    tensors[f"{PREFIX}{module}.lora_A.weight"] = np.ascontiguousarray(a.T)
+    tensors[f"{PREFIX}{module}.lora_B.weight"] = np.ascontiguousarray(b.T)
+    modules.append(module)
+  if len(conv) > 1:
+    raise PretrainedError("--format=peft: the adapted modules mix Linear and Conv1D layouts")
+  saved = sorted({name.rpartition(".")[0] for p in whole if p not in adapters
+                  for name, _ in found[p]})
+  for name, value in hf_tensors.items():
+    if name.rpartition(".")[0] in saved:
+      tensors[PREFIX + name] = np.ascontiguousarray(value, np.float32)
+  task = next((t for suffix, t in TASK_TYPES if architecture.endswith(suffix)),
+              "FEATURE_EXTRACTION")
+  config = {
+      "peft_type": "LORA", "task_type": task, "base_model_name_or_path": base,
+      "r": spec.rank, "lora_alpha": spec.alpha, "lora_dropout": spec.dropout,
+      "target_modules": sorted(modules), "modules_to_save": saved or None,
+      "fan_in_fan_out": conv == {True}, "bias": "none", "use_rslora": False,
+      "use_dora": False, "init_lora_weights": True, "inference_mode": True,
+      "rank_pattern": {}, "alpha_pattern": {}, "layers_to_transform": None,
+      "layers_pattern": None}
+  return config, tensors
