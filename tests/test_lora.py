@@ -176,3 +176,33 @@ def test_the_fingerprint_sees_one_changed_value_and_not_the_sharding():
   flat[path] = flat[path].copy()
   flat[path][3, 5] = np.nextafter(flat[path][3, 5], np.float32(1))
   assert lora.fingerprint(lora.nested(flat)) != lora.fingerprint(on_host)
+
+
+@pytest.mark.parametrize("kind", ["decoder_lm", "encoder_classifier", "vit", "speech_to_text"])
+def test_every_kind_takes_the_default_targets(kind):
+  """The default patterns find attention and MLP kernels in each kind, and the adapted train
+  step traces (shapes through the merge) with only the adapters trainable."""
+  config = _config(**{"model.kind": kind, "model.num_classes": 3})
+  progs = programs.build(config, sharding.make_mesh(config), 0 if kind == "vit" else 64, 3)
+  state = jax.eval_shape(progs.init_fn, jax.random.key(0))
+  paths = set(lora.flat_adapters(state.params))
+  assert any(p.endswith("attention/query") for p in paths), sorted(paths)
+  assert any(p.endswith("mlp/wo") for p in paths), sorted(paths)
+  assert set(lora.flat(state.params)) == {f"lora/{p}/{x}" for p in paths for x in "ab"}
+  with progs.context():
+    new_state, metrics = jax.eval_shape(progs.train_step, progs.abstract_state,
+                                        progs.batch_specs())
+  assert jax.tree.structure(new_state) == jax.tree.structure(progs.abstract_state)
+  assert "loss_sum" in metrics
+
+
+def test_adapters_shard_like_their_kernels():
+  config = _config(**{"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2})
+  progs = _programs(config)
+  shardings = lora.flat(progs.state_shardings.params)
+  frozen = lora.flat(progs.state_shardings.frozen)
+  query = "encoder/layer_0/self_attention/query"  # [embed, heads, kv]
+  assert shardings[f"lora/{query}/a"].spec[0] == frozen[query].spec[0] == "fsdp"
+  assert shardings[f"lora/{query}/a"].spec[1] is None  # the rank axis: not split.
+  assert tuple(shardings[f"lora/{query}/b"].spec)[1:] == tuple(frozen[query].spec)[1:]
+  assert frozen[query].spec[1] == "tensor"

@@ -138,7 +138,78 @@ def test_peft_loads_the_adapters_onto_the_transformers_model_with_our_outputs(ad
   np.testing.assert_allclose(theirs, _ours(workdir, ids), atol=1e-4)
 
 
-def test_the_embed_tool_reads_an_adapter_run(adapted):
+def test_the_embed_tool_reads_an_adapter_run_and_the_compress_tool_says_no(adapted, tmp_path):
   tmp, folder, workdir, _ = adapted
   proc = _run(["-m", "transformer_jax.embed", f"--hf={workdir}"], stdin=b"Permission denied\n")
   assert proc.returncode == 0, excerpt(proc.stderr.decode())
+  proc = _run(["-m", "transformer_jax.compress", "quantize", f"--workdir={workdir}",
+               f"--output={tmp_path / 'q'}"])
+  err = proc.stderr.decode()
+  assert proc.returncode == 2 and "adapter run" in err and "--merge" in err, excerpt(err)
+  assert not (tmp_path / "q").exists()
+
+
+def test_a_peft_folder_starts_a_run_with_the_same_outputs(adapted, tmp_path):
+  """config.init_from.adapter: the exported adapters (and the head) read back onto a fresh
+  state built with another seed give the run's outputs."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from transformer_jax import config as config_lib, pretrained  # pylint: disable=import-outside-toplevel
+  from transformer_jax.data import hf_tokenizer  # pylint: disable=import-outside-toplevel
+  from transformer_jax.parallel import sharding  # pylint: disable=import-outside-toplevel
+  from transformer_jax.train import programs, restore  # pylint: disable=import-outside-toplevel
+  tmp, folder, workdir, _ = adapted
+  out = tmp_path / "peft"
+  proc = _run(["-m", "transformer_jax.export_hf", f"--workdir={workdir}", f"--output={out}",
+               "--format=peft"])
+  assert proc.returncode == 0, excerpt(proc.stderr.decode())
+  config = config_lib.from_json(os.path.join(workdir, "config.json"))
+  config.init_from.adapter = str(out)
+  config.seed = 7
+  labels = json.loads(open(os.path.join(workdir, "labels.json"), encoding="utf-8").read())
+  progs = programs.build(config, sharding.make_mesh(config),
+                         hf_tokenizer.load(config.data.tokenizer_path).vocab_size, len(labels))
+  with progs.context():
+    state, _ = restore.adapter_base(config, progs, jax.random.key(7),
+                                    pretrained.apply_to_config(config))
+  model = progs.kind.model(progs.model_config.replace(deterministic=True))
+  ids = _ids(folder)
+  ours = np.asarray(model.apply({"params": progs.merged(progs.model_params(state))}, ids))
+  np.testing.assert_allclose(ours, _ours(workdir, ids), atol=1e-5)
+  config.lora.rank = 8
+  with pytest.raises(Exception, match=r"adapter_config.json: r=4, but this run has 8"):
+    progs = programs.build(config, sharding.make_mesh(config), progs.model_config.vocab_size,
+                           len(labels))
+    with progs.context():
+      restore.adapter_base(config, progs, jax.random.key(7), pretrained.apply_to_config(config))
+
+
+def test_a_gpt2_adapter_run_generates_and_exports_merged_not_as_peft(tmp_path):
+  from test_finetune_hf import _lm_texts  # pylint: disable=import-outside-toplevel
+  texts = _lm_texts()
+  folder = hf_folders.gpt2_folder(tmp_path / "gpt2", texts)
+  (tmp_path / "text.txt").write_text("\n\n".join(texts) + "\n", encoding="utf-8")
+  workdir = str(tmp_path / "run")
+  proc = _run(["train.py", f"--config={REPO}/configs/lm.py", f"--workdir={workdir}",
+               f"--config.init_from.hf={folder}", "--config.data.source=files",
+               f"--config.data.train_files=('{tmp_path / 'text.txt'}',)",
+               "--config.max_target_length=32", "--config.max_predict_length=24",
+               "--config.per_device_batch_size=2", "--config.num_train_steps=30",
+               "--config.log_every_steps=10", "--config.eval_every_steps=30",
+               "--config.checkpoint_every_steps=30", "--config.warmup_steps=5",
+               "--config.num_eval_steps=2", "--config.learning_rate=1e-2",
+               "--config.lora.rank=4"])
+  assert proc.returncode == 0, excerpt(proc.stderr.decode())
+  assert "trainable parameters (LoRA rank 4)" in proc.stdout.decode()
+  proc = _run(["-m", "transformer_jax.generate", f"--workdir={workdir}", "--prompt=File not"])
+  assert proc.returncode == 0, excerpt(proc.stderr.decode())
+  assert proc.stdout.decode().startswith("File not")
+  proc = _run(["-m", "transformer_jax.export_hf", f"--workdir={workdir}",
+               f"--output={tmp_path / 'peft'}", "--format=peft"])
+  err = proc.stderr.decode()
+  assert proc.returncode == 2 and "c_attn" in err and "--merge" in err, excerpt(err)
+  assert not (tmp_path / "peft").exists()
+  proc = _run(["-m", "transformer_jax.export_hf", f"--workdir={workdir}",
+               f"--output={tmp_path / 'merged'}", "--merge"])
+  assert proc.returncode == 0, excerpt(proc.stderr.decode())
+  config = json.loads((tmp_path / "merged" / "config.json").read_text())
+  assert config["architectures"] == ["GPT2LMHeadModel"]

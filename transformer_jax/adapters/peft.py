@@ -17,7 +17,9 @@ fresh head) go out whole, as PEFT's `modules_to_save`.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 
 import numpy as np
 
@@ -51,10 +53,10 @@ def probe(to_hf, shapes: dict[str, tuple], asked: list[str]):
   return found, values
 
 
-def _layout(path: str, kernel: np.ndarray, hits) -> tuple[str, bool]:
-  """(the Hugging Face module of kernel `path`, whether it keeps [in, out] (Conv1D)):
-  the tensor must be the kernel as an [in, out] matrix (its first axes the input),
-  transposed (Linear) or not (Conv1D)."""
+def _layout(path: str, kernel: np.ndarray, hits) -> tuple[str, bool, int]:
+  """(the Hugging Face module of kernel `path`, whether it keeps [in, out] (Conv1D), its
+  input axes): the tensor must be the kernel as an [in, out] matrix (its first axes the
+  input), transposed (Linear) or not (Conv1D)."""
   if len(hits) != 1:
     raise PretrainedError(f"--format=peft: {path} is spread over {len(hits)} Hugging Face "
                           "tensors; use --merge")
@@ -62,9 +64,9 @@ def _layout(path: str, kernel: np.ndarray, hits) -> tuple[str, bool]:
   for n_in in range(1, kernel.ndim):
     matrix = kernel.reshape(math.prod(kernel.shape[:n_in]), -1)
     if tensor.shape == matrix.T.shape and np.array_equal(tensor, matrix.T):
-      return name.removesuffix(".weight"), False
+      return name.removesuffix(".weight"), False, n_in
     if tensor.shape == matrix.shape and np.array_equal(tensor, matrix):
-      return name.removesuffix(".weight"), True
+      return name.removesuffix(".weight"), True, n_in
   raise PretrainedError(
       f"--format=peft: {path} is not a whole Hugging Face tensor ({name} {tensor.shape} holds "
       "it with other weights, as a fused projection does); one LoRA pair per module "
@@ -86,7 +88,7 @@ def peft_files(to_hf, flat: dict[str, np.ndarray], adapters: dict[str, dict[str,
                         sorted(adapters) + [p for p in whole if p not in adapters])
   tensors, modules, conv = {}, [], set()
   for path, ab in sorted(adapters.items()):
-    module, keeps = _layout(path, values[path], found[path])
+    module, keeps, _ = _layout(path, values[path], found[path])
     conv.add(keeps)
     a = np.asarray(ab["a"], np.float32).reshape(-1, spec.rank)
     b = np.asarray(ab["b"], np.float32).reshape(spec.rank, -1)
@@ -111,3 +113,53 @@ def peft_files(to_hf, flat: dict[str, np.ndarray], adapters: dict[str, dict[str,
       "rank_pattern": {}, "alpha_pattern": {}, "layers_to_transform": None,
       "layers_pattern": None}
   return config, tensors
+
+
+def read_adapter(folder: str, to_hf, shapes: dict[str, tuple], spec: lora.Spec,
+                 targets: list[str]) -> tuple[dict[str, dict[str, np.ndarray]],
+                                              dict[str, np.ndarray]]:
+  """A PEFT LoRA folder as ({kernel path: {"a": A, "b": B}}, {path: value} of its
+  modules_to_save), for `config.init_from.adapter`. Its r and lora_alpha must be
+  config.lora's, and each module it adapts one of `targets`; errors name the file."""
+  from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
+  where = os.path.join(folder, "adapter_config.json")
+  try:
+    with open(where, encoding="utf-8") as f:
+      config = json.load(f)
+    tensors = load_file(os.path.join(folder, "adapter_model.safetensors"))
+  except (OSError, ValueError) as e:
+    raise PretrainedError(f"config.init_from.adapter={folder!r}: {e}") from None
+  for key, want in (("peft_type", "LORA"), ("r", spec.rank), ("lora_alpha", spec.alpha),
+                    ("use_dora", False), ("use_rslora", False)):
+    if config.get(key, want) != want:
+      raise PretrainedError(f"{where}: {key}={config.get(key)!r}, but this run has {want!r}"
+                            + (f" (config.lora.{'rank' if key == 'r' else 'alpha'})"
+                               if key in ("r", "lora_alpha") else ""))
+  if config.get("rank_pattern") or config.get("alpha_pattern"):
+    raise PretrainedError(f"{where}: rank_pattern / alpha_pattern are not supported")
+  tensors = {k.removeprefix(PREFIX): v for k, v in tensors.items()}
+  found, values = probe(to_hf, shapes, sorted(shapes))
+  by_name = {name: path for path, hits in found.items() if len(hits) == 1
+             for name, _ in hits}
+  adapters, whole = {}, {}
+  for key in sorted(tensors):
+    module, _, kind = key.partition(".lora_")
+    if kind == "A.weight":
+      path = by_name.get(module + ".weight")
+      if path not in targets:
+        raise PretrainedError(f"{where}: adapts {module} ({path or 'not one of our kernels'}), "
+                              "which config.lora.targets does not choose")
+      _, _, n_in = _layout(path, values[path], found[path])
+      a, b = tensors[key].T, tensors[f"{module}.lora_B.weight"].T
+      adapters[path] = {"a": a.reshape(shapes[path][:n_in] + (spec.rank,)),
+                        "b": b.reshape((spec.rank,) + shapes[path][n_in:])}
+    elif not kind and key in by_name:  # a module saved whole: each value back in place.
+      path = by_name[key]
+      index = dict(found[path])[key]
+      out = np.zeros(shapes[path], np.float32)
+      out.reshape(-1)[(index - values[path].reshape(-1)[0]).astype(np.int64).reshape(-1)] = \
+          tensors[key].reshape(-1)
+      whole[path] = out
+    elif not kind:
+      raise PretrainedError(f"{where}: tensor {key} is none of the model's")
+  return adapters, whole

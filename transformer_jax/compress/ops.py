@@ -37,6 +37,12 @@ def check_source(workdir: str) -> ml_collections.ConfigDict:
   if not steps:
     raise config_lib.ConfigError(f"--workdir={workdir!r}: no checkpoint in {ckpts}")
   config = config_lib.from_json(path)
+  if config.lora.rank:
+    raise config_lib.ConfigError(
+        f"--workdir={workdir!r} is an adapter run (config.lora.rank={config.lora.rank}): "
+        "the compress tool takes fully trained runs; export its merged weights "
+        "(python -m transformer_jax.export_hf --merge), or train with config.lora.base_bits "
+        "for an integer base")
   config.distributed.coordinator_address = ""
   return config
 

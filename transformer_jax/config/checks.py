@@ -145,6 +145,9 @@ def _check_init_from(config) -> None:
           "must be False with init_from.hf (Hugging Face weights load layer by layer)")
   if config.init_from.hf and config.init_from.workdir:
     _fail("init_from.hf", config.init_from.hf, "and init_from.workdir cannot both be set")
+  if config.init_from.adapter and not (config.init_from.hf and config.lora.rank):
+    _fail("init_from.adapter", config.init_from.adapter,
+          "needs init_from.hf (the base the adapters were trained on) and lora.rank > 0")
   if config.init_from.params:
     try:
       re.compile(config.init_from.params)

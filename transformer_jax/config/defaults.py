@@ -59,7 +59,10 @@ def _init_from(c: ml_collections.ConfigDict) -> None:
   # BERT-family encoder (encoder_classifier) or a GPT-2-family decoder (decoder_lm): the
   # model takes the folder's architecture and weights (a head it lacks starts fresh) and,
   # unless data.tokenizer_path is set, its tokenizer.
-  c.init_from = ml_collections.ConfigDict({"workdir": "", "step": -1, "params": "", "hf": ""})
+  # With `hf` and config.lora, `adapter`: a PEFT LoRA folder (adapter_config.json +
+  # adapter_model.safetensors) whose adapters (and modules_to_save) the run starts from.
+  c.init_from = ml_collections.ConfigDict({"workdir": "", "step": -1, "params": "", "hf": "",
+                                           "adapter": ""})
 
 
 def _batches(c: ml_collections.ConfigDict) -> None:

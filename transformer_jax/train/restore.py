@@ -13,6 +13,9 @@ fingerprint in its checkpoints; a resume checks that the base it rebuilt is the 
 
 from __future__ import annotations
 
+import contextlib
+import sys
+
 import jax
 
 from transformer_jax import pretrained
@@ -49,16 +52,57 @@ def adapter_base(config, programs, rng, hf_folder):
   record, saved in the checkpoints' metadata), then frozen as config.lora says, with
   fresh adapters."""
   params = _load_into(config, programs, programs.init_params(rng), hf_folder)
+  adapters = {}
+  if config.init_from.adapter:
+    adapters, whole = _read_adapter(config, programs, params, hf_folder)
+    params = _put(params, whole)
   source = config.init_from.hf or config.init_from.workdir or f"fresh (seed {config.seed})"
   record = {"source": source, "fingerprint": lora.fingerprint(params)}
-  return programs.adapt(params, rng), record
+  state = programs.adapt(params, rng)
+  if adapters:
+    state = state.replace(params=_put(state.params, {
+        f"lora/{path}/{k}": v for path, ab in adapters.items() for k, v in ab.items()}))
+    print(f"Initialised the adapters of {len(adapters)} of "
+          f"{len(lora.flat_adapters(state.params))} kernels from {config.init_from.adapter}",
+          flush=True)
+  return state, record
+
+
+def _read_adapter(config, programs, params, hf_folder):
+  """config.init_from.adapter's adapters and whole modules, on our paths."""
+  from transformer_jax.adapters import peft  # pylint: disable=import-outside-toplevel
+  from transformer_jax.pretrained.tensors import unshift_vocab  # pylint: disable=import-outside-toplevel
+  arch, cfg = hf_folder.architecture, programs.model_config
+  offset, eos_id = 0, None
+  if config.data.tokenizer_path.startswith("hf:"):
+    from transformer_jax.data import hf_tokenizer  # pylint: disable=import-outside-toplevel
+    tok = hf_tokenizer.load(config.data.tokenizer_path)
+    offset, eos_id = tok.offset, tok.eos_id
+  vocab = hf_folder.vocab_size
+
+  def to_hf(values):
+    return arch.to_hf(unshift_vocab(values, arch.VOCAB_TABLES, offset, eos_id), cfg, vocab)
+
+  shapes = {k: tuple(v.shape) for k, v in lora.flat(params).items()}
+  return peft.read_adapter(config.init_from.adapter, to_hf, shapes, programs.lora,
+                           sorted(lora.flat_adapters(jax.eval_shape(
+                               programs.adapt_fn, params, jax.random.key(0)).params)))
+
+
+def _put(tree, values: dict):
+  """`tree` with the arrays at `values`' "/"-paths replaced, each on its old sharding."""
+  flat = lora.flat(tree)
+  for path, value in values.items():
+    flat[path] = jax.device_put(value.astype(flat[path].dtype), flat[path].sharding)
+  return lora.nested(flat)
 
 
 def adapted_params(config, programs, trainable, metadata: dict, directory: str):
   """A trained adapter run's parameters for the tools: its base rebuilt (and checked
   against the checkpoint's fingerprint) beside the checkpoint's adapters."""
   hf_folder = pretrained.apply_to_config(config)
-  start, base = adapter_base(config, programs, jax.random.key(config.seed), hf_folder)
+  with contextlib.redirect_stdout(sys.stderr):  # a tool's stdout is its output alone.
+    start, base = adapter_base(config, programs, jax.random.key(config.seed), hf_folder)
   _check_base(metadata, base, directory)
   return lora.Adapted(frozen=start.frozen, trainable=trainable)
 
