@@ -206,3 +206,19 @@ def test_adapters_shard_like_their_kernels():
   assert shardings[f"lora/{query}/a"].spec[1] is None  # the rank axis: not split.
   assert tuple(shardings[f"lora/{query}/b"].spec)[1:] == tuple(frozen[query].spec)[1:]
   assert frozen[query].spec[1] == "tensor"
+
+
+def test_the_memory_check_counts_the_frozen_base_apart():
+  from transformer_jax.parallel import memory  # pylint: disable=import-outside-toplevel
+  config = _config()
+  progs = _programs(config)
+  with progs.context():
+    compiled = progs.train_step.lower(progs.abstract_state, progs.batch_specs()).compile()
+  state = memory.per_device_bytes(progs.abstract_state)
+  frozen = memory.per_device_bytes(progs.abstract_state.frozen)
+  assert 0 < frozen < state
+  with pytest.raises(memory.OutOfMemoryError,
+                     match=r"trainable parameters and optimizer state [\d.]+ KiB, frozen base "
+                           r"[\d.]+ KiB.*config.lora.base_bits=4 \(now 0\)"):
+    memory.check_fits(memory.Footprint.of(compiled), state, (1, "a tiny device"), config,
+                      frozen_bytes=frozen)

@@ -213,3 +213,23 @@ def test_a_gpt2_adapter_run_generates_and_exports_merged_not_as_peft(tmp_path):
   assert proc.returncode == 0, excerpt(proc.stderr.decode())
   config = json.loads((tmp_path / "merged" / "config.json").read_text())
   assert config["architectures"] == ["GPT2LMHeadModel"]
+
+
+def test_a_translation_adapter_run_on_another_runs_base_translates(tmp_path):
+  """Encoder-decoder: a base run, an adapter run from it (config.init_from.workdir), and
+  the translate tool reading the adapter run (its base rebuilt from the base run)."""
+  from conftest import write_parallel_tsv  # pylint: disable=import-outside-toplevel
+  from test_resume import _command  # pylint: disable=import-outside-toplevel
+  tsv = write_parallel_tsv(tmp_path / "corpus.tsv", repeats=20)
+  base, adapted = str(tmp_path / "base"), str(tmp_path / "adapted")
+  for workdir, extra in ((base, []), (adapted, [f"--config.init_from.workdir={base}",
+                                                "--config.lora.rank=4"])):
+    args = _command(workdir, tsv, "--config.num_train_steps=4",
+                    "--config.checkpoint_every_steps=4", *extra)
+    proc = _run(args[1:])
+    assert proc.returncode == 0, excerpt(proc.stderr.decode())
+  assert "trainable parameters (LoRA rank 4)" in proc.stdout.decode()
+  proc = _run(["-m", "transformer_jax.translate", f"--workdir={adapted}"],
+              stdin=b"File not found\nPermission denied\n")
+  assert proc.returncode == 0, excerpt(proc.stderr.decode())
+  assert len(proc.stdout.decode().splitlines()) == 2

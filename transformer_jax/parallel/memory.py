@@ -86,7 +86,12 @@ def device_limit(limit_mib: int = 0, device: jax.Device | None = None) -> tuple[
 def advice(config) -> str:
   """The config fields that make a train step smaller, with their values."""
   mesh = config.mesh
-  return (f"lower config.per_device_batch_size (now {config.per_device_batch_size}) or "
+  lora = config.get("lora")
+  base = ""
+  if lora is not None and lora.rank and lora.base_bits != 4:
+    base = (f"hold the frozen base as int4 with config.lora.base_bits=4 (now "
+            f"{lora.base_bits}), ")
+  return (f"{base}lower config.per_device_batch_size (now {config.per_device_batch_size}) or "
           f"config.max_target_length (now {config.max_target_length}), raise "
           f"config.gradient_accumulation_steps (now {config.gradient_accumulation_steps}), "
           f"set config.model.remat='full' (now {config.model.remat!r}), or shard the state "
@@ -103,16 +108,22 @@ def format_bytes(num_bytes: int) -> str:
 
 
 def check_fits(footprint: Footprint, state_bytes: int, limit: tuple[int, str], config,
-               what: str = "the train step") -> None:
-  """Raises OutOfMemoryError when `footprint` exceeds `limit` (from device_limit)."""
+               what: str = "the train step", frozen_bytes: int = 0) -> None:
+  """Raises OutOfMemoryError when `footprint` exceeds `limit` (from device_limit).
+  `state_bytes` counts the whole train state, of which an adapter run's frozen base is
+  `frozen_bytes`."""
   available, source = limit
   if footprint.total <= available:
     return
   batch = footprint.arguments - state_bytes
+  state = f"parameters and optimizer state {format_bytes(state_bytes)}"
+  if frozen_bytes:
+    state = (f"trainable parameters and optimizer state "
+             f"{format_bytes(state_bytes - frozen_bytes)}, frozen base "
+             f"{format_bytes(frozen_bytes)}")
   raise OutOfMemoryError(
       f"{what} needs {format_bytes(footprint.total)} per device but has "
-      f"{format_bytes(available)} ({source}): parameters and optimizer state "
-      f"{format_bytes(state_bytes)}, batch {format_bytes(max(batch, 0))}, temporaries "
+      f"{format_bytes(available)} ({source}): {state}, batch {format_bytes(max(batch, 0))}, temporaries "
       f"(activations) {format_bytes(footprint.temporaries)}, "
       "by XLA's count when compiling. "
       f"To fit: {advice(config)}")

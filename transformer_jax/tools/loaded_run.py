@@ -23,7 +23,7 @@ from transformer_jax.compress import quant
 from transformer_jax.data.hf_tokenizer import open_tokenizer
 from transformer_jax.data.tokenizer import Tokenizer
 from transformer_jax.decode import lexicon, placeholders
-from transformer_jax.kinds.task import prompt_batch, read_labels
+from transformer_jax.kinds.task import prompt_batch, read_labels, tokenizer_path
 from transformer_jax.kinds.translation import pipeline
 from transformer_jax.parallel import sharding
 from transformer_jax.train import programs as programs_lib, restore
@@ -87,9 +87,8 @@ def load_run(workdir: str, *, tool: str, step: int = -1,
   data, fsdp, _ = sharding.mesh_shape(config, n)
   config.global_batch_size = -(-batch // (data * fsdp)) * (data * fsdp)
   kinds.validate(config, n)
-  tokenizer = (open_tokenizer(config.data.tokenizer_path or
-                              os.path.join(workdir, "tokenizer.model"))
-               if kind.uses_vocab else None)
+  # The run's tokenizer: its config's, else its init_from run's (as training chose).
+  tokenizer = (open_tokenizer(tokenizer_path(config, workdir)) if kind.uses_vocab else None)
   num_classes = 0
   if kind.uses_classes and not config.model.num_classes:
     labels = read_labels(workdir)

@@ -79,7 +79,8 @@ class Run:
       raise
     self.footprint = memory.Footprint.of(compiled)
     memory.check_fits(self.footprint, memory.per_device_bytes(p.abstract_state),
-                      memory.device_limit(config.memory_limit_mib), config)
+                      memory.device_limit(config.memory_limit_mib), config,
+                      frozen_bytes=memory.per_device_bytes(p.abstract_state.frozen))
     self.train_step = compiled
 
   def train_stream(self, seed: int):
