@@ -183,7 +183,9 @@ def test_a_peft_folder_starts_a_run_with_the_same_outputs(adapted, tmp_path):
       restore.adapter_base(config, progs, jax.random.key(7), pretrained.apply_to_config(config))
 
 
-def test_a_gpt2_adapter_run_generates_and_exports_merged_not_as_peft(tmp_path):
+def test_a_gpt2_adapter_run_generates_and_exports_merged_and_as_peft(tmp_path):
+  """GPT-2's c_attn holds query, key and value: the PEFT export makes one rank-3r pair
+  of the three (rank_pattern), which peft applies as our merge does."""
   from test_finetune_hf import _lm_texts  # pylint: disable=import-outside-toplevel
   texts = _lm_texts()
   folder = hf_folders.gpt2_folder(tmp_path / "gpt2", texts)
@@ -205,14 +207,32 @@ def test_a_gpt2_adapter_run_generates_and_exports_merged_not_as_peft(tmp_path):
   assert proc.stdout.decode().startswith("File not")
   proc = _run(["-m", "transformer_jax.export_hf", f"--workdir={workdir}",
                f"--output={tmp_path / 'peft'}", "--format=peft"])
-  err = proc.stderr.decode()
-  assert proc.returncode == 2 and "c_attn" in err and "--merge" in err, excerpt(err)
-  assert not (tmp_path / "peft").exists()
+  assert proc.returncode == 0, excerpt(proc.stderr.decode())
+  adapter = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
+  assert adapter["task_type"] == "CAUSAL_LM" and adapter["fan_in_fan_out"] is True
+  fused = [m for m in adapter["target_modules"] if m.endswith("c_attn")]
+  assert fused and adapter["rank_pattern"] == {m: 12 for m in fused}
+  assert adapter["alpha_pattern"] == {m: 48.0 for m in fused}  # 3 x alpha 16: alpha / r kept.
   proc = _run(["-m", "transformer_jax.export_hf", f"--workdir={workdir}",
                f"--output={tmp_path / 'merged'}", "--merge"])
   assert proc.returncode == 0, excerpt(proc.stderr.decode())
   config = json.loads((tmp_path / "merged" / "config.json").read_text())
   assert config["architectures"] == ["GPT2LMHeadModel"]
+  for name in ("torch", "transformers", "peft"):
+    if importlib.util.find_spec(name) is None:
+      skip_without(f"{name} is not installed (pip install -e '.[hf-reference]')")
+  import peft  # pylint: disable=import-outside-toplevel
+  import torch  # pylint: disable=import-outside-toplevel
+  import transformers  # pylint: disable=import-outside-toplevel
+  ids = torch.tensor([[5, 17, 40, 2, 0, 99, 250, 310]], dtype=torch.long)  # the folder's ids.
+  merged = transformers.GPT2LMHeadModel.from_pretrained(str(tmp_path / "merged")).eval()
+  base = transformers.GPT2LMHeadModel.from_pretrained(folder)
+  adapted = peft.PeftModel.from_pretrained(base, str(tmp_path / "peft")).eval()
+  with torch.no_grad():
+    want, got = merged(ids).logits.numpy(), adapted(ids).logits.numpy()
+    plain = transformers.GPT2LMHeadModel.from_pretrained(folder).eval()(ids).logits.numpy()
+  assert np.abs(want - plain).max() > 1e-3  # the adapters changed the model ...
+  np.testing.assert_allclose(got, want, atol=1e-4)  # ... and peft applies them as we do.
 
 
 def test_a_translation_adapter_run_on_another_runs_base_translates(tmp_path):

@@ -10,7 +10,9 @@ out there, is read off the architecture's own exporter (pretrained/<arch>.py's
 `to_hf`) by a probe: the parameters asked about get distinct values, the exporter
 runs once, and each value is found again in the tensor it landed in. So nothing
 here repeats an architecture's names; an exporter that fuses several of our kernels
-into one tensor (GPT-2's c_attn holds query, key and value) is reported, not guessed.
+into one tensor (GPT-2's c_attn holds query, key and value side by side) gets one pair
+of rank m * r for its m adapters (A side by side, B block-diagonal), declared in
+`rank_pattern` and `alpha_pattern` (alpha m * alpha keeps the scale alpha / r).
 Parameters trained in full (`lora.train_also`) and those the base folder lacks (a
 fresh head) go out whole, as PEFT's `modules_to_save`.
 """
@@ -73,6 +75,44 @@ def _layout(path: str, kernel: np.ndarray, hits) -> tuple[str, bool, int]:
       "cannot express it: use --merge")
 
 
+def _blocks(name: str, tensor: np.ndarray,
+            kernels: dict[str, np.ndarray]) -> tuple[bool, list[tuple[int, int, int]]]:
+  """(whether the tensor keeps [in, out] (Conv1D), [(first column, columns, input axes)]
+  of each kernel): every kernel, as an [in, out] matrix (its first axes the input), must be
+  a block of whole columns of the tensor taken as [in, out_total] (transposed for Linear):
+  one kernel, or several side by side (a fused projection: GPT-2's c_attn)."""
+  for keeps, matrix in ((False, tensor.T), (True, tensor)):
+    blocks = []
+    for kernel in kernels.values():
+      for n_in in range(1, kernel.ndim):
+        k2 = kernel.reshape(math.prod(kernel.shape[:n_in]), -1)
+        if k2.shape[0] != matrix.shape[0]:
+          continue
+        start = np.flatnonzero(matrix[0] == k2[0, 0])
+        if start.size and np.array_equal(matrix[:, start[0]:start[0] + k2.shape[1]], k2):
+          blocks.append((int(start[0]), k2.shape[1], n_in))
+          break
+    if len(blocks) == len(kernels):
+      return keeps, blocks
+  raise PretrainedError(
+      f"--format=peft: {', '.join(kernels)} is not a block of whole columns of the Hugging "
+      f"Face tensor {name} {tensor.shape}; LoRA pairs cannot express it: use --merge")
+
+
+def _fused_pair(pairs: list[dict[str, np.ndarray]], blocks: list[tuple[int, int, int]],
+                rank: int) -> tuple[np.ndarray, np.ndarray]:
+  """PEFT's lora_A.weight [m r, in] and lora_B.weight [out_total, m r] of m adapters whose
+  kernels are the column `blocks` of one tensor: A side by side, B block-diagonal, so
+  B A = each kernel's A B (transposed) in its own columns and zeros elsewhere."""
+  a = np.concatenate([np.asarray(p["a"], np.float32).reshape(-1, rank) for p in pairs], 1)
+  out_total = max(start + width for start, width, _ in blocks)
+  b = np.zeros((out_total, rank * len(pairs)), np.float32)
+  for i, (p, (start, width, _)) in enumerate(zip(pairs, blocks)):
+    b[start:start + width, i * rank:(i + 1) * rank] = \
+        np.asarray(p["b"], np.float32).reshape(rank, -1).T
+  return np.ascontiguousarray(a.T), b
+
+
 def peft_files(to_hf, flat: dict[str, np.ndarray], adapters: dict[str, dict[str, np.ndarray]],
                spec: lora.Spec, whole: list[str],
                hf_tensors: dict[str, np.ndarray], architecture: str,
@@ -86,15 +126,24 @@ def peft_files(to_hf, flat: dict[str, np.ndarray], adapters: dict[str, dict[str,
   shapes = {k: np.shape(v) for k, v in flat.items()}
   found, values = probe(to_hf, shapes,
                         sorted(adapters) + [p for p in whole if p not in adapters])
-  tensors, modules, conv = {}, [], set()
-  for path, ab in sorted(adapters.items()):
-    module, keeps, _ = _layout(path, values[path], found[path])
+  tensors, modules, conv, ranks = {}, [], set(), {}
+  groups: dict[str, list[str]] = {}
+  for path in sorted(adapters):
+    if len(found[path]) != 1:
+      raise PretrainedError(f"--format=peft: {path} is spread over {len(found[path])} "
+                            "Hugging Face tensors; use --merge")
+    groups.setdefault(found[path][0][0], []).append(path)
+  for name, paths in groups.items():
+    tensor = found[paths[0]][0][1]
+    keeps, blocks = _blocks(name, tensor, {p: values[p] for p in paths})
     conv.add(keeps)
-    a = np.asarray(ab["a"], np.float32).reshape(-1, spec.rank)
-    b = np.asarray(ab["b"], np.float32).reshape(spec.rank, -1)
-    tensors[f"{PREFIX}{module}.lora_A.weight"] = np.ascontiguousarray(a.T)
-    tensors[f"{PREFIX}{module}.lora_B.weight"] = np.ascontiguousarray(b.T)
+    module = name.removesuffix(".weight")
+    a, b = _fused_pair([adapters[p] for p in paths], blocks, spec.rank)
+    tensors[f"{PREFIX}{module}.lora_A.weight"] = a
+    tensors[f"{PREFIX}{module}.lora_B.weight"] = b
     modules.append(module)
+    if len(paths) > 1:  # several of our kernels in one tensor: one pair of rank m * r.
+      ranks[module] = len(paths)
   if len(conv) > 1:
     raise PretrainedError("--format=peft: the adapted modules mix Linear and Conv1D layouts")
   saved = sorted({name.rpartition(".")[0] for p in whole if p not in adapters
@@ -110,7 +159,9 @@ def peft_files(to_hf, flat: dict[str, np.ndarray], adapters: dict[str, dict[str,
       "target_modules": sorted(modules), "modules_to_save": saved or None,
       "fan_in_fan_out": conv == {True}, "bias": "none", "use_rslora": False,
       "use_dora": False, "init_lora_weights": True, "inference_mode": True,
-      "rank_pattern": {}, "alpha_pattern": {}, "layers_to_transform": None,
+      "rank_pattern": {m: n * spec.rank for m, n in ranks.items()},
+      "alpha_pattern": {m: n * spec.alpha for m, n in ranks.items()},
+      "layers_to_transform": None,
       "layers_pattern": None}
   return config, tensors
 
