@@ -131,3 +131,16 @@ def test_the_tts_source_without_espeak_names_the_install_line(tmp_path):
   error = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
   assert len(error) == 1 and "apt-get install espeak-ng flite" in error[0], error
   assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+def test_a_speech_adapter_run_trains_and_transcribes(tmp_path, speech_files):
+  """LoRA on the speech model (its base fresh from the seed, rebuilt by the tool)."""
+  workdir = tmp_path / "run"
+  proc = _train("speech.py", _args(speech_files, workdir, 6) + [
+      "--config.lora.rank=4", "--config.checkpoint_every_steps=6",
+      "--config.eval_every_steps=6"])
+  assert proc.returncode == 0, excerpt(proc.stderr)
+  assert "trainable parameters (LoRA rank 4)" in proc.stdout
+  out = _transcribe(workdir, speech_files / "u001.wav", speech_files / "u002.wav")
+  assert out.returncode == 0, excerpt(out.stderr)
+  assert len(out.stdout.splitlines()) == 2
