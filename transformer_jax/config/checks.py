@@ -17,6 +17,7 @@ from transformer_jax.errors import ConfigError, fail as _fail
 LR_SCHEDULES = ("rsqrt", "cosine", "linear", "constant")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 NORM_POSITIONS = ("pre", "post")
+NORMS = ("layernorm", "rmsnorm")  # models/layers.py's NORMS.
 ACTIVATIONS = ("relu", "gelu", "gelu_exact", "silu")
 POSITIONS = ("sinusoidal", "learned", "rotary")
 ATTENTION = ("xla", "dot_product")
@@ -107,6 +108,9 @@ def check_fields(config: ml_collections.ConfigDict) -> None:
   _one_of(config, "lr_schedule", LR_SCHEDULES)
   _one_of(config, "model.dtype", DTYPES)
   _one_of(config, "model.norm_position", NORM_POSITIONS)
+  _one_of(config, "model.norm", NORMS)
+  if not config.model.rotary_base > 1:
+    _fail("model.rotary_base", config.model.rotary_base, "must be > 1")
   _one_of(config, "model.activation", ACTIVATIONS)
   _check_model(config)
   _one_of(config, "best_checkpoint_mode", ("min", "max"))

@@ -162,7 +162,7 @@ def _adapters(c: ml_collections.ConfigDict) -> None:
   # to the weights inside the step, so dropout on the adapter's input does not apply).
   c.lora = ml_collections.ConfigDict({
       "rank": 0, "alpha": 16.0, "dropout": 0.0,
-      "targets": ("attention/(query|key|value|out)$", "mlp/(wi|wo)$"),
+      "targets": ("attention/(query|key|value|out)$", "mlp/(wi|wi_0|wi_1|wo)$"),
       "train_also": (), "base_bits": 0})
 
 
@@ -203,6 +203,12 @@ def _model(c: ml_collections.ConfigDict) -> None:
   c.model.norm_position = "pre"
   c.model.activation = "relu"  # relu | gelu (tanh approximation, GPT-2's) | gelu_exact (BERT's) | silu.
   c.model.layer_norm_epsilon = 1e-6
+  c.model.norm = "layernorm"  # layernorm | rmsnorm (Llama's: scale only, no mean).
+  # Gated MLP (SwiGLU with activation silu, as Llama; GeGLU with gelu, as Gemma):
+  # activation(x wi_0) * (x wi_1) -> wo. `mlp_bias`: biases bi / bo (Llama has none).
+  c.model.mlp_gated = False
+  c.model.mlp_bias = True
+  c.model.rotary_base = 10000.0  # positions="rotary": RoPE's base (Llama 3: 5e5).
   c.model.attention_bias = False  # biases on the attention projections (BERT, GPT-2).
   c.model.logits_via_embedding = True
   c.model.scale_tied_logits = True  # tied logits / sqrt(emb_dim) (GPT-2: False).

@@ -48,6 +48,7 @@ class MultiHeadAttention(nn.Module):
   deterministic: bool = True
   decode: bool = False
   rotary: bool = False
+  rotary_base: float = 1e4  # RoPE's base (max_timescale): 1e4, Llama 3 5e5, Gemma 3 1e6.
   attention: str = "xla"
   use_bias: bool = False
   heads_first: bool = False
@@ -79,8 +80,8 @@ class MultiHeadAttention(nn.Module):
     if self.rotary:
       if q_positions_BL is None or kv_positions_BS is None:
         raise ValueError("rotary attention needs the positions of its queries and keys")
-      q_BLHK = rotary_embedding(q_BLHK, q_positions_BL)
-      k_BSHK = rotary_embedding(k_BSHK, kv_positions_BS)
+      q_BLHK = rotary_embedding(q_BLHK, q_positions_BL, self.rotary_base)
+      k_BSHK = rotary_embedding(k_BSHK, kv_positions_BS, self.rotary_base)
 
     if self.decode or self.heads_first:
       out_BLHK = self._attend_heads_first(q_BLHK, k_BSHK, v_BSHK, mask_B1LS)

@@ -76,8 +76,7 @@ class EncoderClassifier(nn.Module):
     positions_BL = default_positions(valid_BL)
     x_BLD = add_positions(self, cfg, x_BLD, positions_BL)
     if cfg.embedding_norm:
-      x_BLD = layers.LayerNorm(cfg.layer_norm_epsilon, dtype=cfg.dtype,
-                               name="embedding_norm")(x_BLD)
+      x_BLD = layers.norm(cfg.norm, cfg.layer_norm_epsilon, cfg.dtype, "embedding_norm")(x_BLD)
     # Padding is masked as a key only: a padded position sees the real tokens (as in
     # BERT) but nothing sees it, so padding changes neither pooling nor the logits.
     mask_B1LL = layers.padding_mask(jnp.ones_like(valid_BL), valid_BL)

@@ -32,6 +32,10 @@ class TransformerConfig:
   norm_position: str = "pre"  # "pre" (pre-LN, default) or "post" (the paper's).
   activation: str = "relu"  # a key of layers.ACTIVATIONS.
   layer_norm_epsilon: float = 1e-6
+  norm: str = "layernorm"  # layernorm | rmsnorm (Llama's: no mean, no bias).
+  mlp_gated: bool = False  # activation(x wi_0) * (x wi_1): SwiGLU with silu (Llama), GeGLU.
+  mlp_bias: bool = True  # biases in the MLP (Llama: none).
+  rotary_base: float = 1e4  # positions="rotary": RoPE's base.
   attention_bias: bool = False  # biases on the attention projections (BERT, GPT-2).
   logits_via_embedding: bool = True
   # Tied output projection divided by sqrt(emb_dim) (the Flax WMT example's); GPT-2: off.
@@ -66,6 +70,7 @@ class TransformerConfig:
   def __post_init__(self):
     for field, allowed in (("positions", POSITIONS), ("attention", ATTENTIONS),
                            ("pooling", POOLINGS), ("norm_position", ("pre", "post")),
+                           ("norm", tuple(layers.NORMS)),
                            ("remat", REMATS),
                            ("activation", tuple(layers.ACTIVATIONS)),
                            ("subsample", (2, 4))):
@@ -114,6 +119,10 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int,
       norm_position=m.norm_position,
       activation=m.activation,
       layer_norm_epsilon=m.layer_norm_epsilon,
+      norm=m.norm,
+      mlp_gated=m.mlp_gated,
+      mlp_bias=m.mlp_bias,
+      rotary_base=float(m.rotary_base),
       attention_bias=m.attention_bias,
       logits_via_embedding=m.logits_via_embedding,
       scale_tied_logits=m.scale_tied_logits,

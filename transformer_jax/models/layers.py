@@ -266,6 +266,28 @@ class LayerNorm(nn.Module):
     return y.astype(self.dtype)
 
 
+class RMSNorm(nn.Module):
+  """Root-mean-square norm (Llama's): x / sqrt(mean(x^2) + eps) * scale, no mean, no bias;
+  computed in float32."""
+  epsilon: float = 1e-6
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    scale = param_with_names(self, "scale", nn.initializers.ones, (x.shape[-1],), ("embed",))
+    x32 = x.astype(jnp.float32)
+    y = x32 * jax.lax.rsqrt(jnp.square(x32).mean(-1, keepdims=True) + self.epsilon) * scale
+    return y.astype(self.dtype)
+
+
+NORMS = {"layernorm": LayerNorm, "rmsnorm": RMSNorm}
+
+
+def norm(kind: str, epsilon: float, dtype: Dtype, name: str) -> nn.Module:
+  """The norm layer `kind` (a key of NORMS)."""
+  return NORMS[kind](epsilon, dtype=dtype, name=name)
+
+
 class Dense(nn.Module):
   """x @ kernel + bias over the last axis; `names` name the kernel's (in, out) axes."""
   features: int
@@ -283,24 +305,37 @@ class Dense(nn.Module):
 
 
 class Mlp(nn.Module):
-  """Position-wise feed-forward: Dense(F) -> activation -> dropout -> Dense(D)."""
+  """Position-wise feed-forward: Dense(F) -> activation -> dropout -> Dense(D).
+
+  `gated` (SwiGLU / GeGLU, as Llama and Gemma): activation(x wi_0) * (x wi_1) in place of
+  activation(x wi); `use_bias` False drops bi and bo (Llama has none)."""
   mlp_dim: int
   dropout_rate: float = 0.0
   activation: str = "relu"
   dtype: Dtype = jnp.float32
   deterministic: bool = True
+  gated: bool = False
+  use_bias: bool = True
+
+  def _dense(self, x: Array, name: str, shape, names) -> Array:
+    w = param_with_names(self, name, nn.initializers.xavier_uniform(), shape, names)
+    y = project(x, w.astype(self.dtype))
+    if self.use_bias:
+      b_name = {"wi": "bi", "wo": "bo"}.get(name, name.replace("w", "b", 1))
+      y = add_bias(y, param_with_names(self, b_name, nn.initializers.zeros, shape[-1:],
+                                       names[-1:]))
+    return y
 
   @nn.compact
   def __call__(self, x_BLD: Array) -> Array:
-    d = x_BLD.shape[-1]
-    init = nn.initializers.xavier_uniform()
-    wi = param_with_names(self, "wi", init, (d, self.mlp_dim), ("embed", "mlp"))
-    bi = param_with_names(self, "bi", nn.initializers.zeros, (self.mlp_dim,), ("mlp",))
-    wo = param_with_names(self, "wo", init, (self.mlp_dim, d), ("mlp", "embed"))
-    bo = param_with_names(self, "bo", nn.initializers.zeros, (d,), ("embed",))
-    h_BLF = add_bias(project(x_BLD, wi.astype(self.dtype)), bi)
-    h_BLF = ACTIVATIONS[self.activation](h_BLF)
+    d, f = x_BLD.shape[-1], self.mlp_dim
+    if self.gated:
+      gate_BLF = self._dense(x_BLD, "wi_0", (d, f), ("embed", "mlp"))
+      h_BLF = ACTIVATIONS[self.activation](gate_BLF) * self._dense(
+          x_BLD, "wi_1", (d, f), ("embed", "mlp"))
+    else:
+      h_BLF = ACTIVATIONS[self.activation](self._dense(x_BLD, "wi", (d, f), ("embed", "mlp")))
     h_BLF = constrain(h_BLF, ACT_BLF)
     h_BLF = Dropout(self.dropout_rate)(h_BLF, deterministic=self.deterministic)
-    y_BLD = add_bias(project(h_BLF, wo.astype(self.dtype)), bo)
+    y_BLD = self._dense(h_BLF, "wo", (f, d), ("mlp", "embed"))
     return constrain(y_BLD, ACT_BLD)

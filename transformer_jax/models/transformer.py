@@ -30,7 +30,7 @@ class _Residual(nn.Module):
   @nn.compact
   def __call__(self, x_BLD: Array, sublayer) -> Array:
     cfg = self.config
-    norm = layers.LayerNorm(cfg.layer_norm_epsilon, dtype=cfg.dtype, name="norm")
+    norm = layers.norm(cfg.norm, cfg.layer_norm_epsilon, cfg.dtype, "norm")
     y_BLD = sublayer(norm(x_BLD) if cfg.norm_position == "pre" else x_BLD)
     y_BLD = Dropout(cfg.dropout_rate)(y_BLD, deterministic=cfg.deterministic)
     out_BLD = x_BLD + y_BLD
@@ -44,13 +44,15 @@ def _attention(cfg: TransformerConfig, name: str, decode: bool = False, rotary: 
       num_heads=cfg.num_heads, head_dim=cfg.head_dim,
       dropout_rate=cfg.attention_dropout_rate, dtype=cfg.dtype,
       deterministic=cfg.deterministic, decode=decode, rotary=rotary,
+      rotary_base=cfg.rotary_base,
       attention=cfg.attention, use_bias=cfg.attention_bias, heads_first=cfg.decode, name=name)
 
 
 def _mlp(cfg: TransformerConfig):
   return layers.Mlp(mlp_dim=cfg.mlp_dim, dropout_rate=cfg.dropout_rate,
                     activation=cfg.activation, dtype=cfg.dtype,
-                    deterministic=cfg.deterministic, name="mlp")
+                    deterministic=cfg.deterministic, gated=cfg.mlp_gated,
+                    use_bias=cfg.mlp_bias, name="mlp")
 
 
 class EncoderLayer(nn.Module):
@@ -160,7 +162,7 @@ def encoder_stack(cfg: TransformerConfig, x_BLD: Array, mask_B1LL: Array | None,
   x_BLD = Dropout(cfg.dropout_rate)(x_BLD, deterministic=cfg.deterministic)
   x_BLD = run_layers(EncoderLayer, cfg, cfg.num_encoder_layers, x_BLD, mask_B1LL, positions_BL)
   if cfg.norm_position == "pre":
-    x_BLD = layers.LayerNorm(cfg.layer_norm_epsilon, dtype=cfg.dtype, name="final_norm")(x_BLD)
+    x_BLD = layers.norm(cfg.norm, cfg.layer_norm_epsilon, cfg.dtype, "final_norm")(x_BLD)
   return constrain(x_BLD, ACT_BLD)
 
 
@@ -188,7 +190,7 @@ class Decoder(nn.Module):
     y_BLD = run_layers(DecoderLayer, cfg, cfg.num_decoder_layers, y_BLD, encoded_BSD,
                        self_mask_B1LL, cross_mask_B1LS, positions_BL)
     if cfg.norm_position == "pre":
-      y_BLD = layers.LayerNorm(cfg.layer_norm_epsilon, dtype=cfg.dtype, name="final_norm")(y_BLD)
+      y_BLD = layers.norm(cfg.norm, cfg.layer_norm_epsilon, cfg.dtype, "final_norm")(y_BLD)
     if cfg.logits_via_embedding:
       if cfg.scale_tied_logits:
         # Scaled before the projection ([B, L, D]), not after it ([B, L, V]): one

@@ -94,21 +94,22 @@ def attention_flops(b: int, lq: int, lk: int, d: int, hk: int) -> float:
   return projections + 2 * 2 * b * lq * lk * hk
 
 
-def mlp_flops(b: int, length: int, d: int, f: int) -> float:
-  return 2 * 2 * b * length * d * f
+def mlp_flops(b: int, length: int, d: int, f: int, gated: bool = False) -> float:
+  """Two products D x F and F x D; a gated MLP has a third (wi_0 and wi_1)."""
+  return (3 if gated else 2) * 2 * b * length * d * f
 
 
 def _encoder_layers(cfg, b: int, length: int) -> float:
   hk = cfg.num_heads * cfg.head_dim
   per_layer = (attention_flops(b, length, length, cfg.emb_dim, hk)
-               + mlp_flops(b, length, cfg.emb_dim, cfg.mlp_dim))
+               + mlp_flops(b, length, cfg.emb_dim, cfg.mlp_dim, cfg.mlp_gated))
   return cfg.num_encoder_layers * per_layer
 
 
 def _decoder_layers(cfg, b: int, length: int, source_length: int = 0) -> float:
   hk = cfg.num_heads * cfg.head_dim
   per_layer = (attention_flops(b, length, length, cfg.emb_dim, hk)
-               + mlp_flops(b, length, cfg.emb_dim, cfg.mlp_dim))
+               + mlp_flops(b, length, cfg.emb_dim, cfg.mlp_dim, cfg.mlp_gated))
   if source_length:
     per_layer += attention_flops(b, length, source_length, cfg.emb_dim, hk)
   return cfg.num_decoder_layers * per_layer

@@ -36,6 +36,7 @@ def model_fields(hf: dict, source: str) -> dict:
       "positions": "learned", "max_length": get("max_position_embeddings"),
       "num_token_types": get("type_vocab_size"), "class_vector": False,
       "embedding_norm": True, "pooling": "cls",
+      "norm": "layernorm", "mlp_gated": False, "mlp_bias": True,
       "dropout_rate": float(hf.get("hidden_dropout_prob", 0.1)),
       "attention_dropout_rate": float(hf.get("attention_probs_dropout_prob", 0.1)),
   }
@@ -135,6 +136,7 @@ def hf_config(cfg, vocab_size: int, labels: list[str] | None) -> dict:
 def check_exportable(cfg) -> list[str]:
   """What keeps our classifier from being a BertForSequenceClassification (empty: nothing)."""
   want = {"class_vector": False, "embedding_norm": True, "attention_bias": True,
+          "norm": "layernorm", "mlp_gated": False, "mlp_bias": True,
           "norm_position": "post", "positions": "learned", "pooling": "cls"}
   bad = [f"model.{k}={getattr(cfg, k)!r} (BERT: {v!r})" for k, v in want.items()
          if getattr(cfg, k) != v]

@@ -36,6 +36,7 @@ def model_fields(hf: dict, source: str) -> dict:
       "positions": "learned", "max_length": get("n_positions"),
       "logits_via_embedding": bool(hf.get("tie_word_embeddings", True)),
       "scale_tied_logits": False,
+      "norm": "layernorm", "mlp_gated": False, "mlp_bias": True,
       "dropout_rate": float(hf.get("resid_pdrop", 0.1)),
       "attention_dropout_rate": float(hf.get("attn_pdrop", 0.1)),
   }
@@ -114,6 +115,7 @@ def hf_config(cfg, vocab_size: int, labels: list[str]) -> dict:
 
 def check_exportable(cfg) -> list[str]:
   want = {"attention_bias": True, "norm_position": "pre", "positions": "learned",
+          "norm": "layernorm", "mlp_gated": False, "mlp_bias": True,
           "scale_tied_logits": False}
   bad = [f"model.{k}={getattr(cfg, k)!r} (GPT-2: {v!r})" for k, v in want.items()
          if getattr(cfg, k) != v]
