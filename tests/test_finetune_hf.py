@@ -146,6 +146,19 @@ def _lm_texts():
   return [f"{en}. {de}.\n{en} ({i}) -> {de} ({i})" for i in range(30) for en, de in EN_DE]
 
 
+def lm_args(folder, text_file, steps: int, log_every: int, every: int, *extra) -> list[str]:
+  """train.py's arguments: configs/lm.py fine-tuned from the GPT-2 `folder` on `text_file`,
+  logging every `log_every` steps, evaluating and saving every `every`."""
+  return ["train.py", f"--config={REPO}/configs/lm.py", f"--config.init_from.hf={folder}",
+          "--config.data.source=files", f"--config.data.train_files=('{text_file}',)",
+          "--config.max_target_length=32", "--config.max_predict_length=24",
+          "--config.per_device_batch_size=2", f"--config.num_train_steps={steps}",
+          f"--config.log_every_steps={log_every}",
+          f"--config.eval_every_steps={every}", f"--config.checkpoint_every_steps={every}",
+          "--config.warmup_steps=5", "--config.num_eval_steps=2",
+          "--config.learning_rate=1e-2", *extra]
+
+
 @pytest.fixture(scope="module")
 def finetuned_lm(tmp_path_factory):
   """A GPT-2-style folder (byte-level BPE: id 0 is an ordinary token) fine-tuned by train.py."""
@@ -154,14 +167,7 @@ def finetuned_lm(tmp_path_factory):
   folder = hf_folders.gpt2_folder(tmp / "gpt2", texts)
   (tmp / "text.txt").write_text("\n\n".join(texts) + "\n", encoding="utf-8")
   workdir = str(tmp / "run")
-  proc = _run(["train.py", f"--config={REPO}/configs/lm.py", f"--workdir={workdir}",
-               f"--config.init_from.hf={folder}", "--config.data.source=files",
-               f"--config.data.train_files=('{tmp / 'text.txt'}',)",
-               "--config.max_target_length=32", "--config.max_predict_length=24",
-               "--config.per_device_batch_size=2", "--config.num_train_steps=100",
-               "--config.log_every_steps=20", "--config.eval_every_steps=50",
-               "--config.checkpoint_every_steps=50", "--config.warmup_steps=5",
-               "--config.num_eval_steps=2", "--config.learning_rate=1e-2"])
+  proc = _run(lm_args(folder, tmp / "text.txt", 100, 20, 50, f"--workdir={workdir}"))
   assert proc.returncode == 0, excerpt(proc.stderr.decode())
   return folder, workdir, proc.stdout.decode()
 

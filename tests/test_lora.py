@@ -15,20 +15,12 @@ from transformer_jax.parallel import sharding
 from transformer_jax.train import programs
 
 from conftest import tiny_config
+from test_steps import _batch
 
 
 def _config(**overrides):
   return tiny_config(**{"lora.rank": 4, "lora.alpha": 8.0, "learning_rate": 1e-2,
                         "warmup_steps": 0, "lr_schedule": "constant", **overrides})
-
-
-def _batch(config, seed=0):
-  bs = config.per_device_batch_size * jax.device_count()
-  rng = np.random.default_rng(seed)
-  ids = rng.integers(3, 64, (bs, config.max_target_length)).astype(np.int32)
-  ids[:, -3:] = 0
-  ids[:, -4] = 1
-  return {"inputs": ids, "targets": ids[:, ::-1].copy()}
 
 
 def _programs(config):

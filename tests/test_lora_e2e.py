@@ -12,7 +12,7 @@ import pytest
 
 import hf_folders
 from conftest import excerpt, skip_without
-from test_finetune_hf import ARGS, REPO, WORDS, _data, _last_record, _run
+from test_finetune_hf import ARGS, REPO, WORDS, _data, _last_record, _run, lm_args
 from test_resume import _checkpoints, _losses
 
 LORA = ["--config.lora.rank=4", "--config.lora.alpha=8", "--config.learning_rate=1e-2",
@@ -191,15 +191,8 @@ def test_a_gpt2_adapter_run_generates_and_exports_merged_and_as_peft(tmp_path):
   folder = hf_folders.gpt2_folder(tmp_path / "gpt2", texts)
   (tmp_path / "text.txt").write_text("\n\n".join(texts) + "\n", encoding="utf-8")
   workdir = str(tmp_path / "run")
-  proc = _run(["train.py", f"--config={REPO}/configs/lm.py", f"--workdir={workdir}",
-               f"--config.init_from.hf={folder}", "--config.data.source=files",
-               f"--config.data.train_files=('{tmp_path / 'text.txt'}',)",
-               "--config.max_target_length=32", "--config.max_predict_length=24",
-               "--config.per_device_batch_size=2", "--config.num_train_steps=30",
-               "--config.log_every_steps=10", "--config.eval_every_steps=30",
-               "--config.checkpoint_every_steps=30", "--config.warmup_steps=5",
-               "--config.num_eval_steps=2", "--config.learning_rate=1e-2",
-               "--config.lora.rank=4"])
+  proc = _run(lm_args(folder, tmp_path / "text.txt", 30, 10, 30, f"--workdir={workdir}",
+                      "--config.lora.rank=4"))
   assert proc.returncode == 0, excerpt(proc.stderr.decode())
   assert "trainable parameters (LoRA rank 4)" in proc.stdout.decode()
   proc = _run(["-m", "transformer_jax.generate", f"--workdir={workdir}", "--prompt=File not"])

@@ -129,18 +129,13 @@ def _export_peft(run, output: str, flat: dict, vocab: tuple, hf_config: dict, hf
   from transformer_jax.adapters import lora, peft
   from transformer_jax.models.transformer import unstack_layers
   from transformer_jax.pretrained import export as export_lib
-  from transformer_jax.pretrained.tensors import unshift_vocab
 
-  vocab_size, offset, eos_id = vocab
   cfg, base = run.programs.model_config, run.config.init_from.hf
-  arch = pretrained.read_folder(base).architecture
+  folder = pretrained.read_folder(base)
   trainable = unstack_layers(jax.device_get(flax.linen.unbox(run.params.trainable)))
-  from_base = pretrained.params_of(pretrained.read_folder(base), cfg)
+  from_base = pretrained.params_of(folder, cfg)
   whole = sorted(set(lora.flat(trainable.get("full", {}))) | (set(flat) - set(from_base)))
-
-  def to_hf(values):
-    return arch.to_hf(unshift_vocab(values, arch.VOCAB_TABLES, offset, eos_id), cfg, vocab_size)
-
+  to_hf = export_lib.state_dict_fn(folder.architecture, cfg, *vocab)
   config, tensors = peft.peft_files(to_hf, flat, lora.flat_adapters(trainable),
                                     run.programs.lora, whole, hf_tensors,
                                     hf_config["architectures"][0], base)

@@ -55,26 +55,6 @@ def probe(to_hf, shapes: dict[str, tuple], asked: list[str]):
   return found, values
 
 
-def _layout(path: str, kernel: np.ndarray, hits) -> tuple[str, bool, int]:
-  """(the Hugging Face module of kernel `path`, whether it keeps [in, out] (Conv1D), its
-  input axes): the tensor must be the kernel as an [in, out] matrix (its first axes the
-  input), transposed (Linear) or not (Conv1D)."""
-  if len(hits) != 1:
-    raise PretrainedError(f"--format=peft: {path} is spread over {len(hits)} Hugging Face "
-                          "tensors; use --merge")
-  name, tensor = hits[0]
-  for n_in in range(1, kernel.ndim):
-    matrix = kernel.reshape(math.prod(kernel.shape[:n_in]), -1)
-    if tensor.shape == matrix.T.shape and np.array_equal(tensor, matrix.T):
-      return name.removesuffix(".weight"), False, n_in
-    if tensor.shape == matrix.shape and np.array_equal(tensor, matrix):
-      return name.removesuffix(".weight"), True, n_in
-  raise PretrainedError(
-      f"--format=peft: {path} is not a whole Hugging Face tensor ({name} {tensor.shape} holds "
-      "it with other weights, as a fused projection does); one LoRA pair per module "
-      "cannot express it: use --merge")
-
-
 def _blocks(name: str, tensor: np.ndarray,
             kernels: dict[str, np.ndarray]) -> tuple[bool, list[tuple[int, int, int]]]:
   """(whether the tensor keeps [in, out] (Conv1D), [(first column, columns, input axes)]
@@ -200,7 +180,11 @@ def read_adapter(folder: str, to_hf, shapes: dict[str, tuple], spec: lora.Spec,
       if path not in targets:
         raise PretrainedError(f"{where}: adapts {module} ({path or 'not one of our kernels'}), "
                               "which config.lora.targets does not choose")
-      _, _, n_in = _layout(path, values[path], found[path])
+      if len(found[path]) != 1 or found[path][0][1].size != math.prod(shapes[path]):
+        raise PretrainedError(f"{where}: {module} is not {path} alone (a fused projection); "
+                              "one LoRA pair per module cannot be read onto it")
+      name, tensor = found[path][0]
+      _, [(_, _, n_in)] = _blocks(name, tensor, {path: values[path]})
       a, b = tensors[key].T, tensors[f"{module}.lora_B.weight"].T
       adapters[path] = {"a": a.reshape(shapes[path][:n_in] + (spec.rank,)),
                         "b": b.reshape((spec.rank,) + shapes[path][n_in:])}

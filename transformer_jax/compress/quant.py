@@ -170,6 +170,12 @@ def has_quantized(params: Any) -> bool:
              jax.tree.leaves(params, is_leaf=lambda x: isinstance(x, QTensor)))
 
 
+def num_values(params: Any) -> int:
+  """The values a tree holds, a QTensor's by the shape it stands for (not its bytes)."""
+  return sum(int(np.prod(x.shape)) for x in
+             jax.tree.leaves(params, is_leaf=lambda x: isinstance(x, QTensor)))
+
+
 def tree_nbytes(params: Any) -> int:
   return sum(int(x.nbytes) for x in
              jax.tree.leaves(params, is_leaf=lambda x: isinstance(x, QTensor)))

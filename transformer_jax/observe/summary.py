@@ -15,6 +15,7 @@ import re
 import jax
 from jax.sharding import PartitionSpec
 
+from transformer_jax.compress import quant
 from transformer_jax.parallel import memory
 
 _LAYER = re.compile(r"^(layer_\d+|layers)$")
@@ -94,8 +95,7 @@ def totals(programs, rows: list[ParamRow]) -> dict:
     out[f"train_flops_per_{unit[:-1]}"] = programs.train_flops / units
   frozen = programs.abstract_state.frozen
   if frozen is not None:  # an adapter run: `params` above are the trainable ones.
-    out["frozen_params"] = sum(math.prod(getattr(x, "shape")) for x in jax.tree.leaves(
-        frozen, is_leaf=lambda x: hasattr(x, "dequantize")))
+    out["frozen_params"] = quant.num_values(frozen)
     out["frozen_bytes_per_device"] = memory.per_device_bytes(frozen)
   return out
 

@@ -41,10 +41,17 @@ def hf_files(kind: str, cfg, flat: dict[str, np.ndarray], vocab_size: int,
   if bad:
     raise PretrainedError(f"this {kind!r} model is not a {arch.MODEL_TYPES[0]!r} model: "
                           f"{'; '.join(bad)}; use --format=safetensors")
-  flat = unshift_vocab(flat, arch.VOCAB_TABLES, offset, eos_id)
   tensors = {k: np.ascontiguousarray(v, np.float32)
-             for k, v in arch.to_hf(flat, cfg, vocab_size).items()}
+             for k, v in state_dict_fn(arch, cfg, vocab_size, offset, eos_id)(flat).items()}
   return arch.hf_config(cfg, vocab_size, labels), tensors
+
+
+def state_dict_fn(arch, cfg, vocab_size: int, offset: int = 0, eos_id: int | None = None):
+  """flat parameters -> the architecture's state dict, the vocabulary tables moved back to
+  the tokenizer's own ids (`offset`, `eos_id`: data/hf_tokenizer.py's shifted layout)."""
+  def to_hf(flat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return arch.to_hf(unshift_vocab(flat, arch.VOCAB_TABLES, offset, eos_id), cfg, vocab_size)
+  return to_hf
 
 
 def over_source_config(hf_config: dict, source_folder: str) -> dict:

@@ -20,10 +20,10 @@ import time
 
 import jax
 import ml_collections
-import numpy as np
 
 from transformer_jax import kinds, pretrained
 from transformer_jax.checkpoint import manager as checkpoint_lib
+from transformer_jax.compress import quant
 from transformer_jax.config import cache_dirs
 from transformer_jax.observe import profiling, timing
 from transformer_jax.observe import summary as summary_lib
@@ -95,9 +95,7 @@ def _describe(run: Run, state, workdir: str) -> None:
   if not run.primary:
     return
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
-  num_frozen = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(
-      state.frozen, is_leaf=lambda x: hasattr(x, "dequantize")))
-  print(run.describe(num_params, num_frozen), flush=True)
+  print(run.describe(num_params, quant.num_values(state.frozen)), flush=True)
   print(summary_lib.console_table(run.programs), flush=True)
   with open(os.path.join(workdir, "model.md"), "w", encoding="utf-8") as f:
     f.write(summary_lib.model_markdown(run.programs))

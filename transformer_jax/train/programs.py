@@ -68,6 +68,7 @@ class Programs:
   init_params_fn: Callable | None = None
   param_shardings: Any = None
   adapt_fn: Callable | None = None
+  lora_targets: tuple[str, ...] = ()  # the kernels config.lora chose (their paths).
 
   def context(self):
     """The mesh and logical axis rules that tracing needs: `nn.with_logical_constraint`
@@ -230,6 +231,7 @@ def build(config: ml_collections.ConfigDict, mesh: Mesh, vocab_size: int,
       train_flops=flops.train_flops_per_step(kind.forward_flops, model_config, shapes),
       eval_fn=eval_fn, decode_fn=decode_fn, param_names=names, lora=spec,
       init_params_fn=adapted.get("init_params_fn"), adapt_fn=adapted.get("adapt_fn"),
+      lora_targets=adapted.get("targets", ()),
       param_shardings=(nn.logical_to_mesh_sharding(names, mesh, rules) if spec else None))
 
 
@@ -264,7 +266,7 @@ def _adapter_parts(spec: lora.Spec, model, kind, shapes, tx, names, dtype) -> di
     return lora.merge(frozen, trainable, spec.scale, by_path, rng, spec.dropout)
 
   return {"init_fn": init_fn, "init_params_fn": init_params_fn, "adapt_fn": adapt_fn,
-          "adapt": adapt}
+          "adapt": adapt, "targets": tuple(sorted(targets))}
 
 
 def _decode(params, ids, rng, *, decode, prepare, activation_bits, **options):

@@ -70,23 +70,19 @@ def adapter_base(config, programs, rng, hf_folder):
 
 def _read_adapter(config, programs, params, hf_folder):
   """config.init_from.adapter's adapters and whole modules, on our paths."""
-  from transformer_jax.adapters import peft  # pylint: disable=import-outside-toplevel
-  from transformer_jax.pretrained.tensors import unshift_vocab  # pylint: disable=import-outside-toplevel
-  arch, cfg = hf_folder.architecture, programs.model_config
+  # pylint: disable=import-outside-toplevel
+  from transformer_jax.adapters import peft
+  from transformer_jax.pretrained import export
   offset, eos_id = 0, None
   if config.data.tokenizer_path.startswith("hf:"):
-    from transformer_jax.data import hf_tokenizer  # pylint: disable=import-outside-toplevel
+    from transformer_jax.data import hf_tokenizer
     tok = hf_tokenizer.load(config.data.tokenizer_path)
     offset, eos_id = tok.offset, tok.eos_id
-  vocab = hf_folder.vocab_size
-
-  def to_hf(values):
-    return arch.to_hf(unshift_vocab(values, arch.VOCAB_TABLES, offset, eos_id), cfg, vocab)
-
+  to_hf = export.state_dict_fn(hf_folder.architecture, programs.model_config,
+                               hf_folder.vocab_size, offset, eos_id)
   shapes = {k: tuple(v.shape) for k, v in lora.flat(params).items()}
   return peft.read_adapter(config.init_from.adapter, to_hf, shapes, programs.lora,
-                           sorted(lora.flat_adapters(jax.eval_shape(
-                               programs.adapt_fn, params, jax.random.key(0)).params)))
+                           list(programs.lora_targets))
 
 
 def _put(tree, values: dict):
