@@ -18,6 +18,7 @@ LR_SCHEDULES = ("rsqrt", "cosine", "linear", "constant")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 NORM_POSITIONS = ("pre", "post")
 NORMS = ("layernorm", "rmsnorm")  # models/layers.py's NORMS.
+ROTARY_SCALINGS = ("none", "linear", "llama3")  # models/layers.py's rotary_frequencies.
 ACTIVATIONS = ("relu", "gelu", "gelu_exact", "silu")
 POSITIONS = ("sinusoidal", "learned", "rotary")
 ATTENTION = ("xla", "dot_product")
@@ -141,6 +142,35 @@ def _check_model(config) -> None:
   if config.model.qkv_dim % config.model.num_heads:
     _fail("model.qkv_dim", config.model.qkv_dim,
           f"must divide by model.num_heads={config.model.num_heads}")
+  _check_decoder_recipe(config.model)
+
+
+def _check_decoder_recipe(m) -> None:
+  """The options of today's decoders (grouped-query attention, windows, RoPE scaling)."""
+  if m.num_kv_heads < 0 or (m.num_kv_heads and m.num_heads % m.num_kv_heads):
+    _fail("model.num_kv_heads", m.num_kv_heads,
+          f"must divide model.num_heads={m.num_heads} (0: as many as the query heads)")
+  for field in ("sliding_window", "global_every"):
+    if m[field] < 0:
+      _fail(f"model.{field}", m[field], "must be >= 0 (0: off)")
+  if m.global_every and not m.sliding_window:
+    _fail("model.global_every", m.global_every, "needs model.sliding_window > 0")
+  if m.scan_layers and (m.global_every or m.rotary_base_local):
+    _fail("model.scan_layers", m.scan_layers, "must be False with model.global_every or "
+          "model.rotary_base_local (layers that differ cannot be one scanned layer)")
+  if m.rotary_base_local and not m.rotary_base_local > 1:
+    _fail("model.rotary_base_local", m.rotary_base_local, "must be > 1 (0: model.rotary_base)")
+  if m.attention_scale < 0:
+    _fail("model.attention_scale", m.attention_scale, "must be >= 0 (0: 1/sqrt(head width))")
+  if m.rotary_scaling not in ROTARY_SCALINGS:
+    _fail("model.rotary_scaling", m.rotary_scaling, f"must be one of {ROTARY_SCALINGS}")
+  if m.rotary_scaling != "none" and not m.rotary_scaling_factor > 0:
+    _fail("model.rotary_scaling_factor", m.rotary_scaling_factor, "must be > 0")
+  if m.rotary_scaling == "llama3" and not (
+      0 < m.rotary_low_freq_factor < m.rotary_high_freq_factor and m.rotary_original_length > 0):
+    _fail("model.rotary_high_freq_factor", m.rotary_high_freq_factor,
+          f"must exceed model.rotary_low_freq_factor={m.rotary_low_freq_factor} > 0, with "
+          f"model.rotary_original_length={m.rotary_original_length} > 0")
 
 
 def _check_init_from(config) -> None:

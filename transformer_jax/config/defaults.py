@@ -209,7 +209,30 @@ def _model(c: ml_collections.ConfigDict) -> None:
   c.model.mlp_gated = False
   c.model.mlp_bias = True
   c.model.rotary_base = 10000.0  # positions="rotary": RoPE's base (Llama 3: 5e5).
+  # RoPE's wavelengths stretched for long contexts: none | linear (all / factor) |
+  # llama3 (Llama 3.1's: long ones / factor, short ones kept, blended between the
+  # wavelengths original_length / low_freq_factor and / high_freq_factor).
+  c.model.rotary_scaling = "none"
+  c.model.rotary_scaling_factor = 1.0
+  c.model.rotary_low_freq_factor = 1.0
+  c.model.rotary_high_freq_factor = 4.0
+  c.model.rotary_original_length = 8192
   c.model.attention_bias = False  # biases on the attention projections (BERT, GPT-2).
+  c.model.attention_out_bias = True  # with attention_bias, on the output too (Qwen2: no).
+  # Today's decoders (docs/model-kinds.md): grouped-query attention with num_kv_heads
+  # key/value heads (0: num_heads; 1: multi-query); the head width is qkv_dim / num_heads
+  # and need not be emb_dim / num_heads (Gemma 3: 4 x 256 on a width of 640).
+  c.model.num_kv_heads = 0
+  c.model.qk_norm = False  # RMSNorm of queries and keys over the head width (Gemma 3).
+  # Sliding-window attention: a query sees the latest sliding_window keys (0: all);
+  # with global_every N, every Nth layer (N-1, 2N-1, ...) sees all (Gemma 3: 512, 6),
+  # with RoPE's base rotary_base there and rotary_base_local (0: the same) elsewhere.
+  c.model.sliding_window = 0
+  c.model.global_every = 0
+  c.model.rotary_base_local = 0.0
+  c.model.post_norms = False  # a norm on each block's output too, before the residual (Gemma).
+  c.model.embed_scale = False  # token embeddings times sqrt(emb_dim) (Gemma).
+  c.model.attention_scale = 0.0  # the queries' scale; 0: 1 / sqrt(head width).
   c.model.logits_via_embedding = True
   c.model.scale_tied_logits = True  # tied logits / sqrt(emb_dim) (GPT-2: False).
   c.model.dtype = "float32"

@@ -98,22 +98,31 @@ def choose_tokens(rng: Array | None, logits_BV: Array, temperature: float = 0.0,
 
 def sample_loop(step_fn, cache, *, batch_size: int, max_length: int, rng: Array | None = None,
                 temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
-                prompt_BL: Array | None = None, eos_id: int = EOS_ID,
-                mask_logits=lambda x: x) -> Array:
+                prompt_BL: Array | None = None, eos_id: int | tuple[int, ...] = EOS_ID,
+                mask_logits=lambda x: x, start_B: Array | None = None,
+                start_index: Array | None = None) -> Array:
   """Greedy (temperature 0) or sampled decoding; returns [B, max_length] ids.
 
   `prompt_BL` (left-aligned, zero-padded) forces each row's first tokens; the
-  output starts with them. A row stops at its first generated EOS; the loop
-  ends when every row has stopped or at `max_length`.
+  output starts with them. A row stops at its first generated EOS (any of `eos_id`);
+  the loop ends when every row has stopped or at `max_length`. `start_B`: what
+  position 0 is fed (default the start token 0). `start_index`: the first position the
+  loop computes, the cache already holding the earlier ones (a prefill); the prompt fills
+  the output before it.
   """
   b = batch_size
   if prompt_BL is None:
     prompt_BL = jnp.zeros((b, max_length), jnp.int32)
   elif prompt_BL.shape[1] < max_length:
     prompt_BL = jnp.pad(prompt_BL, ((0, 0), (0, max_length - prompt_BL.shape[1])))
+  prompt_BL = prompt_BL[:, :max_length]
   prompt_len_B = (prompt_BL > 0).sum(axis=1)
   if rng is None:
     rng = jax.random.key(0)
+  stops = jnp.asarray((eos_id,) if isinstance(eos_id, int) else eos_id, jnp.int32)
+  if start_B is None:
+    start_B = jnp.zeros((b,), jnp.int32)
+  first = jnp.array(0, jnp.int32) if start_index is None else start_index.astype(jnp.int32)
 
   def step(carry):
     i, cache, token_B, out_BL, done_B = carry
@@ -124,14 +133,18 @@ def sample_loop(step_fn, cache, *, batch_size: int, max_length: int, rng: Array 
     next_B = jnp.where(forced_B, prompt_BL[:, i], next_B)
     next_B = jnp.where(done_B, 0, next_B)
     out_BL = out_BL.at[:, i].set(next_B)
-    return i + 1, cache, next_B, out_BL, done_B | ((next_B == eos_id) & ~forced_B)
+    stopped_B = jnp.any(next_B[:, None] == stops[None, :], axis=1)
+    return i + 1, cache, next_B, out_BL, done_B | (stopped_B & ~forced_B)
 
   def not_done(carry):
     i, _, _, _, done_B = carry
     return (i < max_length) & ~jnp.all(done_B)
 
-  carry = (jnp.array(0, jnp.int32), cache, jnp.zeros((b,), jnp.int32),
-           jnp.zeros((b, max_length), jnp.int32), jnp.zeros((b,), bool))
+  before_B = jax.lax.dynamic_index_in_dim(prompt_BL, jnp.maximum(first - 1, 0), axis=1,
+                                          keepdims=False)
+  token_B = jnp.where(first > 0, before_B, start_B)
+  out_BL = jnp.where(jnp.arange(max_length)[None, :] < first, prompt_BL, 0)
+  carry = (first, cache, token_B, out_BL, jnp.zeros((b,), bool))
   return jax.lax.while_loop(not_done, step, carry)[3]
 
 
@@ -330,17 +343,60 @@ def _joint_ctc(step_fn, cache, config: TransformerConfig, params, source: Source
 
 def generate(params, prompt_BL: Array, rng: Array | None, *, config: TransformerConfig,
              options: DecodeOptions, max_length: int, vocab_limit: int | None = None,
-             cached: bool = True) -> Array:
+             cached: bool = True, prefill: bool = True, start_from_prompt: bool = False,
+             stop_ids: tuple[int, ...] = (EOS_ID,)) -> Array:
   """Continuations of left-aligned prompts [B, P] by a decoder-only LM: [B, max_length] ids
-  (the prompt first). Beam search is not offered for LMs."""
+  (the prompt first). Beam search is not offered for LMs.
+
+  With `prefill` (and the cache) the prompts go through the model in one pass of P
+  positions (prefill_cache), and the loop starts at the shortest prompt's end; without
+  it, it feeds them one token per step. `start_from_prompt`: position 0 is fed the
+  prompt's first token, not the start token 0 (a pretrained model's own sequences, as
+  transformers feeds them). A row stops at any of `stop_ids` (EOS; a chat model's end of
+  turn)."""
   if options.method == "beam":
     raise ValueError("generate: method 'beam' is for translation; use greedy or sample")
   config, params = unscanned(config, params)
   b = prompt_BL.shape[0]
+  start_B = None
+  if start_from_prompt:
+    start_B, prompt_BL, max_length = prompt_BL[:, 0], prompt_BL[:, 1:], max_length - 1
   step_fn, cache = start_state(config, params, b, max_length, None, cached)
-  return sample_loop(step_fn, cache, batch_size=b, max_length=max_length, rng=rng,
-                     prompt_BL=prompt_BL, mask_logits=vocab_mask(vocab_limit),
-                     **_sampling_args(options))
+  start_index = None
+  if cached and prefill and prompt_BL.shape[1] > 1:
+    cache, start_index = prefill_cache(config, params, cache, prompt_BL[:, :max_length],
+                                       start_B)
+  out_BL = sample_loop(step_fn, cache, batch_size=b, max_length=max_length, rng=rng,
+                       prompt_BL=prompt_BL, mask_logits=vocab_mask(vocab_limit),
+                       start_B=start_B, start_index=start_index, eos_id=tuple(stop_ids),
+                       **_sampling_args(options))
+  return out_BL if start_B is None else jnp.concatenate([start_B[:, None], out_BL], axis=1)
+
+
+def prefill_cache(config: TransformerConfig, params, cache, prompt_BP: Array,
+                  start_B: Array | None = None) -> tuple[Any, Array]:
+  """(the cache after one pass over every row's first positions, the loop's first position).
+
+  Position i is fed the token before it (start_B, or the start token 0, at 0), so the
+  pass takes [start, prompt[:P-1]] at positions 0..P-1. The loop then starts at n, the
+  shortest non-empty prompt's length: the cache index is set back to n, and the entries
+  past it (other rows' longer prompts, or padding) are overwritten before any query
+  sees them (the cache masks keys after the query)."""
+  b, p = prompt_BP.shape
+  if start_B is None:
+    start_B = jnp.zeros((b,), jnp.int32)
+  inputs_BP = jnp.concatenate([start_B[:, None], prompt_BP[:, :p - 1]], axis=1)
+  model = DecoderLM(_decode_mode(config, cached=True))
+  positions_BP = jnp.broadcast_to(jnp.arange(p), (b, p))
+  _, mutated = model.apply({"params": params, "cache": cache}, inputs_BP, positions_BP,
+                           method=DecoderLM.logits, mutable=["cache"])
+  lengths_B = (prompt_BP > 0).sum(axis=1)
+  n = jnp.min(jnp.where(lengths_B > 0, lengths_B, p)).astype(jnp.int32)
+  n = jnp.where(jnp.any(lengths_B > 0), n, 0)
+
+  def reset(path, x):
+    return n if getattr(path[-1], "key", None) == "cache_index" else x
+  return jax.tree_util.tree_map_with_path(reset, mutated["cache"]), n
 
 
 def _sampling_args(options: DecodeOptions) -> dict[str, Any]:

@@ -75,8 +75,9 @@ class ModelKind:
   # (model config, {batch key: shape}) -> forward FLOPs of one global batch (observe/flops.py
   # has the formulas), for train/mfu; None: MFU is not reported.
   forward_flops: Callable[[Any, Mapping[str, Any]], float] | None = None
-  # The Hugging Face model_type it imports and exports (pretrained/): "bert" | "gpt2" | "".
-  hf_architecture: str = ""
+  # The Hugging Face model_types it imports and exports (pretrained/), e.g. ("bert",); a
+  # run exports as the first whose options its model has.
+  hf_architectures: tuple[str, ...] = ()
   # Its pooled encoder output is a text embedding (the embed tool).
   embeds: bool = False
   check_config: Callable[[Any], None] = _no_check  # raises ConfigError naming the field.

@@ -36,7 +36,18 @@ class TransformerConfig:
   mlp_gated: bool = False  # activation(x wi_0) * (x wi_1): SwiGLU with silu (Llama), GeGLU.
   mlp_bias: bool = True  # biases in the MLP (Llama: none).
   rotary_base: float = 1e4  # positions="rotary": RoPE's base.
+  # RoPE's stretch (layers.rotary_frequencies): () or ("linear", f) or ("llama3", ...).
+  rotary_scaling: tuple = ()
   attention_bias: bool = False  # biases on the attention projections (BERT, GPT-2).
+  attention_out_bias: bool = True  # with attention_bias, on the output projection too.
+  num_kv_heads: int = 0  # key/value heads (grouped-query attention); 0: num_heads.
+  qk_norm: bool = False
+  sliding_window: int = 0  # 0: every layer attends to all earlier positions.
+  global_every: int = 0  # with a window: every Nth layer attends to all.
+  rotary_base_local: float = 0.0  # the sliding layers' RoPE base; 0: rotary_base.
+  post_norms: bool = False  # a norm on each block's output before the residual (Gemma).
+  embed_scale: bool = False  # embeddings times sqrt(emb_dim) (Gemma).
+  attention_scale: float = 0.0  # 0: 1 / sqrt(head_dim).
   logits_via_embedding: bool = True
   # Tied output projection divided by sqrt(emb_dim) (the Flax WMT example's); GPT-2: off.
   scale_tied_logits: bool = True
@@ -77,6 +88,18 @@ class TransformerConfig:
       if getattr(self, field) not in allowed:
         raise ValueError(f"TransformerConfig.{field} must be one of {allowed}, "
                          f"got {getattr(self, field)!r}")
+
+  def layer_window(self, i: int) -> int:
+    """Layer i's sliding window (0: it attends to every earlier position)."""
+    if self.global_every and (i + 1) % self.global_every == 0:
+      return 0
+    return self.sliding_window
+
+  def layer_rotary(self, i: int) -> tuple[float, tuple]:
+    """(RoPE base, scaling) of layer i: a sliding layer's own base and no scaling."""
+    if self.layer_window(i) and self.rotary_base_local:
+      return self.rotary_base_local, ()
+    return self.rotary_base, self.rotary_scaling
 
   def replace(self, **kw) -> "TransformerConfig":
     return dataclasses.replace(self, **kw)
@@ -123,7 +146,17 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int,
       mlp_gated=m.mlp_gated,
       mlp_bias=m.mlp_bias,
       rotary_base=float(m.rotary_base),
+      rotary_scaling=rotary_scaling(m),
       attention_bias=m.attention_bias,
+      attention_out_bias=m.attention_out_bias,
+      num_kv_heads=m.num_kv_heads,
+      qk_norm=m.qk_norm,
+      sliding_window=m.sliding_window,
+      global_every=m.global_every,
+      rotary_base_local=float(m.rotary_base_local),
+      post_norms=m.post_norms,
+      embed_scale=m.embed_scale,
+      attention_scale=float(m.attention_scale),
       logits_via_embedding=m.logits_via_embedding,
       scale_tied_logits=m.scale_tied_logits,
       num_token_types=m.num_token_types,
@@ -136,3 +169,14 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int,
       frontend_channels=m.frontend_channels,
       ctc_weight=m.ctc_weight,
   )
+
+
+
+def rotary_scaling(m) -> tuple:
+  """config.model's RoPE scaling fields as layers.rotary_frequencies takes them."""
+  if m.rotary_scaling == "none":
+    return ()
+  if m.rotary_scaling == "linear":
+    return ("linear", float(m.rotary_scaling_factor))
+  return ("llama3", float(m.rotary_scaling_factor), float(m.rotary_low_freq_factor),
+          float(m.rotary_high_freq_factor), float(m.rotary_original_length))

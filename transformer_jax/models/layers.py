@@ -37,6 +37,7 @@ ACTIVATIONS = {
 # mesh axis can shard a weight dimension and the batch at the same time).
 ACT_BLD = ("act_batch", "act_length", "act_embed")
 ACT_BLHK = ("act_batch", "act_length", "act_heads", "act_kv")
+ACT_BLNK = ("act_batch", "act_length", "act_kv_heads", "act_kv")  # N key/value heads (GQA).
 ACT_BLF = ("act_batch", "act_length", "act_mlp")
 ACT_BLV = ("act_batch", "act_length", "act_vocab")
 ACT_BD = ("act_batch", "act_embed")
@@ -170,8 +171,31 @@ def learned_positions(module: nn.Module, positions_BL: Array, num_positions: int
   return jnp.take(table, positions_BL, axis=0).astype(dtype)
 
 
-def rotary_embedding(x_BLHK: Array, positions_BL: Array, max_timescale: float = 1e4) -> Array:
-  """RoPE: rotates each pair (x[i], x[i + K/2]) by positions * max_timescale**(-2i/K).
+def rotary_frequencies(head_dim: int, max_timescale: float = 1e4,
+                       scaling: tuple = ()) -> np.ndarray:
+  """RoPE's angular frequencies [head_dim / 2]: max_timescale**(-2i/head_dim), stretched by
+  `scaling`: () none; ("linear", factor): all divided by factor (position interpolation);
+  ("llama3", factor, low_freq_factor, high_freq_factor, original_length): Llama 3.1's,
+  the long wavelengths divided by factor, the short kept, those between blended."""
+  inv_freq = max_timescale ** (-np.arange(0, head_dim, 2) / head_dim)
+  if not scaling:
+    return inv_freq
+  if scaling[0] == "linear":
+    return inv_freq / scaling[1]
+  if scaling[0] == "llama3":
+    factor, low, high, original = scaling[1:]
+    wavelength = 2 * np.pi / inv_freq
+    smooth = (original / wavelength - low) / (high - low)
+    blended = (1 - smooth) * inv_freq / factor + smooth * inv_freq
+    return np.where(wavelength > original / low, inv_freq / factor,
+                    np.where(wavelength < original / high, inv_freq, blended))
+  raise ValueError(f"rotary scaling {scaling[0]!r} is not one of ('linear', 'llama3')")
+
+
+def rotary_embedding(x_BLHK: Array, positions_BL: Array, max_timescale: float = 1e4,
+                     inv_freq: np.ndarray | None = None) -> Array:
+  """RoPE: rotates each pair (x[i], x[i + K/2]) by positions * max_timescale**(-2i/K)
+  (or by positions * `inv_freq`, from rotary_frequencies).
 
   Applied to queries and keys, the dot product of a query at m and a key at n
   then depends on m - n only. Computed in float32, returned in x's dtype.
@@ -184,7 +208,8 @@ def rotary_embedding(x_BLHK: Array, positions_BL: Array, max_timescale: float = 
   k = x_BLHK.shape[-1]
   if k % 2:
     raise ValueError(f"rotary positions need an even head width, got {k}")
-  inv_freq = max_timescale ** (-np.arange(0, k, 2) / k)
+  if inv_freq is None:
+    inv_freq = rotary_frequencies(k, max_timescale)
   angles_BL1F = positions_BL[..., None, None].astype(jnp.float32) * inv_freq  # F = K / 2.
   sin_BL1F, cos_BL1F = jnp.sin(angles_BL1F), jnp.cos(angles_BL1F)
   cos_BL1K = jnp.concatenate([cos_BL1F, cos_BL1F], axis=-1)
@@ -268,13 +293,15 @@ class LayerNorm(nn.Module):
 
 class RMSNorm(nn.Module):
   """Root-mean-square norm (Llama's): x / sqrt(mean(x^2) + eps) * scale, no mean, no bias;
-  computed in float32."""
+  computed in float32. `names`: the scale's logical name (QK-norm's is over "kv").
+  (Gemma stores scale - 1 and multiplies by 1 + its weight: import adds the 1.)"""
   epsilon: float = 1e-6
   dtype: Dtype = jnp.float32
+  names: tuple = ("embed",)
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    scale = param_with_names(self, "scale", nn.initializers.ones, (x.shape[-1],), ("embed",))
+    scale = param_with_names(self, "scale", nn.initializers.ones, (x.shape[-1],), self.names)
     x32 = x.astype(jnp.float32)
     y = x32 * jax.lax.rsqrt(jnp.square(x32).mean(-1, keepdims=True) + self.epsilon) * scale
     return y.astype(self.dtype)

@@ -24,7 +24,10 @@ REMAT_POLICIES = {
 
 
 class _Residual(nn.Module):
-  """x + dropout(sublayer(norm(x))) for pre-LN; norm(x + dropout(sublayer(x))) for post-LN."""
+  """x + dropout(sublayer(norm(x))) for pre-LN; norm(x + dropout(sublayer(x))) for post-LN.
+
+  With cfg.post_norms (Gemma's), pre-LN normalises the sublayer's output too ("post_norm")
+  before the residual sum."""
   config: TransformerConfig
 
   @nn.compact
@@ -32,20 +35,30 @@ class _Residual(nn.Module):
     cfg = self.config
     norm = layers.norm(cfg.norm, cfg.layer_norm_epsilon, cfg.dtype, "norm")
     y_BLD = sublayer(norm(x_BLD) if cfg.norm_position == "pre" else x_BLD)
+    if cfg.post_norms and cfg.norm_position == "pre":
+      y_BLD = layers.norm(cfg.norm, cfg.layer_norm_epsilon, cfg.dtype, "post_norm")(y_BLD)
     y_BLD = Dropout(cfg.dropout_rate)(y_BLD, deterministic=cfg.deterministic)
     out_BLD = x_BLD + y_BLD
     return out_BLD if cfg.norm_position == "pre" else norm(out_BLD)
 
 
-def _attention(cfg: TransformerConfig, name: str, decode: bool = False, rotary: bool = False):
+def _attention(cfg: TransformerConfig, name: str, decode: bool = False, rotary: bool = False,
+               layer: int | None = None):
+  """Attention with cfg's options; `layer` (a decoder's self-attention) takes that layer's
+  sliding window and RoPE base."""
   # In decode mode every attention of the decoder lays keys and values out heads first:
   # the cross-attention's, the same at every step, are then transposed once per decode.
+  base, scaling = cfg.layer_rotary(layer or 0)
   return attention.MultiHeadAttention(
       num_heads=cfg.num_heads, head_dim=cfg.head_dim,
       dropout_rate=cfg.attention_dropout_rate, dtype=cfg.dtype,
       deterministic=cfg.deterministic, decode=decode, rotary=rotary,
-      rotary_base=cfg.rotary_base,
-      attention=cfg.attention, use_bias=cfg.attention_bias, heads_first=cfg.decode, name=name)
+      rotary_base=base, rotary_scaling=scaling,
+      attention=cfg.attention, use_bias=cfg.attention_bias, heads_first=cfg.decode,
+      out_bias=cfg.attention_out_bias, num_kv_heads=cfg.num_kv_heads, qk_norm=cfg.qk_norm,
+      norm_epsilon=cfg.layer_norm_epsilon,
+      window=cfg.layer_window(layer) if layer is not None else 0,
+      scale=cfg.attention_scale, name=name)
 
 
 def _mlp(cfg: TransformerConfig):
@@ -57,6 +70,7 @@ def _mlp(cfg: TransformerConfig):
 
 class EncoderLayer(nn.Module):
   config: TransformerConfig
+  index: int = 0  # the layer's place in the stack.
 
   @nn.compact
   def __call__(self, x_BLD: Array, mask_B1LL: Array | None,
@@ -73,6 +87,7 @@ class EncoderLayer(nn.Module):
 
 class DecoderLayer(nn.Module):
   config: TransformerConfig
+  index: int = 0  # the layer's place in the stack (its sliding window, RoPE base).
 
   @nn.compact
   def __call__(self, y_BLD: Array, encoded_BSD: Array | None, self_mask_B1LL: Array | None,
@@ -83,7 +98,7 @@ class DecoderLayer(nn.Module):
     """
     cfg = self.config
     self_attn = _attention(cfg, "self_attention", decode=cfg.decode,
-                           rotary=cfg.positions == "rotary")
+                           rotary=cfg.positions == "rotary", layer=self.index)
     y_BLD = _Residual(cfg, name="self_attention_block")(
         y_BLD, lambda h: self_attn(h, h, self_mask_B1LL, positions_BL, positions_BL))
     if encoded_BSD is not None:
@@ -110,7 +125,7 @@ def run_layers(layer_class, cfg: TransformerConfig, num_layers: int, x_BLD: Arra
   layer_class = _maybe_remat(layer_class, cfg)
   if not cfg.scan_layers:
     for i in range(num_layers):
-      x_BLD = layer_class(cfg, name=f"layer_{i}")(x_BLD, *args)
+      x_BLD = layer_class(cfg, index=i, name=f"layer_{i}")(x_BLD, *args)
     return x_BLD
   if cfg.decode:
     raise ValueError("scanned layers do not decode: unstack_layers() the parameters and "
@@ -185,7 +200,10 @@ class Decoder(nn.Module):
   def __call__(self, decoder_inputs_BL: Array, positions_BL: Array, encoded_BSD: Array | None,
                self_mask_B1LL: Array | None, cross_mask_B1LS: Array | None) -> Array:
     cfg = self.config
-    y_BLD = add_positions(self, cfg, self.embed(decoder_inputs_BL), positions_BL)
+    y_BLD = self.embed(decoder_inputs_BL)
+    if cfg.embed_scale:  # Gemma: sqrt(D), rounded to the compute dtype as Gemma does.
+      y_BLD = y_BLD * jnp.asarray(jnp.sqrt(cfg.emb_dim), cfg.dtype)
+    y_BLD = add_positions(self, cfg, y_BLD, positions_BL)
     y_BLD = Dropout(cfg.dropout_rate)(y_BLD, deterministic=cfg.deterministic)
     y_BLD = run_layers(DecoderLayer, cfg, cfg.num_decoder_layers, y_BLD, encoded_BSD,
                        self_mask_B1LL, cross_mask_B1LS, positions_BL)

@@ -34,6 +34,7 @@ _ACTIVATIONS = (
     ("act_length", None),
     ("act_embed", None),
     ("act_heads", "tensor"),
+    ("act_kv_heads", "tensor"),
     ("act_kv", None),
     ("act_mlp", "tensor"),
     ("act_vocab", "tensor"),
@@ -47,14 +48,16 @@ _UNSHARDED = (("pos_length", None), ("classes", None), ("patch", None), ("token_
 
 RULE_PRESETS: dict[str, tuple[tuple[str, Any], ...]] = {
     # Pure data parallelism: every parameter replicated.
-    "data": (("vocab", None), ("embed", None), ("heads", None), ("kv", None),
-             ("mlp", None)) + _UNSHARDED + _ACTIVATIONS,
+    "data": (("vocab", None), ("embed", None), ("heads", None), ("kv_heads", None),
+             ("kv", None), ("mlp", None)) + _UNSHARDED + _ACTIVATIONS,
     # FSDP (ZeRO-3 style): parameters sharded over fsdp along the model width.
-    "fsdp": (("vocab", None), ("embed", "fsdp"), ("heads", None), ("kv", None),
-             ("mlp", None)) + _UNSHARDED + _ACTIVATIONS,
-    # FSDP + tensor (Megatron) parallelism: heads, MLP and vocabulary over tensor.
+    "fsdp": (("vocab", None), ("embed", "fsdp"), ("heads", None), ("kv_heads", None),
+             ("kv", None), ("mlp", None)) + _UNSHARDED + _ACTIVATIONS,
+    # FSDP + tensor (Megatron) parallelism: heads, MLP and vocabulary over tensor (the
+    # key/value heads of grouped-query attention too: as many as tensor devices at least).
     "fsdp_tensor": (("vocab", "tensor"), ("embed", "fsdp"), ("heads", "tensor"),
-                    ("kv", None), ("mlp", "tensor")) + _UNSHARDED + _ACTIVATIONS,
+                    ("kv_heads", "tensor"), ("kv", None), ("mlp", "tensor"))
+                   + _UNSHARDED + _ACTIVATIONS,
 }
 
 
@@ -150,6 +153,7 @@ def validate_devices(config, num_devices: int, num_processes: int = 1) -> None:
       "embed": ("model.emb_dim", m.emb_dim),
       "mlp": ("model.mlp_dim", m.mlp_dim),
       "heads": ("model.num_heads", m.num_heads),
+      "kv_heads": ("model.num_kv_heads", m.num_kv_heads or m.num_heads),
       "kv": ("model.qkv_dim / model.num_heads", m.qkv_dim // m.num_heads),
       "vocab": ("data.vocab_size (padded)", padded_vocab_size(config.data.vocab_size)),
       "batch": ("global_batch_size / gradient_accumulation_steps" if accum > 1 else

@@ -17,7 +17,7 @@ import tempfile
 import numpy as np
 
 from transformer_jax import kinds
-from transformer_jax.pretrained.folder import architecture_of
+from transformer_jax.pretrained.folder import architectures_of
 from transformer_jax.pretrained.tensors import PretrainedError, unshift_vocab
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -31,19 +31,29 @@ def hf_files(kind: str, cfg, flat: dict[str, np.ndarray], vocab_size: int,
 
   `vocab_size` is the tokenizer's own; `offset` and `eos_id` undo the shifted id layout
   of a tokenizer whose id 0 is an ordinary token (data/hf_tokenizer.py)."""
-  arch = architecture_of(kinds.get(kind))
-  if arch is None:
-    twins = ", ".join(f"{k.hf_architecture}: {k.name}" for k in map(kinds.get, kinds.names())
-                      if k.hf_architecture)
-    raise PretrainedError(f"a {kind!r} model has no Hugging Face twin ({twins}); use "
-                          "--format=safetensors")
-  bad = arch.check_exportable(cfg)
-  if bad:
-    raise PretrainedError(f"this {kind!r} model is not a {arch.MODEL_TYPES[0]!r} model: "
-                          f"{'; '.join(bad)}; use --format=safetensors")
+  arch = architecture(kind, cfg)
   tensors = {k: np.ascontiguousarray(v, np.float32)
              for k, v in state_dict_fn(arch, cfg, vocab_size, offset, eos_id)(flat).items()}
   return arch.hf_config(cfg, vocab_size, labels), tensors
+
+
+def architecture(kind: str, cfg):
+  """The Hugging Face architecture a `kind` model with config `cfg` exports as: the first of
+  the kind's whose options the model has (PretrainedError, naming what differs, if none)."""
+  archs = architectures_of(kinds.get(kind))
+  if not archs:
+    twins = ", ".join(f"{'/'.join(k.hf_architectures)}: {k.name}"
+                      for k in map(kinds.get, kinds.names()) if k.hf_architectures)
+    raise PretrainedError(f"a {kind!r} model has no Hugging Face twin ({twins}); use "
+                          "--format=safetensors")
+  reasons = []
+  for arch in archs:
+    bad = arch.check_exportable(cfg)
+    if not bad:
+      return arch
+    reasons.append(f"not {arch.MODEL_TYPES[0]!r}: {'; '.join(bad)}")
+  raise PretrainedError(f"this {kind!r} model has no Hugging Face twin ({' | '.join(reasons)}); "
+                        "use --format=safetensors")
 
 
 def state_dict_fn(arch, cfg, vocab_size: int, offset: int = 0, eos_id: int | None = None):

@@ -17,10 +17,14 @@ from types import ModuleType
 import numpy as np
 
 from transformer_jax import kinds
-from transformer_jax.pretrained import bert, gpt2
+from transformer_jax.pretrained import bert, gpt2, llama
 from transformer_jax.pretrained.tensors import PretrainedError, Tensors
 
-ARCHITECTURES: dict[str, ModuleType] = {t: m for m in (bert, gpt2) for t in m.MODEL_TYPES}
+# model_type -> its architecture: a module or object with model_fields, to_ours, to_hf,
+# hf_config, check_exportable, MODEL_TYPES, PREFIXES and VOCAB_TABLES (pretrained/bert.py).
+Architecture = ModuleType | llama.Family
+ARCHITECTURES: dict[str, Architecture] = {
+    t: m for m in (bert, gpt2, *llama.FAMILIES) for t in m.MODEL_TYPES}
 TRAINING_FIELDS = ("kind", "dropout_rate", "attention_dropout_rate", "pooling")
 
 
@@ -28,24 +32,25 @@ TRAINING_FIELDS = ("kind", "dropout_rate", "attention_dropout_rate", "pooling")
 class Folder:
   path: str
   hf_config: dict
-  architecture: ModuleType
+  architecture: Architecture
   fields: dict  # our config.model fields (with "kind").
   vocab_size: int  # config.json's (the embedding's rows).
   num_classes: int  # rows of a BertForSequenceClassification head; 0: none.
   tensors: Tensors
 
 
-def kind_of(arch: ModuleType) -> kinds.ModelKind:
-  """The registered kind whose record imports `arch` (its hf_architecture)."""
-  return next(k for k in map(kinds.get, kinds.names()) if k.hf_architecture in arch.MODEL_TYPES)
+def kind_of(arch: Architecture) -> kinds.ModelKind:
+  """The registered kind whose record imports `arch` (its hf_architectures)."""
+  return next(k for k in map(kinds.get, kinds.names())
+              if set(k.hf_architectures) & set(arch.MODEL_TYPES))
 
 
-def architecture_of(kind: kinds.ModelKind) -> ModuleType | None:
-  """The Hugging Face architecture a kind imports and exports; None: it has none."""
-  return ARCHITECTURES.get(kind.hf_architecture)
+def architectures_of(kind: kinds.ModelKind) -> list[Architecture]:
+  """The Hugging Face architectures a kind imports and exports (none: []), in its order."""
+  return [ARCHITECTURES[t] for t in kind.hf_architectures]
 
 
-def read_config(path: str) -> tuple[dict, ModuleType]:
+def read_config(path: str) -> tuple[dict, Architecture]:
   if not os.path.isdir(path):
     raise PretrainedError(f"{path}: not a folder (a Hugging Face model folder with "
                           "config.json and model.safetensors)")

@@ -52,7 +52,7 @@ KIND = register(ModelKind(
     data_sources=("debian", "files"),
     file_format='TSV text<TAB>label or JSONL {"text": ..., "label": ...}',
     forward_flops=flops.encoder_classifier_forward,
-    hf_architecture="bert",
+    hf_architectures=("bert",),
     embeds=True,
     **CLASSIFIER_FIELDS,
 ))
