@@ -115,3 +115,32 @@ def break_folder(path, drop_tensor: str = "", **config_fields) -> None:
     save_file(tensors, file)
   if config_fields:
     edit_config(path, **config_fields)
+
+
+CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + "
+          "message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}"
+          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
+def llama_folder(path, texts, *, seed=0) -> str:
+  """A Llama folder (LlamaForCausalLM: grouped-query attention, SwiGLU, RMSNorm, RoPE) with
+  random weights, a byte-level BPE tokenizer with ChatML's turn tokens and a chat template."""
+  tok = byte_bpe_tokenizer(texts)
+  tok.add_special_tokens(["<|im_start|>", "<|im_end|>"])
+  vocab = tok.get_vocab_size()
+  cfg = TransformerConfig(
+      vocab_size=vocab, emb_dim=32, num_heads=4, num_kv_heads=2, head_dim=8, mlp_dim=48,
+      num_decoder_layers=2, norm="rmsnorm", mlp_gated=True, mlp_bias=False, activation="silu",
+      positions="rotary", rotary_base=1e4, logits_via_embedding=False, scale_tied_logits=False,
+      max_length=256, deterministic=True)
+  variables = DecoderLM(cfg).init(jax.random.key(seed), jnp.ones((1, 8), jnp.int32))
+  flat = {k: np.asarray(v) for k, v in
+          traverse_util.flatten_dict(unbox(variables["params"]), sep="/").items()}
+  config, tensors = export.hf_files("decoder_lm", cfg, flat, vocab, None)
+  end = tok.token_to_id("<|endoftext|>")
+  config.update(bos_token_id=end, eos_token_id=tok.token_to_id("<|im_end|>"))
+  export.write_folder(str(path), {"config.json": config, "tokenizer_config.json": {
+      "chat_template": CHATML, "bos_token": "<|im_start|>", "eos_token": "<|im_end|>",
+      "tokenizer_class": "PreTrainedTokenizerFast"}}, tensors, "model.safetensors")
+  tok.save(os.path.join(str(path), "tokenizer.json"))
+  return str(path)

@@ -186,3 +186,35 @@ def test_prefill_gives_the_tokens_of_one_step_at_a_time():
   np.testing.assert_array_equal(prefilled[:, :2], prompt[:, :2])
   np.testing.assert_array_equal(run(start_from_prompt=True), run(start_from_prompt=True,
                                                                  cached=False))
+
+
+def test_generate_tool_chats_with_a_llama_folder(tmp_path):
+  """The generate tool on a Llama folder: the chat template's turn, greedy continuations
+  that stop at the end-of-turn token, the same as the library's; bad flags exit 2."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  import hf_folders  # pylint: disable=import-outside-toplevel
+  from transformer_jax.decode import search  # pylint: disable=import-outside-toplevel
+  from transformer_jax.tools import pretrained_lm  # pylint: disable=import-outside-toplevel
+  folder = hf_folders.llama_folder(tmp_path / "llama", ["hello there, how are you?"] * 20)
+  lm = pretrained_lm.load_folder(folder)
+  assert pretrained_lm.chat_prompt(lm, "hi", system="be brief") == (
+      "<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n"
+      "<|im_start|>assistant\n")
+  end_of_turn = lm.tokenizer.encode("<|im_end|>", add_eos=False)
+  assert len(end_of_turn) == 1 and end_of_turn[0] in lm.stop_ids
+  ids = pretrained_lm.generate(lm, ["hello", "how are you"], options=search.DecodeOptions(),
+                               max_new_tokens=6, batch_size=2, chat=True, ids_only=True)
+  assert all(1 <= len(row) <= 6 and not set(row) & set(lm.stop_ids) for row in ids)
+  texts = pretrained_lm.generate(lm, ["hello", "how are you"], options=search.DecodeOptions(),
+                                 max_new_tokens=6, chat=True)
+  assert texts == [lm.tokenizer.decode(row) for row in ids]  # batch 1 == batch 2.
+  tool = [sys.executable, "-m", "transformer_jax.generate", f"--hf={folder}"]
+  proc = subprocess.run(tool + ["--chat", "--prompt=hello", "--prompt=how are you",
+                                "--max_new_tokens=6"], capture_output=True, text=True,
+                        timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout.split("\n")[:-1] == [t.replace("\n", "\\n") for t in texts]
+  bad = subprocess.run(tool + [f"--workdir={tmp_path}", "--prompt=x"], capture_output=True,
+                       text=True, timeout=120, check=False)
+  assert bad.returncode == 2 and "give one of --workdir, --hf or --gguf" in bad.stderr

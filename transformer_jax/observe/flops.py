@@ -12,8 +12,8 @@ gradients of both operands), so a train step is 3x its forward.
 Forward FLOPs per global batch, with B rows, D width, H heads of K, F the MLP
 width, V the vocabulary, C the classes:
 
-  attention (queries of length L, keys of length S):
-      2*B*(L*D*HK [query] + 2*S*D*HK [key, value] + L*HK*D [out]) + 2*2*B*L*S*HK
+  attention (queries of length L, keys of length S; N <= H key/value heads):
+      2*B*(L*D*HK [query] + 2*S*D*NK [key, value] + L*HK*D [out]) + 2*2*B*L*S*HK
   mlp (length L):               2*2*B*L*D*F
   output logits (length L):     2*B*L*D*V
   encoder_decoder:  encoder layers on the source (S = L = max_target_length), decoder
@@ -88,9 +88,11 @@ CHIP_PEAK_TFLOPS = {
 # --------------------------------------------------------------------------- pieces
 
 
-def attention_flops(b: int, lq: int, lk: int, d: int, hk: int) -> float:
-  """Forward FLOPs of one multi-head attention: projections, scores and weighted values."""
-  projections = 2 * b * (lq * d * hk + 2 * lk * d * hk + lq * hk * d)
+def attention_flops(b: int, lq: int, lk: int, d: int, hk: int, nk: int | None = None) -> float:
+  """Forward FLOPs of one multi-head attention: projections, scores and weighted values.
+  `nk`: the key/value projections' width (grouped-query attention: fewer heads), else hk."""
+  nk = hk if nk is None else nk
+  projections = 2 * b * (lq * d * hk + 2 * lk * d * nk + lq * hk * d)
   return projections + 2 * 2 * b * lq * lk * hk
 
 
@@ -108,7 +110,8 @@ def _encoder_layers(cfg, b: int, length: int) -> float:
 
 def _decoder_layers(cfg, b: int, length: int, source_length: int = 0) -> float:
   hk = cfg.num_heads * cfg.head_dim
-  per_layer = (attention_flops(b, length, length, cfg.emb_dim, hk)
+  nk = (cfg.num_kv_heads or cfg.num_heads) * cfg.head_dim
+  per_layer = (attention_flops(b, length, length, cfg.emb_dim, hk, nk)
                + mlp_flops(b, length, cfg.emb_dim, cfg.mlp_dim, cfg.mlp_gated))
   if source_length:
     per_layer += attention_flops(b, length, source_length, cfg.emb_dim, hk)

@@ -17,12 +17,13 @@ _DECODING_FLAGS = ("method", "beam_size", "alpha", "temperature", "top_k", "top_
                    "ctc_weight", "oov_penalty", "segment_frames", "keep_placeholders")
 
 
-def define_common(tool: str) -> None:
+def define_common(tool: str, workdir_required: bool = True) -> None:
   """The flags every decoding tool shares; --method offers what the kinds that `tool`
   decodes offer (kinds' decode_methods), and their flags."""
   methods = list(dict.fromkeys(m for name in kinds.names() if kinds.get(name).decode_tool == tool
                                for m in kinds.get(name).decode_methods))
-  flags.DEFINE_string("workdir", None, "The train.py workdir of the run.", required=True)
+  flags.DEFINE_string("workdir", None, "The train.py workdir of the run.",
+                      required=workdir_required)
   flags.DEFINE_integer("step", -1, "Checkpoint step to load (-1: the latest).")
   flags.DEFINE_enum("method", None, methods,
                     "Decoder (default: the run's config.decoding.method"
