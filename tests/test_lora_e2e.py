@@ -246,3 +246,41 @@ def test_a_translation_adapter_run_on_another_runs_base_translates(tmp_path):
               stdin=b"File not found\nPermission denied\n")
   assert proc.returncode == 0, excerpt(proc.stderr.decode())
   assert len(proc.stdout.decode().splitlines()) == 2
+
+
+def test_a_llama_adapter_run_exports_as_peft_onto_llama(tmp_path):
+  """Grouped-query attention and the gated MLP: one LoRA pair per projection (q, k, v, o,
+  gate, up, down), which peft applies onto LlamaForCausalLM as our merge does."""
+  from test_finetune_hf import _lm_texts  # pylint: disable=import-outside-toplevel
+  texts = _lm_texts()
+  folder = hf_folders.llama_folder(tmp_path / "llama", texts)
+  (tmp_path / "text.txt").write_text("\n\n".join(texts) + "\n", encoding="utf-8")
+  workdir = str(tmp_path / "run")
+  proc = _run(lm_args(folder, tmp_path / "text.txt", 20, 10, 20, f"--workdir={workdir}",
+                      "--config.lora.rank=4"))
+  assert proc.returncode == 0, excerpt(proc.stderr.decode())
+  for out, flag in (("peft", "--format=peft"), ("merged", "--merge")):
+    proc = _run(["-m", "transformer_jax.export_hf", f"--workdir={workdir}",
+                 f"--output={tmp_path / out}", flag])
+    assert proc.returncode == 0, excerpt(proc.stderr.decode())
+  adapter = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
+  assert adapter["fan_in_fan_out"] is False and not adapter["rank_pattern"]
+  assert sorted({m.rpartition(".")[2] for m in adapter["target_modules"]}) == [
+      "down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
+  config = json.loads((tmp_path / "merged" / "config.json").read_text())
+  assert config["architectures"] == ["LlamaForCausalLM"] and config["num_key_value_heads"] == 2
+  for name in ("torch", "transformers", "peft"):
+    if importlib.util.find_spec(name) is None:
+      skip_without(f"{name} is not installed (pip install -e '.[hf-reference]')")
+  import peft  # pylint: disable=import-outside-toplevel
+  import torch  # pylint: disable=import-outside-toplevel
+  import transformers  # pylint: disable=import-outside-toplevel
+  ids = torch.tensor([[5, 17, 40, 2, 0, 99, 250, 310]], dtype=torch.long)  # the folder's ids.
+  load = transformers.LlamaForCausalLM.from_pretrained
+  with torch.no_grad():
+    want = load(str(tmp_path / "merged")).eval()(ids).logits.numpy()
+    got = peft.PeftModel.from_pretrained(load(folder), str(tmp_path / "peft")).eval()(
+        ids).logits.numpy()
+    plain = load(folder).eval()(ids).logits.numpy()
+  assert np.abs(want - plain).max() > 1e-3  # the adapters changed the model ...
+  np.testing.assert_allclose(got, want, atol=1e-4)  # ... and peft applies them as we do.
