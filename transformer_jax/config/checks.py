@@ -177,11 +177,15 @@ def _check_init_from(config) -> None:
   if config.init_from.hf and config.model.scan_layers:
     _fail("model.scan_layers", config.model.scan_layers,
           "must be False with init_from.hf (Hugging Face weights load layer by layer)")
+  if config.init_from.gguf and (config.model.scan_layers or config.init_from.workdir):
+    _fail("init_from.gguf", config.init_from.gguf,
+          "needs model.scan_layers=False and no init_from.workdir")
   if config.init_from.hf and config.init_from.workdir:
     _fail("init_from.hf", config.init_from.hf, "and init_from.workdir cannot both be set")
-  if config.init_from.adapter and not (config.init_from.hf and config.lora.rank):
-    _fail("init_from.adapter", config.init_from.adapter,
-          "needs init_from.hf (the base the adapters were trained on) and lora.rank > 0")
+  if config.init_from.adapter and not (
+      (config.init_from.hf or config.init_from.gguf) and config.lora.rank):
+    _fail("init_from.adapter", config.init_from.adapter, "needs init_from.hf or "
+          "init_from.gguf (the base the adapters were trained on) and lora.rank > 0")
   if config.init_from.params:
     try:
       re.compile(config.init_from.params)

