@@ -50,6 +50,12 @@ def test_default_and_base_configs_are_valid():
      "config.decoding.segment_frames=480: encoder_decoder models do not read it"),
     ("decoding.segment_frames", 50, "config.decoding.segment_frames=50: must be 0"),
     ("num_eval_bleu_examples", -5, "config.num_eval_bleu_examples=-5"),
+    ("model.num_kv_heads", 3, "config.model.num_kv_heads=3: must divide model.num_heads=2"),
+    ("model.global_every", 6, "config.model.global_every=6: needs model.sliding_window > 0"),
+    ("model.sliding_window", -1, "config.model.sliding_window=-1: must be >= 0"),
+    ("model.rotary_scaling", "yarn", "config.model.rotary_scaling='yarn'"),
+    ("model.attention_scale", -0.1, "config.model.attention_scale=-0.1"),
+    ("model.rotary_base_local", 0.5, "config.model.rotary_base_local=0.5: must be > 1"),
 ])
 def test_bad_fields_are_named(field, value, expected):
   assert expected in _error(**{field: value})
