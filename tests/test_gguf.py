@@ -467,3 +467,41 @@ def test_smollm2_our_logits_and_greedy_chat_equal_transformers(smollm2, tmp_path
   want = [t for t in want.tolist() if t != ref_tok.convert_tokens_to_ids("<|im_end|>")]
   assert [t - lm.tokenizer.offset for t in reply] == want[:len(reply)] and len(reply) >= 5
   assert "Paris" in lm.tokenizer.decode(reply)
+
+
+def test_train_py_fine_tunes_from_a_gguf_file_and_exports_it(tiny_llama, tmp_path):
+  """config.init_from.gguf: the file's folder (converted once into the user cache) gives the
+  architecture, the weights (all of them) and the tokenizer; the run exports as Llama."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  from test_finetune_hf import REPO  # pylint: disable=import-outside-toplevel
+  from conftest import excerpt  # pylint: disable=import-outside-toplevel
+  _, _, model, _, meta, tmp = tiny_llama
+  path = _write(tmp / "q8.gguf", "llama", meta,
+                _converted(model, "llama", gguf.GGMLQuantizationType.Q8_0, 4, 2))
+  text = tmp_path / "text.txt"
+  docs = [f"{s} ({i})" for i in range(6) for s in SNIPPETS]  # distinct: split by hash.
+  text.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
+  workdir = tmp_path / "run"
+  env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+  run = lambda *args: subprocess.run([sys.executable, *args], capture_output=True, text=True,
+                                     env=env, cwd=REPO, timeout=600, check=False)
+  proc = run("train.py", f"--config={REPO}/configs/lm.py", f"--config.init_from.gguf={path}",
+             "--config.data.source=files", f"--config.data.train_files=('{text}',)",
+             "--config.max_target_length=32", "--config.max_predict_length=24",
+             "--config.per_device_batch_size=1", "--config.num_train_steps=3",
+             "--config.eval_every_steps=3", "--config.num_eval_steps=1",
+             "--config.log_every_steps=1", f"--workdir={workdir}")
+  assert proc.returncode == 0, excerpt(proc.stderr)
+  line = next(l for l in proc.stdout.splitlines() if l.startswith("Initialised"))
+  assert line.startswith("Initialised 21 of 21 "), line  # 2 layers x 9 + embed, norm, head.
+  saved = json.loads((workdir / "config.json").read_text())
+  assert saved["init_from"]["hf"].startswith(str(tmp_path / "cache" / "transformer_jax" / "gguf"))
+  proc = run("-m", "transformer_jax.export_hf", f"--workdir={workdir}",
+             f"--output={tmp_path / 'out'}")
+  assert proc.returncode == 0, excerpt(proc.stderr)
+  config = json.loads((tmp_path / "out" / "config.json").read_text())
+  assert config["architectures"] == ["LlamaForCausalLM"] and config["num_key_value_heads"] == 2
+  bad = run("train.py", f"--config={REPO}/configs/lm.py", f"--config.init_from.gguf={text}",
+            f"--workdir={tmp_path / 'bad'}")
+  assert bad.returncode == 2 and "config.init_from.gguf" in bad.stderr and str(text) in bad.stderr
