@@ -259,6 +259,12 @@ def test_a_llama_adapter_run_exports_as_peft_onto_llama(tmp_path):
   proc = _run(lm_args(folder, tmp_path / "text.txt", 20, 10, 20, f"--workdir={workdir}",
                       "--config.lora.rank=4"))
   assert proc.returncode == 0, excerpt(proc.stderr.decode())
+  # The run chats through its folder's template: one reply per prompt, the prompt not echoed.
+  proc = _run(["-m", "transformer_jax.generate", f"--workdir={workdir}", "--chat",
+               "--prompt=File not", "--prompt=hello"])
+  assert proc.returncode == 0, excerpt(proc.stderr.decode())
+  replies = proc.stdout.decode().split("\n")[:-1]
+  assert len(replies) == 2 and not any("<|im_start|>" in r for r in replies)
   for out, flag in (("peft", "--format=peft"), ("merged", "--merge")):
     proc = _run(["-m", "transformer_jax.export_hf", f"--workdir={workdir}",
                  f"--output={tmp_path / out}", flag])

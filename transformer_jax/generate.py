@@ -10,7 +10,9 @@ With --workdir: loads the run's config, tokenizer and latest (or --step) checkpo
 and prints each prompt with its continuation. With --hf (a llama, qwen2, gemma3_text
 or gpt2 Hugging Face folder) or --gguf (a llama.cpp file of those architectures) it
 prints each continuation alone; --chat puts each prompt through the model's chat
-template as a user turn. One text per line (newlines inside escaped as "\\n",
+template as a user turn. With --workdir, a run fine-tuned from such a model takes --chat
+and --stop too (its tokenizer's folder has the template), and then prints the replies
+alone. One text per line (newlines inside escaped as "\\n",
 carriage returns as "\\r"). Prompts come from --prompt (repeatable) or, one per line,
 from --input. Sampling options default to the run's config.decoding (pretrained:
 greedy); --seed makes samples reproducible. Exit code 2 on a bad workdir, folder,
@@ -29,10 +31,11 @@ _OUTPUT = flags.DEFINE_string("output", None, "Where the texts go (default: stdo
 _HF = flags.DEFINE_string("hf", None, "A Hugging Face decoder folder (in place of --workdir).")
 _GGUF = flags.DEFINE_string("gguf", None, "A GGUF file (llama, gemma3; in place of --workdir).")
 _CHAT = flags.DEFINE_boolean("chat", False, "Each prompt is a user turn of the model's chat "
-                             "template (--hf / --gguf).")
+                             "template; only the reply is printed.")
 _SYSTEM = flags.DEFINE_string("system", None, "With --chat: a system turn first.")
 _MAX_NEW = flags.DEFINE_integer("max_new_tokens", 128, "Tokens to generate (--hf / --gguf).")
-_STOP = flags.DEFINE_multi_string("stop", [], "A string that ends the text (--hf / --gguf).")
+_STOP = flags.DEFINE_multi_string("stop", [], "A string that ends the text; only the "
+                                  "continuation is printed.")
 tool_flags.define_common("generate", workdir_required=False)
 
 
@@ -53,6 +56,32 @@ def _pretrained(prompts: list[str]) -> list[str]:
       system=_SYSTEM.value)
 
 
+def _replies(run, prompts: list[str]) -> list[str]:
+  """A run fine-tuned from a pretrained decoder (its tokenizer a Hugging Face folder): the
+  continuations alone, through the folder's chat template with --chat, each cut at the
+  folder's end-of-turn ids and at --stop."""
+  from transformer_jax.tools import loaded_run as inference  # pylint: disable=import-outside-toplevel
+  from transformer_jax.tools import pretrained_lm  # pylint: disable=import-outside-toplevel
+  folder = getattr(run.tokenizer, "folder", None)
+  if folder is None:
+    raise tool_flags.BadInput("--chat and --stop need a run whose tokenizer is a Hugging Face "
+                              "folder's (config.init_from.hf / .gguf)")
+  chat = pretrained_lm.chat_template_of(folder, run.tokenizer)
+  if _CHAT.value:
+    if not chat.template:
+      raise tool_flags.BadInput(f"{folder}: no chat template; leave out --chat")
+    prompts = [pretrained_lm.render_chat(chat.template, chat.special_tokens, p, _SYSTEM.value,
+                                         folder) for p in prompts]
+  out = []
+  for prompt_ids, ids in inference.generate_ids(run, prompts):
+    new = ids[len(prompt_ids):].tolist()
+    ends = [k for k, t in enumerate(new) if t in chat.stop_ids or t == 0]
+    text = run.tokenizer.decode(new[:ends[0]] if ends else new)
+    cuts = [text.find(s) for s in _STOP.value if s and s in text]
+    out.append(text[:min(cuts)] if cuts else text)
+  return out
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -62,8 +91,8 @@ def main(argv):
     if len(sources) != 1:
       raise tool_flags.BadInput("give one of --workdir, --hf or --gguf"
                                 + (f" (got {', '.join(sources)})" if sources else ""))
-    if sources[0] == "--workdir" and (_CHAT.value or _STOP.value or _SYSTEM.value):
-      raise tool_flags.BadInput("--chat, --system and --stop are for --hf / --gguf models")
+    if _SYSTEM.value and not _CHAT.value:
+      raise tool_flags.BadInput("--system needs --chat")
     prompts = list(_PROMPT.value)
     if _INPUT.value:
       prompts += tool_flags.read_lines(_INPUT.value)
@@ -75,7 +104,8 @@ def main(argv):
     else:
       from transformer_jax.tools import loaded_run as inference  # pylint: disable=import-outside-toplevel
       run = inference.load_run(tool="generate", **tool_flags.load_args())
-      texts = inference.generate_texts(run, prompts)
+      texts = (_replies(run, prompts) if _CHAT.value or _STOP.value
+               else inference.generate_texts(run, prompts))
     tool_flags.write_lines(_OUTPUT.value, [t.replace("\r", "\\r").replace("\n", "\\n")
                                            for t in texts])
 

@@ -130,6 +130,11 @@ def translate_lines(run: LoadedRun, lines: Sequence[str]) -> list[str]:
 
 def generate_texts(run: LoadedRun, prompts: Sequence[str]) -> list[str]:
   """Each prompt followed by its continuation (up to EOS or the maximum length)."""
+  return [run.tokenizer.decode(out) for _, out in generate_ids(run, prompts)]
+
+
+def generate_ids(run: LoadedRun, prompts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+  """(prompt ids, output ids: the prompt, then its continuation) of each prompt."""
   length = run.config.max_predict_length
   batch = run.programs.global_batch_size
   out = []
@@ -140,7 +145,7 @@ def generate_texts(run: LoadedRun, prompts: Sequence[str]) -> list[str]:
         raise config_lib.ConfigError(f"prompt {start + row} has {len(tokens)} tokens; "
                                      f"--max_length={length} leaves no room to generate")
     result = run.decode(prompt_batch(chunk, batch, length), n)
-    out.extend(run.tokenizer.decode(result[row]) for row in range(len(chunk)))
+    out.extend((tokens, result[row]) for row, tokens in enumerate(chunk))
   return out
 
 

@@ -64,15 +64,16 @@ def _as_list(value) -> list[int]:
   return [int(v) for v in (value if isinstance(value, list) else [value])]
 
 
-def load_folder(folder: str) -> PretrainedLM:
-  """A decoder folder (llama, qwen2, gemma3_text, gpt2) with its tokenizer, ready to generate."""
-  model, params, cfg = pretrained.load_hf(folder)
-  if not hasattr(model, "logits"):
-    raise BadInput(f"--hf={folder}: a {model.__class__.__name__}, not a decoder language model")
-  tok = hf_tokenizer.load(hf_tokenizer.PREFIX + folder)
-  flat = {k: np.asarray(v) for k, v in traverse_util.flatten_dict(params, sep="/").items()}
-  arch = read_config(folder)[1]
-  flat = shift_vocab(flat, arch.VOCAB_TABLES, tok.offset, tok.eos_id)
+@dataclasses.dataclass(frozen=True)
+class ChatTemplate:
+  """A folder's chat template, the special tokens it names, and the ids that end a turn
+  (our layout: `tok`'s end-of-text and config.json / generation_config.json's eos ids)."""
+  template: str | None
+  special_tokens: dict[str, str]
+  stop_ids: tuple[int, ...]
+
+
+def chat_template_of(folder: str, tok: hf_tokenizer.HfTokenizer) -> ChatTemplate:
   tok_config = _json(os.path.join(folder, "tokenizer_config.json"))
   template = tok_config.get("chat_template")
   if isinstance(template, list):  # named templates: the default one.
@@ -85,11 +86,25 @@ def load_folder(folder: str) -> PretrainedLM:
   ends |= set(_as_list(_json(os.path.join(folder, "generation_config.json")).get(
       "eos_token_id")))
   stop = {EOS_ID} | {EOS_ID if i == tok.eos_id else i + tok.offset for i in ends}
+  return ChatTemplate(template,
+                      {k: _token_text(tok_config.get(k)) for k in ("bos_token", "eos_token")},
+                      tuple(sorted(stop)))
+
+
+def load_folder(folder: str) -> PretrainedLM:
+  """A decoder folder (llama, qwen2, gemma3_text, gpt2) with its tokenizer, ready to generate."""
+  model, params, cfg = pretrained.load_hf(folder)
+  if not hasattr(model, "logits"):
+    raise BadInput(f"--hf={folder}: a {model.__class__.__name__}, not a decoder language model")
+  tok = hf_tokenizer.load(hf_tokenizer.PREFIX + folder)
+  flat = {k: np.asarray(v) for k, v in traverse_util.flatten_dict(params, sep="/").items()}
+  arch = read_config(folder)[1]
+  flat = shift_vocab(flat, arch.VOCAB_TABLES, tok.offset, tok.eos_id)
+  chat = chat_template_of(folder, tok)
   return PretrainedLM(
       config=cfg, params=jax.tree.map(jnp.asarray, nest(flat)), tokenizer=tok,
-      chat_template=template,
-      special_tokens={k: _token_text(tok_config.get(k)) for k in ("bos_token", "eos_token")},
-      stop_ids=tuple(sorted(stop)), source=folder)
+      chat_template=chat.template, special_tokens=chat.special_tokens,
+      stop_ids=chat.stop_ids, source=folder)
 
 
 def load_gguf(path: str) -> PretrainedLM:
@@ -117,23 +132,31 @@ def smollm2_gguf() -> str:
   return os.path.join(spec.submodule_search_locations[0], SMOLLM2[1])
 
 
-def chat_prompt(lm: PretrainedLM, text: str, system: str | None = None) -> str:
-  """`text` as one user turn (after an optional system turn) through the chat template."""
+def chat_prompt(lm, text: str, system: str | None = None) -> str:
+  """`text` as one user turn (after an optional system turn) through the chat template of
+  `lm` (a PretrainedLM or a ChatTemplate with its `source`)."""
   if not lm.chat_template:
     raise BadInput(f"{lm.source}: the model has no chat template (tokenizer_config.json "
                    "chat_template); leave out --chat")
+  return render_chat(lm.chat_template, lm.special_tokens, text, system, lm.source)
+
+
+def render_chat(template: str, special_tokens: dict[str, str], text: str,
+                system: str | None, source: str) -> str:
+  """One user turn (after an optional system turn) with the generation prompt, rendered as
+  transformers renders chat templates (jinja2 sandbox, trim_blocks, lstrip_blocks)."""
   import jinja2.sandbox  # pylint: disable=import-outside-toplevel
 
   def raise_exception(message):
-    raise BadInput(f"{lm.source}: the chat template refused the conversation: {message}")
+    raise BadInput(f"{source}: the chat template refused the conversation: {message}")
   env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
                                                      extensions=["jinja2.ext.loopcontrols"])
   env.filters["tojson"] = lambda x, **kw: json.dumps(x, ensure_ascii=False, **kw)
   env.globals["raise_exception"] = raise_exception
   messages = ([{"role": "system", "content": system}] if system else []) + [
       {"role": "user", "content": text}]
-  return env.from_string(lm.chat_template).render(
-      messages=messages, add_generation_prompt=True, **lm.special_tokens)
+  return env.from_string(template).render(messages=messages, add_generation_prompt=True,
+                                          **special_tokens)
 
 
 @functools.lru_cache(maxsize=8)
