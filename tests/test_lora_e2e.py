@@ -275,6 +275,7 @@ def test_a_llama_adapter_run_exports_as_peft_onto_llama(tmp_path):
       "down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
   config = json.loads((tmp_path / "merged" / "config.json").read_text())
   assert config["architectures"] == ["LlamaForCausalLM"] and config["num_key_value_heads"] == 2
+  assert config["max_position_embeddings"] == 256  # the source's context, not our row length.
   for name in ("torch", "transformers", "peft"):
     if importlib.util.find_spec(name) is None:
       skip_without(f"{name} is not installed (pip install -e '.[hf-reference]')")

@@ -1,7 +1,7 @@
 """Writes a trained run's parameters out, for tools outside this project.
 
   python -m transformer_jax.export_hf --workdir=runs/classify_minilm --output=DIR
-      [--format=hf|safetensors|peft] [--merge] [--step=N]
+      [--format=hf|safetensors|peft|gguf] [--gguf_type=f32|f16|q8_0] [--merge] [--step=N]
 
 --format=hf (the default): a Hugging Face folder, config.json + model.safetensors
 + the run's tokenizer files, that `transformers` loads as it is:
@@ -19,6 +19,10 @@ ordinary model), or as adapters, `--format=peft`: adapter_config.json +
 adapter_model.safetensors, which `peft` loads onto the Hugging Face base folder
 the run started from (config.init_from.hf; adapters/peft.py).
 
+--format=gguf: a decoder_lm whose Hugging Face twin is Llama or Gemma 3 as one llama.cpp
+GGUF file (--output=FILE.gguf), the weights in --gguf_type, the run's tokenizer.json as
+GGUF's tokenizer metadata (pretrained/gguf_writer.py).
+
 Exit code 2 on a bad workdir, step, output folder or a model that the format cannot
 express.
 """
@@ -34,18 +38,21 @@ from absl import app, flags
 from transformer_jax.tools import cli, flags as tool_flags
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The train.py workdir of the run.", required=True)
-_OUTPUT = flags.DEFINE_string("output", None, "The folder to write (must not exist, or be empty).",
-                              required=True)
-_FORMAT = flags.DEFINE_enum("format", "hf", ["hf", "safetensors", "peft"],
+_OUTPUT = flags.DEFINE_string("output", None, "The folder to write (must not exist, or be empty; "
+                              "--format=gguf: the file, which must not exist).", required=True)
+_FORMAT = flags.DEFINE_enum("format", "hf", ["hf", "safetensors", "peft", "gguf"],
                             "hf: a Hugging Face folder; safetensors: our parameter paths; "
-                            "peft: an adapter run's adapters as PEFT's LoRA folder.")
+                            "peft: an adapter run's adapters as PEFT's LoRA folder; "
+                            "gguf: a llama.cpp GGUF file (Llama, Gemma 3).")
+_GGUF_TYPE = flags.DEFINE_enum("gguf_type", "f32", ["f32", "f16", "q8_0"],
+                               "--format=gguf: the 2-D weights' type (norms stay f32).")
 _MERGE = flags.DEFINE_bool("merge", False, "An adapter run: write the base with the adapters "
                            "merged in (--format=hf or safetensors).")
 _STEP = flags.DEFINE_integer("step", -1, "Checkpoint step (-1: the latest).")
 
 
 def export(workdir: str, output: str, fmt: str = "hf", step: int = -1,
-           merge: bool = False) -> str:
+           merge: bool = False, gguf_type: str = "f32") -> str:
   """Writes the run's parameters to `output`; returns a one-line summary."""
   import flax  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
@@ -62,6 +69,10 @@ def export(workdir: str, output: str, fmt: str = "hf", step: int = -1,
   flat = flax.traverse_util.flatten_dict(params, sep="/")
   cfg = run.programs.model_config
   kind = run.programs.kind.name
+  if fmt == "gguf" and kind != "decoder_lm":
+    raise export_lib.PretrainedError(
+        f"--format=gguf: the run in {workdir!r} is a {kind!r} model; GGUF holds a decoder_lm "
+        "whose Hugging Face twin is llama or gemma3_text")
   labels = read_labels(workdir)
   tok = run.tokenizer
   tok_folder = tok.folder if isinstance(tok, hf_tokenizer.HfTokenizer) else None
@@ -70,12 +81,17 @@ def export(workdir: str, output: str, fmt: str = "hf", step: int = -1,
   else:
     tok_files = [os.path.join(workdir, "tokenizer.model")]
   tok_files = [p for p in tok_files if os.path.exists(p)]
-  if fmt in ("hf", "peft"):
+  if fmt in ("hf", "peft", "gguf"):
     if tok_folder is not None:
       vocab_size, offset, eos_id = tok.own_vocab_size, tok.offset, tok.eos_id
     else:
       vocab_size, offset, eos_id = (tok.vocab_size if tok else cfg.vocab_size), 0, None
     hf_config, tensors = export_lib.hf_files(kind, cfg, flat, vocab_size, labels, offset, eos_id)
+    if fmt == "gguf" and tok_folder is None:
+      raise export_lib.PretrainedError(
+          f"--workdir={workdir!r}: the run's tokenizer is "
+          f"{'sentencepiece' if tok is not None else 'missing'}; GGUF's tokenizer metadata is "
+          "written from a tokenizer.json (config.data.tokenizer_path=hf:FOLDER)")
     if tok is not None and tok_folder is None:
       raise export_lib.PretrainedError(
           f"--workdir={workdir!r}: the run's tokenizer is sentencepiece, which a Hugging Face "
@@ -84,6 +100,8 @@ def export(workdir: str, output: str, fmt: str = "hf", step: int = -1,
       return _export_peft(run, output, flat, (vocab_size, offset, eos_id), hf_config, tensors,
                           tok_files)
     hf_config = export_lib.over_source_config(hf_config, run.config.init_from.hf)
+    if fmt == "gguf":
+      return _export_gguf(run, workdir, output, hf_config, tensors, tok_folder, gguf_type)
     export_lib.write_folder(output, {"config.json": hf_config}, tensors, "model.safetensors",
                             copy=tok_files)
     what = hf_config["architectures"][0]
@@ -147,12 +165,38 @@ def _export_peft(run, output: str, flat: dict, vocab: tuple, hf_config: dict, hf
              else "") + f", from {run.config.init_from.hf} + step {run.step}")
 
 
+def _export_gguf(run, workdir: str, output: str, hf_config: dict, tensors: dict,
+                 tok_folder: str, gguf_type: str) -> str:
+  """The Hugging Face config and state dict of --format=hf, and the run's tokenizer folder,
+  as a GGUF file; a run fine-tuned from a GGUF file keeps its `tokenizer.ggml.pre`."""
+  from transformer_jax.pretrained import gguf_writer  # pylint: disable=import-outside-toplevel
+  tok_config = {}
+  path = os.path.join(tok_folder, "tokenizer_config.json")
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      tok_config = json.load(f)
+  jinja = os.path.join(tok_folder, "chat_template.jinja")
+  if "chat_template" not in tok_config and os.path.exists(jinja):
+    with open(jinja, encoding="utf-8") as f:
+      tok_config["chat_template"] = f.read()
+  source = run.config.init_from.gguf
+  pre = (gguf_writer.source_pre(source)
+         if source and os.path.abspath(tok_folder) == os.path.abspath(run.config.init_from.hf)
+         else None)
+  what = gguf_writer.write_gguf(hf_config, tensors, os.path.join(tok_folder, "tokenizer.json"),
+                                tok_config, output, gguf_type, source_pre_name=pre,
+                                name=os.path.basename(os.path.normpath(workdir)))
+  return f"wrote {output}: {what} from {workdir} step {run.step}"
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   with tool_flags.tool_main():
-    print(export(_WORKDIR.value, _OUTPUT.value, _FORMAT.value, _STEP.value, _MERGE.value),
-          flush=True)
+    if _GGUF_TYPE.present and _FORMAT.value != "gguf":
+      raise tool_flags.BadInput(f"--gguf_type={_GGUF_TYPE.value} is for --format=gguf")
+    print(export(_WORKDIR.value, _OUTPUT.value, _FORMAT.value, _STEP.value, _MERGE.value,
+                 _GGUF_TYPE.value), flush=True)
 
 
 if __name__ == "__main__":

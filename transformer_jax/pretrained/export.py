@@ -75,7 +75,15 @@ def over_source_config(hf_config: dict, source_folder: str) -> dict:
   for key in ("architectures", "_name_or_path", "id2label", "label2id", "num_labels",
               "transformers_version"):
     base.pop(key, None)
-  return {**base, **hf_config}
+  out = {**base, **hf_config}
+  if "max_position_embeddings" in base and hf_config.get("model_type") in ROTARY_TYPES:
+    # Rotary models have no position table: the context they were trained for stays the
+    # source's (our max_length is only the run's row length).
+    out["max_position_embeddings"] = base["max_position_embeddings"]
+  return out
+
+
+ROTARY_TYPES = ("llama", "qwen2", "gemma3_text")
 
 
 def write_folder(output: str, files: dict[str, dict | list], tensors: dict[str, np.ndarray],
