@@ -9,14 +9,18 @@ prompts left-aligned in one prefill, then the cached loop; theirs: left-padded, 
 transformers batches; no end-of-text id, so neither side stops or suppresses one). Figures: new tokens per second (all rows, after one warm-up
 call, the best of --repeats), prefill tokens per second (one pass over the batch's
 prompts, each row its own length) and the first tokens of each row, which must match
-(greedy; float32 both). Both use every core (torch.set_num_threads(os.cpu_count())).
-transformers and torch come from the `hf-reference` extra.
+(greedy; float32 both). Both use every core (torch.set_num_threads(os.cpu_count())); theirs
+runs in a process of its own (no JAX threads beside torch's: in one process, XLA's spinning
+thread pool slowed torch several times over). transformers and torch come from the
+`hf-reference` extra.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -106,7 +110,15 @@ def main():
   parser.add_argument("--new_tokens", type=int, default=64)
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--batches", default="1,8")
+  parser.add_argument("--theirs_only", default="", help=argparse.SUPPRESS)  # FOLDER,OFFSET
   args = parser.parse_args()
+  if args.theirs_only:  # the child process: transformers alone, figures as JSON.
+    folder, offset = args.theirs_only.rsplit(",", 1)
+    import json  # pylint: disable=import-outside-toplevel
+    prompts = json.loads(sys.stdin.read())
+    print(json.dumps([theirs(folder, prompts, int(b), args.new_tokens, args.repeats, int(offset))
+                      for b in args.batches.split(",")]))
+    return
   if not args.hf and not args.gguf:
     args.gguf = pretrained_lm.smollm2_gguf()
   if args.gguf:
@@ -124,10 +136,15 @@ def main():
   print("| batch | new tokens/s ours | theirs | ours / theirs | prefill tokens/s ours | "
         "theirs | first tokens equal |")
   print("| ---: | ---: | ---: | ---: | ---: | ---: | --- |")
-  for batch in map(int, args.batches.split(",")):
+  import json  # pylint: disable=import-outside-toplevel
+  child = subprocess.run(
+      [sys.executable, __file__, f"--theirs_only={folder},{lm.tokenizer.offset}",
+       f"--new_tokens={args.new_tokens}", f"--repeats={args.repeats}",
+       f"--batches={args.batches}"], input=json.dumps(prompts), capture_output=True, text=True,
+      check=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  their_rows = json.loads(child.stdout.strip().splitlines()[-1])
+  for batch, (t_rate, t_pre, t_rows) in zip(map(int, args.batches.split(",")), their_rows):
     o_rate, o_pre, o_rows, _ = ours(lm, prompts, batch, args.new_tokens, args.repeats)
-    t_rate, t_pre, t_rows = theirs(folder, prompts, batch, args.new_tokens, args.repeats,
-                                   lm.tokenizer.offset)
     same = sum(o[:16] == t[:16] for o, t in zip(o_rows, t_rows))
     print(f"| {batch} | {o_rate:.1f} | {t_rate:.1f} | {o_rate / t_rate:.2f}x | {o_pre:.0f} | "
           f"{t_pre:.0f} | {same} of {batch} rows (16 tokens) |", flush=True)

@@ -21,7 +21,7 @@ def test_default_and_base_configs_are_valid():
 
 
 @pytest.mark.parametrize("field,value,expected", [
-    ("num_train_steps", 0, "config.num_train_steps=0"),
+    ("num_train_steps", -1, "config.num_train_steps=-1"),
     ("per_device_batch_size", -2, "config.per_device_batch_size=-2"),
     ("learning_rate", 0.0, "config.learning_rate=0.0"),
     ("lr_schedule", "exponential", "config.lr_schedule='exponential'"),

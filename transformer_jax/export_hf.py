@@ -69,10 +69,10 @@ def export(workdir: str, output: str, fmt: str = "hf", step: int = -1,
   flat = flax.traverse_util.flatten_dict(params, sep="/")
   cfg = run.programs.model_config
   kind = run.programs.kind.name
-  if fmt == "gguf" and kind != "decoder_lm":
+  if fmt == "gguf" and not {"llama", "gemma3_text"} & set(run.programs.kind.hf_architectures):
     raise export_lib.PretrainedError(
-        f"--format=gguf: the run in {workdir!r} is a {kind!r} model; GGUF holds a decoder_lm "
-        "whose Hugging Face twin is llama or gemma3_text")
+        f"--format=gguf: the run in {workdir!r} is a {kind!r} model; GGUF holds a language "
+        "model whose Hugging Face twin is llama or gemma3_text")
   labels = read_labels(workdir)
   tok = run.tokenizer
   tok_folder = tok.folder if isinstance(tok, hf_tokenizer.HfTokenizer) else None

@@ -1,4 +1,5 @@
-"""Translates text with a trained encoder-decoder run.
+"""Translates text with a trained encoder-decoder run, or a language model trained on
+prompted translation pairs (its config.data.prompt_template).
 
   python -m transformer_jax.translate --workdir=runs/base [--input=src.txt] [--output=out.txt]
       [--step=N] [--method=greedy|beam|sample] [--beam_size=4] [--alpha=0.6]
@@ -7,7 +8,8 @@
 Loads the run's config, tokenizer and latest (or --step) checkpoint, reads one
 source sentence per line from --input (default: stdin), and writes one
 translation per line to --output (default: stdout), in the input's order; an
-empty line gives an empty line. Decoding options default to the run's
+empty line gives an empty line. A language model's translation is the continuation
+of the line's prompt up to EOS or a newline. Decoding options default to the run's
 config.decoding. Exit code 2 on a bad workdir, step or option.
 """
 

@@ -76,7 +76,11 @@ def _check_profile(config) -> None:
 
 def check_fields(config: ml_collections.ConfigDict) -> None:
   """Checks the fields that mean the same for every kind; raises ConfigError naming the first bad one."""
-  for f in ("num_train_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps",
+  value = config.num_train_steps
+  if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+    _fail("num_train_steps", value, "must be an integer >= 0 (0: no training, the starting "
+          "weights evaluated, saved and tested)")
+  for f in ("log_every_steps", "eval_every_steps", "checkpoint_every_steps",
             "max_checkpoints_to_keep", "per_device_batch_size", "max_target_length",
             "max_predict_length", "model.emb_dim", "model.num_heads", "model.qkv_dim",
             "model.mlp_dim", "model.num_encoder_layers", "model.num_decoder_layers",

@@ -271,7 +271,7 @@ def _data(c: ml_collections.ConfigDict) -> None:
   # Data.
   c.data = ml_collections.ConfigDict()
   # One of the kind's sources (its record's data_sources); "files": your own files.
-  # encoder_decoder: gettext | files; decoder_lm: python_stdlib | files;
+  # encoder_decoder: gettext | files; decoder_lm: python_stdlib | files | translation_pairs;
   # encoder_classifier: debian | files; vit: mnist | files; speech_to_text: tts | files.
   c.data.source = "gettext"
   c.data.source_lang = "en"  # gettext / translation files.
@@ -291,6 +291,12 @@ def _data(c: ml_collections.ConfigDict) -> None:
   # or "char" (one piece per character; vocab_size is then only an upper bound).
   c.data.tokenizer_type = "unigram"
   c.data.num_packing_bins = 64
+  # decoder_lm's translation_pairs: the translation kind's pairs and splits, read as it reads
+  # them for these data fields with `pair_source` (gettext | files) in place of its
+  # data.source, each pair one document: the prompt (the template with the source sentence
+  # in place of {source}), " ", the target and EOS; the loss counts the target and EOS only.
+  c.data.pair_source = "gettext"
+  c.data.prompt_template = "English: {source}\nGerman:"
   c.data.min_class_examples = 100  # encoder_classifier: rarer labels are dropped.
   c.data.image_size = 28  # vit: images are image_size x image_size x num_channels.
   c.data.num_channels = 1

@@ -59,6 +59,20 @@ class HfTokenizer:
           f"{path}: id {PAD_ID} is {self._tok.id_to_token(PAD_ID)!r}, not a padding token, and "
           f"there is no end-of-text token ({', '.join(EOS_TOKENS)}) to end texts with")
     self._specials = self._tok.num_special_tokens_to_add(False)
+    self.start_ids = self._start_ids()
+
+  def _start_ids(self) -> tuple[int, ...]:
+    """Our ids of the special tokens that the tokenizer's post-processor puts before every
+    text (Gemma's <bos>, Llama 3's <|begin_of_text|>; none for GPT-2's): what a pretrained
+    decoder's own texts start with. `encode` adds them only in the unshifted layout (with
+    add_eos), so code that builds a decoder's sequences from pieces puts them first."""
+    enc = self._tok.encode("a", add_special_tokens=True)
+    lead = []
+    for i, special in zip(enc.ids, enc.special_tokens_mask):
+      if not special:
+        break
+      lead.append(EOS_ID if self.offset and i == self.eos_id else i + self.offset)
+    return tuple(lead)
 
   @property
   def vocab_size(self) -> int:
@@ -98,6 +112,14 @@ class HfTokenizer:
       if i >= self.offset and i != PAD_ID and i < size:
         keep.append(i - self.offset)
     return self._tok.decode(keep, skip_special_tokens=True)
+
+  def id_texts(self) -> list[str]:
+    """The text of each of our ids alone (as `decode` gives it), in one call."""
+    own = self._tok.decode_batch([[i] for i in range(self.own_vocab_size)],
+                                 skip_special_tokens=True)
+    if not self.offset:
+      return own
+    return ["", ""] + [("" if i == self.eos_id else text) for i, text in enumerate(own)]
 
   def pieces(self, text: str) -> list[str]:
     return self._tok.encode(text, add_special_tokens=False).tokens

@@ -45,6 +45,7 @@ def placeholders(texts: Iterable[str], min_count: int, max_symbols: int) -> list
 
 class Tokenizer:
   """Thin wrapper around a sentencepiece model with numpy in/out."""
+  start_ids: tuple[int, ...] = ()  # nothing goes before a text (hf_tokenizer's may have a BOS).
 
   def __init__(self, model_proto: bytes):
     self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
@@ -89,6 +90,10 @@ class Tokenizer:
       if i != PAD_ID and i < size:
         out.append(i)
     return self._sp.decode(out)
+
+  def id_texts(self) -> list[str]:
+    """The text of each id alone (as `decode` gives it)."""
+    return [self.decode([i]) for i in range(self.vocab_size)]
 
   def pieces(self, text: str) -> list[str]:
     return self._sp.encode(text, out_type=str)

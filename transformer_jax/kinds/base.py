@@ -31,6 +31,11 @@ def _no_check(config) -> None:
   del config
 
 
+def _no_prompt(config) -> str:
+  del config
+  return ""
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelKind:
   """One model kind. `config` below is the run's ml_collections config."""
@@ -63,6 +68,10 @@ class ModelKind:
   # vocab_limit) -> ids [B, max_length], jit-able (decode/search.py).
   decode: Callable[..., jax.Array] | None = None
   decode_tool: str = ""  # the tool that decodes it: "translate" | "generate" | "".
+  # config -> the template that makes a source sentence a run's prompt ("{source}" in it),
+  # for a decoder LM trained on prompted translation pairs: the translate tool decodes such
+  # a run too; "" (the default): the run is not prompted.
+  prompt_template: Callable[[Any], str] = _no_prompt
   # The config.decoding.method values its `decode` takes.
   decode_methods: tuple[str, ...] = ("greedy", "beam", "sample")
   # The optional config.decoding fields its decoder reads (config/checks.py's

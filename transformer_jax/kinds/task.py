@@ -142,6 +142,26 @@ def say_dropped(split: str, dropped: int, total: int, what: str, why: str) -> No
     print(f"note: {split}: {dropped} of {total} {what} {why}", flush=True)
 
 
+def test_translations(primary: bool, scores: dict[str, float], signatures: dict[str, str],
+                      examples: Sequence[tuple[str, str, str]], *, decoder: str,
+                      seconds: float, shown: int) -> dict:
+  """The test record of decoded translations: test/bleu, test/chrf, test/placeholders
+  (`scores`, metrics.scores.translation_scores of the (source, reference, prediction)
+  `examples`) and the first `shown` examples; printed by the `primary` process with
+  sacrebleu's `signatures`, the decoder in words and the `seconds` it took."""
+  if primary:
+    print(f"Test set ({len(examples)} sentences, {decoder}, "
+          f"{seconds:.0f}s): BLEU {scores['bleu']:.2f}, chrF {scores['chrf']:.2f}, "
+          f"placeholders kept {scores['placeholders']:.1f}%",
+          flush=True)
+    print("  " + json.dumps(signatures), flush=True)
+    for src, ref, hyp in examples[:shown]:
+      print(f"  source:     {src}\n  reference:  {ref}\n  prediction: {hyp}", flush=True)
+  return {**{f"test/{k}": v for k, v in scores.items()},
+          "examples": [{"source": src, "reference": ref, "prediction": hyp}
+                       for src, ref, hyp in examples[:shown]]}
+
+
 def decoder_name(d) -> str:
   """config.decoding in words, for the test lines."""
   if d.method == "beam":

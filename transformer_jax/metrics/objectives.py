@@ -15,6 +15,10 @@ import numpy as np
 
 Batch = dict[str, jax.Array]
 
+# A batch's optional per-token loss weights [B, L] beside "targets" (a language model's
+# prompted pairs: 0 on the prompt); without them every real target token (id > 0) counts.
+TARGET_WEIGHTS = "targets_weights"
+
 
 def cross_entropy(logits_BLV: jax.Array, targets_BL: jax.Array, label_smoothing: float = 0.0):
   """Per-token label-smoothed cross-entropy and plain NLL, in float32.
@@ -125,10 +129,14 @@ def classification_metrics(logits_BC, labels_B, label_smoothing: float = 0.0,
 
 
 def next_token_objective(logits_BLV, batch: Batch, label_smoothing: float):
-  """Every real target token (id > 0) scored."""
+  """Every real target token (id > 0) scored; or, where the batch has TARGET_WEIGHTS
+  (a language model's prompted pairs: 0 on the prompt), the tokens they weigh."""
   targets_BL = batch["targets"]
-  return token_metrics(logits_BLV, targets_BL, (targets_BL > 0).astype(jnp.float32),
-                       label_smoothing)
+  if TARGET_WEIGHTS in batch:
+    weights_BL = batch[TARGET_WEIGHTS].astype(jnp.float32)
+  else:
+    weights_BL = (targets_BL > 0).astype(jnp.float32)
+  return token_metrics(logits_BLV, targets_BL, weights_BL, label_smoothing)
 
 
 def next_token_eval(logits_BLV, batch: Batch):

@@ -23,6 +23,7 @@ from transformer_jax.compress import quant
 from transformer_jax.data.hf_tokenizer import open_tokenizer
 from transformer_jax.data.tokenizer import Tokenizer
 from transformer_jax.decode import lexicon, placeholders
+from transformer_jax.kinds.language_model import pairs as lm_pairs
 from transformer_jax.kinds.task import prompt_batch, read_labels, tokenizer_path
 from transformer_jax.kinds.translation import pipeline
 from transformer_jax.parallel import sharding
@@ -36,6 +37,7 @@ class LoadedRun:
   programs: programs_lib.Programs
   params: object
   step: int
+  prompt_template: str = ""  # a language model's of prompted pairs (kinds: prompt_template).
 
   def decode(self, ids_BL: np.ndarray, batch_index: int) -> np.ndarray:
     """The decode program on one global batch of ids; the rng folds in `batch_index`."""
@@ -63,11 +65,16 @@ def load_run(workdir: str, *, tool: str, step: int = -1,
     raise config_lib.ConfigError(f"--workdir={workdir!r}: no config.json (not a train.py workdir)")
   config = config_lib.from_json(path)
   kind = kinds.get(config.model.kind)
-  if tool is not None and kind.decode_tool != tool:
+  template = kind.prompt_template(config)  # a language model of prompted translation pairs.
+  if tool is not None and kind.decode_tool != tool and not (tool == "translate" and template):
     decoders = [k for k in kinds.names() if kinds.get(k).decode_tool == tool]
+    prompted = [k for k in kinds.names() if kinds.get(k).prompt_template is not
+                kinds.ModelKind.prompt_template]
+    also = (f", and {prompted} runs trained on prompted translation pairs "
+            "(config.data.prompt_template)" if tool == "translate" and prompted else "")
     raise config_lib.ConfigError(
         f"--workdir={workdir!r} holds a {kind.name!r} model, which the {tool} tool does not "
-        f"decode (it decodes {decoders}"
+        f"decode (it decodes {decoders}{also}"
         + (f"; use python -m transformer_jax.{kind.decode_tool})" if kind.decode_tool else ")"))
   for key, value in (decoding or {}).items():
     config.decoding[key] = value
@@ -102,6 +109,8 @@ def load_run(workdir: str, *, tool: str, step: int = -1,
                      **placeholders.decode_kwargs(config, tokenizer)}
   except FileNotFoundError as e:
     raise config_lib.ConfigError(str(e)) from e
+  if tool == "translate" and template:  # translations end at EOS or a newline.
+    decode_kwargs.update(lm_pairs.decode_kwargs(tokenizer))
   progs = programs_lib.build(config, sharding.make_mesh(config),
                              tokenizer.vocab_size if tokenizer else 0, num_classes, decode_kwargs)
   params, step = checkpoint_params.restore_params(workdir, step, progs.abstract_state.params)
@@ -110,19 +119,28 @@ def load_run(workdir: str, *, tool: str, step: int = -1,
                                     checkpoint_params.run_metadata(workdir, step), workdir)
   if as_floats:
     params = quant.materialize(params)
-  return LoadedRun(config, tokenizer, progs.for_params(params), params, step)
+  return LoadedRun(config, tokenizer, progs.for_params(params), params, step, template)
 
 
 def translate_lines(run: LoadedRun, lines: Sequence[str]) -> list[str]:
   """One translation per line, in order; empty (or all-blank) lines give empty lines.
 
-  Sources are tokenized and cut to config.max_target_length as in training.
+  Sources are tokenized and cut to config.max_target_length as in training. A language
+  model of prompted pairs continues each line's prompt (the run's template; the source cut
+  where the prompt would take more than half of config.max_predict_length) up to EOS or a
+  newline.
   """
   todo = [i for i, line in enumerate(lines) if line.strip()]
   out = [""] * len(lines)
-  translations = pipeline.decode_in_batches(
-      [lines[i] for i in todo], run.tokenizer, batch_size=run.programs.global_batch_size,
-      max_length=run.config.max_target_length, decode_batch=run.decode)
+  if run.prompt_template:
+    translations = lm_pairs.translate(
+        [lines[i] for i in todo], lm_pairs.PromptedPairs(run.tokenizer, run.prompt_template),
+        run.tokenizer, batch_size=run.programs.global_batch_size,
+        max_length=run.config.max_predict_length, decode_batch=run.decode)
+  else:
+    translations = pipeline.decode_in_batches(
+        [lines[i] for i in todo], run.tokenizer, batch_size=run.programs.global_batch_size,
+        max_length=run.config.max_target_length, decode_batch=run.decode)
   for i, text in zip(todo, translations):
     out[i] = text
   return out

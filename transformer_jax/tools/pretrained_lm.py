@@ -173,7 +173,11 @@ def generate(lm: PretrainedLM, prompts: Sequence[str], *, options: search.Decode
              ids_only: bool = False) -> list[Any]:
   """The continuation of each prompt (text; `ids_only`: our ids), `batch_size` at a time."""
   texts = [chat_prompt(lm, p, system) for p in prompts] if chat else list(prompts)
-  encoded = [lm.tokenizer.encode(t, add_eos=False) for t in texts]
+  # A plain prompt gets what the tokenizer puts first (Gemma's <bos>), as transformers'
+  # tokenizer does; a chat template writes its own.
+  start = [] if chat else list(lm.tokenizer.start_ids)
+  encoded = [np.asarray(start + lm.tokenizer.encode(t, add_eos=False).tolist(), np.int32)
+             for t in texts]
   for i, ids in enumerate(encoded):
     if len(ids) == 0:
       raise BadInput(f"prompt {i} is empty: a pretrained model needs at least one token")

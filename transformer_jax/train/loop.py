@@ -71,16 +71,18 @@ def _train_in(config, workdir: str, phases: timing.Phases, primary: bool, hf_fol
       best_mode=config.best_checkpoint_mode)
   try:
     schedule = Schedule(config, workdir, primary, phases)  # prints the budget's record.
+    fresh = ckpt.latest_step() is None
     with run.programs.context():
-      with phases.time("compile"):
-        run.compile_train_step()
+      if schedule.total > 0:  # (num_train_steps=0 trains nothing: no train step to compile.)
+        with phases.time("compile"):
+          run.compile_train_step()
       with phases.time("init"):
         state, restored_metadata = restore_or_init(config, run, ckpt, writer, hf_folder)
       if primary:  # only now: a run that cannot restore leaves the workdir's record alone.
         workdir_lib.write_config(config, workdir)
       _describe(run, state, workdir)
       start = int(jax.device_get(state.step))
-      if schedule.is_complete(start):
+      if schedule.is_complete(start, fresh):
         return {}
       state = schedule.settle(state, start, restored_metadata)
       with preemption.StopRequest() as stop:
@@ -123,6 +125,9 @@ def _train_loop(config, run: Run, state, start: int, writer, ckpt,
   profiler = profiling.StepProfiler(config.profile_steps, run.workdir, enabled=run.primary)
   p = _Parts(config, run, writer, ckpt, phases, schedule, log, profiler, final)
   schedule.start_clock()
+  if start == schedule.total:  # a fresh run of num_train_steps=0: its starting weights.
+    _evaluate_and_save(p, state, start, cadence.Due(log=False, eval=True, save=True,
+                                                    stop=False))
   last_save = time.monotonic()
   step = start
   while step < schedule.total:

@@ -59,9 +59,11 @@ class Schedule:
     self._loop_start = now()
     self._before = {k: phases.seconds[k] for k in NOT_TRAINING}
 
-  def is_complete(self, start: int) -> bool:
-    """Whether a run at step `start` is done (then says what to raise to train longer)."""
-    if start < self.total:
+  def is_complete(self, start: int, fresh: bool = False) -> bool:
+    """Whether a run at step `start` is done (then says what to raise to train longer). A
+    `fresh` run (no checkpoint yet) of 0 steps is not: it evaluates, saves and tests its
+    starting weights (a pretrained model's zero-shot figures)."""
+    if start < self.total or (fresh and start == self.total == 0):
       return False
     # What stopped it: the budget's recorded count, or the step count (the cap).
     longer = ("config.train_budget_seconds" if self.recorded is not None

@@ -21,11 +21,17 @@ def _eval_metrics(config) -> tuple[str, ...]:
   return ("loss", "perplexity", "accuracy") + bleu
 
 
-def _check(config) -> None:
-  d = config.data
-  if d.source == "gettext" and (d.validation_fraction <= 0 or d.test_fraction <= 0):
+def check_corpus(data_config, source: str) -> None:
+  """The corpus fields for pairs read from `source` (gettext | files); the decoder_lm's
+  translation_pairs checks its pairs with it too."""
+  d = data_config
+  if source == "gettext" and (d.validation_fraction <= 0 or d.test_fraction <= 0):
     fail("data.validation_fraction", d.validation_fraction,
          "gettext needs validation_fraction and test_fraction > 0")
+
+
+def _check(config) -> None:
+  check_corpus(config.data, config.data.source)
 
 
 KIND = register(ModelKind(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 
@@ -93,16 +92,8 @@ class TranslationTask(base.TaskBase):
     del step
     c = self.config
     t0 = time.monotonic()
-    pairs = self._test_pairs()
-    scores, signatures, examples = self.translate(run, params, pairs)
-    if run.primary:
-      print(f"Test set ({len(examples)} sentences, {base.decoder_name(c.decoding)}, "
-            f"{time.monotonic() - t0:.0f}s): BLEU {scores['bleu']:.2f}, chrF {scores['chrf']:.2f}, "
-            f"placeholders kept {scores['placeholders']:.1f}%",
-            flush=True)
-      print("  " + json.dumps(signatures), flush=True)
-      for src, ref, hyp in examples[:c.num_example_translations]:
-        print(f"  source:     {src}\n  reference:  {ref}\n  prediction: {hyp}", flush=True)
-    return {**{f"test/{k}": v for k, v in scores.items()},
-            "examples": [{"source": src, "reference": ref, "prediction": hyp}
-                         for src, ref, hyp in examples[:c.num_example_translations]]}
+    scores, signatures, examples = self.translate(run, params, self._test_pairs())
+    return base.test_translations(run.primary, scores, signatures, examples,
+                                  decoder=base.decoder_name(c.decoding),
+                                  seconds=time.monotonic() - t0,
+                                  shown=c.num_example_translations)
