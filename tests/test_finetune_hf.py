@@ -122,7 +122,7 @@ def test_embed_tool_reads_a_folder_and_a_finetuned_workdir(finetuned):
     ({"drop_tensor": "encoder.layer.0.attention.self.key.weight"},
      "tensor 'encoder.layer.0.attention.self.key.weight' is missing"),
     ({"type_vocab_size": 3}, "tensor 'embeddings.token_type_embeddings.weight' has shape (2, 32)"),
-    ({"model_type": "llama"}, "model_type='llama' is not supported"),
+    ({"model_type": "t5"}, "model_type='t5' is not supported"),
     ({"vocab_size": 20}, "the tokenizer has"),
 ])
 def test_a_broken_folder_stops_train_py_before_anything_is_trained(tmp_path, damage, message):
