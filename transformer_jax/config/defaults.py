@@ -262,6 +262,12 @@ def _model(c: ml_collections.ConfigDict) -> None:
   # speech_to_text: 0: two 1-D convolutions over time (Whisper's); C > 0: two 3x3 ones over
   # time and frequency with C channels, striding both (ESPnet's Conv2dSubsampling).
   c.model.frontend_channels = 0
+  # speech_to_text: the front-end convolutions' activation (a models/layers.py ACTIVATIONS
+  # name: gelu, the tanh form; Whisper's is gelu_exact) and the encoder's positions where
+  # they are not model.positions' ("": the same; Whisper: sinusoidal with learned ones in
+  # the decoder).
+  c.model.frontend_activation = "gelu"
+  c.model.encoder_positions = ""
   # speech_to_text: weight of a CTC loss on the encoder beside the decoder's (0: none).
   c.model.ctc_weight = 0.0
 

@@ -59,6 +59,9 @@ class TransformerConfig:
   deterministic: bool = False
   decode: bool = False
   positions: str = "sinusoidal"  # sinusoidal | learned | rotary.
+  # speech: the encoder's positions where they differ from the decoder's ("": positions);
+  # Whisper: fixed sinusoids in the encoder, a learned table in the decoder.
+  encoder_positions: str = ""
   max_length: int = 512  # rows of a learned position table (incl. any class token).
   attention: str = "xla"  # xla (einsums) | dot_product (jax.nn.dot_product_attention).
   num_classes: int = 0  # classifier and ViT heads.
@@ -74,6 +77,7 @@ class TransformerConfig:
   # speech: 0: two 1-D convolutions over time; C > 0: two 2-D ones over time and
   # frequency with C channels.
   frontend_channels: int = 0
+  frontend_activation: str = "gelu"  # speech: after each convolution (Whisper: gelu_exact).
   # speech: weight of the CTC loss of a linear head on the encoder (hybrid CTC/attention
   # training); 0: no head.
   ctc_weight: float = 0.0
@@ -84,6 +88,8 @@ class TransformerConfig:
                            ("norm", tuple(layers.NORMS)),
                            ("remat", REMATS),
                            ("activation", tuple(layers.ACTIVATIONS)),
+                           ("frontend_activation", tuple(layers.ACTIVATIONS)),
+                           ("encoder_positions", ("",) + POSITIONS),
                            ("subsample", (2, 4))):
       if getattr(self, field) not in allowed:
         raise ValueError(f"TransformerConfig.{field} must be one of {allowed}, "
@@ -127,6 +133,7 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int,
       vocab_size=padded_vocab_size(max(vocab_size, 1)),
       num_classes=m.num_classes or num_classes,
       positions=m.positions,
+      encoder_positions=m.encoder_positions,
       max_length=m.max_length or max(config.max_target_length, config.max_predict_length) + 1,
       attention=m.attention,
       pooling=m.pooling,
@@ -167,6 +174,7 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int,
       scan_layers=m.scan_layers,
       subsample=m.subsample,
       frontend_channels=m.frontend_channels,
+      frontend_activation=m.frontend_activation,
       ctc_weight=m.ctc_weight,
   )
 

@@ -113,7 +113,8 @@ class SpeechEncoder(nn.Module):
       x, segments_BT = self._frontend_1d(x, segments_BT)
     x = constrain(x, ACT_BLD)
     positions_BT = segment_positions(segments_BT)
-    x = add_positions(self, cfg, x, positions_BT)
+    x = add_positions(self, cfg.replace(positions=cfg.encoder_positions or cfg.positions), x,
+                      positions_BT)
     valid = segments_BT > 0
     mask = layers.padding_mask(valid, valid) & layers.segment_mask(segments_BT, segments_BT)
     return encoder_stack(cfg, x, mask, positions_BT)
@@ -132,7 +133,8 @@ class SpeechEncoder(nn.Module):
           (3, 3, x.shape[-1], c), ("conv_window", "conv_freq_window", "conv_in", "conv_out"))
       b = layers.param_with_names(self, f"conv2d_{i}_bias", nn.initializers.zeros, (c,),
                                   ("conv_out",))
-      x = jax.nn.gelu(conv2d(x, w.astype(cfg.dtype), stride, segments_BT) + b.astype(cfg.dtype))
+      x = layers.ACTIVATIONS[cfg.frontend_activation](
+          conv2d(x, w.astype(cfg.dtype), stride, segments_BT) + b.astype(cfg.dtype))
       segments_BT = segments_BT[:, ::stride]
     b_, t, f, _ = x.shape
     x = x.reshape(b_, t, f * c)
@@ -150,7 +152,8 @@ class SpeechEncoder(nn.Module):
                                   ("conv_window", "mel" if i == 0 else "conv_in", "embed"))
       b = layers.param_with_names(self, f"conv_{i}_bias", nn.initializers.zeros,
                                   (cfg.emb_dim,), ("embed",))
-      x = jax.nn.gelu(conv1d(x, w.astype(cfg.dtype), stride, segments_BT) + b.astype(cfg.dtype))
+      x = layers.ACTIVATIONS[cfg.frontend_activation](
+          conv1d(x, w.astype(cfg.dtype), stride, segments_BT) + b.astype(cfg.dtype))
       segments_BT = segments_BT[:, ::stride]
     return x, segments_BT
 

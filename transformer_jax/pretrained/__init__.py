@@ -20,6 +20,7 @@ import numpy as np
 
 from transformer_jax import kinds
 from transformer_jax.data import hf_tokenizer
+from transformer_jax.models.speech import SpeechToText
 from transformer_jax.pretrained.folder import (ARCHITECTURES, TRAINING_FIELDS, Folder,
                                                model_config_of, params_of, read_folder)
 from transformer_jax.pretrained.tensors import PretrainedError, nest, shift_vocab
@@ -33,7 +34,11 @@ def _model_shapes(model) -> dict[str, tuple[int, ...]]:
 
   # A classifier without a head is shaped with one class (its head is not compared).
   model = model.clone(config=model.config.replace(num_classes=max(model.config.num_classes, 1)))
-  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.ones((1, 4), jnp.int32)))
+  ids = jnp.ones((1, 4), jnp.int32)
+  # A speech model takes features (and the transcript); the others token ids.
+  inputs = ((type(model).dummy_source(1, 4, model.config), ids)
+            if isinstance(model, SpeechToText) else (ids,))
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), *inputs))
   flat = flax.traverse_util.flatten_dict(nn.unbox(variables["params"]), sep="/")
   return {k: tuple(v.shape) for k, v in flat.items()}
 

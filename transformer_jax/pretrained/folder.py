@@ -17,14 +17,14 @@ from types import ModuleType
 import numpy as np
 
 from transformer_jax import kinds
-from transformer_jax.pretrained import bert, gpt2, llama
+from transformer_jax.pretrained import bert, gpt2, llama, whisper
 from transformer_jax.pretrained.tensors import PretrainedError, Tensors
 
 # model_type -> its architecture: a module or object with model_fields, to_ours, to_hf,
 # hf_config, check_exportable, MODEL_TYPES, PREFIXES and VOCAB_TABLES (pretrained/bert.py).
 Architecture = ModuleType | llama.Family
 ARCHITECTURES: dict[str, Architecture] = {
-    t: m for m in (bert, gpt2, *llama.FAMILIES) for t in m.MODEL_TYPES}
+    t: m for m in (bert, gpt2, *llama.FAMILIES, whisper) for t in m.MODEL_TYPES}
 TRAINING_FIELDS = ("kind", "dropout_rate", "attention_dropout_rate", "pooling")
 
 

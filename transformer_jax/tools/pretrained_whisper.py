@@ -1,0 +1,149 @@
+"""Transcription with pretrained Whisper weights, no training: `transcribe --whisper=...`.
+
+  w = load("tiny.en")          # or "base", a CTranslate2 folder, a Hugging Face folder
+  texts = transcribe(w, [samples_16k, ...], batch_size=8)
+
+The weights become our speech_to_text model (pretrained/whisper.py; a CTranslate2 model
+is converted once into a Hugging Face folder in the user cache,
+pretrained/ctranslate2_whisper.py). Every recording is cut into 30-second windows (Whisper's
+only input length: 3,000 frames, zero-padded), each window's features are Whisper's
+(audio.whisper_log_mel), and the decoder starts from the folder's start token, then the
+language and task tokens of a multilingual model and <|notimestamps|>, with the folder's
+suppressed tokens (decode/prompted.py). The windows' texts are joined with a space.
+Windows are decoded in batches of a fixed size (the last one padded), so one program is
+compiled per decoding method.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+from typing import Any
+
+import jax
+import numpy as np
+
+from transformer_jax import pretrained
+from transformer_jax.decode import prompted, search
+from transformer_jax.kinds.speech import audio
+from transformer_jax.models.config import TransformerConfig
+from transformer_jax.pretrained import ctranslate2_whisper
+from transformer_jax.pretrained.tensors import PretrainedError
+
+WINDOW = audio.WHISPER_SECONDS * audio.SAMPLE_RATE  # samples in one window.
+
+
+@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity (the programs' cache).
+class Whisper:
+  folder: str
+  config: TransformerConfig
+  params: Any
+  tokenizer: Any  # tokenizers.Tokenizer of the folder's tokenizer.json.
+  prompt: prompted.Prompt
+  vocab_size: int  # the folder's (our model's vocabulary is padded past it).
+  max_target_positions: int
+
+
+def folder_of(spec: str) -> str:
+  """The Hugging Face folder of `spec`: a package name ("tiny.en", "base"), a CTranslate2
+  model folder (model.bin), or a Hugging Face whisper folder as it is."""
+  if spec in ctranslate2_whisper.WHISPER_PACKAGES:
+    return ctranslate2_whisper.hf_folder_of(spec)
+  if os.path.isfile(os.path.join(spec, "model.bin")):
+    return ctranslate2_whisper.hf_folder_of(spec)
+  if not os.path.isdir(spec):
+    raise PretrainedError(f"--whisper={spec}: not one of {sorted(ctranslate2_whisper.WHISPER_PACKAGES)} "
+                          "nor a folder (a CTranslate2 model or a Hugging Face whisper folder)")
+  return spec
+
+
+def _generation_fields(folder: str) -> dict:
+  """config.json's token fields under generation_config.json's (transformers' order)."""
+  fields = {}
+  for name in ("config.json", "generation_config.json"):
+    path = os.path.join(folder, name)
+    if os.path.exists(path):
+      with open(path, encoding="utf-8") as f:
+        fields.update({k: v for k, v in json.load(f).items() if v is not None})
+  return fields
+
+
+def prompt_of(folder: str, language: str = "en", task: str = "transcribe") -> prompted.Prompt:
+  """The decoder prompt of the folder's model: start, [language, task,] <|notimestamps|>."""
+  g = _generation_fields(folder)
+  for field in ("decoder_start_token_id", "eos_token_id", "no_timestamps_token_id"):
+    if not isinstance(g.get(field), int):
+      raise PretrainedError(f"{folder}: generation_config.json / config.json has no {field}")
+  ids: tuple[int, ...] = ()
+  if g.get("is_multilingual", False):
+    languages, tasks = g.get("lang_to_id", {}), g.get("task_to_id", {})
+    if f"<|{language}|>" not in languages:
+      raise PretrainedError(f"--language={language!r}: the model knows "
+                            f"{', '.join(sorted(k.strip('<|>') for k in languages)) or 'none'}")
+    if task not in tasks:
+      raise PretrainedError(f"--task={task!r}: the model knows {sorted(tasks)}")
+    ids = (languages[f"<|{language}|>"], tasks[task])
+  return prompted.Prompt(
+      start_id=g["decoder_start_token_id"], prompt_ids=ids + (g["no_timestamps_token_id"],),
+      eos_id=g["eos_token_id"], suppress_ids=tuple(g.get("suppress_tokens") or ()),
+      begin_suppress_ids=tuple(g.get("begin_suppress_tokens") or ()))
+
+
+def load(spec: str, language: str = "en", task: str = "transcribe") -> Whisper:
+  import tokenizers  # pylint: disable=import-outside-toplevel
+  folder = folder_of(spec)
+  _, params, cfg = pretrained.load_hf(folder)
+  file = os.path.join(folder, "tokenizer.json")
+  if not os.path.exists(file):
+    raise PretrainedError(f"{folder}: no tokenizer.json (Whisper's tokenizer)")
+  hf = _generation_fields(folder)
+  return Whisper(folder, cfg, params, tokenizers.Tokenizer.from_file(file),
+                 prompt_of(folder, language, task), int(hf["vocab_size"]),
+                 int(hf.get("max_target_positions", cfg.max_length)))
+
+
+def windows(samples: np.ndarray) -> list[np.ndarray]:
+  """16 kHz samples cut into 30-second windows (at least one; the last may be shorter)."""
+  return [samples[i:i + WINDOW] for i in range(0, max(len(samples), 1), WINDOW)]
+
+
+@functools.lru_cache(maxsize=8)
+def _program(w: Whisper, options: search.DecodeOptions, max_length: int):
+  return jax.jit(functools.partial(prompted.transcribe, config=w.config, options=options,
+                                   prompt=w.prompt, max_length=max_length,
+                                   vocab_limit=w.vocab_size))
+
+
+def max_new_tokens(w: Whisper) -> int:
+  """Tokens a window may write: half the decoder's positions (224, as Whisper's sample_len)."""
+  return w.max_target_positions // 2
+
+
+def decode_text(w: Whisper, ids: np.ndarray) -> str:
+  ids = [int(t) for t in ids]
+  end = ids.index(w.prompt.eos_id) if w.prompt.eos_id in ids else len(ids)
+  return w.tokenizer.decode([t for t in ids[:end] if t > 0], skip_special_tokens=True).strip()
+
+
+def transcribe(w: Whisper, recordings: list[np.ndarray], *, batch_size: int = 8,
+               options: search.DecodeOptions | None = None, seed: int = 0) -> list[str]:
+  """One text per recording (16 kHz float samples)."""
+  options = options or search.DecodeOptions(method="greedy")
+  pieces = [(r, piece) for r, samples in enumerate(recordings) for piece in windows(samples)]
+  program = _program(w, options, max_new_tokens(w))
+  texts: list[list[str]] = [[] for _ in recordings]
+  for start in range(0, len(pieces), batch_size):
+    chunk = pieces[start:start + batch_size]
+    feats = np.zeros((batch_size, WINDOW // audio.HOP, audio.N_MELS + 1), np.float32)
+    for row, (_, samples) in enumerate(chunk):
+      feats[row, :, :-1] = audio.whisper_log_mel(samples)
+      feats[row, :, -1] = 1.0  # every frame of the window counts (Whisper masks nothing).
+    feats[len(chunk):, :, -1] = 1.0  # padding rows: decoded and dropped.
+    ids = np.asarray(program(w.params, feats, jax.random.key(seed + start)))
+    for row, (r, _) in enumerate(chunk):
+      text = decode_text(w, ids[row])
+      if text:
+        texts[r].append(text)
+  return [" ".join(t) for t in texts]
