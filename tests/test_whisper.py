@@ -102,7 +102,6 @@ def test_whisper_greedy_after_the_prompt_equals_transformers_generate(folder):
     row_theirs = list(row_theirs)
     end = row_theirs.index(EOT) + 1 if EOT in row_theirs else len(row_theirs)
     assert list(row_ours[:end]) == row_theirs[:end]
-    assert 0 not in row_theirs[:end]  # our decoders never write id 0: a fair comparison.
 
 
 def test_whisper_exports_the_tensors_it_imported(folder):

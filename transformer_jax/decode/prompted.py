@@ -11,8 +11,9 @@ The prompt is run through the key/value cache first (one decoder step per prompt
 inside the same jitted function); the search loops of search.py and beam.py then run
 unchanged on a step function shifted past it: their position 0 is the prompt's last
 position, fed the prompt's last token. So greedy, sampling and beam search all start
-from the prompt. As everywhere in decode/, id 0 is the padding id and never written (in
-Whisper's vocabulary it is "!").
+from the prompt. Unlike search.py's own loops, id 0 may be written (Whisper's "!": its
+vocabulary has no padding id); after a row's end id come zeros, which the caller drops by
+cutting at the end id.
 """
 
 from __future__ import annotations
@@ -42,9 +43,7 @@ class Prompt:
 
 def _masks(prompt: Prompt, vocab_size: int, vocab_limit: int | None):
   ids = jnp.arange(vocab_size)
-  never = ids == 0
-  if vocab_limit is not None:
-    never = never | (ids >= vocab_limit)
+  never = ids >= (vocab_limit if vocab_limit is not None else vocab_size)
   never = never | jnp.isin(ids, jnp.asarray(prompt.suppress_ids or (-1,)))
   first = never | jnp.isin(ids, jnp.asarray(prompt.begin_suppress_ids or (-1,)))
   return never, first

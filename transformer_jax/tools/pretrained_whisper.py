@@ -124,7 +124,7 @@ def max_new_tokens(w: Whisper) -> int:
 def decode_text(w: Whisper, ids: np.ndarray) -> str:
   ids = [int(t) for t in ids]
   end = ids.index(w.prompt.eos_id) if w.prompt.eos_id in ids else len(ids)
-  return w.tokenizer.decode([t for t in ids[:end] if t > 0], skip_special_tokens=True).strip()
+  return w.tokenizer.decode(ids[:end], skip_special_tokens=True).strip()
 
 
 def transcribe(w: Whisper, recordings: list[np.ndarray], *, batch_size: int = 8,

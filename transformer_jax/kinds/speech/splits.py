@@ -151,7 +151,9 @@ def _files_splits(d) -> dict[str, Utterances]:
                                 '({"audio": ..., "text": ...}) files')
 
 
-def _tts_splits(d, cache_dir: str) -> dict[str, Utterances]:
+def _tts_texts(d) -> dict[str, tuple[list[str], list[str]]]:
+  """{split: (sentences, voices)} of the synthetic splits (the held-out voices for
+  validation and test)."""
   engines = speech.check_engines()
   sentences = speech.common_word_sentences(speech.english_sentences(list(d.locale_dirs)),
                                           config_field(d, "common_words", 0))
@@ -163,21 +165,27 @@ def _tts_splits(d, cache_dir: str) -> dict[str, Utterances]:
   train = hash_order(parts["train"], speech.normalize)
   if d.max_utterances:
     train = train[:d.max_utterances]
-  voices = _training_voices(d, engines)
-  recipe = {"engines": engines}
-  out = {}
+  held_out = lambda t: t[:d.max_eval_utterances] if d.max_eval_utterances else t  # noqa: E731
+  return {"train": (train, _training_voices(d, engines)),
+          "validation": (held_out(parts["validation"]), [speech.VALIDATION_VOICE]),
+          "test": (held_out(parts["test"]), [speech.HELD_OUT_VOICE])}
+
+
+def tts_split(d, cache_dir: str, name: str, texts_voices=None) -> Utterances:
+  """One synthetic split ("train", "validation", "test"), spoken once (cached);
+  `texts_voices`: _tts_texts(d)[name] where the caller has it."""
+  texts, voices = texts_voices or _tts_texts(d)[name]
   speakers = config_field(d, "voices_per_sentence", 1)
-  for name, texts, split_voices in (("train", train, voices),
-                                    ("validation", parts["validation"],
-                                     [speech.VALIDATION_VOICE]),
-                                    ("test", parts["test"], [speech.HELD_OUT_VOICE])):
-    texts = texts[:d.max_eval_utterances] if name != "train" and d.max_eval_utterances else texts
-    seeds = range(speakers if name == "train" else 1)
-    times = {"seeds": len(seeds)} if len(seeds) > 1 else {}  # (once: the key as before)
-    out[name] = cached(cache_dir, f"tts-{name}", {**recipe, "voices": split_voices,
-                                                  "texts": texts, **times},
-                       lambda t=texts, v=split_voices: speak_each(t, v, seeds))
-  return out
+  seeds = range(speakers if name == "train" else 1)
+  times = {"seeds": len(seeds)} if len(seeds) > 1 else {}  # (once: the key as before)
+  return cached(cache_dir, f"tts-{name}", {"engines": speech.check_engines(), "voices": voices,
+                                           "texts": texts, **times},
+                lambda: speak_each(texts, voices, seeds))
+
+
+def _tts_splits(d, cache_dir: str) -> dict[str, Utterances]:
+  texts = _tts_texts(d)
+  return {name: tts_split(d, cache_dir, name, texts[name]) for name in texts}
 
 
 def _training_voices(d, engines) -> list[str]:
