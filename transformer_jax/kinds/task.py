@@ -18,6 +18,7 @@ import ml_collections
 import numpy as np
 
 from transformer_jax.data import hf_tokenizer, tokenizer as tokenizer_lib
+from transformer_jax.metrics import scores as metric_scores
 
 Batch = dict[str, np.ndarray]
 
@@ -84,6 +85,41 @@ class TaskBase:
   def decode_kwargs(self) -> dict[str, Any]:
     """Constants the kind's decoder takes beyond the config (speech: its word list)."""
     return {}
+
+
+class TranslationScoring(TaskBase):
+  """A task whose decoded outputs are translations of source sentences, scored by BLEU and
+  chrF (sacrebleu): the translation kind, and a language model prompted to translate. The
+  subclass says how sources become hypotheses (`hypotheses`); the rest is shared."""
+  config: ml_collections.ConfigDict
+
+  def hypotheses(self, run: Evaluator, sources: list[str], decode_batch) -> list[str]:
+    """The decoded translations of `sources`; `decode_batch(inputs, n)` runs the kind's
+    decoder on the n-th batch of inputs."""
+    raise NotImplementedError
+
+  def translate(self, run: Evaluator, params: Any, pairs):
+    """Translations of `pairs` with config.decoding; returns (scores, signatures, examples)."""
+    rng = jax.random.key(self.config.seed)
+
+    def decode_batch(inputs, n):
+      return run.decode(params, inputs, jax.random.fold_in(rng, n))
+
+    srcs, refs = [s for s, _ in pairs], [t for _, t in pairs]
+    hyps = self.hypotheses(run, srcs, decode_batch)
+    found, signatures = metric_scores.translation_scores(hyps, refs, with_signatures=True)
+    return found, signatures, list(zip(srcs, refs, hyps))
+
+  def validation_pairs(self) -> list[tuple[str, str]]:
+    raise NotImplementedError
+
+  def extra_eval(self, run: Evaluator, params: Any) -> dict[str, float]:
+    """BLEU / chrF of the first config.num_eval_bleu_examples validation pairs."""
+    n = self.config.num_eval_bleu_examples
+    if n <= 0:
+      return {}
+    found, _, _ = self.translate(run, params, self.validation_pairs()[:n])
+    return found
 
 
 LABELS_FILE = "labels.json"  # a classifier run's class names by id, in its workdir.

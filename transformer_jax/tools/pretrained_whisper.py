@@ -131,19 +131,25 @@ def transcribe(w: Whisper, recordings: list[np.ndarray], *, batch_size: int = 8,
                options: search.DecodeOptions | None = None, seed: int = 0) -> list[str]:
   """One text per recording (16 kHz float samples)."""
   options = options or search.DecodeOptions(method="greedy")
-  pieces = [(r, piece) for r, samples in enumerate(recordings) for piece in windows(samples)]
+  pieces = [(r, k, piece) for r, samples in enumerate(recordings)
+            for k, piece in enumerate(windows(samples))]
+  # Longest first: a batch's loop runs until its longest transcript ends, and windows of
+  # like lengths say like amounts.
+  pieces.sort(key=lambda p: -len(p[2]))
   program = _program(w, options, max_new_tokens(w))
-  texts: list[list[str]] = [[] for _ in recordings]
+  found: dict[tuple[int, int], str] = {}
   for start in range(0, len(pieces), batch_size):
     chunk = pieces[start:start + batch_size]
     feats = np.zeros((batch_size, WINDOW // audio.HOP, audio.N_MELS + 1), np.float32)
-    for row, (_, samples) in enumerate(chunk):
+    for row, (_, _, samples) in enumerate(chunk):
       feats[row, :, :-1] = audio.whisper_log_mel(samples)
       feats[row, :, -1] = 1.0  # every frame of the window counts (Whisper masks nothing).
     feats[len(chunk):, :, -1] = 1.0  # padding rows: decoded and dropped.
     ids = np.asarray(program(w.params, feats, jax.random.key(seed + start)))
-    for row, (r, _) in enumerate(chunk):
-      text = decode_text(w, ids[row])
-      if text:
-        texts[r].append(text)
+    for row, (r, k, _) in enumerate(chunk):
+      found[r, k] = decode_text(w, ids[row])
+  texts: list[list[str]] = [[] for _ in recordings]
+  for (r, _), text in sorted(found.items()):  # each recording's windows in order.
+    if text:
+      texts[r].append(text)
   return [" ".join(t) for t in texts]

@@ -10,7 +10,7 @@ import jax
 
 from transformer_jax.kinds import task as base
 from transformer_jax.kinds.language_model import pairs as lm_pairs, prompts, text as lm_text
-from transformer_jax.metrics import scores as evaluation, summaries
+from transformer_jax.metrics import summaries
 
 NUM_SAMPLES = 3
 PROMPT_TOKENS = 12
@@ -94,7 +94,7 @@ def language_model_task(config, workdir: str, is_writer: bool) -> base.TaskBase:
   return LanguageModelTask(config, workdir, is_writer)
 
 
-class PromptedTranslationTask(base.TaskBase):
+class PromptedTranslationTask(base.TranslationScoring):
   """The translation kind's pairs and splits as prompted documents (pairs.py); the loss counts
   the translations; BLEU, chrF and placeholders kept, as the translation kind scores them, on
   translations decoded from the prompt (config.decoding: greedy or sampled)."""
@@ -164,27 +164,14 @@ class PromptedTranslationTask(base.TaskBase):
   def eval_batches(self, *, batch_size: int, process_index: int, process_count: int):
     return self._batches(self.corpus.validation, batch_size, process_index, process_count)
 
-  def translate(self, run: base.Evaluator, params, pairs):
-    """Translations of `pairs` with config.decoding; returns (scores, signatures, examples)."""
-    rng = jax.random.key(self.config.seed)
-
-    def decode_batch(inputs, n):
-      return run.decode(params, inputs, jax.random.fold_in(rng, n))
-
-    srcs, refs = [s for s, _ in pairs], [t for _, t in pairs]
-    hyps = lm_pairs.translate(srcs, self.encoder, self.tokenizer,
+  def hypotheses(self, run: base.Evaluator, sources, decode_batch):
+    return lm_pairs.translate(sources, self.encoder, self.tokenizer,
                               batch_size=run.global_batch_size,
                               max_length=self.config.max_predict_length,
                               decode_batch=decode_batch)
-    scores, signatures = evaluation.translation_scores(hyps, refs, with_signatures=True)
-    return scores, signatures, list(zip(srcs, refs, hyps))
 
-  def extra_eval(self, run: base.Evaluator, params) -> dict[str, float]:
-    n = self.config.num_eval_bleu_examples
-    if n <= 0:
-      return {}
-    scores, _, _ = self.translate(run, params, self.corpus.validation[:n])
-    return scores
+  def validation_pairs(self):
+    return self.corpus.validation
 
   def final_test(self, run: base.Evaluator, params, step: int) -> dict[str, float]:
     """On the test pairs (config.num_predict_examples of them, in hash order; -1: all): the

@@ -5,15 +5,12 @@ from __future__ import annotations
 import logging
 import time
 
-import jax
-
 from transformer_jax.decode import placeholders
 from transformer_jax.kinds import task as base
 from transformer_jax.kinds.translation import corpus as sources, pipeline
-from transformer_jax.metrics import scores as evaluation
 
 
-class TranslationTask(base.TaskBase):
+class TranslationTask(base.TranslationScoring):
   """Sentence pairs -> packed source/target batches; decoded translations scored by sacrebleu."""
 
   def __init__(self, config, workdir: str, is_writer: bool):
@@ -67,26 +64,13 @@ class TranslationTask(base.TaskBase):
         max_length=c.max_target_length, num_packing_bins=c.data.num_packing_bins,
         process_index=process_index, process_count=process_count)
 
-  def translate(self, run: base.Evaluator, params, pairs):
-    """Translations of `pairs` with config.decoding; returns (scores, signatures, examples)."""
-    rng = jax.random.key(self.config.seed)
-
-    def decode_batch(inputs, n):
-      return run.decode(params, inputs, jax.random.fold_in(rng, n))
-
-    srcs, refs = [s for s, _ in pairs], [t for _, t in pairs]
-    hyps = pipeline.decode_in_batches(srcs, self.tokenizer, batch_size=run.global_batch_size,
+  def hypotheses(self, run: base.Evaluator, sources, decode_batch):
+    return pipeline.decode_in_batches(sources, self.tokenizer, batch_size=run.global_batch_size,
                                       max_length=self.config.max_target_length,
                                       decode_batch=decode_batch)
-    scores, signatures = evaluation.translation_scores(hyps, refs, with_signatures=True)
-    return scores, signatures, list(zip(srcs, refs, hyps))
 
-  def extra_eval(self, run: base.Evaluator, params) -> dict[str, float]:
-    n = self.config.num_eval_bleu_examples
-    if n <= 0:
-      return {}
-    scores, _, _ = self.translate(run, params, self.corpus.validation[:n])
-    return scores
+  def validation_pairs(self):
+    return self.corpus.validation
 
   def final_test(self, run: base.Evaluator, params, step: int) -> dict[str, float]:
     del step
