@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from transformer_jax.decode import search
+from transformer_jax.decode import lm as lm_decoding, search
 from transformer_jax.observe import flops
 from transformer_jax.tools import pretrained_lm
 
@@ -57,7 +57,7 @@ def ours(lm, prompts, batch: int, new_tokens: int, repeats: int):
   for row, e in enumerate(encoded):
     ids[row, :len(e)] = e
   ids = jnp.asarray(ids)
-  run = jax.jit(lambda params, x: search.generate(
+  run = jax.jit(lambda params, x: lm_decoding.generate(
       params, x, None, config=lm.config, options=search.DecodeOptions(),
       max_length=width + new_tokens, vocab_limit=lm.tokenizer.vocab_size,
       start_from_prompt=True, stop_ids=()))
@@ -68,7 +68,7 @@ def ours(lm, prompts, batch: int, new_tokens: int, repeats: int):
     cfg, params = lm.config, lm.params
     step_fn, cache = search.start_state(cfg, params, batch, width + new_tokens, None, True)
     del step_fn
-    return search.prefill_cache(cfg, params, cache, ids[:, 1:], ids[:, 0])[0]
+    return lm_decoding.prefill_cache(cfg, params, cache, ids[:, 1:], ids[:, 0])[0]
   pre = jax.jit(prefill)  # the whole cache out: nothing of the pass is left out.
   pre_seconds = _best(lambda: jax.block_until_ready(pre()), repeats)
   rows = [np.asarray(out[r, len(e):len(e) + new_tokens]).tolist() for r, e in enumerate(encoded)]

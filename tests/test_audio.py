@@ -15,6 +15,7 @@ def _tone(hz, rate, seconds=1.0, amplitude=0.5):
   return (amplitude * np.sin(2 * np.pi * hz * t)).astype(np.float32)
 
 
+@pytest.mark.long
 def test_log_mel_equals_librosas_features():
   try:
     import librosa  # pylint: disable=import-outside-toplevel

@@ -85,6 +85,7 @@ def test_a_fresh_run_fits_its_count_to_the_budget_and_a_rerun_keeps_it(tmp_path)
   assert _record(workdir) == record
 
 
+@pytest.mark.long
 def test_a_recorded_count_trains_exactly_like_a_run_of_that_many_steps(tmp_path):
   plain, fixed = tmp_path / "plain", tmp_path / "fixed"
   fixed.mkdir()

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from transformer_jax.decode import beam as beam_search, search as decoding
+from transformer_jax.decode import beam as beam_search, lm as lm_decoding, search as decoding
 from transformer_jax.decode.search import DecodeOptions
 from transformer_jax.models.decoder_lm import DecoderLM
 from transformer_jax.models.transformer import EncoderDecoder, TransformerConfig
@@ -77,7 +77,7 @@ def test_cached_beam_search_and_sampling_equal_uncached(options):
 def test_lm_generation_with_prompts_cached_equals_uncached():
   model, params = _init(CFG, 4, DecoderLM)
   prompts = np.array([[5, 6, 7], [8, 0, 0], [9, 10, 0]], np.int32)
-  run = functools.partial(decoding.generate, config=CFG, options=GREEDY, max_length=10)
+  run = functools.partial(lm_decoding.generate, config=CFG, options=GREEDY, max_length=10)
   cached = np.asarray(jax.jit(functools.partial(run, cached=True))(params, prompts, None))
   uncached = np.asarray(jax.jit(functools.partial(run, cached=False))(params, prompts, None))
   np.testing.assert_array_equal(cached, uncached)

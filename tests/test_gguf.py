@@ -390,6 +390,7 @@ def smollm2():
   return torch, transformers, read_gguf(os.path.join(folder, SMOLLM2)), ref_model, ref_tok
 
 
+@pytest.mark.long
 def test_smollm2_tensors_equal_transformers_gguf_load(smollm2):
   _, _, got, ref_model, _ = smollm2
   want = {k: v.numpy() for k, v in ref_model.state_dict().items()}
@@ -405,6 +406,7 @@ def test_smollm2_tensors_equal_transformers_gguf_load(smollm2):
               576, 30, 9, 3, 100000.0, 1e-5)
 
 
+@pytest.mark.long
 def test_smollm2_tokenizer_equals_transformers_gguf_tokenizer(smollm2, tmp_path):
   torch, transformers, got, ref_model, ref_tok = smollm2
   lines = _smollm2_lines()
@@ -429,6 +431,7 @@ def test_smollm2_tokenizer_equals_transformers_gguf_tokenizer(smollm2, tmp_path)
     assert (model(ids).logits - ref_model(ids).logits).abs().max().item() < 1e-4
 
 
+@pytest.mark.long
 def test_smollm2_our_logits_and_greedy_chat_equal_transformers(smollm2, tmp_path, monkeypatch):
   """Our decoder on the GGUF file (converted once into the user cache, here a temporary
   one): logits within 1e-3 of transformers' own GGUF load on a padded batch, and a greedy

@@ -427,6 +427,7 @@ def test_export_hf_writes_the_run_as_the_hf_export_describes(tmp_path):
   assert proc.returncode == 2 and "--gguf_type=q8_0 is for --format=gguf" in proc.stderr
 
 
+@pytest.mark.long
 def test_export_hf_refuses_a_gpt2_run_in_one_line(tmp_path):
   texts = [f"{s} ({i})" for i in range(8) for s in SNIPPETS if s]  # distinct: split by hash.
   (tmp_path / "text.txt").write_text("\n\n".join(texts) + "\n", encoding="utf-8")
@@ -442,6 +443,7 @@ def test_export_hf_refuses_a_gpt2_run_in_one_line(tmp_path):
   assert not out.exists() and not [p for p in os.listdir(tmp_path) if p.startswith(".export")]
 
 
+@pytest.mark.long
 def test_a_run_fine_tuned_from_a_gguf_file_keeps_its_pre_tokenizer_name(llama, tmp_path):
   """config.init_from.gguf: the source file's `tokenizer.ggml.pre` ("default" here, which our
   reader splits as GPT-2 does) is written again, not the name the tokenizer.json implies."""

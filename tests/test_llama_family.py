@@ -139,7 +139,7 @@ def _shifted(params, eos_id: int):
 @pytest.mark.parametrize("name", ["gemma3", "qwen2"])
 def test_greedy_generation_equals_transformers_generate(name, tmp_path):
   torch, transformers = _reference()
-  from transformer_jax.decode import search  # pylint: disable=import-outside-toplevel
+  from transformer_jax.decode import lm, search  # pylint: disable=import-outside-toplevel
   folder = _save_reference(name, tmp_path)
   _, params, cfg = pretrained.load_hf(folder)
   eos = 7  # an ordinary token of the random model plays end-of-text.
@@ -149,7 +149,7 @@ def test_greedy_generation_equals_transformers_generate(name, tmp_path):
   batch = np.zeros((len(prompts), width), np.int32)
   for row, p in enumerate(prompts):
     batch[row, :len(p)] = np.asarray(p) + 2
-  ours = np.asarray(search.generate(
+  ours = np.asarray(lm.generate(
       _shifted(params, eos), jnp.asarray(batch[:, :6]), None, config=cfg.replace(deterministic=True),
       options=search.DecodeOptions(method="greedy"), max_length=width, vocab_limit=VOCAB + 2,
       start_from_prompt=True))
@@ -164,7 +164,7 @@ def test_greedy_generation_equals_transformers_generate(name, tmp_path):
 def test_prefill_gives_the_tokens_of_one_step_at_a_time():
   """A grouped-query, sliding-window model: prompts of different lengths prefilled in one
   pass continue exactly as when fed token by token, cached or not."""
-  from transformer_jax.decode import search  # pylint: disable=import-outside-toplevel
+  from transformer_jax.decode import lm, search  # pylint: disable=import-outside-toplevel
   from transformer_jax.models.config import TransformerConfig  # pylint: disable=import-outside-toplevel
   cfg = TransformerConfig(vocab_size=128, emb_dim=32, num_heads=4, num_kv_heads=2, head_dim=8,
                           mlp_dim=48, num_decoder_layers=3, positions="rotary", norm="rmsnorm",
@@ -177,7 +177,7 @@ def test_prefill_gives_the_tokens_of_one_step_at_a_time():
   prompt = np.zeros((3, 7), np.int32)
   for row, n in enumerate((7, 2, 4)):
     prompt[row, :n] = np.arange(2, 2 + n) * (row + 3) % 120 + 2
-  run = lambda **kw: np.asarray(search.generate(
+  run = lambda **kw: np.asarray(lm.generate(
       params, jnp.asarray(prompt), None, config=cfg, options=search.DecodeOptions(),
       max_length=16, stop_ids=(), **kw))
   prefilled = run()

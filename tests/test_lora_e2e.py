@@ -228,6 +228,7 @@ def test_a_gpt2_adapter_run_generates_and_exports_merged_and_as_peft(tmp_path):
   np.testing.assert_allclose(got, want, atol=1e-4)  # ... and peft applies them as we do.
 
 
+@pytest.mark.long
 def test_a_translation_adapter_run_on_another_runs_base_translates(tmp_path):
   """Encoder-decoder: a base run, an adapter run from it (config.init_from.workdir), and
   the translate tool reading the adapter run (its base rebuilt from the base run)."""
@@ -248,6 +249,7 @@ def test_a_translation_adapter_run_on_another_runs_base_translates(tmp_path):
   assert len(proc.stdout.decode().splitlines()) == 2
 
 
+@pytest.mark.long
 def test_a_llama_adapter_run_exports_as_peft_onto_llama(tmp_path):
   """Grouped-query attention and the gated MLP: one LoRA pair per projection (q, k, v, o,
   gate, up, down), which peft applies onto LlamaForCausalLM as our merge does."""

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, PartitionSpec as P
 
-from transformer_jax.decode import search as decoding
+from transformer_jax.decode import lm as lm_decoding
 from transformer_jax.decode.search import DecodeOptions
 from transformer_jax.models import attention, layers
 from transformer_jax.models.classifier import EncoderClassifier
@@ -122,7 +122,7 @@ def test_lm_cached_greedy_equals_uncached(variant):
   cfg = CFG.replace(vocab_size=12, **variant)
   params = _init(DecoderLM(cfg), _tokens(shape=(2, 6)) % 12, seed=4)
   prompts = np.array([[5, 6, 7], [8, 0, 0], [9, 10, 0]], np.int32)
-  run = functools.partial(decoding.generate, config=cfg, options=DecodeOptions("greedy"),
+  run = functools.partial(lm_decoding.generate, config=cfg, options=DecodeOptions("greedy"),
                           max_length=10)
   cached = np.asarray(jax.jit(functools.partial(run, cached=True))(params, prompts, None))
   uncached = np.asarray(jax.jit(functools.partial(run, cached=False))(params, prompts, None))

@@ -18,7 +18,7 @@ from flax import traverse_util
 from transformer_jax import pretrained
 from transformer_jax.data import hf_tokenizer
 from transformer_jax.data.tokenizer import TokenizerError
-from transformer_jax.decode import search as decoding
+from transformer_jax.decode import lm as lm_decoding, search as decoding
 from transformer_jax.embed import embed
 from transformer_jax.models.decoder_lm import DecoderLM
 from transformer_jax.pretrained import export
@@ -151,7 +151,7 @@ def test_gpt2_logits_and_greedy_generation_equal_transformers(gpt2_folder):
   assert err < 1e-4
   # Our decoder starts from token 0 at position 0; give transformers the same context.
   prompt = ids[:, :5]
-  got = np.asarray(decoding.generate(params, jnp.asarray(prompt), None, config=cfg,
+  got = np.asarray(lm_decoding.generate(params, jnp.asarray(prompt), None, config=cfg,
                                      options=decoding.DecodeOptions(), max_length=24,
                                      vocab_limit=300))
   context = torch.tensor(np.concatenate([np.zeros((2, 1), np.int64), prompt], 1))

@@ -133,6 +133,7 @@ def test_the_tts_source_without_espeak_names_the_install_line(tmp_path):
   assert not os.path.exists(tmp_path / "run" / "checkpoints")
 
 
+@pytest.mark.long
 def test_a_speech_adapter_run_trains_and_transcribes(tmp_path, speech_files):
   """LoRA on the speech model (its base fresh from the seed, rebuilt by the tool)."""
   workdir = tmp_path / "run"

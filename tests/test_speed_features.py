@@ -83,7 +83,7 @@ def _stack(params):
   return out
 
 
-@pytest.mark.parametrize("remat", ["none", "full"])
+@pytest.mark.parametrize("remat", ["none", pytest.param("full", marks=pytest.mark.long)])
 def test_scanned_layers_compute_what_the_unscanned_layers_compute(remat):
   config = tiny_config(**{"model.remat": remat, "model.num_encoder_layers": 3,
                           "model.num_decoder_layers": 2, "model.dropout_rate": 0.0,

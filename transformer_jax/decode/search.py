@@ -151,7 +151,7 @@ def sample_loop(step_fn, cache, *, batch_size: int, max_length: int, rng: Array 
 # --------------------------------------------------------------------------- model steps
 
 
-def _decode_mode(config: TransformerConfig, cached: bool) -> TransformerConfig:
+def decode_mode(config: TransformerConfig, cached: bool) -> TransformerConfig:
   return config.replace(deterministic=True, decode=cached)
 
 
@@ -177,7 +177,7 @@ def _model_logits(model: nn.Module, variables, tokens_BL, positions_BL, source, 
 
 def cached_step_fn(config: TransformerConfig, params, source=None):
   """(step_fn, model) feeding one token per call through the key/value cache."""
-  model = type_for(source)(_decode_mode(config, cached=True))
+  model = type_for(source)(decode_mode(config, cached=True))
 
   def step_fn(tokens_B, i, cache):
     positions_B1 = jnp.full((tokens_B.shape[0], 1), i, jnp.int32)
@@ -189,7 +189,7 @@ def cached_step_fn(config: TransformerConfig, params, source=None):
 
 def uncached_step_fn(config: TransformerConfig, params, source=None):
   """(step_fn, model) rerunning the decoder over the whole prefix (the "cache" is the ids)."""
-  model = type_for(source)(_decode_mode(config, cached=False))
+  model = type_for(source)(decode_mode(config, cached=False))
 
   def step_fn(tokens_B, i, inputs_BL):
     inputs_BL = inputs_BL.at[:, i].set(tokens_B)
@@ -205,7 +205,7 @@ def type_for(source) -> type:
 def encode(config: TransformerConfig, params, inputs: Array,
            model_type: type = EncoderDecoder) -> Source:
   """The encoder's output for `inputs` (source ids, or speech features) as a Source."""
-  model = model_type(_decode_mode(config, cached=False))
+  model = model_type(decode_mode(config, cached=False))
   encoded_BSD = model.apply({"params": params}, inputs, method=model_type.encode)
   return Source(encoded_BSD, model_type.source_valid(inputs, config), model_type)
 
@@ -264,7 +264,7 @@ def ctc_greedy(params, features_BTF: Array, *, config: TransformerConfig, max_le
   then blanks (id 0) dropped; [B, max_length] ids, EOS after the last (where it fits).
   One encoder pass, no decoder loop."""
   config, params = unscanned(config, params)
-  model = SpeechToText(_decode_mode(config, cached=False))
+  model = SpeechToText(decode_mode(config, cached=False))
   logits_BSV = model.apply({"params": params}, features_BTF,
                            method=lambda m, x: m.ctc_logits(m.encode(x)))
   if vocab_limit is not None:
@@ -321,7 +321,7 @@ def _encode_decode(model_type: type, params, inputs: Array, rng: Array | None, *
   step_fn, cache = start_state(config, params, b, max_length, source, cached)
   step_fn, cache = keeping_placeholders(step_fn, cache, b)
   return sample_loop(step_fn, cache, batch_size=b, max_length=max_length, rng=rng,
-                     mask_logits=mask, **_sampling_args(options))
+                     mask_logits=mask, **sampling_args(options))
 
 
 def _joint_ctc(step_fn, cache, config: TransformerConfig, params, source: Source,
@@ -330,7 +330,7 @@ def _joint_ctc(step_fn, cache, config: TransformerConfig, params, source: Source
   head's prefix scores weighted by options.ctc_weight; pre-beam: the decoder's 2K best.
   `source` is one row per utterance: the head runs once, its logits repeat for the beams."""
   k = options.beam_size
-  model = SpeechToText(_decode_mode(config, cached=False))
+  model = SpeechToText(decode_mode(config, cached=False))
   ctc_logits_BSV = model.apply({"params": params}, source.encoded_BSD, method=model.ctc_logits)
   pre_beam = min(2 * k, ctc_logits_BSV.shape[-1])
   joint = ctc_prefix.joint_step_fn(step_fn, jnp.repeat(ctc_logits_BSV, k, axis=0),
@@ -341,65 +341,7 @@ def _joint_ctc(step_fn, cache, config: TransformerConfig, params, source: Source
   return joint, (cache, ctc_prefix.init_state(b * k, pre_beam, s))
 
 
-def generate(params, prompt_BL: Array, rng: Array | None, *, config: TransformerConfig,
-             options: DecodeOptions, max_length: int, vocab_limit: int | None = None,
-             cached: bool = True, prefill: bool = True, start_from_prompt: bool = False,
-             stop_ids: tuple[int, ...] = (EOS_ID,)) -> Array:
-  """Continuations of left-aligned prompts [B, P] by a decoder-only LM: [B, max_length] ids
-  (the prompt first). Beam search is not offered for LMs.
-
-  With `prefill` (and the cache) the prompts go through the model in one pass of P
-  positions (prefill_cache), and the loop starts at the shortest prompt's end; without
-  it, it feeds them one token per step. `start_from_prompt`: position 0 is fed the
-  prompt's first token, not the start token 0 (a pretrained model's own sequences, as
-  transformers feeds them). A row stops at any of `stop_ids` (EOS; a chat model's end of
-  turn)."""
-  if options.method == "beam":
-    raise ValueError("generate: method 'beam' is for translation; use greedy or sample")
-  config, params = unscanned(config, params)
-  b = prompt_BL.shape[0]
-  start_B = None
-  if start_from_prompt:
-    start_B, prompt_BL, max_length = prompt_BL[:, 0], prompt_BL[:, 1:], max_length - 1
-  step_fn, cache = start_state(config, params, b, max_length, None, cached)
-  start_index = None
-  if cached and prefill and prompt_BL.shape[1] > 1:
-    cache, start_index = prefill_cache(config, params, cache, prompt_BL[:, :max_length],
-                                       start_B)
-  out_BL = sample_loop(step_fn, cache, batch_size=b, max_length=max_length, rng=rng,
-                       prompt_BL=prompt_BL, mask_logits=vocab_mask(vocab_limit),
-                       start_B=start_B, start_index=start_index, eos_id=tuple(stop_ids),
-                       **_sampling_args(options))
-  return out_BL if start_B is None else jnp.concatenate([start_B[:, None], out_BL], axis=1)
-
-
-def prefill_cache(config: TransformerConfig, params, cache, prompt_BP: Array,
-                  start_B: Array | None = None) -> tuple[Any, Array]:
-  """(the cache after one pass over every row's first positions, the loop's first position).
-
-  Position i is fed the token before it (start_B, or the start token 0, at 0), so the
-  pass takes [start, prompt[:P-1]] at positions 0..P-1. The loop then starts at n, the
-  shortest non-empty prompt's length: the cache index is set back to n, and the entries
-  past it (other rows' longer prompts, or padding) are overwritten before any query
-  sees them (the cache masks keys after the query)."""
-  b, p = prompt_BP.shape
-  if start_B is None:
-    start_B = jnp.zeros((b,), jnp.int32)
-  inputs_BP = jnp.concatenate([start_B[:, None], prompt_BP[:, :p - 1]], axis=1)
-  model = DecoderLM(_decode_mode(config, cached=True))
-  positions_BP = jnp.broadcast_to(jnp.arange(p), (b, p))
-  _, mutated = model.apply({"params": params, "cache": cache}, inputs_BP, positions_BP,
-                           method=DecoderLM.logits, mutable=["cache"])
-  lengths_B = (prompt_BP > 0).sum(axis=1)
-  n = jnp.min(jnp.where(lengths_B > 0, lengths_B, p)).astype(jnp.int32)
-  n = jnp.where(jnp.any(lengths_B > 0), n, 0)
-
-  def reset(path, x):
-    return n if getattr(path[-1], "key", None) == "cache_index" else x
-  return jax.tree_util.tree_map_with_path(reset, mutated["cache"]), n
-
-
-def _sampling_args(options: DecodeOptions) -> dict[str, Any]:
+def sampling_args(options: DecodeOptions) -> dict[str, Any]:
   if options.method == "greedy":
     return {"temperature": 0.0}
   return {"temperature": options.temperature, "top_k": options.top_k, "top_p": options.top_p}

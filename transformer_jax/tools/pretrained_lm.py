@@ -28,7 +28,7 @@ from flax import traverse_util
 from transformer_jax import pretrained
 from transformer_jax.data import hf_tokenizer
 from transformer_jax.data.tokenizer import EOS_ID
-from transformer_jax.decode import search
+from transformer_jax.decode import lm as lm_decoding, search
 from transformer_jax.errors import BadInput
 from transformer_jax.pretrained.folder import read_config
 from transformer_jax.pretrained.tensors import nest, shift_vocab
@@ -163,7 +163,7 @@ def render_chat(template: str, special_tokens: dict[str, str], text: str,
 def _program(cfg, options: search.DecodeOptions, max_length: int, vocab_limit: int,
              stop_ids: tuple[int, ...]):
   return jax.jit(functools.partial(
-      search.generate, config=cfg, options=options, max_length=max_length,
+      lm_decoding.generate, config=cfg, options=options, max_length=max_length,
       vocab_limit=vocab_limit, start_from_prompt=True, stop_ids=stop_ids))
 
 

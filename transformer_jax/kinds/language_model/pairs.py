@@ -192,7 +192,7 @@ def newline_ids(tokenizer: Tokenizer) -> tuple[int, ...]:
 
 
 def decode_kwargs(tokenizer: Tokenizer) -> dict:
-  """What decoding.generate takes for prompted translation: stop at EOS or a newline."""
+  """What decode/lm.py generate takes for prompted translation: stop at EOS or a newline."""
   return {"stop_ids": (EOS_ID,) + newline_ids(tokenizer)}
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from transformer_jax.decode import search as decoding
+from transformer_jax.decode import lm as decoding
 from transformer_jax.kinds.base import (ModelKind, lazy_task, packed_shapes, register,
                                         sequence_inputs)
 from transformer_jax.kinds.language_model import prompts
