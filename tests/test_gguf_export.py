@@ -1,4 +1,4 @@
-"""Runs written as llama.cpp GGUF files (pretrained/gguf_writer.py, export_hf --format=gguf).
+"""Runs written as llama.cpp GGUF files (pretrained/gguf_writer.py, gguf_vocab.py, export_hf).
 
 The writer is the inverse of gguf_file.read_gguf: a Llama folder (byte-level BPE, ChatML
 template) and a Gemma 3 one (SentencePiece-style BPE), each through our load_hf and
@@ -29,7 +29,7 @@ from test_gguf import SNIPPETS, _reference, _sentencepiece_tokens  # skips witho
 from transformer_jax import pretrained
 from transformer_jax.models.decoder_lm import DecoderLM
 from transformer_jax.models.transformer import TransformerConfig
-from transformer_jax.pretrained import export, gguf_writer
+from transformer_jax.pretrained import export, gguf_vocab, gguf_writer
 from transformer_jax.pretrained.gguf_file import read_gguf
 from transformer_jax.pretrained.gguf_tokenizer import build_tokenizer
 from transformer_jax.pretrained.tensors import PretrainedError
@@ -310,8 +310,8 @@ def test_the_source_files_pre_tokenizer_name_is_kept(llama, tmp_path):
   still splits as that name does ("default" and "gpt-2" both split as GPT-2 in our reader)."""
   folder, files, written = llama
   hf_config, tensors, _ = written["f32"]
-  assert gguf_writer.source_pre(str(files["f32"])) == "gpt-2"
-  assert gguf_writer.source_pre(str(tmp_path / "missing.gguf")) is None
+  assert gguf_vocab.source_pre(str(files["f32"])) == "gpt-2"
+  assert gguf_vocab.source_pre(str(tmp_path / "missing.gguf")) is None
   tok = os.path.join(folder, "tokenizer.json")
   for source, want in (("default", "default"), ("llama-bpe", "gpt-2"), (None, "gpt-2")):
     out = tmp_path / f"{source}.gguf"
@@ -324,10 +324,10 @@ def test_byte_level_splits_llama_cpp_names_come_back(llama, pre):
   """A byte-level tokenizer that splits as one of llama.cpp's named pre-tokenizers (as our
   reader builds it) is written under that name and read back with the same ids."""
   folder, _, _ = llama
-  base = gguf_writer.tokenizer_metadata(os.path.join(folder, "tokenizer.json"), {}, {},
+  base = gguf_vocab.tokenizer_metadata(os.path.join(folder, "tokenizer.json"), {}, {},
                                         "llama", 323)
   tok, _ = build_tokenizer({**base, "tokenizer.ggml.pre": pre}, "llama", "test")
-  meta = gguf_writer.tokenizer_metadata(tok, {}, {}, "llama", 323)
+  meta = gguf_vocab.tokenizer_metadata(tok, {}, {}, "llama", 323)
   assert meta["tokenizer.ggml.pre"] == pre and meta["tokenizer.ggml.model"] == "gpt2"
   again, _ = build_tokenizer(meta, "llama", "test")
   lines = SNIPPETS + ["x 1234567 y", "it's 2024!\n\n  ok"]
@@ -341,7 +341,7 @@ def test_llama_2_style_sentencepiece_comes_back_with_its_space_prefix():
           "tokenizer.ggml.bos_token_id": 2, "tokenizer.ggml.unknown_token_id": 3,
           "tokenizer.ggml.add_space_prefix": True}
   tok, _ = build_tokenizer(meta, "llama", "test")  # Metaspace, "▁" before the text; adds BOS.
-  written = gguf_writer.tokenizer_metadata(tok, {}, {}, "llama", len(tokens))
+  written = gguf_vocab.tokenizer_metadata(tok, {}, {}, "llama", len(tokens))
   assert written["tokenizer.ggml.add_space_prefix"] is True
   assert written["tokenizer.ggml.add_bos_token"] is True  # from its TemplateProcessing.
   assert written["tokenizer.ggml.unknown_token_id"] == 3
@@ -349,7 +349,7 @@ def test_llama_2_style_sentencepiece_comes_back_with_its_space_prefix():
   lines = [s for s in SNIPPETS if s.isascii()]
   assert [e.ids for e in again.encode_batch(lines)] == [e.ids for e in tok.encode_batch(lines)]
   with pytest.raises(PretrainedError, match="puts a space before the text"):
-    gguf_writer.tokenizer_metadata(tok, {}, {}, "gemma3", len(tokens))
+    gguf_vocab.tokenizer_metadata(tok, {}, {}, "gemma3", len(tokens))
 
 
 def test_llama3_rope_scaling_is_the_converters_rope_freqs(tmp_path):

@@ -169,7 +169,7 @@ def _export_gguf(run, workdir: str, output: str, hf_config: dict, tensors: dict,
                  tok_folder: str, gguf_type: str) -> str:
   """The Hugging Face config and state dict of --format=hf, and the run's tokenizer folder,
   as a GGUF file; a run fine-tuned from a GGUF file keeps its `tokenizer.ggml.pre`."""
-  from transformer_jax.pretrained import gguf_writer  # pylint: disable=import-outside-toplevel
+  from transformer_jax.pretrained import gguf_vocab, gguf_writer  # pylint: disable=import-outside-toplevel
   tok_config = {}
   path = os.path.join(tok_folder, "tokenizer_config.json")
   if os.path.exists(path):
@@ -180,7 +180,7 @@ def _export_gguf(run, workdir: str, output: str, hf_config: dict, tensors: dict,
     with open(jinja, encoding="utf-8") as f:
       tok_config["chat_template"] = f.read()
   source = run.config.init_from.gguf
-  pre = (gguf_writer.source_pre(source)
+  pre = (gguf_vocab.source_pre(source)
          if source and os.path.abspath(tok_folder) == os.path.abspath(run.config.init_from.hf)
          else None)
   what = gguf_writer.write_gguf(hf_config, tensors, os.path.join(tok_folder, "tokenizer.json"),
