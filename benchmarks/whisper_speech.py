@@ -69,21 +69,25 @@ def _wer(hyps, refs) -> float:
 def _ours(name: str, sets, batch: int) -> list[dict]:
   from transformer_jax.tools import pretrained_whisper  # pylint: disable=import-outside-toplevel
   w = pretrained_whisper.load(name)
-  rows = []
-  for b in sorted({1, batch}):
-    real = sets["real speaker"][0]
-    pretrained_whisper.transcribe(w, real[:b], batch_size=b)  # warm-up: the compile.
-    row = {"system": "ours (JAX)", "batch": b}
-    for split, (samples, texts) in _splits_at(sets, b, batch):
-      t0 = time.perf_counter()
-      hyps = pretrained_whisper.transcribe(w, samples, batch_size=b)
-      seconds = time.perf_counter() - t0
-      row[split] = _wer(hyps, texts)
-      if split == "real speaker":
-        row["rtf"] = sum(len(s) for s in samples) / 16000 / seconds
-        row["examples"] = hyps[:3]
-    rows.append(row)
-  return rows
+  return [_measure("ours (JAX)",
+                   lambda xs, b=b: pretrained_whisper.transcribe(w, xs, batch_size=b), b, sets,
+                   batch) for b in sorted({1, batch})]
+
+
+def _measure(system: str, transcribe, b: int, sets, batch: int) -> dict:
+  """One system's row: a warm-up batch (the compile), then each split it transcribes at
+  batch `b` (_splits_at) timed and scored; the speed is the real speaker's split's."""
+  transcribe(sets["real speaker"][0][:b])
+  row = {"system": system, "batch": b}
+  for split, (samples, texts) in _splits_at(sets, b, batch):
+    t0 = time.perf_counter()
+    hyps = transcribe(samples)
+    seconds = time.perf_counter() - t0
+    row[split] = _wer(hyps, texts)
+    if split == "real speaker":
+      row["rtf"] = sum(len(s) for s in samples) / 16000 / seconds
+      row["examples"] = hyps[:3]
+  return row
 
 
 def _reference(folder: str, sets, batch: int) -> list[dict]:
@@ -118,21 +122,8 @@ def _reference(folder: str, sets, batch: int) -> list[dict]:
           "<|endoftext|>")]).strip() for r in results]
     return out
 
-  rows = []
-  for system, fn, b in (("faster-whisper", lambda xs: [one(x) for x in xs], 1),
-                        ("CTranslate2 generate", batched, batch)):
-    fn(sets["real speaker"][0][:b])  # warm-up.
-    row = {"system": system, "batch": b}
-    for split, (samples, texts) in _splits_at(sets, b, batch):
-      t0 = time.perf_counter()
-      hyps = fn(samples)
-      seconds = time.perf_counter() - t0
-      row[split] = _wer(hyps, texts)
-      if split == "real speaker":
-        row["rtf"] = sum(len(s) for s in samples) / 16000 / seconds
-        row["examples"] = hyps[:3]
-    rows.append(row)
-  return rows
+  return [_measure("faster-whisper", lambda xs: [one(x) for x in xs], 1, sets, batch),
+          _measure("CTranslate2 generate", batched, batch, sets, batch)]
 
 
 def main():

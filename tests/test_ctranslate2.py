@@ -22,6 +22,7 @@ import pytest
 
 from transformer_jax.pretrained import ctranslate2_file as ct2
 from transformer_jax.pretrained import ctranslate2_whisper as ct2w
+from transformer_jax.pretrained import whisper
 from transformer_jax.pretrained.tensors import PretrainedError
 
 from conftest import skip_without
@@ -263,9 +264,9 @@ def test_tiny_en_converts_to_a_folder_transformers_loads(tiny_en, tmp_path):
   assert (spec, revision) == ("WhisperSpec", 3)
   # Stored float16, the encoder's sinusoids included: rounded from float64 (bar a few ties).
   stored = variables["encoder/position_encodings/encodings"]
-  rounded = ct2w.sinusoids(1500, 384).astype(np.float16).astype(np.float32)
+  rounded = whisper.encoder_positions(1500, 384).astype(np.float16).astype(np.float32)
   assert stored.dtype == np.float32 and np.mean(stored != rounded) < 1e-4
-  np.testing.assert_allclose(stored, ct2w.sinusoids(1500, 384), atol=2**-12 + 1e-7)
+  np.testing.assert_allclose(stored, whisper.encoder_positions(1500, 384), atol=2**-12 + 1e-7)
   with open(os.path.join(hf, "config.json"), encoding="utf-8") as f:
     config = json.load(f)
   assert (config["d_model"], config["encoder_layers"], config["decoder_attention_heads"],

@@ -40,18 +40,14 @@ tool_flags.define_common("generate", workdir_required=False)
 
 
 def _pretrained(prompts: list[str]) -> list[str]:
-  from transformer_jax.decode import search  # pylint: disable=import-outside-toplevel
   from transformer_jax.tools import pretrained_lm  # pylint: disable=import-outside-toplevel
   f = flags.FLAGS
   if _MAX_NEW.value < 1:
     raise tool_flags.BadInput(f"--max_new_tokens={_MAX_NEW.value} must be >= 1")
   lm = (pretrained_lm.load_gguf(_GGUF.value) if _GGUF.value
         else pretrained_lm.load_folder(_HF.value))
-  fields = {"method": f.method or "greedy"}
-  fields.update({k: f[k].value for k in ("temperature", "top_k", "top_p")
-                 if f[k].value is not None})
   return pretrained_lm.generate(
-      lm, prompts, options=search.DecodeOptions(**fields), max_new_tokens=_MAX_NEW.value,
+      lm, prompts, options=tool_flags.pretrained_decode_options(), max_new_tokens=_MAX_NEW.value,
       batch_size=f.batch_size or 1, seed=f.seed or 0, stop=_STOP.value, chat=_CHAT.value,
       system=_SYSTEM.value)
 

@@ -46,7 +46,6 @@ tool_flags.define_common("transcribe", workdir_required=False)
 
 def _whisper(paths: list[str]) -> tuple[list[str], float]:
   """(texts, seconds of audio) with pretrained Whisper weights (--whisper)."""
-  from transformer_jax.decode import search  # pylint: disable=import-outside-toplevel
   from transformer_jax.kinds.speech import audio  # pylint: disable=import-outside-toplevel
   from transformer_jax.tools import pretrained_whisper  # pylint: disable=import-outside-toplevel
   f = flags.FLAGS
@@ -57,11 +56,8 @@ def _whisper(paths: list[str]) -> tuple[list[str], float]:
   except audio.AudioError as e:
     raise tool_flags.BadInput(str(e)) from e
   w = pretrained_whisper.load(_WHISPER.value, _LANGUAGE.value, _TASK.value)
-  fields = {"method": f.method or "greedy"}
-  fields.update({k: f[k].value for k in ("beam_size", "alpha", "temperature", "top_k",
-                                         "top_p") if f[k].value is not None})
   texts = pretrained_whisper.transcribe(w, samples, batch_size=f.batch_size or 8,
-                                        options=search.DecodeOptions(**fields),
+                                        options=tool_flags.pretrained_decode_options(),
                                         seed=f.seed or 0)
   return texts, sum(len(s) for s in samples) / audio.SAMPLE_RATE
 

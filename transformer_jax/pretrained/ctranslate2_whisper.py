@@ -14,7 +14,6 @@ tokenizer files, preprocessor_config.json), as pretrained/gguf_file.py does for 
 from __future__ import annotations
 
 import json
-import math
 import os
 
 import numpy as np
@@ -22,6 +21,7 @@ import numpy as np
 from transformer_jax.pretrained.ctranslate2_file import (model_bin_of, read_ct2,
                                                          read_ct2_config, read_header,
                                                          read_vocabulary)
+from transformer_jax.pretrained import whisper
 from transformer_jax.pretrained.tensors import PretrainedError
 
 WHISPER_REVISION = 3  # ctranslate2/specs/whisper_spec.py WhisperSpec.revision
@@ -31,18 +31,6 @@ _GELU = 3  # ctranslate2/specs/common_spec.py Activation.GELU
 _HF_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
              "normalizer.json", "added_tokens.json", "special_tokens_map.json",
              "preprocessor_config.json")
-
-def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> np.ndarray:
-  """Whisper's encoder position table [length, channels]: sin of the first half, cos of the
-  second, timescales from 1 to `max_timescale` (whisper/model.py sinusoids). Computed in
-  float64, then rounded: the float16 tables that Whisper's CTranslate2 models store are
-  this table rounded (all but ties: 0.006% of tiny.en's entries); torch's float32
-  computation (transformers' initial table) differs from it by up to 4e-5."""
-  increment = math.log(max_timescale) / (channels // 2 - 1)
-  inv_timescales = np.exp(-increment * np.arange(channels // 2))
-  scaled = np.arange(length)[:, None] * inv_timescales[None, :]
-  return np.concatenate([np.sin(scaled), np.cos(scaled)], axis=1).astype(np.float32)
-
 
 def whisper_special_ids(vocab_size: int, vocabulary: list[str] | None = None) -> dict:
   """Whisper's special token ids: whisper/tokenizer.py's layout (end of text, start of
@@ -184,7 +172,8 @@ def whisper_state_dict(variables: dict[str, np.ndarray], ct2_config: dict | None
     state[f"model.encoder.conv{i}.bias"] = take(f"encoder/conv{i}/bias", (d_model,))
   state["model.encoder.embed_positions.weight"] = (
       take("encoder/position_encodings/encodings", (source_positions, d_model))
-      if "encoder/position_encodings/encodings" in v else sinusoids(source_positions, d_model))
+      if "encoder/position_encodings/encodings" in v
+      else whisper.encoder_positions(source_positions, d_model))
   for i in range(enc_layers):
     layer(f"model.encoder.layers.{i}", f"encoder/layer_{i}", enc_ffn, cross=False)
   norm("model.encoder.layer_norm", "encoder/layer_norm")

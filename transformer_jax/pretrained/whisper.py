@@ -17,9 +17,10 @@ convolution's [out, in, width] is our [width, in, out].
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from transformer_jax.models import layers
 from transformer_jax.pretrained import common
 from transformer_jax.pretrained.tensors import PretrainedError, Tensors, pad_rows
 
@@ -59,9 +60,17 @@ def model_fields(hf: dict, source: str) -> dict:
   }
 
 
-def encoder_positions(length: int, d: int) -> np.ndarray:
-  """Whisper's sinusoids [length, d], which are ours (layers.sinusoidal_positions)."""
-  return np.asarray(layers.sinusoidal_positions(np.arange(length)[None], d)[0], np.float32)
+def encoder_positions(length: int, d: int, max_timescale: float = 10000.0) -> np.ndarray:
+  """Whisper's encoder position table [length, d] (whisper/model.py sinusoids, which our
+  encoder computes: layers.sinusoidal_positions): sin of the first half, cos of the
+  second, timescales from 1 to `max_timescale`. Computed in float64, then rounded: the
+  float16 tables that Whisper's CTranslate2 models store are this table rounded (all but
+  ties: 0.006% of tiny.en's entries); a float32 computation (torch's, transformers' initial
+  table) differs from it by up to 4e-5."""
+  increment = math.log(max_timescale) / (d // 2 - 1)
+  inv_timescales = np.exp(-increment * np.arange(d // 2))
+  scaled = np.arange(length)[:, None] * inv_timescales[None, :]
+  return np.concatenate([np.sin(scaled), np.cos(scaled)], axis=1).astype(np.float32)
 
 
 def _attention(t: Tensors, hf: str, us: str, d: int, h: int, k: int) -> dict[str, np.ndarray]:

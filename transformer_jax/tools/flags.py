@@ -65,6 +65,18 @@ def load_args() -> dict:
   return out
 
 
+def pretrained_decode_options():
+  """decode/search.py DecodeOptions from the decoding flags given (the method: greedy unless
+  --method), for the tools' pretrained paths, which have no run config to default to."""
+  import dataclasses  # pylint: disable=import-outside-toplevel
+  from transformer_jax.decode import search  # pylint: disable=import-outside-toplevel
+  f = flags.FLAGS
+  fields = {x.name for x in dataclasses.fields(search.DecodeOptions)}
+  given = {name: f[name].value for name in _DECODING_FLAGS
+           if name in f and name in fields and f[name].value is not None}
+  return search.DecodeOptions(**{"method": "greedy", **given})
+
+
 def read_lines(path: str | None) -> list[str]:
   """The lines of --input (stdin without it), which must be UTF-8 text."""
   name = "standard input" if path is None else f"--input={path!r}"

@@ -70,9 +70,10 @@ def _generation_fields(folder: str) -> dict:
   return fields
 
 
-def prompt_of(folder: str, language: str = "en", task: str = "transcribe") -> prompted.Prompt:
-  """The decoder prompt of the folder's model: start, [language, task,] <|notimestamps|>."""
-  g = _generation_fields(folder)
+def prompt_of(folder: str, g: dict, language: str = "en",
+              task: str = "transcribe") -> prompted.Prompt:
+  """The decoder prompt of the folder's model (`g`: its _generation_fields): start,
+  [language, task,] <|notimestamps|>."""
   for field in ("decoder_start_token_id", "eos_token_id", "no_timestamps_token_id"):
     if not isinstance(g.get(field), int):
       raise PretrainedError(f"{folder}: generation_config.json / config.json has no {field}")
@@ -98,10 +99,10 @@ def load(spec: str, language: str = "en", task: str = "transcribe") -> Whisper:
   file = os.path.join(folder, "tokenizer.json")
   if not os.path.exists(file):
     raise PretrainedError(f"{folder}: no tokenizer.json (Whisper's tokenizer)")
-  hf = _generation_fields(folder)
+  g = _generation_fields(folder)
   return Whisper(folder, cfg, params, tokenizers.Tokenizer.from_file(file),
-                 prompt_of(folder, language, task), int(hf["vocab_size"]),
-                 int(hf.get("max_target_positions", cfg.max_length)))
+                 prompt_of(folder, g, language, task), int(g["vocab_size"]),
+                 int(g.get("max_target_positions", cfg.max_length)))
 
 
 def windows(samples: np.ndarray) -> list[np.ndarray]:
