@@ -92,6 +92,7 @@ class TranslationScoring(TaskBase):
   chrF (sacrebleu): the translation kind, and a language model prompted to translate. The
   subclass says how sources become hypotheses (`hypotheses`); the rest is shared."""
   config: ml_collections.ConfigDict
+  corpus: Any  # the sentence pairs by split: .validation is what extra_eval scores.
 
   def hypotheses(self, run: Evaluator, sources: list[str], decode_batch) -> list[str]:
     """The decoded translations of `sources`; `decode_batch(inputs, n)` runs the kind's
@@ -111,7 +112,7 @@ class TranslationScoring(TaskBase):
     return found, signatures, list(zip(srcs, refs, hyps))
 
   def validation_pairs(self) -> list[tuple[str, str]]:
-    raise NotImplementedError
+    return self.corpus.validation
 
   def extra_eval(self, run: Evaluator, params: Any) -> dict[str, float]:
     """BLEU / chrF of the first config.num_eval_bleu_examples validation pairs."""

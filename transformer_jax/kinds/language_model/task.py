@@ -170,9 +170,6 @@ class PromptedTranslationTask(base.TranslationScoring):
                               max_length=self.config.max_predict_length,
                               decode_batch=decode_batch)
 
-  def validation_pairs(self):
-    return self.corpus.validation
-
   def final_test(self, run: base.Evaluator, params, step: int) -> dict[str, float]:
     """On the test pairs (config.num_predict_examples of them, in hash order; -1: all): the
     loss of their translations given their prompts, then BLEU and chrF of decoded ones."""

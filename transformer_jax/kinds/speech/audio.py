@@ -162,17 +162,21 @@ def frames(samples: np.ndarray, n_fft: int = N_FFT, hop: int = HOP) -> np.ndarra
   return np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop]  # a view, not a copy.
 
 
+def _scaled_log_mel(frames_NW: np.ndarray, warp: float = 1.0) -> np.ndarray:
+  """Windowed frames [N, N_FFT] -> [N, 80] features: the power spectrum through the mel
+  filters, log10, the floor 8 decades below the loudest value, (x + 4) / 4."""
+  window = np.hanning(N_FFT + 1)[:-1].astype(np.float32)  # periodic Hann.
+  power = np.abs(np.fft.rfft(frames_NW * window, axis=-1)) ** 2
+  logs = np.log10(np.maximum(power @ mel_filters(warp=float(warp)).T, 1e-10))
+  logs = np.maximum(logs, logs.max() - 8.0)
+  return ((logs + 4.0) / 4.0).astype(np.float32)
+
+
 def log_mel(samples: np.ndarray, rate: int = SAMPLE_RATE, warp: float = 1.0) -> np.ndarray:
   """[frames, 80] float32 log-mel features of mono samples at `rate` Hz (`warp`: the
   frequency axis warped, mel_filters)."""
   x = resample(samples, rate) if rate != SAMPLE_RATE else np.asarray(samples, np.float32)
-  window = np.hanning(N_FFT + 1)[:-1].astype(np.float32)  # periodic Hann.
-  power = np.abs(np.fft.rfft(frames(x) * window, axis=-1)) ** 2
-  filters = mel_filters(warp=float(warp))
-  mel = power @ filters.T
-  logs = np.log10(np.maximum(mel, 1e-10))
-  logs = np.maximum(logs, logs.max() - 8.0)
-  return ((logs + 4.0) / 4.0).astype(np.float32)
+  return _scaled_log_mel(frames(x), warp)
 
 
 WHISPER_SECONDS = 30  # Whisper's window: 3,000 frames, every input padded (or cut) to it.
@@ -186,11 +190,7 @@ def whisper_log_mel(samples: np.ndarray, rate: int = SAMPLE_RATE,
   x = resample(samples, rate) if rate != SAMPLE_RATE else np.asarray(samples, np.float32)
   n = seconds * SAMPLE_RATE
   x = np.pad(x[:n], (0, max(n - len(x), 0)))
-  window = np.hanning(N_FFT + 1)[:-1].astype(np.float32)  # periodic Hann.
-  power = np.abs(np.fft.rfft(frames(x)[:-1] * window, axis=-1)) ** 2
-  logs = np.log10(np.maximum(power @ mel_filters().T, 1e-10))
-  logs = np.maximum(logs, logs.max() - 8.0)
-  return ((logs + 4.0) / 4.0).astype(np.float32)
+  return _scaled_log_mel(frames(x)[:-1])
 
 
 FEATURE_NORMS = ("none", "mean", "mean_var")

@@ -69,9 +69,6 @@ class TranslationTask(base.TranslationScoring):
                                       max_length=self.config.max_target_length,
                                       decode_batch=decode_batch)
 
-  def validation_pairs(self):
-    return self.corpus.validation
-
   def final_test(self, run: base.Evaluator, params, step: int) -> dict[str, float]:
     del step
     c = self.config
