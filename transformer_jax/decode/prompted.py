@@ -23,6 +23,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from transformer_jax.data.tokenizer import EOS_ID, PAD_ID
 from transformer_jax.decode import beam as beam_lib
 from transformer_jax.decode import search
 from transformer_jax.models.speech import SpeechToText
@@ -39,6 +40,18 @@ class Prompt:
   eos_id: int  # where a row stops (<|endoftext|>).
   suppress_ids: tuple[int, ...] = ()  # never written.
   begin_suppress_ids: tuple[int, ...] = ()  # never written first.
+
+
+def decode_kwargs(config) -> dict:
+  """{"prompt": ...} for a run whose decoder starts from its own token (a fine-tuned
+  Whisper: model.decoder_start_id, then data.target_prefix; kinds/speech/record.py's
+  decoder then runs `transcribe`); {} for the others. Such a run's ids are in the shifted
+  layout (data/hf_tokenizer.py): it ends at our EOS and never writes the padding id."""
+  if not config.model.decoder_start_id:
+    return {}
+  return {"prompt": Prompt(start_id=config.model.decoder_start_id,
+                           prompt_ids=tuple(config.data.target_prefix), eos_id=EOS_ID,
+                           suppress_ids=(PAD_ID,))}
 
 
 def _masks(prompt: Prompt, vocab_size: int, vocab_limit: int | None):

@@ -81,6 +81,7 @@ class TransformerConfig:
   # speech: weight of the CTC loss of a linear head on the encoder (hybrid CTC/attention
   # training); 0: no head.
   ctc_weight: float = 0.0
+  decoder_start_id: int = 0  # fed first to the decoder (Whisper: <|startoftranscript|>).
 
   def __post_init__(self):
     for field, allowed in (("positions", POSITIONS), ("attention", ATTENTIONS),
@@ -130,7 +131,7 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int,
   """
   m = config.model
   return TransformerConfig(
-      vocab_size=padded_vocab_size(max(vocab_size, 1)),
+      vocab_size=padded_vocab_size(max(vocab_size, m.min_vocab_size, 1)),
       num_classes=m.num_classes or num_classes,
       positions=m.positions,
       encoder_positions=m.encoder_positions,
@@ -176,6 +177,7 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int,
       frontend_channels=m.frontend_channels,
       frontend_activation=m.frontend_activation,
       ctc_weight=m.ctc_weight,
+      decoder_start_id=m.decoder_start_id,
   )
 
 

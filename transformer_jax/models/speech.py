@@ -214,7 +214,8 @@ class SpeechToText(nn.Module):
                targets_positions_BL: Array | None = None,
                targets_segment_ids_BL: Array | None = None):
     encoded_BSD = self.encode(inputs_BTF)
-    decoder_inputs_BL = shift_right(targets_BL, targets_segment_ids_BL)
+    decoder_inputs_BL = shift_right(targets_BL, targets_segment_ids_BL,
+                                    self.config.decoder_start_id)
     segments_BS = self.source_valid(inputs_BTF, self.config)
     logits = self.decode(encoded_BSD, segments_BS, decoder_inputs_BL, targets_positions_BL,
                          segments_BS if targets_segment_ids_BL is not None else None,

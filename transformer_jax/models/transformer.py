@@ -223,15 +223,16 @@ class Decoder(nn.Module):
     return constrain(logits_BLV.astype(jnp.float32), ACT_BLV)
 
 
-def shift_right(targets_BL: Array, segment_ids_BL: Array | None = None) -> Array:
-  """Decoder inputs: targets moved one step right, 0 (the start token) first.
+def shift_right(targets_BL: Array, segment_ids_BL: Array | None = None,
+                start_id: int = 0) -> Array:
+  """Decoder inputs: targets moved one step right, `start_id` (0: the padding id) first.
 
   With packing, each example's first position also gets the start token.
   """
-  shifted = jnp.pad(targets_BL, ((0, 0), (1, 0)))[:, :-1]
+  shifted = jnp.pad(targets_BL, ((0, 0), (1, 0)), constant_values=start_id)[:, :-1]
   if segment_ids_BL is not None:
     prev_segment = jnp.pad(segment_ids_BL, ((0, 0), (1, 0)))[:, :-1]
-    shifted = jnp.where(segment_ids_BL == prev_segment, shifted, 0)
+    shifted = jnp.where(segment_ids_BL == prev_segment, shifted, start_id)
   return shifted
 
 

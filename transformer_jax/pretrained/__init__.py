@@ -20,6 +20,7 @@ import numpy as np
 
 from transformer_jax import kinds
 from transformer_jax.data import hf_tokenizer
+from transformer_jax.data.tokenizer import EOS_ID
 from transformer_jax.models.speech import SpeechToText
 from transformer_jax.pretrained.folder import (ARCHITECTURES, TRAINING_FIELDS, Folder,
                                                model_config_of, params_of, read_folder)
@@ -66,24 +67,36 @@ def load_hf(path: str, num_classes: int | None = None):
   return model, jax.tree.map(jnp.asarray, nest(flat)), cfg
 
 
+def _convert_to_hf_folder(config) -> None:
+  """init_from.gguf's or init_from.whisper's Hugging Face folder (converted once into the user
+  cache where it is a GGUF file or a CTranslate2 model) as init_from.hf."""
+  from transformer_jax.pretrained import gguf_file, whisper_folder  # pylint: disable=import-outside-toplevel
+  for field, folder_of in (("gguf", gguf_file.hf_folder_of),
+                           ("whisper", lambda spec: whisper_folder.folder_of(
+                               spec, "config.init_from.whisper"))):
+    spec = config.init_from[field]
+    if not spec:
+      continue
+    try:
+      converted = folder_of(spec)
+    except PretrainedError as e:
+      raise PretrainedError(f"config.init_from.{field}: {e}") from e
+    if config.init_from.hf and config.init_from.hf != converted:
+      raise PretrainedError(f"config.init_from.{field}={spec!r} and "
+                            f"init_from.hf={config.init_from.hf!r}: give one of them")
+    config.init_from.hf = converted
+
+
 def apply_to_config(config) -> Folder | None:
-  """For `config.init_from.hf` (or `.gguf`: the file's folder, which init_from.hf then names):
+  """For `config.init_from.hf` (or `.gguf` / `.whisper`: its folder, which init_from.hf then
+  names):
   checks the folder (config, every tensor, the tokenizer) and
   sets config.model's architecture fields from it, so the run builds the same network.
 
   Training choices (dropout rates, pooling) stay the config's. The tokenizer becomes
   the folder's ("hf:" + folder) unless config.data.tokenizer_path names one.
   """
-  if config.init_from.gguf:  # its folder, converted once into the user cache.
-    from transformer_jax.pretrained import gguf_file  # pylint: disable=import-outside-toplevel
-    try:
-      converted = gguf_file.hf_folder_of(config.init_from.gguf)
-    except PretrainedError as e:
-      raise PretrainedError(f"config.init_from.gguf: {e}") from e
-    if config.init_from.hf and config.init_from.hf != converted:
-      raise PretrainedError(f"config.init_from.gguf={config.init_from.gguf!r} and "
-                            f"init_from.hf={config.init_from.hf!r}: give one of them")
-    config.init_from.hf = converted
+  _convert_to_hf_folder(config)
   path = config.init_from.hf
   if not path:
     return None
@@ -108,6 +121,16 @@ def apply_to_config(config) -> Folder | None:
         f"config.init_from.hf={path!r}: the embedding's rows are the ids of the folder's "
         f"tokenizer, but config.data.tokenizer_path={config.data.tokenizer_path!r} is not one "
         f"(give the folder a tokenizer.json, or set \"{hf_tokenizer.PREFIX}FOLDER\")")
+  tok = hf_tokenizer.load(config.data.tokenizer_path)
+  # Every row of the folder's embedding has a place, ids the tokenizer lacks too.
+  config.model.min_vocab_size = folder.vocab_size + tok.offset
+  if folder.hf_config.get("model_type") == "whisper":  # its features and decoder prompt.
+    from transformer_jax.pretrained import whisper_folder  # pylint: disable=import-outside-toplevel
+    fields = whisper_folder.fine_tuning_fields(folder.path, config.init_from.whisper_language,
+                                               tok.offset, EOS_ID)
+    config.model.decoder_start_id = fields["decoder_start_id"]
+    config.data.target_prefix = fields["target_prefix"]
+    config.data.features = "whisper"
   return folder
 
 

@@ -262,15 +262,6 @@ def _write_json(folder: str, name: str, value) -> None:
     f.write("\n")
 
 
-def _feature_extractor(mels: int) -> dict:
-  """preprocessor_config.json: WhisperFeatureExtractor's defaults for `mels` bins."""
-  return {"feature_extractor_type": "WhisperFeatureExtractor", "feature_size": mels,
-          "sampling_rate": 16000, "hop_length": 160, "chunk_length": 30, "n_fft": 400,
-          "n_samples": 480000, "nb_max_frames": 3000, "padding_side": "right",
-          "padding_value": 0.0, "return_attention_mask": False,
-          "processor_class": "WhisperProcessor"}
-
-
 def _tokenizer_config(eot_token: str) -> dict:
   """tokenizer_config.json of a Whisper tokenizer.json (openai/whisper-*'s settings)."""
   return {"tokenizer_class": "WhisperTokenizer", "bos_token": eot_token,
@@ -317,7 +308,7 @@ def save_hf_folder(model_bin: str, output: str) -> None:
     _write_json(output, "tokenizer_config.json", _tokenizer_config(
         vocabulary[eot] if vocabulary else "<|endoftext|>"))
   if not os.path.isfile(os.path.join(output, "preprocessor_config.json")):
-    _write_json(output, "preprocessor_config.json", _feature_extractor(config["num_mel_bins"]))
+    _write_json(output, "preprocessor_config.json", whisper.feature_extractor(config["num_mel_bins"]))
 
 
 def _atomic_folder(folder: str, write) -> str:

@@ -17,7 +17,9 @@ convolution's [out, in, width] is our [width, in, out].
 
 from __future__ import annotations
 
+import json
 import math
+import os
 
 import numpy as np
 
@@ -196,6 +198,34 @@ def hf_config(cfg, vocab_size: int, labels: list[str]) -> dict:
       "scale_embedding": False, "tie_word_embeddings": True,
       "dropout": cfg.dropout_rate, "attention_dropout": cfg.attention_dropout_rate,
   }
+
+
+def feature_extractor(mels: int, frames: int = 2 * SOURCE_POSITIONS) -> dict:
+  """preprocessor_config.json: WhisperFeatureExtractor's settings for `mels` bins and a
+  window of `frames` 10 ms frames (Whisper's 3,000; whole seconds)."""
+  return {"feature_extractor_type": "WhisperFeatureExtractor", "feature_size": mels,
+          "sampling_rate": 16000, "hop_length": 160, "chunk_length": frames // 100,
+          "n_fft": 400, "n_samples": frames * 160, "nb_max_frames": frames,
+          "padding_side": "right", "padding_value": 0.0, "return_attention_mask": False,
+          "processor_class": "WhisperProcessor"}
+
+
+def tuned_window_files(hf_config: dict, tensors: dict[str, np.ndarray], frames: int,
+                       source_folder: str) -> dict[str, dict]:
+  """For a run tuned on windows of `frames` (data.max_frames): config.json's
+  max_source_positions and the encoder's position table set to the window (transformers
+  pads every input to 2 x max_source_positions frames), and the files beside config.json:
+  preprocessor_config.json for that window and the source folder's generation_config.json
+  (its prompt and suppressed tokens). `hf_config` and `tensors` are changed in place."""
+  hf_config["max_source_positions"] = frames // 2
+  tensors["model.encoder.embed_positions.weight"] = encoder_positions(frames // 2,
+                                                                      hf_config["d_model"])
+  files = {"preprocessor_config.json": feature_extractor(NUM_MEL_BINS, frames)}
+  path = os.path.join(source_folder or "", "generation_config.json")
+  if source_folder and os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      files["generation_config.json"] = json.load(f)
+  return files
 
 
 def check_exportable(cfg) -> list[str]:

@@ -22,7 +22,7 @@ from transformer_jax.checkpoint import params as checkpoint_params
 from transformer_jax.compress import quant
 from transformer_jax.data.hf_tokenizer import open_tokenizer
 from transformer_jax.data.tokenizer import Tokenizer
-from transformer_jax.decode import lexicon, placeholders
+from transformer_jax.decode import lexicon, placeholders, prompted
 from transformer_jax.kinds.language_model import pairs as lm_pairs
 from transformer_jax.kinds.task import prompt_batch, read_labels, tokenizer_path
 from transformer_jax.kinds.translation import pipeline
@@ -68,10 +68,10 @@ def load_run(workdir: str, *, tool: str, step: int = -1,
   template = kind.prompt_template(config)  # a language model of prompted translation pairs.
   if tool is not None and kind.decode_tool != tool and not (tool == "translate" and template):
     decoders = [k for k in kinds.names() if kinds.get(k).decode_tool == tool]
-    prompted = [k for k in kinds.names() if kinds.get(k).prompt_template is not
+    kinds_of_pairs = [k for k in kinds.names() if kinds.get(k).prompt_template is not
                 kinds.ModelKind.prompt_template]
-    also = (f", and {prompted} runs trained on prompted translation pairs "
-            "(config.data.prompt_template)" if tool == "translate" and prompted else "")
+    also = (f", and {kinds_of_pairs} runs trained on prompted translation pairs "
+            "(config.data.prompt_template)" if tool == "translate" and kinds_of_pairs else "")
     raise config_lib.ConfigError(
         f"--workdir={workdir!r} holds a {kind.name!r} model, which the {tool} tool does not "
         f"decode (it decodes {decoders}{also}"
@@ -106,7 +106,8 @@ def load_run(workdir: str, *, tool: str, step: int = -1,
   # What the kind's decoder takes beside the ids, where its config asks for it.
   try:
     decode_kwargs = {**lexicon.decode_kwargs(config, tokenizer, lambda: lexicon.read_words(workdir)),
-                     **placeholders.decode_kwargs(config, tokenizer)}
+                     **placeholders.decode_kwargs(config, tokenizer),
+                     **prompted.decode_kwargs(config)}
   except FileNotFoundError as e:
     raise config_lib.ConfigError(str(e)) from e
   if tool == "translate" and template:  # translations end at EOS or a newline.
@@ -174,4 +175,4 @@ def transcribe_audio(run: LoadedRun, samples: Sequence[np.ndarray]) -> list[str]
   return speech_pipeline.decode_in_batches(
       utts, batch_size=run.programs.global_batch_size, decode_batch=run.decode,
       tokenizer=run.tokenizer, segment_frames=run.config.decoding.segment_frames,
-      feature_norm=run.config.data.feature_norm)
+      form=speech_pipeline.Form.from_config(run.config.data))

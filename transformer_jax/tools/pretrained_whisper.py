@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 from typing import Any
 
@@ -29,7 +28,7 @@ from transformer_jax import pretrained
 from transformer_jax.decode import prompted, search
 from transformer_jax.kinds.speech import audio
 from transformer_jax.models.config import TransformerConfig
-from transformer_jax.pretrained import ctranslate2_whisper
+from transformer_jax.pretrained import whisper_folder
 from transformer_jax.pretrained.tensors import PretrainedError
 
 WINDOW = audio.WHISPER_SECONDS * audio.SAMPLE_RATE  # samples in one window.
@@ -46,62 +45,16 @@ class Whisper:
   max_target_positions: int
 
 
-def folder_of(spec: str) -> str:
-  """The Hugging Face folder of `spec`: a package name ("tiny.en", "base"), a CTranslate2
-  model folder (model.bin), or a Hugging Face whisper folder as it is."""
-  if spec in ctranslate2_whisper.WHISPER_PACKAGES:
-    return ctranslate2_whisper.hf_folder_of(spec)
-  if os.path.isfile(os.path.join(spec, "model.bin")):
-    return ctranslate2_whisper.hf_folder_of(spec)
-  if not os.path.isdir(spec):
-    raise PretrainedError(f"--whisper={spec}: not one of {sorted(ctranslate2_whisper.WHISPER_PACKAGES)} "
-                          "nor a folder (a CTranslate2 model or a Hugging Face whisper folder)")
-  return spec
-
-
-def _generation_fields(folder: str) -> dict:
-  """config.json's token fields under generation_config.json's (transformers' order)."""
-  fields = {}
-  for name in ("config.json", "generation_config.json"):
-    path = os.path.join(folder, name)
-    if os.path.exists(path):
-      with open(path, encoding="utf-8") as f:
-        fields.update({k: v for k, v in json.load(f).items() if v is not None})
-  return fields
-
-
-def prompt_of(folder: str, g: dict, language: str = "en",
-              task: str = "transcribe") -> prompted.Prompt:
-  """The decoder prompt of the folder's model (`g`: its _generation_fields): start,
-  [language, task,] <|notimestamps|>."""
-  for field in ("decoder_start_token_id", "eos_token_id", "no_timestamps_token_id"):
-    if not isinstance(g.get(field), int):
-      raise PretrainedError(f"{folder}: generation_config.json / config.json has no {field}")
-  ids: tuple[int, ...] = ()
-  if g.get("is_multilingual", False):
-    languages, tasks = g.get("lang_to_id", {}), g.get("task_to_id", {})
-    if f"<|{language}|>" not in languages:
-      raise PretrainedError(f"--language={language!r}: the model knows "
-                            f"{', '.join(sorted(k.strip('<|>') for k in languages)) or 'none'}")
-    if task not in tasks:
-      raise PretrainedError(f"--task={task!r}: the model knows {sorted(tasks)}")
-    ids = (languages[f"<|{language}|>"], tasks[task])
-  return prompted.Prompt(
-      start_id=g["decoder_start_token_id"], prompt_ids=ids + (g["no_timestamps_token_id"],),
-      eos_id=g["eos_token_id"], suppress_ids=tuple(g.get("suppress_tokens") or ()),
-      begin_suppress_ids=tuple(g.get("begin_suppress_tokens") or ()))
-
-
 def load(spec: str, language: str = "en", task: str = "transcribe") -> Whisper:
   import tokenizers  # pylint: disable=import-outside-toplevel
-  folder = folder_of(spec)
+  folder = whisper_folder.folder_of(spec)
   _, params, cfg = pretrained.load_hf(folder)
   file = os.path.join(folder, "tokenizer.json")
   if not os.path.exists(file):
     raise PretrainedError(f"{folder}: no tokenizer.json (Whisper's tokenizer)")
-  g = _generation_fields(folder)
+  g = whisper_folder.generation_fields(folder)
   return Whisper(folder, cfg, params, tokenizers.Tokenizer.from_file(file),
-                 prompt_of(folder, g, language, task), int(g["vocab_size"]),
+                 whisper_folder.prompt_of(folder, g, language, task), int(g["vocab_size"]),
                  int(g.get("max_target_positions", cfg.max_length)))
 
 

@@ -180,19 +180,22 @@ def log_mel(samples: np.ndarray, rate: int = SAMPLE_RATE, warp: float = 1.0) -> 
 
 
 WHISPER_SECONDS = 30  # Whisper's window: 3,000 frames, every input padded (or cut) to it.
+WHISPER_FRAMES = WHISPER_SECONDS * SAMPLE_RATE // HOP
 
 
 def whisper_log_mel(samples: np.ndarray, rate: int = SAMPLE_RATE,
-                    seconds: int = WHISPER_SECONDS) -> np.ndarray:
-  """[seconds * 100, 80] features as Whisper (and transformers' WhisperFeatureExtractor)
-  computes them: the 16 kHz samples zero-padded or cut to `seconds`, log_mel's frames of
-  that window but the last, and the floor 8 decades below the window's loudest value."""
+                    num_frames: int = WHISPER_FRAMES, warp: float = 1.0) -> np.ndarray:
+  """[num_frames, 80] features as Whisper (and transformers' WhisperFeatureExtractor)
+  computes them: the 16 kHz samples zero-padded or cut to the window (30 s; a fine-tuned
+  model may use a shorter one), log_mel's frames of that window but the last, and the
+  floor 8 decades below the window's loudest value (`warp`: as log_mel's)."""
   x = resample(samples, rate) if rate != SAMPLE_RATE else np.asarray(samples, np.float32)
-  n = seconds * SAMPLE_RATE
+  n = num_frames * HOP
   x = np.pad(x[:n], (0, max(n - len(x), 0)))
-  return _scaled_log_mel(frames(x)[:-1])
+  return _scaled_log_mel(frames(x)[:-1], warp)
 
 
+FEATURES = ("log_mel", "whisper")  # config.data.features (kinds/speech/pipeline.py Form).
 FEATURE_NORMS = ("none", "mean", "mean_var")
 
 

@@ -62,6 +62,43 @@ class Augment:
                   for f in dataclasses.fields(cls)})
 
 
+@dataclasses.dataclass(frozen=True)
+class Form:
+  """How an utterance becomes a row (config.data.features): "log_mel" features normalised
+  as `norm` says (audio.normalize_features), padded with masked frames, and the
+  transcript's normal form (corpus.normalize); or "whisper": Whisper's features of a window
+  of `window` frames (audio.whisper_log_mel: padded with silence, every frame valid) and
+  the transcript as written, after a space and Whisper's forced `prefix` (our ids)."""
+  features: str = "log_mel"
+  norm: str = "none"
+  window: int = 0  # whisper: frames in every row.
+  prefix: tuple[int, ...] = ()
+
+  @classmethod
+  def from_config(cls, d) -> "Form":
+    return cls(d.features, d.feature_norm, d.max_frames, tuple(d.target_prefix))
+
+  @property
+  def whisper(self) -> bool:
+    return self.features == "whisper"
+
+  def log_mel(self, x: np.ndarray, frames: int, warp: float = 1.0) -> np.ndarray:
+    """[<= frames, 80] features of waveform `x` (whisper: exactly the window)."""
+    if self.whisper:
+      return audio.whisper_log_mel(x, num_frames=self.window, warp=warp)
+    return audio.normalize_features(audio.log_mel(x, warp=warp)[:frames], self.norm)
+
+  def ids(self, tokenizer, text: str) -> np.ndarray:
+    """The ids (then EOS) that the model learns to write for `text`."""
+    if self.whisper:
+      ids = tokenizer.encode(" " + text.strip())
+      return np.concatenate([np.asarray(self.prefix, np.int32), ids]).astype(np.int32)
+    return tokenizer.encode(normalize(text)).astype(np.int32)
+
+
+LOG_MEL = Form()
+
+
 def waveform(samples: np.ndarray) -> np.ndarray:
   return samples.astype(np.float32) / 32768.0
 
@@ -110,11 +147,10 @@ def spec_augment(feats_TF: np.ndarray, aug: Augment, rng: np.random.Generator) -
   return feats
 
 
-def features(x: np.ndarray, frames: int, norm: str = "none") -> np.ndarray:
-  """[frames, 81]: log-mel features of waveform `x` (normalised over its first `frames`
-  frames: audio.normalize_features) then the frame mask, zero-padded."""
-  feats = audio.normalize_features(audio.log_mel(x)[:frames], norm)
-  return with_mask(feats, frames)
+def features(x: np.ndarray, frames: int, form: Form = LOG_MEL) -> np.ndarray:
+  """[frames, 81]: the features of waveform `x` as `form` makes them, then the frame mask,
+  zero-padded."""
+  return with_mask(form.log_mel(x, frames), frames)
 
 
 def with_mask(feats_TF: np.ndarray, frames: int) -> np.ndarray:
@@ -124,15 +160,10 @@ def with_mask(feats_TF: np.ndarray, frames: int) -> np.ndarray:
   return out
 
 
-def transcript_ids(tokenizer, text: str) -> np.ndarray:
-  """The ids (then EOS) of a transcript's normal form (speech.normalize), which is what
-  the model learns to write."""
-  return tokenizer.encode(normalize(text)).astype(np.int32)
-
-
-def target_row(tokenizer, text: str, max_length: int) -> dict[str, np.ndarray]:
+def target_row(tokenizer, text: str, max_length: int,
+               form: Form = LOG_MEL) -> dict[str, np.ndarray]:
   """One transcript as a row: ids then EOS, zero-padded, segment 1, positions 0, 1, ..."""
-  tokens = transcript_ids(tokenizer, text)[:max_length]
+  tokens = form.ids(tokenizer, text)[:max_length]
   n = len(tokens)
   ids = np.zeros(max_length, np.int32)
   ids[:n] = tokens
@@ -141,29 +172,30 @@ def target_row(tokenizer, text: str, max_length: int) -> dict[str, np.ndarray]:
                                         0).astype(np.int32)}
 
 
-def fits(utts: Utterances, tokenizer, max_frames: int, max_length: int) -> list[int]:
+def fits(utts: Utterances, tokenizer, max_frames: int, max_length: int,
+         form: Form = LOG_MEL) -> list[int]:
   """Indices of the utterances whose features fit `max_frames` and transcript ids (with
   EOS) `max_length`."""
   frames = utts.frames()
   return [i for i, text in enumerate(utts.texts)
-          if frames[i] <= max_frames and len(transcript_ids(tokenizer, text)) <= max_length]
+          if frames[i] <= max_frames and len(form.ids(tokenizer, text)) <= max_length]
 
 
 class _Featurize(grain.transforms.RandomMap):
   """An utterance's index -> its augmented features [frames, 80] and ids (then EOS)."""
 
-  def __init__(self, utts: Utterances, tokenizer, max_frames: int, aug: Augment, norm: str):
+  def __init__(self, utts: Utterances, tokenizer, max_frames: int, aug: Augment, form: Form):
     self._utts, self._tokenizer, self._aug, self._frames = utts, tokenizer, aug, max_frames
-    self._norm = norm
+    self._form = form
 
   def random_map(self, index, rng: np.random.Generator) -> dict[str, np.ndarray]:
     x = change_speed(waveform(self._utts.samples[index]), self._aug, rng, self._frames)
     x = augment_waveform(x, self._aug, rng)
     # Drawn to 3 decimals: each factor's filters are built once (audio.mel_filters).
     warp = round(rng.uniform(*self._aug.warp), 3) if self._aug.warp != (1.0, 1.0) else 1.0
-    feats = audio.normalize_features(audio.log_mel(x, warp=warp)[:self._frames], self._norm)
+    feats = self._form.log_mel(x, self._frames, warp)
     return {"inputs": spec_augment(feats, self._aug, rng),
-            "targets": transcript_ids(self._tokenizer, self._utts.texts[index])}
+            "targets": self._form.ids(self._tokenizer, self._utts.texts[index])}
 
 
 class _MaskChannel(grain.transforms.Map):
@@ -181,8 +213,8 @@ class SpeechTrainStream(streams.RowStreams):
 
   def __init__(self, utts: Utterances, use: Sequence[int], tokenizer, *, global_batch_size: int,
                rows: Sequence[int], max_frames: int, max_length: int, seed: int, aug: Augment,
-               num_packing_bins: int = 8, feature_norm: str = "none"):
-    featurize = _Featurize(utts, tokenizer, max_frames, aug, feature_norm)
+               num_packing_bins: int = 8, form: Form = LOG_MEL):
+    featurize = _Featurize(utts, tokenizer, max_frames, aug, form)
 
     def row_dataset(indices: grain.MapDataset, seed: int) -> grain.IterDataset:
       ds = indices.shuffle(seed=seed).repeat(None).random_map(featurize, seed=seed)
@@ -197,15 +229,15 @@ class SpeechTrainStream(streams.RowStreams):
 
 def eval_batches(utts: Utterances, use: Sequence[int], tokenizer, *, batch_size: int,
                  max_frames: int, max_length: int, process_index: int = 0,
-                 process_count: int = 1, feature_norm: str = "none") -> list[dict[str, np.ndarray]]:
+                 process_count: int = 1, form: Form = LOG_MEL) -> list[dict[str, np.ndarray]]:
   """One pass over this process's share of the utterances `use` (clean features), in
   batches of exactly `batch_size` rows; the last is filled with padding rows."""
   mine = [use[i] for i in streams.process_shard(len(use), process_index, process_count)]
   batches = []
   for start in range(0, len(mine), batch_size):
     idx = mine[start:start + batch_size]
-    targets = [target_row(tokenizer, utts.texts[i], max_length) for i in idx]
-    batch = {"inputs": np.stack([features(waveform(utts.samples[i]), max_frames, feature_norm)
+    targets = [target_row(tokenizer, utts.texts[i], max_length, form) for i in idx]
+    batch = {"inputs": np.stack([features(waveform(utts.samples[i]), max_frames, form)
                                  for i in idx]),
              **{k: np.stack([t[k] for t in targets]) for k in targets[0]}}
     batches.append(streams.pad_batch(batch, batch_size))
@@ -213,26 +245,28 @@ def eval_batches(utts: Utterances, use: Sequence[int], tokenizer, *, batch_size:
 
 
 def decode_in_batches(utts: Utterances, *, batch_size: int, decode_batch, tokenizer,
-                      segment_frames: int = 0, feature_norm: str = "none") -> list[str]:
+                      segment_frames: int = 0, form: Form = LOG_MEL) -> list[str]:
   """One transcript per utterance, in order: `decode_batch(inputs [batch_size, T, 81], n)`
   gives each global batch's output ids. Utterances are decoded shortest first, each batch
-  padded to the next multiple of DECODE_FRAMES. With `segment_frames` > 0, utterances
-  longer than that are cut at pauses into pieces that fit, decoded as utterances of
-  their own and joined (segments.py). `feature_norm`: as the model trained
-  (audio.normalize_features)."""
+  padded to the next multiple of DECODE_FRAMES (whisper: to the window). With
+  `segment_frames` > 0, utterances longer than that are cut at pauses into pieces that
+  fit, decoded as utterances of their own and joined (segments.py). `form`: the features
+  as the model trained."""
   if segment_frames > 0:
     pieces, owners = segments.split(utts.samples, segment_frames)
     texts = decode_in_batches(Utterances(pieces, [""] * len(pieces)), batch_size=batch_size,
                               decode_batch=decode_batch, tokenizer=tokenizer,
-                              feature_norm=feature_norm)
+                              form=form)
     return segments.join(texts, owners, len(utts))
   frames = utts.frames()
 
   def inputs_of(idx):
-    length = -(-int(frames[idx[-1]]) // DECODE_FRAMES) * DECODE_FRAMES
+    length = (form.window if form.whisper else
+              -(-int(frames[idx[-1]]) // DECODE_FRAMES) * DECODE_FRAMES)
     inputs = np.zeros((batch_size, length, audio.N_MELS + 1), np.float32)
+    inputs[len(idx):, :, -1] = float(form.whisper)  # padding rows (Whisper masks nothing).
     for row, i in enumerate(idx):
-      inputs[row] = features(waveform(utts.samples[i]), length, feature_norm)
+      inputs[row] = features(waveform(utts.samples[i]), length, form)
     return inputs
   return streams.decode_shortest_first(frames, batch_size, inputs_of, decode_batch,
                                        tokenizer.decode)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from transformer_jax.decode import search as decoding
+from transformer_jax.decode import prompted, search as decoding
 from transformer_jax.errors import fail
 from transformer_jax.kinds.base import ModelKind, lazy_task, register
 from transformer_jax.kinds.speech import audio, corpus as speech
@@ -60,6 +60,17 @@ def _eval_sums(out, batch):
   return objectives.next_token_eval(out["logits"] if isinstance(out, dict) else out, batch)
 
 
+def _transcribe(params, features_BTF, rng, *, prompt: prompted.Prompt | None = None,
+                **options):
+  """search.transcribe, or with a `prompt` (a fine-tuned Whisper: prompted.decode_kwargs)
+  prompted.transcribe."""
+  if prompt is None:
+    return decoding.transcribe(params, features_BTF, rng, **options)
+  return prompted.transcribe(params, features_BTF, rng, prompt=prompt, config=options["config"],
+                             options=options["options"], max_length=options["max_length"],
+                             vocab_limit=options.get("vocab_limit"))
+
+
 def _check(config) -> None:
   d, m = config.data, config.model
   if m.subsample not in SUBSAMPLING:
@@ -75,6 +86,7 @@ def _check(config) -> None:
          "tts needs validation_fraction and test_fraction > 0")
   if d.feature_norm not in audio.FEATURE_NORMS:
     fail("data.feature_norm", d.feature_norm, f"must be one of {audio.FEATURE_NORMS}")
+  _check_whisper(config)
   if d.real_speech not in ("off", "test", "train_test"):
     fail("data.real_speech", d.real_speech, "must be 'off', 'test' or 'train_test'")
   if not 0.0 <= m.ctc_weight <= 1.0:
@@ -125,6 +137,29 @@ def _check(config) -> None:
     fail("data.augment.freq_width", a.freq_width, f"must be at most {audio.N_MELS} mel bins")
 
 
+def _check_whisper(config) -> None:
+  """data.features="whisper" (a Whisper run: init_from.whisper sets it) and what it excludes."""
+  d, m = config.data, config.model
+  if d.features not in audio.FEATURES:
+    fail("data.features", d.features, f"must be one of {audio.FEATURES}")
+  if d.features != "whisper":
+    return
+  if d.max_frames > audio.WHISPER_FRAMES or d.max_frames % 100:
+    fail("data.max_frames", d.max_frames, f"Whisper's window is whole seconds, at most "
+         f"{audio.WHISPER_FRAMES} frames (30 s)")
+  if not m.decoder_start_id:
+    fail("model.decoder_start_id", m.decoder_start_id,
+         "data.features='whisper' decodes after Whisper's prompt: set config.init_from.whisper")
+  for field, value in (("data.feature_norm", d.feature_norm),
+                       ("model.frontend_channels", m.frontend_channels),
+                       ("decoding.ctc_weight", config.decoding.ctc_weight),
+                       ("decoding.oov_penalty", config.decoding.oov_penalty)):
+    if value not in ("none", 0, 0.0):
+      fail(field, value, "is not for data.features='whisper' (Whisper's own features and decoder)")
+  if config.decoding.method == "ctc":
+    fail("decoding.method", "ctc", "a Whisper run has no CTC head")
+
+
 KIND = register(ModelKind(
     name="speech_to_text",
     description="speech recognition: log-mel encoder-decoder Transformer, WER/CER",
@@ -141,7 +176,7 @@ KIND = register(ModelKind(
     unit="frames",  # 10 ms feature frames of real audio.
     count_units=lambda batch: (batch["inputs"][..., -1] > 0).sum().astype(jnp.float32),
     train_metrics=("ctc",),  # the CTC head's loss (model.ctc_weight > 0): train/ctc.
-    decode=decoding.transcribe,
+    decode=_transcribe,
     decode_tool="transcribe",
     decode_methods=("greedy", "beam", "sample", "ctc"),
     decoding_fields=("ctc_weight", "oov_penalty", "segment_frames"),

@@ -15,7 +15,7 @@ import time
 
 import jax
 
-from transformer_jax.decode import lexicon
+from transformer_jax.decode import lexicon, prompted
 from transformer_jax.kinds import task as base
 from transformer_jax.kinds.speech import pipeline as speech_pipeline, splits as speech_splits
 from transformer_jax.kinds.speech.corpus import normalize
@@ -53,8 +53,10 @@ class SpeechTask(base.TaskBase):
     if is_writer:
       lexicon.write_words(workdir, self.words)
     self._length = (c.data.max_frames, c.max_target_length)
-    self.train_use = speech_pipeline.fits(d.train, self.tokenizer, *self._length)
-    self.validation_use = speech_pipeline.fits(d.validation, self.tokenizer, *self._length)
+    self.form = speech_pipeline.Form.from_config(c.data)
+    self.train_use = speech_pipeline.fits(d.train, self.tokenizer, *self._length, self.form)
+    self.validation_use = speech_pipeline.fits(d.validation, self.tokenizer, *self._length,
+                                               self.form)
     if is_writer:
       real = (f", {len(d.real_test)} real test recordings ({d.real_test.seconds() / 60:.1f} min)"
               if d.real_test is not None else "")
@@ -76,17 +78,19 @@ class SpeechTask(base.TaskBase):
         rows=rows, max_frames=self._length[0], max_length=self._length[1], seed=seed,
         aug=speech_pipeline.Augment.from_config(self.config.data.augment),
         num_packing_bins=self.config.data.num_packing_bins,
-        feature_norm=self.config.data.feature_norm)
+        form=self.form)
 
   def eval_batches(self, *, batch_size: int, process_index: int, process_count: int):
     return speech_pipeline.eval_batches(
         self.data.validation, self.validation_use, self.tokenizer, batch_size=batch_size,
         max_frames=self._length[0], max_length=self._length[1], process_index=process_index,
-        process_count=process_count, feature_norm=self.config.data.feature_norm)
+        process_count=process_count, form=self.form)
 
   def decode_kwargs(self) -> dict:
-    """The word list's trie where beam search charges decoding.oov_penalty (lexicon.py)."""
-    return lexicon.decode_kwargs(self.config, self.tokenizer, lambda: self.words)
+    """The word list's trie where beam search charges decoding.oov_penalty (lexicon.py);
+    Whisper's forced decoder prompt (prompted.py)."""
+    return {**lexicon.decode_kwargs(self.config, self.tokenizer, lambda: self.words),
+            **prompted.decode_kwargs(self.config)}
 
   def transcribe(self, run: base.Evaluator, params, utts: speech_splits.Utterances):
     """(WER/CER scores, [(reference, transcript)]) of `utts` decoded with config.decoding."""
@@ -95,7 +99,7 @@ class SpeechTask(base.TaskBase):
         utts, batch_size=run.global_batch_size, tokenizer=self.tokenizer,
         decode_batch=lambda inputs, n: run.decode(params, inputs, jax.random.fold_in(rng, n)),
         segment_frames=self.config.decoding.segment_frames,
-        feature_norm=self.config.data.feature_norm)
+        form=self.form)
     return evaluation.transcription_scores(hyps, utts.texts), list(zip(utts.texts, hyps))
 
   @staticmethod
@@ -108,7 +112,7 @@ class SpeechTask(base.TaskBase):
     max_predict_length tokens (others are left out, and counted)."""
     c = self.config
     keep = speech_pipeline.fits(utts, self.tokenizer, c.data.max_decode_frames,
-                                c.max_predict_length)
+                                c.max_predict_length, self.form)
     if say:
       base.say_dropped(split, len(utts) - len(keep), len(utts), "utterances are",
                        f"longer than data.max_decode_frames={c.data.max_decode_frames} frames "
