@@ -21,6 +21,9 @@ from transformer_jax.models.layers import (ACT_BLD, ACT_BLHK, ACT_BLNK, Array, R
 Dtype = Any
 
 
+QUERY_BLOCK = 256  # queries per block where self-attention is long (attention._xla_attention).
+
+
 class MultiHeadAttention(nn.Module):
   """Scaled dot-product attention over H heads, as in the paper.
 
@@ -201,6 +204,21 @@ class MultiHeadAttention(nn.Module):
 
   def _xla_attention(self, q_BLHK, k, v, mask_B1LS, k_layout: str = "BSHK",
                      v_layout: str = "BSHK"):
+    length = q_BLHK.shape[1]
+    if self.deterministic and k_layout == v_layout == "BSHK" and length > 2 * QUERY_BLOCK:
+      # Long queries at inference (Whisper's 1,500 encoder positions) in blocks: each
+      # block's [B, H, QUERY_BLOCK, S] weights stay in cache, not a [B, H, L, S] tensor in
+      # memory (tiny.en's encoder at batch 8: BUILD_NOTES). Training keeps one product.
+      blocks = []
+      for i in range(0, length, QUERY_BLOCK):
+        mask = (mask_B1LS if mask_B1LS is None or mask_B1LS.shape[2] == 1
+                else mask_B1LS[:, :, i:i + QUERY_BLOCK])
+        blocks.append(self._xla_block(q_BLHK[:, i:i + QUERY_BLOCK], k, v, mask))
+      return jnp.concatenate(blocks, axis=1)
+    return self._xla_block(q_BLHK, k, v, mask_B1LS, k_layout, v_layout)
+
+  def _xla_block(self, q_BLHK, k, v, mask_B1LS, k_layout: str = "BSHK",
+                 v_layout: str = "BSHK"):
     probs_BHLS = self._probs(q_BLHK, k, mask_B1LS, k_layout)
     probs_BHLS = Dropout(self.dropout_rate)(probs_BHLS, deterministic=self.deterministic)
     b, h, length, s = probs_BHLS.shape
