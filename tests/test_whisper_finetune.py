@@ -87,6 +87,26 @@ def test_init_from_whisper_sets_the_prompt_features_and_vocabulary(small_whisper
   assert config.model.min_vocab_size == folder.vocab_size + 2
 
 
+def test_a_bad_whisper_name_or_language_is_one_line_naming_the_field(small_whisper, tmp_path):
+  config = default_config()
+  config.model.kind = "speech_to_text"
+  config.init_from.whisper = str(tmp_path / "nowhere")
+  with pytest.raises(PretrainedError) as e:
+    pretrained.apply_to_config(config)
+  assert str(e.value).startswith(f"config.init_from.whisper={tmp_path / 'nowhere'}: not one of")
+  multilingual = tmp_path / "multilingual"
+  shutil.copytree(small_whisper, multilingual)
+  g = whisper_folder.generation_fields(small_whisper)
+  with open(multilingual / "generation_config.json", "w", encoding="utf-8") as f:
+    json.dump({**g, "is_multilingual": True, "lang_to_id": {"<|en|>": 50259},
+               "task_to_id": {"transcribe": 50359}}, f)
+  config.init_from.whisper = str(multilingual)
+  config.init_from.whisper_language = "xx"
+  with pytest.raises(PretrainedError, match=r"config.init_from.whisper_language='xx': the "
+                                            r"model knows en"):
+    pretrained.apply_to_config(config)
+
+
 def test_a_whisper_row_is_its_window_and_the_prompted_transcript(small_whisper):
   tok = hf_tokenizer.load(hf_tokenizer.PREFIX + small_whisper)
   form = speech_pipeline.Form(features="whisper", window=WINDOW, prefix=(50364,))

@@ -80,7 +80,8 @@ def _convert_to_hf_folder(config) -> None:
     try:
       converted = folder_of(spec)
     except PretrainedError as e:
-      raise PretrainedError(f"config.init_from.{field}: {e}") from e
+      named = str(e).startswith(f"config.init_from.{field}=")
+      raise PretrainedError(str(e) if named else f"config.init_from.{field}: {e}") from e
     if config.init_from.hf and config.init_from.hf != converted:
       raise PretrainedError(f"config.init_from.{field}={spec!r} and "
                             f"init_from.hf={config.init_from.hf!r}: give one of them")
