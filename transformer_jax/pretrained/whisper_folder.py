@@ -25,9 +25,8 @@ from transformer_jax.pretrained.tensors import PretrainedError
 def folder_of(spec: str, flag: str = "--whisper") -> str:
   """The Hugging Face folder of `spec`: a package name ("tiny.en", "base"), a CTranslate2
   model folder (model.bin), or a Hugging Face whisper folder as it is."""
-  if spec in ctranslate2_whisper.WHISPER_PACKAGES:
-    return ctranslate2_whisper.hf_folder_of(spec)
-  if os.path.isfile(os.path.join(spec, "model.bin")):
+  if (spec in ctranslate2_whisper.WHISPER_PACKAGES
+      or os.path.isfile(os.path.join(spec, "model.bin"))):
     return ctranslate2_whisper.hf_folder_of(spec)
   if not os.path.isdir(spec):
     raise PretrainedError(f"{flag}={spec}: not one of "

@@ -26,12 +26,13 @@ import numpy as np
 
 from transformer_jax import pretrained
 from transformer_jax.decode import prompted, search
-from transformer_jax.kinds.speech import audio
+from transformer_jax.kinds.speech import audio, pipeline as speech_pipeline
 from transformer_jax.models.config import TransformerConfig
 from transformer_jax.pretrained import whisper_folder
 from transformer_jax.pretrained.tensors import PretrainedError
 
 WINDOW = audio.WHISPER_SECONDS * audio.SAMPLE_RATE  # samples in one window.
+FORM = speech_pipeline.Form(features="whisper", window=audio.WHISPER_FRAMES)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity (the programs' cache).
@@ -94,10 +95,10 @@ def transcribe(w: Whisper, recordings: list[np.ndarray], *, batch_size: int = 8,
   found: dict[tuple[int, int], str] = {}
   for start in range(0, len(pieces), batch_size):
     chunk = pieces[start:start + batch_size]
-    feats = np.zeros((batch_size, WINDOW // audio.HOP, audio.N_MELS + 1), np.float32)
+    feats = np.zeros((batch_size, FORM.window, audio.N_MELS + 1), np.float32)
     for row, (_, _, samples) in enumerate(chunk):
-      feats[row, :, :-1] = audio.whisper_log_mel(samples)
-      feats[row, :, -1] = 1.0  # every frame of the window counts (Whisper masks nothing).
+      # Every frame of the window counts (Whisper masks nothing).
+      feats[row] = speech_pipeline.features(samples, FORM.window, FORM)
     feats[len(chunk):, :, -1] = 1.0  # padding rows: decoded and dropped.
     ids = np.asarray(program(w.params, feats, jax.random.key(seed + start)))
     for row, (r, k, _) in enumerate(chunk):
