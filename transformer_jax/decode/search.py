@@ -77,23 +77,34 @@ def vocab_mask(vocab_limit: int | None):
 
 def choose_tokens(rng: Array | None, logits_BV: Array, temperature: float = 0.0,
                   top_k: int = 0, top_p: float = 1.0) -> Array:
-  """Greedy (temperature 0) or a sample after temperature, top-k and top-p filtering."""
+  """Greedy (temperature 0) or a sample after temperature, top-k and top-p filtering.
+
+  `temperature` and `top_p` may also be arrays [B], one value per row (the server's
+  requests): a row of temperature 0 is greedy, one of top_p 1 keeps every token."""
   logits_BV = logits_BV.astype(jnp.float32)
-  if temperature == 0.0:
+  per_row = not isinstance(temperature, (int, float))
+  if not per_row and temperature == 0.0:
     return jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
+  greedy_B = jnp.argmax(logits_BV, axis=-1).astype(jnp.int32) if per_row else None
+  if per_row:
+    sampled_rows_B = temperature > 0
+    temperature = jnp.where(sampled_rows_B, temperature, 1.0)[:, None]
   logits_BV = logits_BV / temperature
   if top_k > 0:
     kth_B1 = jax.lax.top_k(logits_BV, top_k)[0][:, -1:]
     logits_BV = jnp.where(logits_BV < kth_B1, -jnp.inf, logits_BV)
-  if top_p < 1.0:
+  if not isinstance(top_p, (int, float)):
+    top_p = jnp.asarray(top_p, jnp.float32)[:, None]
+  if not isinstance(top_p, (int, float)) or top_p < 1.0:
     sorted_BV = jnp.sort(logits_BV, axis=-1)[:, ::-1]
     cum_BV = jnp.cumsum(jax.nn.softmax(sorted_BV, axis=-1), axis=-1)
     # Keep a token while the mass before it is below top_p (so at least one).
     before_BV = cum_BV - jax.nn.softmax(sorted_BV, axis=-1)
-    cutoff_B1 = jnp.min(jnp.where(before_BV < top_p, sorted_BV, jnp.inf), axis=-1,
-                        keepdims=True)
+    keep_BV = (before_BV < top_p) | (top_p >= 1.0)
+    cutoff_B1 = jnp.min(jnp.where(keep_BV, sorted_BV, jnp.inf), axis=-1, keepdims=True)
     logits_BV = jnp.where(logits_BV < cutoff_B1, -jnp.inf, logits_BV)
-  return jax.random.categorical(rng, logits_BV, axis=-1).astype(jnp.int32)
+  sampled_B = jax.random.categorical(rng, logits_BV, axis=-1).astype(jnp.int32)
+  return sampled_B if greedy_B is None else jnp.where(sampled_rows_B, sampled_B, greedy_B)
 
 
 def sample_loop(step_fn, cache, *, batch_size: int, max_length: int, rng: Array | None = None,

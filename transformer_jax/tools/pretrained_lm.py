@@ -145,6 +145,15 @@ def render_chat(template: str, special_tokens: dict[str, str], text: str,
                 system: str | None, source: str) -> str:
   """One user turn (after an optional system turn) with the generation prompt, rendered as
   transformers renders chat templates (jinja2 sandbox, trim_blocks, lstrip_blocks)."""
+  messages = ([{"role": "system", "content": system}] if system else []) + [
+      {"role": "user", "content": text}]
+  return render_messages(template, special_tokens, messages, source)
+
+
+def render_messages(template: str, special_tokens: dict[str, str],
+                    messages: Sequence[dict[str, str]], source: str) -> str:
+  """A conversation ({role, content} messages) with the generation prompt, as
+  transformers' apply_chat_template renders it."""
   import jinja2.sandbox  # pylint: disable=import-outside-toplevel
 
   def raise_exception(message):
@@ -153,9 +162,7 @@ def render_chat(template: str, special_tokens: dict[str, str], text: str,
                                                      extensions=["jinja2.ext.loopcontrols"])
   env.filters["tojson"] = lambda x, **kw: json.dumps(x, ensure_ascii=False, **kw)
   env.globals["raise_exception"] = raise_exception
-  messages = ([{"role": "system", "content": system}] if system else []) + [
-      {"role": "user", "content": text}]
-  return env.from_string(template).render(messages=messages, add_generation_prompt=True,
+  return env.from_string(template).render(messages=list(messages), add_generation_prompt=True,
                                           **special_tokens)
 
 

@@ -27,10 +27,17 @@ class AudioError(ValueError):
   """An audio file that cannot be used; the message names it and why."""
 
 
-def read_wav(path: str) -> tuple[np.ndarray, int]:
-  """(mono float32 samples in [-1, 1], sample rate) of a PCM WAV file."""
+def read_wav(path, name: str | None = None) -> tuple[np.ndarray, int]:
+  """(mono float32 samples in [-1, 1], sample rate) of a PCM WAV file: a path, or a binary
+  file object (an upload) that messages call `name`."""
+  if name is not None:
+    return _read_wav(path, name)
+  return _read_wav(path, path)
+
+
+def _read_wav(source, path: str) -> tuple[np.ndarray, int]:
   try:
-    with wave.open(path, "rb") as f:
+    with wave.open(source, "rb") as f:
       channels, width, rate, frames = (f.getnchannels(), f.getsampwidth(), f.getframerate(),
                                        f.getnframes())
       data = f.readframes(frames)

@@ -80,9 +80,10 @@ def to_int16(samples: np.ndarray, rate: int) -> np.ndarray:
   return (np.clip(x, -1.0, 1.0) * 32767.0).round().astype(np.int16)
 
 
-def read_audio(path: str) -> np.ndarray:
-  """A WAV file as int16 samples at 16 kHz (AudioError names a bad file)."""
-  return to_int16(*audio.read_wav(path))
+def read_audio(path, name: str | None = None) -> np.ndarray:
+  """A WAV file (a path, or a binary file object called `name`) as int16 samples at 16 kHz
+  (AudioError names a bad file)."""
+  return to_int16(*audio.read_wav(path, name))
 
 
 def read_rows(rows) -> Utterances:
