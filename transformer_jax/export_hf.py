@@ -19,6 +19,12 @@ ordinary model), or as adapters, `--format=peft`: adapter_config.json +
 adapter_model.safetensors, which `peft` loads onto the Hugging Face base folder
 the run started from (config.init_from.hf; adapters/peft.py).
 
+--format=stablehlo: the run's inference function (translation: encoder + cached decoding; a
+language model's generation; an encoder's embeddings and class probabilities) serialised with
+jax.export, its batch size symbolic, the parameters beside it in params.npz, the sentencepiece
+model, and load.py, a loader that needs only jax, numpy and sentencepiece and gives the
+tools' outputs (tools/stablehlo.py).
+
 --format=gguf: a decoder_lm whose Hugging Face twin is Llama or Gemma 3 as one llama.cpp
 GGUF file (--output=FILE.gguf), the weights in --gguf_type, the run's tokenizer.json as
 GGUF's tokenizer metadata (pretrained/gguf_writer.py).
@@ -40,10 +46,11 @@ from transformer_jax.tools import cli, flags as tool_flags
 _WORKDIR = flags.DEFINE_string("workdir", None, "The train.py workdir of the run.", required=True)
 _OUTPUT = flags.DEFINE_string("output", None, "The folder to write (must not exist, or be empty; "
                               "--format=gguf: the file, which must not exist).", required=True)
-_FORMAT = flags.DEFINE_enum("format", "hf", ["hf", "safetensors", "peft", "gguf"],
+_FORMAT = flags.DEFINE_enum("format", "hf", ["hf", "safetensors", "peft", "gguf", "stablehlo"],
                             "hf: a Hugging Face folder; safetensors: our parameter paths; "
                             "peft: an adapter run's adapters as PEFT's LoRA folder; "
-                            "gguf: a llama.cpp GGUF file (Llama, Gemma 3).")
+                            "gguf: a llama.cpp GGUF file (Llama, Gemma 3); stablehlo: the "
+                            "inference function (jax.export) with a loader that needs only jax.")
 _GGUF_TYPE = flags.DEFINE_enum("gguf_type", "f32", ["f32", "f16", "q8_0"],
                                "--format=gguf: the 2-D weights' type (norms stay f32).")
 _MERGE = flags.DEFINE_bool("merge", False, "An adapter run: write the base with the adapters "
@@ -65,6 +72,9 @@ def export(workdir: str, output: str, fmt: str = "hf", step: int = -1,
 
   run = inference.load_run(workdir, tool=None, step=step, as_floats=True)
   _check_adapter_flags(workdir, run, fmt, merge)
+  if fmt == "stablehlo":
+    from transformer_jax.tools import stablehlo  # pylint: disable=import-outside-toplevel
+    return stablehlo.export(run, workdir, output, read_labels(workdir))
   params = unstack_layers(jax.device_get(flax.linen.unbox(run.programs.merged(run.params))))
   flat = flax.traverse_util.flatten_dict(params, sep="/")
   cfg = run.programs.model_config
