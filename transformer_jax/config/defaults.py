@@ -47,6 +47,9 @@ def _loop(c: ml_collections.ConfigDict) -> None:
   c.keep_best_checkpoints = 0  # ... plus the best K by best_checkpoint_metric.
   c.best_checkpoint_metric = "eval/loss"
   c.best_checkpoint_mode = "min"  # min | max.
+  # After the last step, score the test split (a sweep's trials turn it off: tuning never
+  # looks at the test split, and the trial's time goes to training).
+  c.test_at_end = True
 
 
 def _init_from(c: ml_collections.ConfigDict) -> None:

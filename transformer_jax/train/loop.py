@@ -217,8 +217,10 @@ def _finish(p: _Parts, state) -> dict[str, float]:
   with p.phases.time("checkpoint"):
     p.ckpt.wait()
   total = p.schedule.total
-  with p.phases.time("test"):
-    record = p.run.task.final_test(p.run, p.run.programs.model_params(state), total)
+  record = {}
+  if p.config.test_at_end:
+    with p.phases.time("test"):
+      record = p.run.task.final_test(p.run, p.run.programs.model_params(state), total)
   _report_time(p, total, record)
   return p.final
 

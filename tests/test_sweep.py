@@ -1,0 +1,146 @@
+"""python -m transformer_jax.sweep on the toy kind (tests/toy_kind.py): real Optuna studies in
+SQLite files, real train.py trials. A study runs, is killed mid-trial and resumes (the cut
+trial again from its checkpoint), a poor trial is pruned at its first evaluation, a failing
+trial is recorded with its reason while the study goes on, two workers share a study
+without running a trial twice, and a bad space file is one error line before any trial."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+
+from conftest import REPO, excerpt
+
+TOY = os.path.join(REPO, "tests", "toy_kind.py")
+SPACE = '''
+def get_space():
+  return {"learning_rate": ("log_uniform", 3e-3, 3e-2), "model.mlp_dim": ("int", 16, 48)}
+'''
+
+
+def _space(tmp_path, text=SPACE, name="space.py"):
+  path = tmp_path / name
+  path.write_text(text)
+  return str(path)
+
+
+def _sweep(*args, wait=True):
+  cmd = [sys.executable, "-m", "transformer_jax.sweep", f"--config={TOY}",
+         "--trial_budget_seconds=60", "--objective=eval/accuracy:max", *args]
+  if not wait:
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+  return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+def _study(path):
+  return optuna.load_study(study_name="sweep", storage=f"sqlite:///{path}/study.db")
+
+
+def _runs(log_path):
+  with open(log_path, encoding="utf-8") as f:
+    return sum(line.startswith("$ ") for line in f)
+
+
+def test_a_study_resumes_after_a_kill_and_reports(tmp_path):
+  study = tmp_path / "study"
+  args = [f"--space={_space(tmp_path)}", "--trials=3", f"--study={study}", "--pruner=none"]
+  first = _sweep(*args, wait=False)
+  deadline = time.time() + 300
+  while time.time() < deadline:  # kill it (and its trial) once the second trial is training.
+    if os.path.exists(study / "trials" / "0001" / "checkpoints"):
+      break
+    time.sleep(0.2)
+  os.killpg(first.pid, signal.SIGKILL)
+  first.wait()
+  second = _sweep(*args)
+  assert second.returncode == 0, excerpt(second.stderr)
+  assert "queued again" in second.stdout and "again, resuming 0001" in second.stdout
+  trials = _study(study).get_trials()
+  states = [t.state.name for t in trials]
+  assert states.count("COMPLETE") == 3 and states.count("FAIL") == 1, states
+  (cut,) = [t for t in trials if t.state.name == "FAIL"]
+  assert cut.user_attrs["error"].startswith("interrupted")
+  assert _runs(str(study / "trials" / "0001.log")) == 2  # the cut trial resumed in place.
+  report = subprocess.run([sys.executable, "-m", "transformer_jax.sweep", "report",
+                           f"--study={study}"], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+  assert report.returncode == 0, excerpt(report.stderr)
+  text = (study / "report" / "report.md").read_text()
+  assert "## Best: trial" in text and "python train.py --config=" in text
+  assert "--config.learning_rate=" in text and "interrupted" in text
+  assert {"history.png", "parameters.png", "loss.png"} <= set(os.listdir(study / "report"))
+
+
+def _setup(tmp_path, params):
+  from transformer_jax.sweep import trial as trial_lib  # pylint: disable=import-outside-toplevel
+  return trial_lib.TrialSetup(os.path.join(REPO, "train.py"), TOY, (), tuple(params),
+                              str(tmp_path / "trials"), 60.0,
+                              trial_lib.Objective("eval/accuracy", "maximize"))
+
+
+def test_a_poor_trial_is_pruned_early_and_a_failing_one_recorded(tmp_path):
+  from transformer_jax.sweep import space as space_lib, trial as trial_lib  # pylint: disable=import-outside-toplevel
+  params = [space_lib.Param("learning_rate", "categorical", choices=(1e-2, 1e-7)),
+            space_lib.Param("lr_schedule", "categorical", choices=("constant", "no_such"))]
+  setup = _setup(tmp_path, params)
+  study = optuna.create_study(direction="maximize",
+                              pruner=optuna.pruners.MedianPruner(n_startup_trials=1))
+  for lr, schedule in ((1e-2, "constant"), (1e-7, "constant"), (1e-2, "no_such")):
+    study.enqueue_trial({"learning_rate": lr, "lr_schedule": schedule})
+  study.optimize(lambda t: trial_lib.run_trial(t, setup), n_trials=3,
+                 catch=(trial_lib.TrialFailed,))
+  good, poor, bad = study.get_trials()
+  assert good.state.name == "COMPLETE" and good.value > 0.9
+  assert poor.state.name == "PRUNED" and poor.user_attrs["pruned_at"] == 30
+  with open(os.path.join(poor.user_attrs["workdir"], "metrics.jsonl"), encoding="utf-8") as f:
+    assert max(int(re.search(r'"step": (\d+)', l).group(1)) for l in f) < 60  # stopped early.
+  assert bad.state.name == "FAIL"
+  assert "lr_schedule" in _reason(bad) and "no_such" in _reason(bad)
+
+
+def _reason(trial):
+  log = trial.user_attrs["workdir"] + ".log"
+  from transformer_jax.sweep import trial as trial_lib  # pylint: disable=import-outside-toplevel
+  return trial_lib._reason(log, 2)  # pylint: disable=protected-access
+
+
+def test_two_workers_share_a_study_and_run_no_trial_twice(tmp_path):
+  study = tmp_path / "study"
+  args = [f"--space={_space(tmp_path)}", "--trials=4", f"--study={study}", "--pruner=none"]
+  workers = [_sweep(*args, wait=False) for _ in range(2)]
+  outputs = [w.communicate(timeout=600) for w in workers]
+  assert all(w.returncode == 0 for w in workers), [excerpt(o[1]) for o in outputs]
+  trials = _study(study).get_trials()
+  assert [t.number for t in trials] == [0, 1, 2, 3]
+  assert all(t.state.name == "COMPLETE" for t in trials)
+  ran = [set(re.findall(r"^trial (\d+):", out, re.M)) for out, _ in outputs]
+  assert ran[0] and ran[1] and not ran[0] & ran[1], ran  # both worked, none twice.
+  assert all(_runs(str(study / "trials" / f"{n:04d}.log")) == 1 for n in range(4))
+
+
+@pytest.mark.parametrize("space,message", [
+    ('def get_space():\n  return {"learning_rat": ("uniform", 0.1, 0.2)}',
+     "'learning_rat': no such config field; did you mean learning_rate"),
+    ('def get_space():\n  return {"learning_rate": ("uniform", 0.2, 0.1)}',
+     "'learning_rate': the range [0.2, 0.1] is empty"),
+    ('def get_space():\n  return {"warmup_steps": ("uniform", 1.0, 9.0)}',
+     "'warmup_steps': uniform gives floats; the field holds int"),
+    ('def get_space():\n  return {"learning_rate": ("log_uniform", 0.0, 0.1)}',
+     "a log range needs low > 0"),
+    ('def get_space():\n  return {"lr_schedule": ("categorical", [])}',
+     "categorical takes one non-empty list"),
+    ("x = 1", "defines no get_space()"),
+])
+def test_a_bad_space_is_one_error_line_before_any_trial(tmp_path, space, message):
+  proc = _sweep(f"--space={_space(tmp_path, space)}", "--trials=2",
+                f"--study={tmp_path / 'study'}")
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
+  assert not (tmp_path / "study").exists()
