@@ -144,3 +144,64 @@ def test_a_bad_space_is_one_error_line_before_any_trial(tmp_path, space, message
   errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
   assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
   assert not (tmp_path / "study").exists()
+
+
+def _initdb() -> str | None:
+  import glob  # pylint: disable=import-outside-toplevel
+  import shutil  # pylint: disable=import-outside-toplevel
+  found = shutil.which("initdb") or next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))), None)
+  return found
+
+
+@pytest.fixture
+def postgres():
+  """A PostgreSQL server of its own in a scratch folder, on a free port of 127.0.0.1."""
+  import pathlib  # pylint: disable=import-outside-toplevel
+  import pwd  # pylint: disable=import-outside-toplevel
+  import shutil  # pylint: disable=import-outside-toplevel
+  import socket  # pylint: disable=import-outside-toplevel
+  import tempfile  # pylint: disable=import-outside-toplevel
+  from conftest import skip_without  # pylint: disable=import-outside-toplevel
+  initdb = _initdb()
+  if initdb is None:
+    skip_without("PostgreSQL is not installed (apt-get install postgresql)")
+  pg_ctl = os.path.join(os.path.dirname(initdb), "pg_ctl")
+  # Not under pytest's tmp_path: its folders are the tester's alone, and the server's user
+  # must reach its own.
+  folder = pathlib.Path(tempfile.mkdtemp(prefix="transformer_jax_pg_"))
+  prefix = []
+  if os.getuid() == 0:  # the server refuses to run as root: as Debian's postgres user.
+    try:
+      user = pwd.getpwnam("postgres")
+    except KeyError:
+      skip_without("running as root, and there is no postgres user to run PostgreSQL as")
+    os.chown(folder, user.pw_uid, user.pw_gid)
+    prefix = ["runuser", "-u", "postgres", "--"]
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  data = str(folder / "data")
+  subprocess.run([*prefix, initdb, "-D", data, "-A", "trust", "-U", "postgres"], check=True,
+                 capture_output=True, timeout=120)
+  subprocess.run([*prefix, pg_ctl, "-D", data, "-l", str(folder / "log"), "-w", "-o",
+                  f"-p {port} -k {folder} -c listen_addresses=127.0.0.1", "start"],
+                 check=True, capture_output=True, timeout=120)
+  yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+  subprocess.run([*prefix, pg_ctl, "-D", data, "-m", "fast", "stop"], capture_output=True,
+                 timeout=120)
+  shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_two_workers_share_a_study_in_postgresql(tmp_path, postgres):
+  pytest.importorskip("psycopg")
+  args = [f"--space={_space(tmp_path)}", "--trials=3", f"--study={postgres}",
+          f"--trials_dir={tmp_path / 'trials'}", "--pruner=none"]
+  workers = [_sweep(*args, wait=False) for _ in range(2)]
+  outputs = [w.communicate(timeout=600) for w in workers]
+  assert all(w.returncode == 0 for w in workers), [excerpt(o[1]) for o in outputs]
+  trials = optuna.load_study(study_name="sweep", storage=postgres).get_trials()
+  # No lock across machines: two workers asking at once may run one trial past --trials.
+  assert 3 <= len(trials) <= 4 and all(t.state.name == "COMPLETE" for t in trials)
+  ran = [set(re.findall(r"^trial (\d+):", out, re.M)) for out, _ in outputs]
+  assert ran[0] and ran[1] and not ran[0] & ran[1], ran
+  assert all(_runs(str(tmp_path / "trials" / f"{t.number:04d}.log")) == 1 for t in trials)

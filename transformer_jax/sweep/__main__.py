@@ -52,6 +52,9 @@ _TRIALS_DIR = flags.DEFINE_string("trials_dir", None, "Where trial workdirs go (
 _TRAIN_PY = flags.DEFINE_string("train_py", None, "The train.py to run (default: the one "
                                 "beside this package).")
 _OUTPUT = flags.DEFINE_string("output", None, "report: where it goes (default: STUDY/report).")
+_ENQUEUE_CONFIG = flags.DEFINE_bool("enqueue_config", False, "A new study's first trial takes "
+                                    "the config's own values of the searched fields (the "
+                                    "defaults to beat, measured at the trials' budget).")
 
 
 def _train_py() -> str:
@@ -118,6 +121,12 @@ def _sweep() -> None:
   study = study_lib.open_study(study_arg, direction=setup.objective.direction, sampler=sampler,
                                pruner=pruner)
   study.set_user_attr("objective", setup.objective.metric)
+  if _ENQUEUE_CONFIG.value and not study.get_trials(deepcopy=False):
+    from transformer_jax.sweep import space as space_lib  # pylint: disable=import-outside-toplevel
+    own = space_lib.config_values(_CONFIG.value, setup.params)
+    study.enqueue_trial(own, user_attrs={"note": "the config's own values"})
+    print(f"trial 0 takes the config's own values: {' '.join(space_lib.override_args(own))}",
+          flush=True)
   print(f"study {study_arg}: {n} trials of {setup.budget_seconds:g}s, "
         f"{setup.objective.direction} {setup.objective.metric} over "
         f"{'; '.join(p.describe() for p in setup.params)}", flush=True)

@@ -136,3 +136,9 @@ def override_args(values: dict[str, Any]) -> list[str]:
     text = repr(value) if isinstance(value, float) else str(value)
     out.append(f"--config.{name}={text}")
   return out
+
+
+def config_values(config, params) -> dict[str, Any]:
+  """The config's own value of each searched field."""
+  fields = _fields(config)
+  return {p.name: fields[p.name] for p in params}
