@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import EN_DE, REPO, excerpt
-from test_tasks_e2e import COMMON, _train
+from test_tasks_e2e import _train
 
 BLOCKED = ("import sys; sys.modules['transformer_jax'] = None; sys.path.insert(0, sys.argv[1]); "
            "sys.argv = ['load.py'] + sys.argv[2:]; import load; load.main()")

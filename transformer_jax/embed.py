@@ -72,16 +72,12 @@ def embed(model, params, tokenizer, sentences: list[str], max_length: int,
 
   cfg = model.config
 
+  from transformer_jax.models.classifier import sentence_embedding  # pylint: disable=import-outside-toplevel
+
   @jax.jit
   def pooled(params, ids_BL):
     hidden_BLD = model.apply({"params": params}, ids_BL, return_hidden=True)
-    valid_BL = ids_BL > 0
-    if cfg.class_vector:  # a learned class vector in front: not a token.
-      hidden_BLD = hidden_BLD[:, 1:]
-    w_BL = valid_BL.astype(jnp.float32)
-    mean_BD = (jnp.einsum("BLD,BL->BD", hidden_BLD.astype(jnp.float32), w_BL)
-               / jnp.maximum(w_BL.sum(1, keepdims=True), 1e-9))
-    return mean_BD / jnp.maximum(jnp.linalg.norm(mean_BD, axis=-1, keepdims=True), 1e-12)
+    return sentence_embedding(hidden_BLD, ids_BL, cfg.class_vector)
 
   out = []
   for start in range(0, len(sentences), batch_size):

@@ -21,6 +21,18 @@ from transformer_jax.models.transformer import (TransformerConfig, add_positions
                                                 default_positions, encoder_stack)
 
 
+def sentence_embedding(hidden_BLD: Array, ids_BL: Array, class_vector: bool) -> Array:
+  """[B, D] float32: the encoder's output averaged over each row's real tokens (ids > 0)
+  and L2-normalised, as sentence-transformers pools all-MiniLM-L6-v2 (a learned class
+  vector in front is not a token)."""
+  if class_vector:
+    hidden_BLD = hidden_BLD[:, 1:]
+  w_BL = (ids_BL > 0).astype(jnp.float32)
+  mean_BD = (jnp.einsum("BLD,BL->BD", hidden_BLD.astype(jnp.float32), w_BL)
+             / jnp.maximum(w_BL.sum(1, keepdims=True), 1e-9))
+  return mean_BD / jnp.maximum(jnp.linalg.norm(mean_BD, axis=-1, keepdims=True), 1e-12)
+
+
 def check_num_classes(cfg: TransformerConfig, model: str) -> None:
   if cfg.num_classes < 1:
     raise ValueError(f"{model}: config.num_classes must be at least 1, got {cfg.num_classes}")

@@ -23,6 +23,7 @@ import numpy as np
 from transformer_jax.data.tokenizer import EOS_ID
 from transformer_jax.decode.search import DecodeOptions
 from transformer_jax.errors import BadInput
+from transformer_jax.models.classifier import sentence_embedding
 from transformer_jax.serve.programs import Buckets, CompiledPrograms, ladder
 
 # Set to a text, it makes every batch that holds the text fail inside the translator: the
@@ -250,12 +251,7 @@ class Encoder(Engine):
 
     def embed(params, ids_BL):
       hidden_BLD = model.apply({"params": params}, ids_BL, return_hidden=True)
-      if class_vector:  # a learned class vector in front: not a token.
-        hidden_BLD = hidden_BLD[:, 1:]
-      w_BL = (ids_BL > 0).astype(jnp.float32)
-      mean_BD = (jnp.einsum("BLD,BL->BD", hidden_BLD.astype(jnp.float32), w_BL)
-                 / jnp.maximum(w_BL.sum(1, keepdims=True), 1e-9))
-      return mean_BD / jnp.maximum(jnp.linalg.norm(mean_BD, axis=-1, keepdims=True), 1e-12)
+      return sentence_embedding(hidden_BLD, ids_BL, class_vector)
 
     def classify(params, ids_BL):
       logits = model.apply({"params": params}, **kind.model_inputs({"inputs": ids_BL}))

@@ -17,7 +17,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import random
 import socket
+import time
 import warnings
 
 import optuna
@@ -51,11 +53,26 @@ def storage_url(study: str) -> str:
 def open_study(study: str, *, direction: str | None = None, sampler=None, pruner=None,
                create: bool = True) -> optuna.Study:
   """The study at DIR or URL (made when `create` and missing); ConfigError if its
-  objective's direction differs from `direction`."""
+  objective's direction differs from `direction`. Workers that start together take turns
+  making the database's tables (a SQLite study's lock file; for a URL, another try)."""
+  import sqlalchemy.exc  # pylint: disable=import-outside-toplevel
   if not is_url(study):
     if not create and not os.path.exists(os.path.join(study, "study.db")):
       raise ConfigError(f"--study={study}: no study there (no study.db)")
     os.makedirs(study, exist_ok=True)
+  for attempt in range(6):
+    try:
+      with turn(study):
+        return _open(study, direction, sampler, pruner, create)
+    except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError,
+            sqlalchemy.exc.OperationalError):
+      if attempt == 5:
+        raise
+      time.sleep(0.5 + random.random())  # another worker is making the tables.
+  raise AssertionError("unreachable")
+
+
+def _open(study: str, direction, sampler, pruner, create: bool) -> optuna.Study:
   with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # the heartbeat is "experimental" in Optuna.
     storage = RDBStorage(storage_url(study), heartbeat_interval=HEARTBEAT_SECONDS,

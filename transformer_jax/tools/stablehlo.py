@@ -30,6 +30,7 @@ import numpy as np
 from flax import traverse_util
 
 from transformer_jax.errors import BadInput
+from transformer_jax.models.classifier import sentence_embedding
 
 LOADER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "stablehlo_loader.py")
 
@@ -59,12 +60,7 @@ def _functions(run, jobs, dtypes) -> dict:
 
   def embed(params32, ids_BL):
     hidden_BLD = model.apply({"params": typed(params32)}, ids_BL, return_hidden=True)
-    if class_vector:
-      hidden_BLD = hidden_BLD[:, 1:]
-    w_BL = (ids_BL > 0).astype(jnp.float32)
-    mean_BD = (jnp.einsum("BLD,BL->BD", hidden_BLD.astype(jnp.float32), w_BL)
-               / jnp.maximum(w_BL.sum(1, keepdims=True), 1e-9))
-    return mean_BD / jnp.maximum(jnp.linalg.norm(mean_BD, axis=-1, keepdims=True), 1e-12)
+    return sentence_embedding(hidden_BLD, ids_BL, class_vector)
 
   def classify(params32, ids_BL):
     logits = model.apply({"params": typed(params32)},

@@ -12,7 +12,6 @@ import json
 import os
 import sys
 
-import jax
 import numpy as np
 import sentencepiece
 from jax import export
