@@ -237,6 +237,30 @@ def test_hf_tokenizer_whose_id_0_is_not_padding_is_refused(tmp_path):
     hf_tokenizer.load(f"hf:{tmp_path}")
 
 
+def test_hf_tokenizer_takes_the_folders_eos_and_ends_gemma_style_texts_with_it(tmp_path):
+  # Gemma's layout: <pad> 0, <eos> 1, <bos> 2, and a </s> further on; the post-processor
+  # puts <bos> first and nothing last. tokenizer_config.json names <eos>.
+  vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "[UNK]": 3, "</s>": 4, "the": 5, "file": 6,
+           "was": 7, "saved": 8}
+  tok = hf_folders.tokenizers.Tokenizer(
+      hf_folders.tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
+  tok.pre_tokenizer = hf_folders.tokenizers.pre_tokenizers.WhitespaceSplit()
+  tok.add_special_tokens(["<pad>", "<eos>", "<bos>", "</s>"])
+  tok.post_processor = hf_folders.tokenizers.processors.TemplateProcessing(
+      single="<bos> $A", special_tokens=[("<bos>", 2)])
+  tmp_path.joinpath("tokenizer.json").write_text(tok.to_str())
+  tmp_path.joinpath("tokenizer_config.json").write_text('{"eos_token": "<eos>"}')
+  ours = hf_tokenizer.load(f"hf:{tmp_path}")
+  assert ours.offset == 0 and ours.eos_id == 1  # not </s> (4), the first of EOS_TOKENS held.
+  assert ours.encode("the file was saved").tolist() == [2, 5, 6, 7, 8, 1]
+  assert ours.encode("the file was saved", max_length=4).tolist() == [2, 5, 6, 1]
+  assert ours.encode("the file", add_eos=False).tolist() == [5, 6]
+  assert ours.decode([2, 5, 6, 1]) == "the file"
+  # Without tokenizer_config.json the vocabulary's tokens decide: </s> comes first there.
+  tmp_path.joinpath("tokenizer_config.json").unlink()
+  assert hf_tokenizer.load(f"hf:{tmp_path}").eos_id == 4
+
+
 @pytest.mark.parametrize("damage, message", [
     ({"drop_tensor": "encoder.layer.1.output.dense.bias"},
      "tensor 'encoder.layer.1.output.dense.bias' is missing"),

@@ -9,7 +9,8 @@ end of a text (EOS). Two layouts follow:
 
 - The tokenizer's padding token is id 0 (BERT's [PAD]): ids are the tokenizer's
   own (`offset` 0). `encode` adds its special tokens (BERT: [CLS] first, [SEP]
-  last) and, given a `max_length`, cuts the text so that they survive.
+  last; Gemma's <pad>: <bos> first, and its <eos>, which the post-processor leaves
+  out, appended) and, given a `max_length`, cuts the text so that they survive.
 - Id 0 is an ordinary token (GPT-2's "!"): every id moves up by `offset` 2, and
   the tokenizer's end-of-text token (GPT-2's <|endoftext|>) becomes our EOS, 1.
   A model loaded from the folder gets its embedding rows moved the same way
@@ -19,6 +20,7 @@ end of a text (EOS). Two layouts follow:
 from __future__ import annotations
 
 import functools
+import json
 import os
 from collections.abc import Sequence
 
@@ -30,6 +32,26 @@ PREFIX = "hf:"
 PAD_TOKENS = ("[PAD]", "<pad>", "<|pad|>")
 EOS_TOKENS = ("<|endoftext|>", "</s>", "<eos>", "<|eos|>")
 SHIFT = 2  # ids 0 (padding) and 1 (EOS) come first when id 0 is an ordinary token.
+
+
+def _own_eos_id(folder: str, tok) -> int | None:
+  """The id of the folder's end-of-text token: tokenizer_config.json's eos_token where it
+  names one the vocabulary holds (Gemma's <eos>: its vocabulary holds </s> too), else the
+  first of EOS_TOKENS that the vocabulary holds."""
+  path = os.path.join(folder, "tokenizer_config.json")
+  named = None
+  if os.path.exists(path):
+    try:
+      with open(path, encoding="utf-8") as f:
+        named = json.load(f).get("eos_token")
+    except (OSError, ValueError, AttributeError):
+      named = None  # an unreadable config: the vocabulary's own tokens decide.
+  if isinstance(named, dict):  # {"content": "<eos>", ...}, as older folders write it.
+    named = named.get("content")
+  if isinstance(named, str) and tok.token_to_id(named) is not None:
+    return tok.token_to_id(named)
+  ids = [tok.token_to_id(t) for t in EOS_TOKENS if tok.token_to_id(t) is not None]
+  return ids[0] if ids else None
 
 
 class HfTokenizer:
@@ -49,8 +71,7 @@ class HfTokenizer:
     self._tok.no_padding()
     self._tok.no_truncation()
     pads = [self._tok.token_to_id(t) for t in PAD_TOKENS if self._tok.token_to_id(t) is not None]
-    eos = [self._tok.token_to_id(t) for t in EOS_TOKENS if self._tok.token_to_id(t) is not None]
-    self.eos_id = eos[0] if eos else None  # the tokenizer's own id of its end-of-text token.
+    self.eos_id = _own_eos_id(folder, self._tok)  # the tokenizer's id of its end-of-text token.
     if pads and pads[0] == PAD_ID:
       self.offset = 0
     elif self.eos_id is not None:
@@ -60,6 +81,11 @@ class HfTokenizer:
           f"{path}: id {PAD_ID} is {self._tok.id_to_token(PAD_ID)!r}, not a padding token, and "
           f"there is no end-of-text token ({', '.join(EOS_TOKENS)}) to end texts with")
     self._specials = self._tok.num_special_tokens_to_add(False)
+    # A post-processor that ends no text with the end-of-text token (Gemma's adds <bos>
+    # only): `encode` appends it, so that a document the model learns from has an end.
+    self._append_eos = (self.offset == 0 and self.eos_id is not None and
+                        self._tok.post_process(self._tok.encode("a", add_special_tokens=False)
+                                               ).ids[-1] != self.eos_id)
     self.start_ids = self._start_ids()
 
   def _start_ids(self) -> tuple[int, ...]:
@@ -89,14 +115,16 @@ class HfTokenizer:
     (1) in the shifted layout; at most max_length, the end marks kept."""
     enc = self._tok.encode(text, add_special_tokens=False)
     if max_length is not None:
-      marks = (1 if self.offset else self._specials) if add_eos else 0  # EOS, or [CLS] [SEP].
+      # EOS, or the post-processor's marks ([CLS] [SEP]; <bos>) and the appended EOS.
+      marks = (1 if self.offset else self._specials + self._append_eos) if add_eos else 0
       keep = max(max_length - marks, 0)
       if len(enc.ids) > keep:
         enc.truncate(keep)
     if not self.offset:
-      if add_eos:
-        enc = self._tok.post_process(enc)
-      return np.asarray(enc.ids, dtype=np.int32)
+      if not add_eos:
+        return np.asarray(enc.ids, dtype=np.int32)
+      ids = self._tok.post_process(enc).ids + ([self.eos_id] if self._append_eos else [])
+      return np.asarray(ids, dtype=np.int32)
     ids = [EOS_ID if i == self.eos_id else i + self.offset for i in enc.ids]
     if add_eos:
       ids.append(EOS_ID)
@@ -150,11 +178,16 @@ def load(path: str) -> HfTokenizer:
     stat = os.stat(os.path.join(folder, "tokenizer.json"))
   except OSError:
     return HfTokenizer(folder)  # which names the missing file.
-  return _parsed(folder, (stat.st_mtime_ns, stat.st_size))
+  try:  # it names the end-of-text token.
+    config = os.stat(os.path.join(folder, "tokenizer_config.json"))
+    config_version = (config.st_mtime_ns, config.st_size)
+  except OSError:
+    config_version = None
+  return _parsed(folder, (stat.st_mtime_ns, stat.st_size, config_version))
 
 
 @functools.lru_cache(maxsize=4)
-def _parsed(folder: str, version: tuple[int, int]) -> HfTokenizer:
+def _parsed(folder: str, version: tuple) -> HfTokenizer:
   del version  # the cache's key: a rewritten file is parsed again.
   return HfTokenizer(folder)
 
