@@ -96,109 +96,146 @@ def whisper_state_dict(variables: dict[str, np.ndarray], ct2_config: dict | None
   """
   _check_whisper(spec, revision, source)
   ct2_config = ct2_config or {}
-  v = variables
-
-  def take(name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
-    if name not in v:
-      raise PretrainedError(f"{source}: CTranslate2 variable {name!r} is missing")
-    array = np.asarray(v[name])
-    if not np.issubdtype(array.dtype, np.floating):
-      raise PretrainedError(f"{source}: CTranslate2 variable {name!r} is {array.dtype}, "
-                            "not floating point")
-    if shape is not None and tuple(array.shape) != tuple(shape):
-      raise PretrainedError(f"{source}: CTranslate2 variable {name!r} has shape "
-                            f"{tuple(array.shape)}, expected {tuple(shape)}")
-    return np.asarray(array, np.float32)
-
-  d_model, mels, _ = take("encoder/conv1/weight").shape
-  vocab_size = take("decoder/embeddings/weight").shape[0]
-  enc_layers, dec_layers = _layers(v, "encoder"), _layers(v, "decoder")
+  v = _Variables(variables, source)
+  d_model, mels, _ = v.take("encoder/conv1/weight").shape
+  vocab_size = v.take("decoder/embeddings/weight").shape[0]
+  enc_layers, dec_layers = _layers(variables, "encoder"), _layers(variables, "decoder")
   if not enc_layers or not dec_layers:
     raise PretrainedError(f"{source}: no CTranslate2 variable "
                           f"'{'encoder' if not enc_layers else 'decoder'}/layer_0/...'")
-  enc_ffn = take("encoder/layer_0/ffn/linear_0/weight").shape[0]
-  dec_ffn = take("decoder/layer_0/ffn/linear_0/weight").shape[0]
-  target_positions = take("decoder/position_encodings/encodings").shape[0]
-  source_positions = (v["encoder/position_encodings/encodings"].shape[0]
-                      if "encoder/position_encodings/encodings" in v else 1500)
-  activation = _scalar(v, "decoder/activation", _GELU)
+  sizes = {"d_model": int(d_model), "num_mel_bins": int(mels), "vocab_size": int(vocab_size),
+           "encoder_layers": enc_layers, "decoder_layers": dec_layers,
+           "encoder_ffn_dim": int(v.take("encoder/layer_0/ffn/linear_0/weight").shape[0]),
+           "decoder_ffn_dim": int(v.take("decoder/layer_0/ffn/linear_0/weight").shape[0]),
+           "max_target_positions": int(
+               v.take("decoder/position_encodings/encodings").shape[0]),
+           "max_source_positions": int(
+               variables["encoder/position_encodings/encodings"].shape[0]
+               if "encoder/position_encodings/encodings" in variables else 1500)}
+  activation = _scalar(variables, "decoder/activation", _GELU)
   if activation != _GELU:
     raise PretrainedError(f"{source}: decoder/activation is {activation}, not GELU ({_GELU})")
-  if not _scalar(v, "decoder/pre_norm", 1):
+  if not _scalar(variables, "decoder/pre_norm", 1):
     raise PretrainedError(f"{source}: decoder/pre_norm is off; Whisper is pre-norm")
-  embeddings = take("decoder/embeddings/weight", (vocab_size, d_model))
-  projection = v.get("decoder/projection/weight")
-  tied = projection is None or projection is v["decoder/embeddings/weight"] or bool(
-      np.array_equal(projection, v["decoder/embeddings/weight"]))
-  ids = whisper_special_ids(vocab_size, vocabulary)
+  projection = variables.get("decoder/projection/weight")
+  tied = projection is None or projection is variables["decoder/embeddings/weight"] or bool(
+      np.array_equal(projection, variables["decoder/embeddings/weight"]))
+  state = _WhisperState(v, int(d_model)).build(sizes, tied)
+  config = _whisper_config(variables, sizes, tied, ct2_config,
+                           whisper_special_ids(vocab_size, vocabulary))
+  for key in ("encoder_attention_heads", "decoder_attention_heads"):
+    if not config[key] or d_model % config[key]:
+      raise PretrainedError(f"{source}: {key.split('_')[0]}/num_heads "
+                            f"({config[key]}) does not divide d_model {d_model}")
+  return config, state
 
-  state: dict[str, np.ndarray] = {}
 
-  def linear(hf: str, ct2: str, rows: int, cols: int, bias: bool = True) -> None:
-    state[f"{hf}.weight"] = take(f"{ct2}/weight", (rows, cols))
-    if bias:
-      state[f"{hf}.bias"] = take(f"{ct2}/bias", (rows,))
+class _Variables:
+  """A CTranslate2 model's variables, taken as float32 with their names and shapes checked."""
 
-  def norm(hf: str, ct2: str) -> None:
-    state[f"{hf}.weight"] = take(f"{ct2}/gamma", (d_model,))
-    state[f"{hf}.bias"] = take(f"{ct2}/beta", (d_model,))
+  def __init__(self, variables: dict[str, np.ndarray], source: str):
+    self.variables, self.source = variables, source
 
-  def fused(hf: str, ct2: str, parts: tuple[str, ...]) -> None:
+  def __contains__(self, name: str) -> bool:
+    return name in self.variables
+
+  def take(self, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    if name not in self.variables:
+      raise PretrainedError(f"{self.source}: CTranslate2 variable {name!r} is missing")
+    array = np.asarray(self.variables[name])
+    if not np.issubdtype(array.dtype, np.floating):
+      raise PretrainedError(f"{self.source}: CTranslate2 variable {name!r} is {array.dtype}, "
+                            "not floating point")
+    if shape is not None and tuple(array.shape) != tuple(shape):
+      raise PretrainedError(f"{self.source}: CTranslate2 variable {name!r} has shape "
+                            f"{tuple(array.shape)}, expected {tuple(shape)}")
+    return np.asarray(array, np.float32)
+
+
+class _WhisperState:
+  """transformers' Whisper state dict, built from CTranslate2 variables layer by layer."""
+
+  def __init__(self, v: _Variables, d_model: int):
+    self.v, self.d = v, d_model
+    self.state: dict[str, np.ndarray] = {}
+
+  def build(self, sizes: dict, tied: bool) -> dict[str, np.ndarray]:
+    v, d, state = self.v, self.d, self.state
+    for i in (1, 2):
+      state[f"model.encoder.conv{i}.weight"] = v.take(
+          f"encoder/conv{i}/weight", (d, sizes["num_mel_bins"] if i == 1 else d, 3))
+      state[f"model.encoder.conv{i}.bias"] = v.take(f"encoder/conv{i}/bias", (d,))
+    source_positions = sizes["max_source_positions"]
+    state["model.encoder.embed_positions.weight"] = (
+        v.take("encoder/position_encodings/encodings", (source_positions, d))
+        if "encoder/position_encodings/encodings" in v
+        else whisper.encoder_positions(source_positions, d))
+    for i in range(sizes["encoder_layers"]):
+      self.layer(f"model.encoder.layers.{i}", f"encoder/layer_{i}", sizes["encoder_ffn_dim"],
+                 cross=False)
+    self.norm("model.encoder.layer_norm", "encoder/layer_norm")
+    embeddings = v.take("decoder/embeddings/weight", (sizes["vocab_size"], d))
+    state["model.decoder.embed_tokens.weight"] = embeddings
+    state["model.decoder.embed_positions.weight"] = v.take(
+        "decoder/position_encodings/encodings", (sizes["max_target_positions"], d))
+    for i in range(sizes["decoder_layers"]):
+      self.layer(f"model.decoder.layers.{i}", f"decoder/layer_{i}", sizes["decoder_ffn_dim"],
+                 cross=True)
+    self.norm("model.decoder.layer_norm", "decoder/layer_norm")
+    state["proj_out.weight"] = (embeddings if tied else v.take(
+        "decoder/projection/weight", (sizes["vocab_size"], d)))
+    return state
+
+  def linear(self, hf: str, ct2: str, rows: int, cols: int) -> None:
+    self.state[f"{hf}.weight"] = self.v.take(f"{ct2}/weight", (rows, cols))
+    self.state[f"{hf}.bias"] = self.v.take(f"{ct2}/bias", (rows,))
+
+  def norm(self, hf: str, ct2: str) -> None:
+    self.state[f"{hf}.weight"] = self.v.take(f"{ct2}/gamma", (self.d,))
+    self.state[f"{hf}.bias"] = self.v.take(f"{ct2}/beta", (self.d,))
+
+  def fused(self, hf: str, ct2: str, parts: tuple[str, ...]) -> None:
     """A fused CTranslate2 linear split into `parts` (k_proj: no bias)."""
-    n = len(parts)
-    weights = np.split(take(f"{ct2}/weight", (n * d_model, d_model)), n)
-    biases = np.split(take(f"{ct2}/bias", (n * d_model,)), n)
+    n, d = len(parts), self.d
+    weights = np.split(self.v.take(f"{ct2}/weight", (n * d, d)), n)
+    biases = np.split(self.v.take(f"{ct2}/bias", (n * d,)), n)
     for part, w, b in zip(parts, weights, biases):
-      state[f"{hf}.{part}.weight"] = w
+      self.state[f"{hf}.{part}.weight"] = w
       if part != "k_proj":
-        state[f"{hf}.{part}.bias"] = b
+        self.state[f"{hf}.{part}.bias"] = b
 
-  def layer(hf: str, ct2: str, ffn: int, cross: bool) -> None:
-    fused(f"{hf}.self_attn", f"{ct2}/self_attention/linear_0", ("q_proj", "k_proj", "v_proj"))
-    linear(f"{hf}.self_attn.out_proj", f"{ct2}/self_attention/linear_1", d_model, d_model)
-    norm(f"{hf}.self_attn_layer_norm", f"{ct2}/self_attention/layer_norm")
+  def layer(self, hf: str, ct2: str, ffn: int, cross: bool) -> None:
+    d = self.d
+    self.fused(f"{hf}.self_attn", f"{ct2}/self_attention/linear_0",
+               ("q_proj", "k_proj", "v_proj"))
+    self.linear(f"{hf}.self_attn.out_proj", f"{ct2}/self_attention/linear_1", d, d)
+    self.norm(f"{hf}.self_attn_layer_norm", f"{ct2}/self_attention/layer_norm")
     if cross:
-      fused(f"{hf}.encoder_attn", f"{ct2}/attention/linear_0", ("q_proj",))
-      fused(f"{hf}.encoder_attn", f"{ct2}/attention/linear_1", ("k_proj", "v_proj"))
-      linear(f"{hf}.encoder_attn.out_proj", f"{ct2}/attention/linear_2", d_model, d_model)
-      norm(f"{hf}.encoder_attn_layer_norm", f"{ct2}/attention/layer_norm")
-    linear(f"{hf}.fc1", f"{ct2}/ffn/linear_0", ffn, d_model)
-    linear(f"{hf}.fc2", f"{ct2}/ffn/linear_1", d_model, ffn)
-    norm(f"{hf}.final_layer_norm", f"{ct2}/ffn/layer_norm")
+      self.fused(f"{hf}.encoder_attn", f"{ct2}/attention/linear_0", ("q_proj",))
+      self.fused(f"{hf}.encoder_attn", f"{ct2}/attention/linear_1", ("k_proj", "v_proj"))
+      self.linear(f"{hf}.encoder_attn.out_proj", f"{ct2}/attention/linear_2", d, d)
+      self.norm(f"{hf}.encoder_attn_layer_norm", f"{ct2}/attention/layer_norm")
+    self.linear(f"{hf}.fc1", f"{ct2}/ffn/linear_0", ffn, d)
+    self.linear(f"{hf}.fc2", f"{ct2}/ffn/linear_1", d, ffn)
+    self.norm(f"{hf}.final_layer_norm", f"{ct2}/ffn/layer_norm")
 
-  for i in (1, 2):
-    state[f"model.encoder.conv{i}.weight"] = take(
-        f"encoder/conv{i}/weight", (d_model, mels if i == 1 else d_model, 3))
-    state[f"model.encoder.conv{i}.bias"] = take(f"encoder/conv{i}/bias", (d_model,))
-  state["model.encoder.embed_positions.weight"] = (
-      take("encoder/position_encodings/encodings", (source_positions, d_model))
-      if "encoder/position_encodings/encodings" in v
-      else whisper.encoder_positions(source_positions, d_model))
-  for i in range(enc_layers):
-    layer(f"model.encoder.layers.{i}", f"encoder/layer_{i}", enc_ffn, cross=False)
-  norm("model.encoder.layer_norm", "encoder/layer_norm")
-  state["model.decoder.embed_tokens.weight"] = embeddings
-  state["model.decoder.embed_positions.weight"] = take(
-      "decoder/position_encodings/encodings", (target_positions, d_model))
-  for i in range(dec_layers):
-    layer(f"model.decoder.layers.{i}", f"decoder/layer_{i}", dec_ffn, cross=True)
-  norm("model.decoder.layer_norm", "decoder/layer_norm")
-  state["proj_out.weight"] = (embeddings if tied else
-                              take("decoder/projection/weight", (vocab_size, d_model)))
 
+def _whisper_config(variables, sizes: dict, tied: bool, ct2_config: dict, ids: dict) -> dict:
+  """config.json of transformers' Whisper, with what generation_config.json holds."""
   eot = ids["endoftext"]
   lang_ids = ct2_config.get("lang_ids") or ids["languages"]
-  config = {
+  return {
       "architectures": ["WhisperForConditionalGeneration"], "model_type": "whisper",
-      "vocab_size": int(vocab_size), "num_mel_bins": int(mels), "d_model": int(d_model),
-      "encoder_layers": enc_layers, "decoder_layers": dec_layers,
-      "encoder_attention_heads": _scalar(v, "encoder/num_heads", 0),
-      "decoder_attention_heads": _scalar(v, "decoder/num_heads", 0),
-      "encoder_ffn_dim": int(enc_ffn), "decoder_ffn_dim": int(dec_ffn),
-      "max_source_positions": int(source_positions),
-      "max_target_positions": int(target_positions),
+      "vocab_size": sizes["vocab_size"], "num_mel_bins": sizes["num_mel_bins"],
+      "d_model": sizes["d_model"],
+      "encoder_layers": sizes["encoder_layers"], "decoder_layers": sizes["decoder_layers"],
+      "encoder_attention_heads": _scalar(variables, "encoder/num_heads", 0),
+      "decoder_attention_heads": _scalar(variables, "decoder/num_heads", 0),
+      "encoder_ffn_dim": sizes["encoder_ffn_dim"], "decoder_ffn_dim": sizes["decoder_ffn_dim"],
+      "max_source_positions": sizes["max_source_positions"],
+      "max_target_positions": sizes["max_target_positions"],
       "activation_function": "gelu",
-      "scale_embedding": bool(_scalar(v, "decoder/scale_embeddings", 0)),
+      "scale_embedding": bool(_scalar(variables, "decoder/scale_embeddings", 0)),
       "is_encoder_decoder": True, "use_cache": True, "tie_word_embeddings": tied,
       "dropout": 0.0, "attention_dropout": 0.0, "activation_dropout": 0.0,
       "encoder_layerdrop": 0.0, "decoder_layerdrop": 0.0, "init_std": 0.02,
@@ -215,11 +252,6 @@ def whisper_state_dict(variables: dict[str, np.ndarray], ct2_config: dict | None
       "task_to_id": ({"transcribe": ids["transcribe"], "translate": ids["translate"]}
                      if ids["is_multilingual"] else {}),
   }
-  for key in ("encoder_attention_heads", "decoder_attention_heads"):
-    if not config[key] or d_model % config[key]:
-      raise PretrainedError(f"{source}: {key.split('_')[0]}/num_heads "
-                            f"({config[key]}) does not divide d_model {d_model}")
-  return config, state
 
 
 _GENERATION_KEYS = ("alignment_heads", "is_multilingual", "no_timestamps_token_id",

@@ -122,6 +122,51 @@ def tokenizer_metadata(tokenizer, tokenizer_config: dict, hf_config: dict, arch:
       raise PretrainedError(f"{where}: {tokenizer}: not a readable tokenizer.json ({e})") from e
   spec = json.loads(tokenizer.to_str())
   model = spec["model"]
+  byte_level = _bpe_kind(spec, where)
+  unk = model.get("unk_token")
+  tokens, types = _token_table(spec, vocab_size, byte_level, where)
+  merges = _merges(model)
+  meta = {"tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": types}
+  if byte_level:
+    meta["tokenizer.ggml.model"] = "gpt2"
+    meta["tokenizer.ggml.pre"] = _byte_level_pre(spec, source_pre, where)
+  else:
+    meta["tokenizer.ggml.model"] = "llama"
+    meta["tokenizer.ggml.pre"] = "default"
+    meta["tokenizer.ggml.add_space_prefix"] = _space_prefix(spec, arch, where)
+    meta["tokenizer.ggml.scores"] = [-1000.0 if types[i] in (CONTROL, USER_DEFINED) else s
+                                     for i, s in enumerate(_scores(tokens, merges))]
+  # Merges for SentencePiece too: llama.cpp ranks by the scores, our reader (and
+  # transformers' BPE) by the merges, exactly.
+  meta["tokenizer.ggml.merges"] = merges
+  first, last = _template_ends(spec)
+  meta.update(_special_ids(tokenizer.get_vocab(with_added_tokens=True), tokenizer_config,
+                           hf_config, vocab_size, first, last, unk))
+
+  def token(key):
+    i = meta.get(f"tokenizer.ggml.{key}")
+    return tokens[i] if i is not None else None
+
+  # Whether BOS / EOS go around each text: tokenizer_config.json's add_bos_token /
+  # add_eos_token, else tokenizer.json's TemplateProcessing, else SentencePiece's BOS only.
+  add_bos, add_eos = tokenizer_config.get("add_bos_token"), tokenizer_config.get("add_eos_token")
+  if not isinstance(add_bos, bool):
+    templated = first is not None or last is not None
+    add_bos = (first == token("bos_token_id")) if templated else not byte_level
+    add_bos = bool(add_bos and token("bos_token_id") is not None)
+  if not isinstance(add_eos, bool):
+    add_eos = last is not None and last == token("eos_token_id")
+  meta["tokenizer.ggml.add_bos_token"], meta["tokenizer.ggml.add_eos_token"] = add_bos, add_eos
+  template = tokenizer_config.get("chat_template")
+  if template:
+    meta["tokenizer.chat_template"] = template
+  return meta
+
+
+def _bpe_kind(spec: dict, where: str) -> bool:
+  """True for a byte-level BPE, False for a SentencePiece-style one (byte fallback);
+  PretrainedError for a tokenizer.json with no GGUF form."""
+  model = spec["model"]
   if model.get("type") != "BPE":
     raise PretrainedError(f"{where}: a {model.get('type')} tokenizer.json has no GGUF form "
                           "here (supported: byte-level BPE, SentencePiece-style BPE)")
@@ -134,6 +179,13 @@ def tokenizer_metadata(tokenizer, tokenizer_config: dict, hf_config: dict, arch:
       "end_of_word_suffix"):
     raise PretrainedError(f"{where}: BPE dropout / subword prefixes or suffixes have no GGUF "
                           "form")
+  return byte_level
+
+
+def _token_table(spec: dict, vocab_size: int, byte_level: bool,
+                 where: str) -> tuple[list[str], list[int]]:
+  """Each embedding row's token text and GGUF token type."""
+  model = spec["model"]
   added = {t["id"]: t for t in spec.get("added_tokens", [])}
   ids = {**{i: t for t, i in model["vocab"].items()}, **{i: t["content"] for i, t in added.items()}}
   if max(ids) >= vocab_size:
@@ -161,25 +213,15 @@ def tokenizer_metadata(tokenizer, tokenizer_config: dict, hf_config: dict, arch:
     else:
       types.append(NORMAL)
     tokens.append(token)
-  merges = _merges(model)
-  meta = {"tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": types}
-  if byte_level:
-    meta["tokenizer.ggml.model"] = "gpt2"
-    meta["tokenizer.ggml.pre"] = _byte_level_pre(spec, source_pre, where)
-  else:
-    meta["tokenizer.ggml.model"] = "llama"
-    meta["tokenizer.ggml.pre"] = "default"
-    meta["tokenizer.ggml.add_space_prefix"] = _space_prefix(spec, arch, where)
-    meta["tokenizer.ggml.scores"] = [-1000.0 if types[i] in (CONTROL, USER_DEFINED) else s
-                                     for i, s in enumerate(_scores(tokens, merges))]
-  # Merges for SentencePiece too: llama.cpp ranks by the scores, our reader (and
-  # transformers' BPE) by the merges, exactly.
-  meta["tokenizer.ggml.merges"] = merges
+  return tokens, types
 
-  # Special tokens: tokenizer_config.json's, by text, else config.json's ids (as gguf's
-  # SpecialVocab reads them), else BOS / EOS as tokenizer.json puts them around a text.
-  first, last = _template_ends(spec)
-  vocab = tokenizer.get_vocab(with_added_tokens=True)
+
+def _special_ids(vocab: dict, tokenizer_config: dict, hf_config: dict, vocab_size: int,
+                 first: str | None, last: str | None, unk: str | None) -> dict:
+  """The special tokens' ids: tokenizer_config.json's, by text, else config.json's ids (as
+  gguf's SpecialVocab reads them), else BOS / EOS as tokenizer.json puts them around a
+  text (`first`, `last`)."""
+  meta = {}
   for name, key, fallback in (("bos", "bos_token_id", first), ("eos", "eos_token_id", last),
                               ("pad", "padding_token_id", None),
                               ("unk", "unknown_token_id", unk)):
@@ -193,24 +235,6 @@ def tokenizer_metadata(tokenizer, tokenizer_config: dict, hf_config: dict, arch:
       token_id = vocab.get(fallback)
     if isinstance(token_id, int) and 0 <= token_id < vocab_size:
       meta[f"tokenizer.ggml.{key}"] = token_id
-
-  def token(key):
-    i = meta.get(f"tokenizer.ggml.{key}")
-    return tokens[i] if i is not None else None
-
-  # Whether BOS / EOS go around each text: tokenizer_config.json's add_bos_token /
-  # add_eos_token, else tokenizer.json's TemplateProcessing, else SentencePiece's BOS only.
-  add_bos, add_eos = tokenizer_config.get("add_bos_token"), tokenizer_config.get("add_eos_token")
-  if not isinstance(add_bos, bool):
-    templated = first is not None or last is not None
-    add_bos = (first == token("bos_token_id")) if templated else not byte_level
-    add_bos = bool(add_bos and token("bos_token_id") is not None)
-  if not isinstance(add_eos, bool):
-    add_eos = last is not None and last == token("eos_token_id")
-  meta["tokenizer.ggml.add_bos_token"], meta["tokenizer.ggml.add_eos_token"] = add_bos, add_eos
-  template = tokenizer_config.get("chat_template")
-  if template:
-    meta["tokenizer.chat_template"] = template
   return meta
 
 

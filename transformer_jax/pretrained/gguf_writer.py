@@ -177,11 +177,10 @@ def write_gguf(hf_config: dict, state_dict: dict[str, np.ndarray], tokenizer,
   tied = fields["logits_via_embedding"]
   tensors = _tensors(arch, fields, state_dict, tied, where)
   vocab_size, hidden = tensors["token_embd.weight"].shape
-  layers, heads = fields["num_decoder_layers"], fields["num_heads"]
-  head_dim = fields["qkv_dim"] // heads
   theta, scaling = llama._rope(hf_config, where)  # pylint: disable=protected-access
   if scaling.get("rope_type") == "llama3":
-    tensors["rope_freqs.weight"] = _llama3_rope_factors(head_dim, theta, scaling)
+    tensors["rope_freqs.weight"] = _llama3_rope_factors(
+        fields["qkv_dim"] // fields["num_heads"], theta, scaling)
   tok_meta = gguf_vocab.tokenizer_metadata(tokenizer, tokenizer_config, hf_config, arch, vocab_size,
                                            source_pre_name, where)
 
@@ -198,40 +197,10 @@ def write_gguf(hf_config: dict, state_dict: dict[str, np.ndarray], tokenizer,
     w = gguf.GGUFWriter(tmp, arch)
     w.add_type(gguf.GGUFType.MODEL)
     w.add_name(name or os.path.basename(output).removesuffix(".gguf"))
-    w.add_context_length(int(hf_config["max_position_embeddings"]))
-    w.add_embedding_length(int(hidden))
-    w.add_block_count(layers)
-    w.add_feed_forward_length(fields["mlp_dim"])
-    w.add_head_count(heads)
-    w.add_head_count_kv(fields["num_kv_heads"])
-    w.add_key_length(head_dim)
-    w.add_value_length(head_dim)
-    w.add_rope_freq_base(theta)
-    w.add_layer_norm_rms_eps(fields["layer_norm_epsilon"])
-    w.add_file_type(file_type)
-    w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    if arch == "llama":
-      w.add_vocab_size(int(vocab_size))
-      w.add_rope_dimension_count(head_dim)
-    else:
-      w.add_sliding_window(fields["sliding_window"])
-      w.add_rope_freq_base_swa(fields["rotary_base_local"])
-    if scaling.get("rope_type") == "linear":
-      w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
-      w.add_rope_scaling_factor(float(scaling["factor"]))
+    _add_hyperparameters(w, arch, fields, hf_config, (int(vocab_size), int(hidden)), file_type,
+                         (theta, scaling))
     gguf_vocab.add_tokenizer(w, tok_meta)
-    counts = {}
-    for tensor_name, array in tensors.items():
-      kind = data_type
-      if array.ndim <= 1 or tensor_name.endswith("_norm.weight"):
-        kind = gguf.GGMLQuantizationType.F32
-      try:
-        data = gguf.quants.quantize(array, kind)
-      except gguf.QuantError:  # rows the blocks do not divide: f16, as the converter.
-        kind = gguf.GGMLQuantizationType.F16
-        data = gguf.quants.quantize(array, kind)
-      w.add_tensor(tensor_name, data, raw_dtype=kind)
-      counts[kind.name] = counts.get(kind.name, 0) + 1
+    counts = _add_tensors(w, tensors, data_type)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -246,3 +215,54 @@ def write_gguf(hf_config: dict, state_dict: dict[str, np.ndarray], tokenizer,
   return (f"{hf_config['model_type']} as llama.cpp's {arch!r} ({len(tensors)} tensors: "
           f"{kinds}; {vocab_size} tokens, {tok_meta['tokenizer.ggml.model']}/"
           f"{tok_meta['tokenizer.ggml.pre']})")
+
+
+def _add_hyperparameters(w, arch: str, fields: dict, hf_config: dict, shape: tuple[int, int],
+                         file_type, rope: tuple[float, dict]) -> None:
+  """The architecture's `{arch}.*` keys: sizes, rotary positions (`rope`: theta and the
+  scaling's parameters), norms, file type."""
+  import gguf  # pylint: disable=import-outside-toplevel
+  vocab_size, hidden = shape
+  heads = fields["num_heads"]
+  head_dim = fields["qkv_dim"] // heads
+  theta, scaling = rope
+  w.add_context_length(int(hf_config["max_position_embeddings"]))
+  w.add_embedding_length(hidden)
+  w.add_block_count(fields["num_decoder_layers"])
+  w.add_feed_forward_length(fields["mlp_dim"])
+  w.add_head_count(heads)
+  w.add_head_count_kv(fields["num_kv_heads"])
+  w.add_key_length(head_dim)
+  w.add_value_length(head_dim)
+  w.add_rope_freq_base(theta)
+  w.add_layer_norm_rms_eps(fields["layer_norm_epsilon"])
+  w.add_file_type(file_type)
+  w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+  if arch == "llama":
+    w.add_vocab_size(vocab_size)
+    w.add_rope_dimension_count(head_dim)
+  else:
+    w.add_sliding_window(fields["sliding_window"])
+    w.add_rope_freq_base_swa(fields["rotary_base_local"])
+  if scaling.get("rope_type") == "linear":
+    w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+    w.add_rope_scaling_factor(float(scaling["factor"]))
+
+
+def _add_tensors(w, tensors: dict[str, np.ndarray], data_type) -> dict[str, int]:
+  """Each tensor in `data_type` (1-D ones and norms in f32; rows the quantization's blocks
+  do not divide in f16, as the converter does); returns the count of each type."""
+  import gguf  # pylint: disable=import-outside-toplevel
+  counts = {}
+  for tensor_name, array in tensors.items():
+    kind = data_type
+    if array.ndim <= 1 or tensor_name.endswith("_norm.weight"):
+      kind = gguf.GGMLQuantizationType.F32
+    try:
+      data = gguf.quants.quantize(array, kind)
+    except gguf.QuantError:  # rows the blocks do not divide: f16, as the converter.
+      kind = gguf.GGMLQuantizationType.F16
+      data = gguf.quants.quantize(array, kind)
+    w.add_tensor(tensor_name, data, raw_dtype=kind)
+    counts[kind.name] = counts.get(kind.name, 0) + 1
+  return counts

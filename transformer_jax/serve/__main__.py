@@ -67,51 +67,66 @@ def _check_flags() -> None:
 
 def build_service(workdir: str, step: int):
   """The run loaded, its engine's programs compiled, the batcher started."""
-  from transformer_jax.serve import batcher, engines, metrics as metrics_lib, service  # pylint: disable=import-outside-toplevel
-  from transformer_jax.serve.programs import Buckets, ladder  # pylint: disable=import-outside-toplevel
+  from transformer_jax.serve import batcher, metrics as metrics_lib, service  # pylint: disable=import-outside-toplevel
   from transformer_jax.tools import loaded_run  # pylint: disable=import-outside-toplevel
+
+  kind_tool = _kind_tool(workdir)
+  if _BEAM_SIZES.value and kind_tool != "translate":
+    raise tool_flags.BadInput("--beam_sizes is for translation runs")
+  run = loaded_run.load_run(workdir, tool=None, step=step, as_floats=kind_tool == "encode")
+  engine = _engine(run, kind_tool, workdir)
+  metrics = metrics_lib.Metrics()
+  _warm_up(engine, metrics)
+  worker = batcher.Batcher(engine, max_batch=engine.buckets.max_batch,
+                           max_wait_ms=_MAX_WAIT.value, max_queue=_MAX_QUEUE.value,
+                           metrics=metrics)
+  worker.start()
+  model_id = _MODEL_ID.value or os.path.basename(os.path.normpath(workdir))
+  return service.Service(engine, worker, metrics, model_id, max_items=_MAX_ITEMS.value)
+
+
+def _engine(run, kind_tool: str, workdir: str):
+  """The engine that serves `kind_tool`, over the batch and length buckets the flags give
+  (batch sizes a multiple of the mesh's data-parallel rows)."""
+  from transformer_jax.serve import engines  # pylint: disable=import-outside-toplevel
+  from transformer_jax.serve.programs import Buckets, ladder  # pylint: disable=import-outside-toplevel
   from transformer_jax.kinds.task import read_labels  # pylint: disable=import-outside-toplevel
   from transformer_jax.parallel import sharding  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
 
-  kind_tool = _kind_tool(workdir)
-  run = loaded_run.load_run(workdir, tool=None, step=step, as_floats=kind_tool == "encode")
-  data, fsdp, _ = sharding.mesh_shape(run.config, jax.device_count())
+  config = run.config
+  data, fsdp, _ = sharding.mesh_shape(config, jax.device_count())
   multiple = data * fsdp
   batch = ladder(_MAX_BATCH.value, multiple=multiple)
   lengths = _ints(_LENGTH_BUCKETS.value, "length_buckets") if _LENGTH_BUCKETS.value else None
-  config = run.config
   if kind_tool == "translate":
-    buckets = Buckets(batch, lengths or ladder(config.max_target_length, first=16, factor=2))
     beams = _ints(_BEAM_SIZES.value, "beam_sizes") if _BEAM_SIZES.value else (1,)
-    engine = engines.Translator(run, buckets, beams)
-  elif kind_tool == "generate":
-    buckets = Buckets(batch, lengths or ladder(config.max_predict_length, first=32, factor=2))
-    engine = engines.Generator(run, buckets)
-  elif kind_tool == "transcribe":
+    return engines.Translator(
+        run, Buckets(batch, lengths or ladder(config.max_target_length, first=16, factor=2)),
+        beams)
+  if kind_tool == "generate":
+    return engines.Generator(
+        run, Buckets(batch, lengths or ladder(config.max_predict_length, first=32, factor=2)))
+  if kind_tool == "transcribe":
     buckets = engines.speech_buckets(run, _MAX_BATCH.value, multiple)
-    if lengths:
-      buckets = Buckets(buckets.batch, lengths)
-    engine = engines.Transcriber(run, buckets)
-  else:
-    buckets = Buckets(batch, lengths or ladder(config.max_target_length, first=16, factor=2))
-    engine = engines.Encoder(run, buckets, read_labels(workdir))
-  if _BEAM_SIZES.value and kind_tool != "translate":
-    raise tool_flags.BadInput("--beam_sizes is for translation runs")
-  metrics = metrics_lib.Metrics()
+    return engines.Transcriber(run, Buckets(buckets.batch, lengths) if lengths else buckets)
+  return engines.Encoder(
+      run, Buckets(batch, lengths or ladder(config.max_target_length, first=16, factor=2)),
+      read_labels(workdir))
+
+
+def _warm_up(engine, metrics) -> None:
+  """Every program compiled before the server listens; how many and how long, said on
+  stderr and in the metrics."""
   t0 = time.perf_counter()
   engine.warm_up(log=lambda line: print(line, file=sys.stderr, flush=True))
   seconds = time.perf_counter() - t0
   metrics.compiled_programs.set(len(engine.programs))
   metrics.warmup_seconds.set(seconds)
+  buckets = engine.buckets
   print(f"warm-up: {len(engine.programs)} programs ({len(engine.profiles)} profiles x "
         f"{len(buckets.batch)} batch x {len(buckets.length)} length buckets) compiled in "
         f"{seconds:.1f}s", file=sys.stderr, flush=True)
-  worker = batcher.Batcher(engine, max_batch=buckets.max_batch, max_wait_ms=_MAX_WAIT.value,
-                           max_queue=_MAX_QUEUE.value, metrics=metrics)
-  worker.start()
-  model_id = _MODEL_ID.value or os.path.basename(os.path.normpath(workdir))
-  return service.Service(engine, worker, metrics, model_id, max_items=_MAX_ITEMS.value)
 
 
 def _kind_tool(workdir: str) -> str:

@@ -124,32 +124,14 @@ def write_report(study_arg: str, output: str | None = None) -> str:
   os.makedirs(output, exist_ok=True)
   trials = _sorted(study)
   complete = [t for t in trials if t.state == TrialState.COMPLETE]
-  names = sorted({n for t in trials for n in t.params})
   lines = [f"# Study {study_arg}", "",
            f"{len(trials)} trials: {len(complete)} complete, "
            f"{sum(t.state == TrialState.PRUNED for t in trials)} pruned, "
            f"{sum(t.state == TrialState.FAIL for t in trials)} failed; the objective is "
            f"{study.direction.name.lower()}d.", ""]
-  head = ["trial", "value", *names, "seconds", "note"]
-  lines += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-  for t in trials:
-    seconds = (t.datetime_complete - t.datetime_start).total_seconds() if (
-        t.datetime_complete and t.datetime_start) else None
-    cells = [str(t.number), _value(t), *[_param(t.params.get(n)) for n in names],
-             f"{seconds:.0f}" if seconds is not None else "", _note(t).replace("|", "/")]
-    lines.append("| " + " | ".join(cells) + " |")
+  lines += _table(trials)
   if complete:
-    best = study.best_trial
-    lines += ["", f"## Best: trial {best.number}, {best.value:.4f}", "", "```bash",
-              _command(best), "```"]
-    try:
-      importances = optuna.importance.get_param_importances(study)
-    except (ValueError, RuntimeError) as e:
-      lines += ["", f"Parameter importances: not computed ({e})."]
-    else:
-      lines += ["", "## Parameter importances (fANOVA)", "", "| parameter | importance |",
-                "| --- | --- |"]
-      lines += [f"| {k} | {v:.3f} |" for k, v in importances.items()]
+    lines += _best(study)
   pictures = _plots(study, output)
   best_dirs = [t.user_attrs["workdir"] for t in complete[:BEST_CURVES]
                if os.path.exists(os.path.join(t.user_attrs.get("workdir", ""), "metrics.jsonl"))]
@@ -159,6 +141,34 @@ def write_report(study_arg: str, output: str | None = None) -> str:
   with open(os.path.join(output, "report.md"), "w", encoding="utf-8") as f:
     f.write("\n".join(lines) + "\n")
   return f"wrote {output}/report.md and {len(pictures)} plots ({len(trials)} trials)"
+
+
+def _table(trials) -> list[str]:
+  """Markdown rows, one per trial in the order given: value, parameters, seconds, note."""
+  names = sorted({n for t in trials for n in t.params})
+  head = ["trial", "value", *names, "seconds", "note"]
+  lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+  for t in trials:
+    seconds = (t.datetime_complete - t.datetime_start).total_seconds() if (
+        t.datetime_complete and t.datetime_start) else None
+    cells = [str(t.number), _value(t), *[_param(t.params.get(n)) for n in names],
+             f"{seconds:.0f}" if seconds is not None else "", _note(t).replace("|", "/")]
+    lines.append("| " + " | ".join(cells) + " |")
+  return lines
+
+
+def _best(study) -> list[str]:
+  """The best trial's command line and the parameters' fANOVA importances."""
+  best = study.best_trial
+  lines = ["", f"## Best: trial {best.number}, {best.value:.4f}", "", "```bash",
+           _command(best), "```"]
+  try:
+    importances = optuna.importance.get_param_importances(study)
+  except (ValueError, RuntimeError) as e:
+    return lines + ["", f"Parameter importances: not computed ({e})."]
+  lines += ["", "## Parameter importances (fANOVA)", "", "| parameter | importance |",
+            "| --- | --- |"]
+  return lines + [f"| {k} | {v:.3f} |" for k, v in importances.items()]
 
 
 def _param(value) -> str:
