@@ -205,3 +205,19 @@ def test_two_workers_share_a_study_in_postgresql(tmp_path, postgres):
   ran = [set(re.findall(r"^trial (\d+):", out, re.M)) for out, _ in outputs]
   assert ran[0] and ran[1] and not ran[0] & ran[1], ran
   assert all(_runs(str(tmp_path / "trials" / f"{t.number:04d}.log")) == 1 for t in trials)
+
+
+@pytest.mark.parametrize("name", ["space_base.py", "space_base_near.py"])
+def test_the_shipped_spaces_hold_base_py_fields_and_enqueue_its_values(name):
+  """The spaces in configs/ check out against configs/base.py, and --enqueue_config's first
+  trial (the config's own values) lies inside each range."""
+  import runpy  # pylint: disable=import-outside-toplevel
+  from transformer_jax.sweep import space as space_lib  # pylint: disable=import-outside-toplevel
+  config = runpy.run_path(os.path.join(REPO, "configs", "base.py"))["get_config"]()
+  params = space_lib.load_space(os.path.join(REPO, "configs", name), config)
+  own = space_lib.config_values(config, params)
+  for p in params:
+    if p.kind == "categorical":
+      assert own[p.name] in p.choices, p.name
+    else:
+      assert p.low <= own[p.name] <= p.high, p.name
