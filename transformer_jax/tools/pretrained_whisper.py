@@ -5,7 +5,7 @@
 
 The weights become our speech_to_text model (pretrained/whisper.py; a CTranslate2 model
 is converted once into a Hugging Face folder in the user cache,
-pretrained/ctranslate2_whisper.py). Every recording is cut into 30-second windows (Whisper's
+pretrained/ctranslate2_folder.py). Every recording is cut into 30-second windows (Whisper's
 only input length: 3,000 frames, zero-padded), each window's features are Whisper's
 (audio.whisper_log_mel), and the decoder starts from the folder's start token, then the
 language and task tokens of a multilingual model and <|notimestamps|>, with the folder's
