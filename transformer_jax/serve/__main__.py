@@ -99,20 +99,17 @@ def _engine(run, kind_tool: str, workdir: str):
   multiple = data * fsdp
   batch = ladder(_MAX_BATCH.value, multiple=multiple)
   lengths = _ints(_LENGTH_BUCKETS.value, "length_buckets") if _LENGTH_BUCKETS.value else None
-  if kind_tool == "translate":
-    beams = _ints(_BEAM_SIZES.value, "beam_sizes") if _BEAM_SIZES.value else (1,)
-    return engines.Translator(
-        run, Buckets(batch, lengths or ladder(config.max_target_length, first=16, factor=2)),
-        beams)
-  if kind_tool == "generate":
-    return engines.Generator(
-        run, Buckets(batch, lengths or ladder(config.max_predict_length, first=32, factor=2)))
   if kind_tool == "transcribe":
     buckets = engines.speech_buckets(run, _MAX_BATCH.value, multiple)
     return engines.Transcriber(run, Buckets(buckets.batch, lengths) if lengths else buckets)
-  return engines.Encoder(
-      run, Buckets(batch, lengths or ladder(config.max_target_length, first=16, factor=2)),
-      read_labels(workdir))
+  if kind_tool == "generate":
+    return engines.Generator(
+        run, Buckets(batch, lengths or ladder(config.max_predict_length, first=32, factor=2)))
+  buckets = Buckets(batch, lengths or ladder(config.max_target_length, first=16, factor=2))
+  if kind_tool == "translate":
+    beams = _ints(_BEAM_SIZES.value, "beam_sizes") if _BEAM_SIZES.value else (1,)
+    return engines.Translator(run, buckets, beams)
+  return engines.Encoder(run, buckets, read_labels(workdir))
 
 
 def _warm_up(engine, metrics) -> None:
