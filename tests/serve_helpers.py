@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 
 from conftest import REPO, device_env
 
@@ -31,6 +32,20 @@ class Server:
   def _drain(self):
     for line in self.proc.stderr:
       self.log.append(line)
+
+  def logged(self, text: str, seconds: float = 30.0) -> bool:
+    """Whether a log line holds text, waiting for the reader thread up to `seconds`.
+
+    The server flushes a line before it answers, but this process reads the pipe in its
+    own thread: a line may land here a moment after the answer did.
+    """
+    deadline = time.monotonic() + seconds
+    while True:
+      if any(text in line for line in list(self.log)):
+        return True
+      if time.monotonic() > deadline:
+        return False
+      time.sleep(0.05)
 
   def request(self, method: str, path: str, body=None, headers=None):
     """(status, headers, parsed JSON or text) of one request on a new connection."""
