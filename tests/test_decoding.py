@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from transformer_jax.decode import beam as beam_search, lm as lm_decoding, search as decoding
+from transformer_jax.decode import (beam as beam_search, lm as lm_decoding, phases,
+                                    search as decoding)
 from transformer_jax.decode.search import DecodeOptions
 from transformer_jax.models.decoder_lm import DecoderLM
 from transformer_jax.models.transformer import EncoderDecoder, TransformerConfig
@@ -51,7 +52,8 @@ def _greedy_by_recompute(model, params, src, max_length):
 
 @pytest.mark.parametrize("seed,max_length,variant", [
     (0, 6, {}), (1, 11, {"norm_position": "post"}),
-    (2, 16, {"num_decoder_layers": 3, "num_heads": 2, "head_dim": 16})])
+    (2, 16, {"num_decoder_layers": 3, "num_heads": 2, "head_dim": 16}),
+    (4, 40, {})])  # 40: the cache grows 32 -> 40 on the way (phases.py).
 def test_cached_greedy_equals_recomputing_the_sequence(seed, max_length, variant):
   cfg = CFG.replace(**variant)
   model, params = _init(cfg, seed)
@@ -64,14 +66,43 @@ def test_cached_greedy_equals_recomputing_the_sequence(seed, max_length, variant
 
 @pytest.mark.parametrize("options", [DecodeOptions(method="beam", beam_size=3, alpha=0.6),
                                      DecodeOptions(method="sample", top_k=5, temperature=0.8)])
-def test_cached_beam_search_and_sampling_equal_uncached(options):
+@pytest.mark.parametrize("max_length", [9, 37])
+def test_cached_beam_search_and_sampling_equal_uncached(options, max_length):
   _, params = _init(CFG, 3)
   src = _sources(3)
-  run = functools.partial(decoding.translate, config=CFG, options=options, max_length=9)
+  run = functools.partial(decoding.translate, config=CFG, options=options,
+                          max_length=max_length)
   rng = jax.random.key(7)
   cached = jax.jit(functools.partial(run, cached=True))(params, src, rng)
   uncached = jax.jit(functools.partial(run, cached=False))(params, src, rng)
   np.testing.assert_array_equal(cached, uncached)
+
+
+@pytest.mark.parametrize("method", ["greedy", "beam"])
+def test_the_cached_loop_runs_in_phases_of_growing_cache_length(method):
+  _, params = _init(CFG, 5)
+  options = DecodeOptions(method=method, beam_size=2)
+  assert phases.lengths(40) == (32, 40) and phases.lengths(64) == (32, 64)
+  assert phases.lengths(448) == (32, 128, 448) and phases.lengths(32) == (32,)
+  assert phases.lengths(9) == (9,)
+  loops = {}
+  for cached in (True, False):
+    jaxpr = jax.make_jaxpr(functools.partial(decoding.translate, config=CFG, options=options,
+                                             max_length=40, cached=cached))(
+        params, _sources(5), jax.random.key(0))
+    loops[cached] = str(jaxpr).count("while[")
+  assert loops == {True: 2, False: 1}, loops
+  cache = decoding.init_cache(EncoderDecoder(decoding.decode_mode(CFG, True)), 2, 16, 7)
+  grown = phases.grow_cache(cache, 32)
+  for path, x in jax.tree_util.tree_leaves_with_path(grown):
+    name = path[-1].key
+    old = functools.reduce(lambda t, p: t[p.key], path, cache)
+    if name == "cached_key":  # [B, N, K, S]
+      assert x.shape == old.shape[:-1] + (32,)
+    elif name == "cached_value":  # [B, N, S, K]
+      assert x.shape == old.shape[:-2] + (32,) + old.shape[-1:]
+    else:
+      assert x.shape == old.shape
 
 
 def test_lm_generation_with_prompts_cached_equals_uncached():

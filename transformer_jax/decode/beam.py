@@ -20,11 +20,13 @@ beams.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+from transformer_jax.decode import phases
 
 Array = jax.Array
 StepFn = Callable[[Array, Array, Any], tuple[Array, Any]]
@@ -61,11 +63,14 @@ def _take(x_BN, idx_BK):
 def beam_search(step_fn: StepFn, cache: Any, *, batch_size: int, beam_size: int,
                 max_length: int, alpha: float, eos_id: int,
                 mask_logits: Callable[[Array], Array] = lambda x: x,
-                normalized: bool = False) -> tuple[Array, Array]:
+                normalized: bool = False,
+                phase_lengths: Sequence[int] = ()) -> tuple[Array, Array]:
   """Returns (sequences [B, K, max_length], scores [B, K]), best first.
 
   `normalized`: step_fn returns log-scores to add as they are (ctc_prefix's joint
-  scores), not logits to turn into log-probabilities.
+  scores), not logits to turn into log-probabilities. `phase_lengths`: the cache's
+  length in each phase of the loop (phases.py), the first the length it comes with;
+  empty: one loop over the cache as it is.
 
   Sequences hold the generated tokens, EOS included, then zeros. A row with no
   finished hypothesis returns its alive ones, scored at full length. With
@@ -122,8 +127,8 @@ def beam_search(step_fn: StepFn, cache: Any, *, batch_size: int, beam_size: int,
            jnp.zeros((b, k, length), jnp.int32), alive_logp,
            jnp.zeros((b, k, length), jnp.int32), jnp.full((b, k), NEG_INF, jnp.float32),
            jnp.zeros((b, k), bool))
-  _, _, _, alive_BKL, alive_logp_BK, fin_BKL, fin_score_BK, fin_flag_BK = jax.lax.while_loop(
-      not_done, step, carry)
+  _, _, _, alive_BKL, alive_logp_BK, fin_BKL, fin_score_BK, fin_flag_BK = phases.while_loop(
+      not_done, step, carry, phase_lengths or (length,))
   any_finished_B = fin_flag_BK.any(axis=1)
   seqs = jnp.where(any_finished_B[:, None, None], fin_BKL, alive_BKL)
   scores = jnp.where(any_finished_B[:, None], fin_score_BK, alive_logp_BK / max_penalty)

@@ -16,6 +16,7 @@ vocabulary is padded) and the padding id are never produced.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -24,7 +25,7 @@ import jax.numpy as jnp
 
 from transformer_jax.data.tokenizer import EOS_ID, PAD_ID
 from transformer_jax.decode import (beam as beam_lib, ctc_prefix, lexicon as lexicon_lib,
-                                    placeholders)
+                                    phases, placeholders)
 from transformer_jax.models.decoder_lm import DecoderLM
 from transformer_jax.models.speech import SpeechToText
 from transformer_jax.models.transformer import EncoderDecoder, TransformerConfig, unstack_layers
@@ -111,7 +112,7 @@ def sample_loop(step_fn, cache, *, batch_size: int, max_length: int, rng: Array 
                 temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
                 prompt_BL: Array | None = None, eos_id: int | tuple[int, ...] = EOS_ID,
                 mask_logits=lambda x: x, start_B: Array | None = None,
-                start_index: Array | None = None) -> Array:
+                start_index: Array | None = None, phase_lengths: Sequence[int] = ()) -> Array:
   """Greedy (temperature 0) or sampled decoding; returns [B, max_length] ids.
 
   `prompt_BL` (left-aligned, zero-padded) forces each row's first tokens; the
@@ -119,7 +120,8 @@ def sample_loop(step_fn, cache, *, batch_size: int, max_length: int, rng: Array 
   the loop ends when every row has stopped or at `max_length`. `start_B`: what
   position 0 is fed (default the start token 0). `start_index`: the first position the
   loop computes, the cache already holding the earlier ones (a prefill); the prompt fills
-  the output before it.
+  the output before it. `phase_lengths`: the cache's length in each phase of the loop
+  (phases.py), the first the length it comes with; empty: one loop.
   """
   b = batch_size
   if prompt_BL is None:
@@ -156,7 +158,7 @@ def sample_loop(step_fn, cache, *, batch_size: int, max_length: int, rng: Array 
   token_B = jnp.where(first > 0, before_B, start_B)
   out_BL = jnp.where(jnp.arange(max_length)[None, :] < first, prompt_BL, 0)
   carry = (first, cache, token_B, out_BL, jnp.zeros((b,), bool))
-  return jax.lax.while_loop(not_done, step, carry)[3]
+  return phases.while_loop(not_done, step, carry, phase_lengths or (max_length,))[3]
 
 
 # --------------------------------------------------------------------------- model steps
@@ -307,6 +309,8 @@ def _encode_decode(model_type: type, params, inputs: Array, rng: Array | None, *
   b = inputs.shape[0]
   source = encode(config, params, inputs, model_type)
   mask = vocab_mask(vocab_limit)
+  # With the cache, the loop runs in phases of growing cache length (phases.py).
+  phase_lengths = phases.lengths(max_length) if cached else (max_length,)
 
   def keeping_placeholders(step_fn, cache, rows: int):
     if not placeholder_ids:
@@ -316,7 +320,8 @@ def _encode_decode(model_type: type, params, inputs: Array, rng: Array | None, *
 
   if options.method == "beam":
     k = options.beam_size
-    step_fn, cache = start_state(config, params, b * k, max_length, source.repeat(k), cached)
+    step_fn, cache = start_state(config, params, b * k, phase_lengths[0], source.repeat(k),
+                                 cached)
     step_fn, cache = keeping_placeholders(step_fn, cache, b * k)
     normalized = options.ctc_weight > 0 or lexicon is not None
     if options.ctc_weight > 0:
@@ -327,12 +332,13 @@ def _encode_decode(model_type: type, params, inputs: Array, rng: Array | None, *
       step_fn, cache = lexicon_lib.step_fn(step_fn, lexicon), (cache, jnp.zeros(b * k, jnp.int32))
     seqs_BKL, _ = beam_lib.beam_search(step_fn, cache, batch_size=b, beam_size=k,
                                        max_length=max_length, alpha=options.alpha,
-                                       eos_id=EOS_ID, mask_logits=mask, normalized=normalized)
+                                       eos_id=EOS_ID, mask_logits=mask, normalized=normalized,
+                                       phase_lengths=phase_lengths)
     return seqs_BKL[:, 0]
-  step_fn, cache = start_state(config, params, b, max_length, source, cached)
+  step_fn, cache = start_state(config, params, b, phase_lengths[0], source, cached)
   step_fn, cache = keeping_placeholders(step_fn, cache, b)
   return sample_loop(step_fn, cache, batch_size=b, max_length=max_length, rng=rng,
-                     mask_logits=mask, **sampling_args(options))
+                     mask_logits=mask, phase_lengths=phase_lengths, **sampling_args(options))
 
 
 def _joint_ctc(step_fn, cache, config: TransformerConfig, params, source: Source,
