@@ -94,12 +94,23 @@ def _level(port: int, sentences: list[str], clients: int, requests: int,
   return len(latencies), time.perf_counter() - t0, latencies
 
 
-def _rss(port: int) -> float:
+def _metric(port: int, name: str) -> float:
+  """One unlabelled sample of the server's /metrics."""
   conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
   conn.request("GET", "/metrics")
   text = conn.getresponse().read().decode()
   conn.close()
-  return float(re.search(r"^process_resident_memory_bytes (\S+)", text, re.M).group(1)) / 2**20
+  return float(re.search(rf"^{name} (\S+)", text, re.M).group(1))
+
+
+def _rss(port: int) -> float:
+  return _metric(port, "process_resident_memory_bytes") / 2**20
+
+
+def _batches(port: int) -> tuple[float, float]:
+  """(batches run, rows decoded in them) so far."""
+  return (_metric(port, "transformer_jax_batch_rows_count"),
+          _metric(port, "transformer_jax_batch_rows_sum"))
 
 
 def _tool(workdir: str, sentences: list[str]) -> tuple[list[str], float]:
@@ -139,14 +150,16 @@ def main(argv):
     print(f"the server's translations equal the tool's for {same} of {len(check)} sentences")
     rates = {}
     for clients in [int(c) for c in _LEVELS.value]:
+      batches_before, rows_before = _batches(port)
       n, seconds, lat = _level(port, sentences, clients, _REQUESTS.value, _SECONDS.value)
+      batches, rows = (a - b for a, b in zip(_batches(port), (batches_before, rows_before)))
       lat.sort()
       rates[clients] = n / seconds
       print(f"{clients:3d} clients: {n:5d} requests in {seconds:6.1f}s = {n / seconds:6.2f} "
             f"req/s, p50 {1000 * statistics.median(lat):7.1f} ms, "
             f"p99 {1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))]:7.1f} ms"
-            + (f", {n / seconds / rates[1]:.1f}x one client" if 1 in rates else ""),
-            flush=True)
+            + (f", {n / seconds / rates[1]:.1f}x one client" if 1 in rates else "")
+            + f", {rows / max(batches, 1):.1f} rows per batch", flush=True)
     _, tool_seconds = _tool(_WORKDIR.value, sentences[:_REQUESTS.value])
     print(f"translate tool: {min(_REQUESTS.value, len(sentences))} sentences in "
           f"{tool_seconds:.1f}s = {min(_REQUESTS.value, len(sentences)) / tool_seconds:.2f} "
