@@ -52,6 +52,37 @@ def test_int4_packing_round_trips_odd_sizes():
   np.testing.assert_array_equal(quant.unpack_int4(packed, (5, 7)), q)
 
 
+def test_the_nf4_levels_are_the_normal_quantiles_qlora_defines():
+  # QLoRA (Dettmers et al. 2023, Appendix E): 8 quantiles of N(0, 1) above zero and 7 below,
+  # from the probabilities linspace(offset, 0.5, 9) and linspace(offset, 0.5, 8) less their
+  # last, with zero, scaled to [-1, 1].
+  offset = 0.9677083
+  above = jax.scipy.special.ndtri(jnp.linspace(offset, 0.5, 9)[:-1])
+  below = -jax.scipy.special.ndtri(jnp.linspace(offset, 0.5, 8)[:-1])
+  levels = np.sort(np.concatenate([np.asarray(above), [0.0], np.asarray(below)]))
+  np.testing.assert_allclose(quant.NF4, levels / np.abs(levels).max(), atol=2e-6)
+
+
+def test_nf4_keeps_each_blocks_maximum_and_the_nearest_level_of_every_value():
+  rng = np.random.default_rng(3)
+  w = rng.normal(0, 0.02, size=(37, 29)).astype(np.float32)  # 1,073 values: 17 blocks.
+  w[5, 3] = 0.5  # an outlier costs its block alone.
+  q = quant.quantize_nf4(w)
+  assert q.qvalue.dtype == jnp.uint8 and q.qvalue.size == 17 * 32 and q.scale.shape == (17,)
+  blocks = np.pad(w.reshape(-1), (0, 17 * 64 - w.size)).reshape(17, 64)
+  np.testing.assert_allclose(np.asarray(q.scale), np.abs(blocks).max(axis=1), rtol=1e-6)
+  back = np.asarray(q.dequantize())
+  assert back.shape == w.shape and back[5, 3] == np.float32(0.5)
+  # Each value is the level nearest to it: no other level is closer.
+  scale = np.repeat(np.asarray(q.scale), 64)[:w.size].reshape(w.shape)
+  gaps = np.abs(w[..., None] - quant.NF4 * scale[..., None]).min(axis=-1)
+  np.testing.assert_allclose(np.abs(back - w), gaps, atol=1e-7)
+  # Normal weights: NF4 in blocks of 64 beats int4 with a scale per output channel.
+  g = rng.normal(0, 0.02, size=(256, 300)).astype(np.float32)
+  err = lambda x: np.linalg.norm(np.asarray(x.dequantize()) - g) / np.linalg.norm(g)  # noqa
+  assert err(quant.quantize_nf4(g)) < 0.8 * err(quant.quantize(g, 4, (0,)))
+
+
 def test_fake_quant_equals_the_stored_integers_and_passes_the_gradient_through():
   w = jnp.asarray(np.random.default_rng(2).normal(size=(16, 8)), jnp.float32)
   q = quant.quantize(w, 8, (0,))

@@ -102,9 +102,9 @@ def test_only_adapters_and_train_also_train():
                 != params_before["full/encoder/final_norm/scale"])
 
 
-@pytest.mark.parametrize("bits", [8, 4])
-def test_a_qlora_base_stays_integer(bits):
-  config = _config(**{"lora.base_bits": bits})
+@pytest.mark.parametrize("bits,quant_type", [(8, "int"), (4, "int"), (4, "nf4")])
+def test_a_qlora_base_stays_integer(bits, quant_type):
+  config = _config(**{"lora.base_bits": bits, "lora.base_quant_type": quant_type})
   progs = _programs(config)
   state = progs.init_state(jax.random.key(0))
   batch = progs.global_batch(_batch(config))
@@ -116,9 +116,13 @@ def test_a_qlora_base_stays_integer(bits):
   kernels = [k for k, v in lora.flat(state.frozen).items() if is_q(v)]
   assert "encoder/layer_0/self_attention/query" in kernels
   assert qs and all(q.qvalue.dtype == (jnp.int8 if bits == 8 else jnp.uint8) for q in qs)
-  for q in qs:  # one byte a value (int8), or two values a byte (int4)
+  for q in qs:  # one byte a value (int8), or two values a byte (int4, NF4)
     n = int(np.prod(q.shape))
-    assert q.qvalue.size == (n if bits == 8 else (n + 1) // 2)
+    if quant_type == "nf4":  # a scale per 64 values, the values padded to whole blocks.
+      assert q.block == 64 and q.scale.shape == (-(-n // 64),)
+      assert q.qvalue.size == q.scale.size * 32
+    else:
+      assert q.block == 0 and q.qvalue.size == (n if bits == 8 else (n + 1) // 2)
   floats = {k: v for k, v in lora.flat(state.frozen).items() if not is_q(v)}
   assert floats and all(v.ndim == 1 for v in floats.values()), sorted(floats)  # norms, biases
 
@@ -144,6 +148,7 @@ def test_logical_name_patterns_choose_kernels():
 
 @pytest.mark.parametrize("field,value,match", [
     ("lora.rank", -1, "integer >= 0"), ("lora.base_bits", 4, "needs lora.rank"),
+    ("lora.base_quant_type", "fp4", "one of"), ("lora.base_quant_type", "nf4", "base_bits=4"),
     ("lora.dropout", 1.0, r"\[0, 1\)"), ("lora.targets", ("mlp(",), "not a regex"),
     ("lora.targets", (), "at least one")])
 def test_bad_lora_fields_are_config_errors(field, value, match):

@@ -55,6 +55,7 @@ class Spec:
   targets: tuple[str, ...]
   train_also: tuple[str, ...]
   base_bits: int
+  base_quant_type: str = "int"  # "nf4": QLoRA's NormalFloat in blocks (quant.quantize_nf4).
 
   @property
   def scale(self) -> float:
@@ -68,7 +69,7 @@ class Spec:
       return None
     return cls(rank=int(lora.rank), alpha=float(lora.alpha), dropout=float(lora.dropout),
                targets=tuple(lora.targets), train_also=tuple(lora.train_also),
-               base_bits=int(lora.base_bits))
+               base_bits=int(lora.base_bits), base_quant_type=str(lora.base_quant_type))
 
 
 @flax.struct.dataclass
@@ -185,10 +186,11 @@ def init(params: dict[str, Any], targets: dict[str, tuple | None], train_also: l
 
 
 def frozen_base(params: dict[str, Any], names: dict[str, tuple | None], train_also: list[str],
-                bits: int, dtype) -> dict:
+                bits: int, dtype, quant_type: str = "int") -> dict:
   """The frozen base (boxed where it shards): every parameter but train_also's, as
   `dtype`, or with `bits` its kernels and tables as quant.QTensor (int8 values shard like
-  the floats; packed int4 values and the scales are replicated)."""
+  the floats; packed int4 values and the scales are replicated); `quant_type` "nf4" (bits
+  4): QLoRA's NormalFloat in blocks of 64, replicated too."""
   out = {}
   for path, w in params.items():
     if path in train_also:
@@ -196,6 +198,9 @@ def frozen_base(params: dict[str, Any], names: dict[str, tuple | None], train_al
     n = names.get(path)
     box = (lambda x, n=n: nn.LogicallyPartitioned(x, n)) if n else (lambda x: x)
     if bits and quant.quantizable(n, w.shape):
+      if quant_type == "nf4":
+        out[path] = quant.quantize_nf4(w)
+        continue
       q = quant.quantize(w, bits, quant.reduce_axes(n, w.ndim))
       out[path] = q.replace(qvalue=box(q.qvalue)) if bits == 8 else q
     else:

@@ -23,6 +23,12 @@ product (`layers.project`), so qwix finds no parameter there to quantize.)
     quantization-aware training (`config.quantization.bits`).
   - `fake_quant_rows`: the same for activations, one scale per row.
   - 4-bit values are stored two to a byte (`pack_int4`).
+  - `quantize_nf4`: QLoRA's 4-bit NormalFloat (Dettmers et al. 2023) for a frozen
+    adapter base (`config.lora.base_quant_type='nf4'`): each block of 64 consecutive
+    values (the weight flattened, as bitsandbytes blocks it) keeps its absolute maximum
+    as a float32 scale, and each value the nearest of 16 levels spaced as the quantiles
+    of a normal distribution (NF4), which pretrained weights follow; 4.5 bits a value.
+    (QLoRA's double quantization of the scales, 0.127 bits a value less, is not done.)
 """
 
 from __future__ import annotations
@@ -36,6 +42,15 @@ import numpy as np
 
 BITS = (4, 8)  # what `quantize` stores; config.quantization.bits takes 0 (off) or these.
 LOOKUP_AXES = ("vocab", "pos_length", "token_types")  # tables read by row.
+# NF4's 16 levels: quantiles of N(0, 1) (8 above zero, 7 below, and zero itself), scaled to
+# [-1, 1]; the values of the QLoRA paper's Appendix E and bitsandbytes, which
+# tests/test_compression_math.py derives again from that construction.
+NF4 = np.array([-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
+                -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
+                0.07958029955625534, 0.16093020141124725, 0.24611230194568634,
+                0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
+                0.7229568362236023, 1.0], np.float32)
+NF4_BLOCK = 64  # values per scale (bitsandbytes' default block size).
 
 
 def qmax(bits: int) -> int:
@@ -75,17 +90,25 @@ def to_int(w: jax.Array, scale: jax.Array, bits: int) -> jax.Array:
 
 @flax.struct.dataclass
 class QTensor:
-  """Integer values (int8; for 4 bits two per uint8 byte) and float32 scales."""
+  """Integer values (int8; for 4 bits two per uint8 byte) and float32 scales; with
+  `block`, NF4 codes (two per byte) and one scale per `block` values of the flattened
+  weight (`quantize_nf4`)."""
   qvalue: jax.Array
   scale: jax.Array
   bits: int = flax.struct.field(pytree_node=False, default=8)
   shape: tuple[int, ...] = flax.struct.field(pytree_node=False, default=())
+  block: int = flax.struct.field(pytree_node=False, default=0)  # > 0: NF4 in blocks.
 
   @property
   def nbytes(self) -> int:
     return int(self.qvalue.nbytes) + int(self.scale.nbytes)
 
   def dequantize(self, dtype=jnp.float32) -> jax.Array:
+    if self.block:
+      size = int(np.prod(self.shape))
+      levels = jnp.asarray(NF4)[unpack_nibbles(self.qvalue, self.scale.size * self.block)]
+      w = levels.reshape(-1, self.block) * self.scale[:, None]
+      return w.reshape(-1)[:size].reshape(self.shape).astype(dtype)
     q = unpack_int4(self.qvalue, self.shape) if self.bits == 4 else self.qvalue
     return (q.astype(jnp.float32) * self.scale).astype(dtype)
 
@@ -98,6 +121,21 @@ def quantize(w, bits: int, axes: tuple[int, ...]) -> QTensor:
   if bits == 4:
     q = pack_int4(q)
   return QTensor(qvalue=q, scale=s, bits=bits, shape=tuple(w.shape))
+
+
+def quantize_nf4(w, block: int = NF4_BLOCK) -> QTensor:
+  """QLoRA's NF4 of one weight: per block of `block` values of the flattened weight, the
+  absolute maximum as the scale and the nearest NF4 level of each value / scale."""
+  w = jnp.asarray(w)
+  flat = w.reshape(-1).astype(jnp.float32)
+  flat = jnp.pad(flat, (0, -flat.size % block)).reshape(-1, block)
+  amax = jnp.max(jnp.abs(flat), axis=1)
+  scale = jnp.where(amax > 0, amax, 1.0)
+  # The nearest level: how many of the midpoints between levels lie below the value.
+  midpoints = jnp.asarray((NF4[1:] + NF4[:-1]) / 2)
+  codes = jnp.searchsorted(midpoints, (flat / scale[:, None]).reshape(-1))
+  return QTensor(qvalue=pack_int4(codes.astype(jnp.int8)), scale=scale, bits=4,
+                 shape=tuple(w.shape), block=block)
 
 
 def fake_quant(w: jax.Array, bits: int, axes: tuple[int, ...]) -> jax.Array:
@@ -120,11 +158,16 @@ def pack_int4(q: jax.Array) -> jax.Array:
   return flat[0::2] | (flat[1::2] << 4)
 
 
+def unpack_nibbles(packed: jax.Array, size: int) -> jax.Array:
+  """The first `size` 4-bit fields of `pack_int4`'s bytes, as int32 in [0, 15]."""
+  lo = (packed & 0xF).astype(jnp.int32)
+  hi = (packed >> 4).astype(jnp.int32)
+  return jnp.stack([lo, hi], axis=-1).reshape(-1)[:size]
+
+
 def unpack_int4(packed: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   """The inverse of `pack_int4`: int8 values of `shape`."""
-  lo = (packed & 0xF).astype(jnp.int8)
-  hi = (packed >> 4).astype(jnp.int8)
-  both = jnp.stack([lo, hi], axis=-1).reshape(-1)[:int(np.prod(shape))]
+  both = unpack_nibbles(packed, int(np.prod(shape)))
   return jnp.where(both > 7, both - 16, both).astype(jnp.int8).reshape(shape)
 
 

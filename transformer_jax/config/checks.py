@@ -234,6 +234,10 @@ def _check_lora(config) -> None:
   if not isinstance(lora.rank, int) or lora.rank < 0:
     _fail("lora.rank", lora.rank, "must be an integer >= 0 (0: off)")
   _one_of(config, "lora.base_bits", (0, 4, 8))
+  _one_of(config, "lora.base_quant_type", ("int", "nf4"))
+  if lora.base_quant_type == "nf4" and lora.base_bits != 4:
+    _fail("lora.base_quant_type", lora.base_quant_type,
+          f"needs lora.base_bits=4 (now {lora.base_bits})")
   if not lora.rank:
     if lora.base_bits:
       _fail("lora.base_bits", lora.base_bits, "needs lora.rank > 0 (a frozen base)")

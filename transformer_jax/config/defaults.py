@@ -167,13 +167,14 @@ def _adapters(c: ml_collections.ConfigDict) -> None:
   # B [r, out] zeros at the start (docs/adapters.md). Only the adapters and the parameters
   # that `train_also` matches (a fresh head, the norms) train and have optimizer state;
   # the rest is frozen, held as floats or (base_bits 8 | 4) as int8 / int4 integers with
-  # per-channel scales, turned into floats inside the step. `dropout` drops whole rank
+  # per-channel scales, turned into floats inside the step; `base_quant_type` "nf4" (with
+  # base_bits 4) holds it as QLoRA's 4-bit NormalFloat, a scale per 64 values instead. `dropout` drops whole rank
   # components of each adapter at each step with this probability (the adapters are added
   # to the weights inside the step, so dropout on the adapter's input does not apply).
   c.lora = ml_collections.ConfigDict({
       "rank": 0, "alpha": 16.0, "dropout": 0.0,
       "targets": ("attention/(query|key|value|out)$", "mlp/(wi|wi_0|wi_1|wo)$"),
-      "train_also": (), "base_bits": 0})
+      "train_also": (), "base_bits": 0, "base_quant_type": "int"})
 
 
 def _parallelism(c: ml_collections.ConfigDict) -> None:

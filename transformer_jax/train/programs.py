@@ -256,7 +256,8 @@ def _adapter_parts(spec: lora.Spec, model, kind, shapes, tx, names, dtype) -> di
     return steps.TrainState(
         step=jax.numpy.array(0, jax.numpy.int32), params=trainable,
         opt_state=tx.init(trainable), rng=jax.random.key_data(dropout_rng),
-        frozen=lora.frozen_base(params, by_path, train_also, spec.base_bits, dtype))
+        frozen=lora.frozen_base(params, by_path, train_also, spec.base_bits, dtype,
+                                spec.base_quant_type))
 
   def init_fn(rng):
     params_rng, _ = jax.random.split(rng)
