@@ -25,8 +25,9 @@ product (`layers.project`), so qwix finds no parameter there to quantize.)
   - 4-bit values are stored two to a byte (`pack_int4`).
   - `quantize_nf4`: QLoRA's 4-bit NormalFloat (Dettmers et al. 2023) for a frozen
     adapter base (`config.lora.base_quant_type='nf4'`): each block of 64 consecutive
-    values (the weight flattened, as bitsandbytes blocks it) keeps its absolute maximum
-    as a float32 scale, and each value the nearest of 16 levels spaced as the quantiles
+    values of the flattened weight (our [in, out] kernels' order, so a block runs along
+    the output axis where bitsandbytes' run along torch's input axis) keeps its absolute
+    maximum as a float32 scale, and each value the nearest of 16 levels spaced as the quantiles
     of a normal distribution (NF4), which pretrained weights follow; 4.5 bits a value.
     (QLoRA's double quantization of the scales, 0.127 bits a value less, is not done.)
 """
