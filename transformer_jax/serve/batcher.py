@@ -8,10 +8,10 @@ program. (Counted from the arrival alone, a busy server splits its clients into 
 those answered by one batch send again a moment after the next batch has started with
 the rest, so batches run half full, padded to the full bucket: at 16 clients of the base
 translator, 7.9 rows per batch. Waiting `max_wait_ms` after each batch lets the answered
-clients join the next one; BUILD_NOTES.) A batch that fails is run again one request at a time, so that
-only the request that fails gets the error. More than `max_queue` queued rows refuse a
-request at once (QueueFull: the server answers 429 with Retry-After). `close()` stops new
-requests and returns when every queued one is answered.
+clients join the next one; BUILD_NOTES.) A batch that fails is run again one request at
+a time, so that only the request that fails gets the error. More than `max_queue` queued
+rows refuse a request at once (QueueFull: the server answers 429 with Retry-After).
+`close()` stops new requests and returns when every queued one is answered.
 """
 
 from __future__ import annotations
