@@ -11,6 +11,7 @@ import pytest
 from transformer_jax.decode import (beam as beam_search, lm as lm_decoding, phases,
                                     search as decoding)
 from transformer_jax.decode.search import DecodeOptions
+from transformer_jax.models import attention
 from transformer_jax.models.decoder_lm import DecoderLM
 from transformer_jax.models.transformer import EncoderDecoder, TransformerConfig
 from transformer_jax.parallel import sharding
@@ -93,7 +94,7 @@ def test_the_cached_loop_runs_in_phases_of_growing_cache_length(method):
     loops[cached] = str(jaxpr).count("while[")
   assert loops == {True: 2, False: 1}, loops
   cache = decoding.init_cache(EncoderDecoder(decoding.decode_mode(CFG, True)), 2, 16, 7)
-  grown = phases.grow_cache(cache, 32)
+  grown = attention.grow_cache(cache, 32)
   for path, x in jax.tree_util.tree_leaves_with_path(grown):
     name = path[-1].key
     old = functools.reduce(lambda t, p: t[p.key], path, cache)

@@ -10,16 +10,17 @@ copy of the step in the compiled program.
 
 The base translator's beam search (16 sentences, 4 beams, cache 64 positions): 27.1 ->
 32.9-33.9 sentences/s with phases 32, 64 (16, 32, 64: 33.5-35.0, at twice the extra
-compile time), the same translations; BUILD_NOTES, "Decoding in phases of cache length".
+compile time), the same translations; BUILD_NOTES, "Half-full batches mended, and
+decoding in phases of cache length".
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import jax
-import jax.numpy as jnp
+
+from transformer_jax.models import attention
 
 Array = jax.Array
 
@@ -37,21 +38,6 @@ def lengths(max_length: int, first: int = FIRST, factor: int = FACTOR) -> tuple[
   return tuple(out) + (max_length,)
 
 
-def grow_cache(cache: Any, length: int) -> Any:
-  """The cache with room for `length` positions: each attention layer's keys [..., S]
-  and values [..., S, K] (models/attention.py's layout) padded with zeros; the rest
-  (indices, wrappers' own state) as it is."""
-  def grow(path, x):
-    name = getattr(path[-1], "key", None)
-    if name not in ("cached_key", "cached_value"):
-      return x
-    axis = x.ndim - 1 if name == "cached_key" else x.ndim - 2
-    pad = [(0, 0)] * x.ndim
-    pad[axis] = (0, length - x.shape[axis])
-    return jnp.pad(x, pad)
-  return jax.tree_util.tree_map_with_path(grow, cache)
-
-
 def while_loop(cond: Callable[[tuple], Array], body: Callable[[tuple], tuple], carry: tuple,
                phase_lengths: Sequence[int]) -> tuple:
   """`jax.lax.while_loop(cond, body, carry)` whose carry is (position, cache, ...) and
@@ -59,6 +45,6 @@ def while_loop(cond: Callable[[tuple], Array], body: Callable[[tuple], tuple], c
   for end, following in zip(phase_lengths, tuple(phase_lengths[1:]) + (None,)):
     carry = jax.lax.while_loop(lambda c, end=end: cond(c) & (c[0] < end), body, carry)
     if following is not None:
-      carry = (carry[0], grow_cache(carry[1], following)) + tuple(carry[2:])
+      carry = (carry[0], attention.grow_cache(carry[1], following)) + tuple(carry[2:])
   return carry
 

@@ -270,3 +270,18 @@ class MultiHeadAttention(nn.Module):
     if self.window:
       visible_LS = visible_LS & (query_L1 - key_1S < self.window)
     return cached_k.value, cached_v.value, combine_masks(mask_B1LS, visible_LS[None, None])
+
+
+def grow_cache(cache: Any, length: int) -> Any:
+  """A decode cache with room for `length` positions: each self-attention's cached keys
+  [..., S] and values [..., S, K] (`_update_cache`'s layout) padded with zeros; the rest
+  (indices, decode wrappers' own state) as it is. Decoding in phases (decode/phases.py)."""
+  def grow(path, x):
+    name = getattr(path[-1], "key", None)
+    if name not in ("cached_key", "cached_value"):
+      return x
+    axis = x.ndim - 1 if name == "cached_key" else x.ndim - 2
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (0, length - x.shape[axis])
+    return jnp.pad(x, pad)
+  return jax.tree_util.tree_map_with_path(grow, cache)
