@@ -84,18 +84,17 @@ def whisper_state_dict(variables: dict[str, np.ndarray], ct2_config: dict | None
   check_whisper(spec, revision, source)
   ct2_config = ct2_config or {}
   v = _Variables(variables, source)
-  d_model, mels, _ = v.take("encoder/conv1/weight").shape
-  vocab_size = v.take("decoder/embeddings/weight").shape[0]
+  d_model, mels, _ = v.shape("encoder/conv1/weight")
+  vocab_size = v.shape("decoder/embeddings/weight")[0]
   enc_layers, dec_layers = _layers(variables, "encoder"), _layers(variables, "decoder")
   if not enc_layers or not dec_layers:
     raise PretrainedError(f"{source}: no CTranslate2 variable "
                           f"'{'encoder' if not enc_layers else 'decoder'}/layer_0/...'")
   sizes = {"d_model": int(d_model), "num_mel_bins": int(mels), "vocab_size": int(vocab_size),
            "encoder_layers": enc_layers, "decoder_layers": dec_layers,
-           "encoder_ffn_dim": int(v.take("encoder/layer_0/ffn/linear_0/weight").shape[0]),
-           "decoder_ffn_dim": int(v.take("decoder/layer_0/ffn/linear_0/weight").shape[0]),
-           "max_target_positions": int(
-               v.take("decoder/position_encodings/encodings").shape[0]),
+           "encoder_ffn_dim": int(v.shape("encoder/layer_0/ffn/linear_0/weight")[0]),
+           "decoder_ffn_dim": int(v.shape("decoder/layer_0/ffn/linear_0/weight")[0]),
+           "max_target_positions": int(v.shape("decoder/position_encodings/encodings")[0]),
            "max_source_positions": int(
                variables["encoder/position_encodings/encodings"].shape[0]
                if "encoder/position_encodings/encodings" in variables else 1500)}
@@ -126,13 +125,22 @@ class _Variables:
   def __contains__(self, name: str) -> bool:
     return name in self.variables
 
-  def take(self, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+  def _checked(self, name: str) -> np.ndarray:
+    """The variable as stored, after checking that it is there and floating point."""
     if name not in self.variables:
       raise PretrainedError(f"{self.source}: CTranslate2 variable {name!r} is missing")
     array = np.asarray(self.variables[name])
     if not np.issubdtype(array.dtype, np.floating):
       raise PretrainedError(f"{self.source}: CTranslate2 variable {name!r} is {array.dtype}, "
                             "not floating point")
+    return array
+
+  def shape(self, name: str) -> tuple[int, ...]:
+    """The variable's shape, checked as `take` checks it, without a float32 copy."""
+    return tuple(self._checked(name).shape)
+
+  def take(self, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    array = self._checked(name)
     if shape is not None and tuple(array.shape) != tuple(shape):
       raise PretrainedError(f"{self.source}: CTranslate2 variable {name!r} has shape "
                             f"{tuple(array.shape)}, expected {tuple(shape)}")
