@@ -81,21 +81,21 @@ class HfTokenizer:
           f"{path}: id {PAD_ID} is {self._tok.id_to_token(PAD_ID)!r}, not a padding token, and "
           f"there is no end-of-text token ({', '.join(EOS_TOKENS)}) to end texts with")
     self._specials = self._tok.num_special_tokens_to_add(False)
+    probe = self._tok.encode("a", add_special_tokens=True)  # the post-processor's marks.
     # A post-processor that ends no text with the end-of-text token (Gemma's adds <bos>
     # only): `encode` appends it, so that a document the model learns from has an end.
     self._append_eos = (self.offset == 0 and self.eos_id is not None and
-                        self._tok.post_process(self._tok.encode("a", add_special_tokens=False)
-                                               ).ids[-1] != self.eos_id)
-    self.start_ids = self._start_ids()
+                        probe.ids[-1] != self.eos_id)
+    self.start_ids = self._start_ids(probe)
 
-  def _start_ids(self) -> tuple[int, ...]:
+  def _start_ids(self, probe) -> tuple[int, ...]:
     """Our ids of the special tokens that the tokenizer's post-processor puts before every
     text (Gemma's <bos>, Llama 3's <|begin_of_text|>; none for GPT-2's): what a pretrained
     decoder's own texts start with. `encode` adds them only in the unshifted layout (with
-    add_eos), so code that builds a decoder's sequences from pieces puts them first."""
-    enc = self._tok.encode("a", add_special_tokens=True)
+    add_eos), so code that builds a decoder's sequences from pieces puts them first.
+    `probe`: a text encoded with the special tokens."""
     lead = []
-    for i, special in zip(enc.ids, enc.special_tokens_mask):
+    for i, special in zip(probe.ids, probe.special_tokens_mask):
       if not special:
         break
       lead.append(EOS_ID if self.offset and i == self.eos_id else i + self.offset)
